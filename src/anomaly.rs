@@ -1,0 +1,228 @@
+//! The anomaly side output (SPEC §2): JSON Lines, one rejected record a line.
+//!
+//! The log is part of the exactly-once promise. Every checkpoint records the
+//! log's length after a `sync_data`; recovery truncates the file back to that
+//! length, and the records after it are written again as their offsets are
+//! re-read. So after any crash the log holds each anomaly exactly once.
+//!
+//! A line carries `reason`, `source`, `partition`, `offset`, the payload
+//! (`payload_encoding` is `utf8` when the text is stored as is, `base64` when
+//! the bytes were not UTF-8), `event_time_ms` when known (late events), and
+//! `detected_at`.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+
+use crate::event::Reason;
+
+/// One line of the log, as written.
+#[derive(Debug, Serialize)]
+struct Line<'a> {
+    reason: &'static str,
+    source: &'a str,
+    partition: u32,
+    offset: u64,
+    payload: &'a str,
+    payload_encoding: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    event_time_ms: Option<i64>,
+    detected_at: &'a str,
+}
+
+/// One line of the log, as read back by the `anomalies` commands.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+pub struct AnomalyRecord {
+    pub reason: String,
+    pub source: String,
+    pub partition: u32,
+    pub offset: u64,
+    pub payload: String,
+    pub payload_encoding: String,
+    #[serde(default)]
+    pub event_time_ms: Option<i64>,
+    pub detected_at: String,
+}
+
+impl AnomalyRecord {
+    /// The original payload bytes.
+    pub fn payload_bytes(&self) -> Result<Vec<u8>, base64::DecodeError> {
+        if self.payload_encoding == "base64" {
+            base64::engine::general_purpose::STANDARD.decode(&self.payload)
+        } else {
+            Ok(self.payload.as_bytes().to_vec())
+        }
+    }
+}
+
+pub struct AnomalyLog {
+    path: PathBuf,
+    out: BufWriter<File>,
+    len: u64,
+    line: Vec<u8>,
+}
+
+impl AnomalyLog {
+    /// Opens the log for a job resuming from a checkpoint that covered `len`
+    /// bytes: anything after that was written by the crashed run and will be
+    /// written again.
+    pub fn resume(path: &Path, len: u64) -> io::Result<Self> {
+        ensure_parent(path)?;
+        let file = OpenOptions::new().create(true).write(true).truncate(false).open(path)?;
+        let actual = file.metadata()?.len();
+        if actual < len {
+            return Err(io::Error::other(format!(
+                "the anomaly log {} holds {actual} bytes but the checkpoint covers {len}: it was truncated or \
+                 replaced outside the job. Restore the file, or start from a fresh state directory",
+                path.display()
+            )));
+        }
+        file.set_len(len)?;
+        file.sync_data()?;
+        Self::wrap(path, file, len)
+    }
+
+    /// Opens the log for a job starting without a checkpoint. A non-empty log
+    /// left by an earlier run is moved aside (its new name is returned), so
+    /// the log describes this run only.
+    pub fn fresh(path: &Path) -> io::Result<(Self, Option<PathBuf>)> {
+        ensure_parent(path)?;
+        let mut moved = None;
+        if path.metadata().map(|m| m.len() > 0).unwrap_or(false) {
+            let aside = PathBuf::from(format!("{}.{}", path.display(), crate::time::now_ms()));
+            std::fs::rename(path, &aside)?;
+            moved = Some(aside);
+        }
+        let file = OpenOptions::new().create(true).write(true).truncate(true).open(path)?;
+        Ok((Self::wrap(path, file, 0)?, moved))
+    }
+
+    fn wrap(path: &Path, mut file: File, len: u64) -> io::Result<Self> {
+        use std::io::Seek;
+        file.seek(io::SeekFrom::Start(len))?;
+        Ok(AnomalyLog {
+            path: path.to_path_buf(),
+            out: BufWriter::with_capacity(256 * 1024, file),
+            len,
+            line: Vec::with_capacity(1024),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends one anomaly (buffered; durable at the next [`AnomalyLog::sync`]).
+    pub fn append(
+        &mut self,
+        reason: Reason,
+        source: &str,
+        partition: u32,
+        offset: u64,
+        payload: &[u8],
+        event_time_ms: Option<i64>,
+        detected_at: &str,
+    ) -> io::Result<()> {
+        let encoded;
+        let (payload, payload_encoding) = match std::str::from_utf8(payload) {
+            Ok(text) => (text, "utf8"),
+            Err(_) => {
+                encoded = base64::engine::general_purpose::STANDARD.encode(payload);
+                (encoded.as_str(), "base64")
+            }
+        };
+        self.line.clear();
+        serde_json::to_writer(
+            &mut self.line,
+            &Line {
+                reason: reason.as_str(),
+                source,
+                partition,
+                offset,
+                payload,
+                payload_encoding,
+                event_time_ms,
+                detected_at,
+            },
+        )
+        .map_err(io::Error::other)?;
+        self.line.push(b'\n');
+        self.out.write_all(&self.line)?;
+        self.len += self.line.len() as u64;
+        Ok(())
+    }
+
+    /// Flushes and syncs; returns the durable length to record in a checkpoint.
+    pub fn sync(&mut self) -> io::Result<u64> {
+        self.out.flush()?;
+        self.out.get_ref().sync_data()?;
+        Ok(self.len)
+    }
+}
+
+fn ensure_parent(path: &Path) -> io::Result<()> {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => std::fs::create_dir_all(p),
+        _ => Ok(()),
+    }
+}
+
+/// Reads every record of a log (for the `anomalies` commands and tests).
+pub fn read_all(path: &Path) -> io::Result<Vec<AnomalyRecord>> {
+    let text = std::fs::read_to_string(path)?;
+    text.lines()
+        .enumerate()
+        .map(|(i, line)| {
+            serde_json::from_str(line).map_err(|e| {
+                io::Error::other(format!("{} line {}: not an anomaly record: {e}", path.display(), i + 1))
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resume_truncates_to_the_checkpointed_length() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("logs/anomalies.log");
+        let (mut log, moved) = AnomalyLog::fresh(&path).unwrap();
+        assert!(moved.is_none());
+        log.append(Reason::MalformedJson, "f", 0, 1, b"{", None, "t").unwrap();
+        let len = log.sync().unwrap();
+        log.append(Reason::BadAmount, "f", 0, 2, b"x", None, "t").unwrap();
+        log.sync().unwrap();
+        drop(log);
+        let mut log = AnomalyLog::resume(&path, len).unwrap();
+        log.append(Reason::NotAnObject, "f", 0, 3, &[0xff, 0x00], None, "t").unwrap();
+        log.sync().unwrap();
+        let records = read_all(&path).unwrap();
+        let offsets: Vec<u64> = records.iter().map(|r| r.offset).collect();
+        assert_eq!(offsets, vec![1, 3]);
+        assert_eq!(records[1].payload_encoding, "base64");
+        assert_eq!(records[1].payload_bytes().unwrap(), vec![0xff, 0x00]);
+    }
+
+    #[test]
+    fn a_fresh_start_moves_an_old_log_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.log");
+        std::fs::write(&path, "old\n").unwrap();
+        let (_log, moved) = AnomalyLog::fresh(&path).unwrap();
+        assert_eq!(std::fs::read_to_string(moved.unwrap()).unwrap(), "old\n");
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
+    }
+
+    #[test]
+    fn resume_refuses_a_log_shorter_than_the_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.log");
+        std::fs::write(&path, "x\n").unwrap();
+        assert!(AnomalyLog::resume(&path, 100).is_err());
+    }
+}

@@ -1,0 +1,489 @@
+//! The `streamforge` command line.
+//!
+//! Settings come from defaults, then the config file (`--config`, else
+//! `config/pipeline.yaml` when present), then `STREAMFORGE__*` variables,
+//! then the flags here. `--set key.path=value` reaches any key.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use clap::{Args, Parser, Subcommand};
+
+use crate::checkpoint::CheckpointStore;
+use crate::config::{Config, SinkKind, SourceKind};
+use crate::job::{self, JobOptions, JobReport};
+use crate::sink::embedded::EmbeddedSink;
+use crate::sink::Sink;
+use crate::source::file::FileSource;
+use crate::source::generator::GeneratorSource;
+use crate::source::Source;
+use crate::telemetry::{self, Metrics};
+use crate::window::WindowRow;
+
+#[derive(Parser)]
+#[command(name = "streamforge", version, about = "Exactly-once event-time order metrics: Kafka -> StreamForge -> ClickHouse")]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_parser = ["text", "json"], default_value = "text")]
+    log_format: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the whole pipeline on simulated orders, with no servers, and print the windows.
+    Demo(DemoArgs),
+    /// Run the job.
+    Run(RunArgs),
+    /// Print the final windows from the configured sink, one JSON object a line.
+    Results(ResultsArgs),
+    /// Look at the checkpoints of a state directory.
+    Checkpoint {
+        #[command(subcommand)]
+        command: CheckpointCommand,
+    },
+}
+
+#[derive(Args, Clone, Default)]
+struct Common {
+    /// Config file (default: config/pipeline.yaml if it exists).
+    #[arg(long, env = "STREAMFORGE_CONFIG")]
+    config: Option<PathBuf>,
+    /// State directory: checkpoints, and the embedded sink unless configured elsewhere.
+    #[arg(long, env = "STREAMFORGE_STATE_DIR")]
+    state_dir: Option<PathBuf>,
+    /// Set any config key: --set window.size=120s (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+}
+
+#[derive(Args, Clone)]
+struct RunArgs {
+    #[command(flatten)]
+    common: Common,
+    /// generator | files:PATH[,PATH...] | kafka
+    #[arg(long)]
+    source: Option<String>,
+    /// embedded | clickhouse
+    #[arg(long)]
+    sink: Option<String>,
+    /// Anomaly log path.
+    #[arg(long)]
+    anomaly_log: Option<PathBuf>,
+    /// Stop at the end of the input, after emitting every window and a final checkpoint.
+    #[arg(long)]
+    bounded: bool,
+    /// Barrier interval, e.g. 5s or 500ms.
+    #[arg(long)]
+    checkpoint_interval: Option<String>,
+    /// Barrier every N records (also).
+    #[arg(long)]
+    checkpoint_events: Option<u64>,
+    /// Serve /metrics, /health and /ready here (e.g. 127.0.0.1:9464).
+    #[arg(long)]
+    metrics_addr: Option<String>,
+    /// Live progress line on stderr (default: when stderr is a terminal).
+    #[arg(long)]
+    progress: Option<bool>,
+}
+
+#[derive(Args, Clone)]
+struct DemoArgs {
+    /// Where the demo keeps its state and anomaly log (wiped first).
+    #[arg(long, default_value = "streamforge-demo")]
+    dir: PathBuf,
+    /// Simulated partitions.
+    #[arg(long, default_value_t = 4)]
+    partitions: u32,
+    /// Simulated orders per partition (500 per second of event time).
+    #[arg(long, default_value_t = 150_000)]
+    events_per_partition: u64,
+}
+
+#[derive(Args, Clone)]
+struct ResultsArgs {
+    #[command(flatten)]
+    common: Common,
+    /// embedded | clickhouse
+    #[arg(long)]
+    sink: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum CheckpointCommand {
+    /// Ids, times, sizes, offsets and crc status.
+    List(Common),
+    /// Everything one checkpoint holds (default: the newest).
+    Inspect {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long)]
+        id: Option<u64>,
+    },
+    /// Damage a checkpoint on purpose (demos and drills): recovery must skip it.
+    Corrupt {
+        #[command(flatten)]
+        common: Common,
+        /// Default: the newest.
+        #[arg(long)]
+        id: Option<u64>,
+    },
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init_logging(cli.log_format == "json");
+    crate::failpoint::setup();
+    match dispatch(cli.command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Demo(args) => demo(args),
+        Command::Run(args) => run(args),
+        Command::Results(args) => results(args),
+        Command::Checkpoint { command } => checkpoint(command),
+    }
+}
+
+fn overrides(common: &Common) -> anyhow::Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for kv in &common.set {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| anyhow!("--set {kv}: write KEY=VALUE, e.g. --set window.size=120s"))?;
+        out.push((k.trim().to_string(), v.to_string()));
+    }
+    if let Some(dir) = &common.state_dir {
+        out.push(("checkpoint.state_dir".into(), dir.display().to_string()));
+    }
+    Ok(out)
+}
+
+fn apply_source_flag(spec: &str, out: &mut Vec<(String, String)>) -> anyhow::Result<()> {
+    match spec.split_once(':') {
+        Some(("files", paths)) => {
+            let list: Vec<String> = paths
+                .split(',')
+                .filter(|p| !p.is_empty())
+                .map(|p| format!("{p:?}"))
+                .collect();
+            out.push(("source.kind".into(), "files".into()));
+            out.push(("source.files".into(), format!("[{}]", list.join(","))));
+        }
+        None if spec == "generator" || spec == "kafka" || spec == "files" => {
+            out.push(("source.kind".into(), spec.into()));
+        }
+        _ => bail!("--source {spec}: use generator, files:PATH[,PATH...] or kafka"),
+    }
+    Ok(())
+}
+
+fn apply_sink_flag(spec: &str, out: &mut Vec<(String, String)>) -> anyhow::Result<()> {
+    match spec {
+        "embedded" | "clickhouse" => out.push(("sink.kind".into(), spec.into())),
+        _ => bail!("--sink {spec}: use embedded or clickhouse"),
+    }
+    Ok(())
+}
+
+/// Builds the configured source.
+pub fn build_source(cfg: &Config) -> anyhow::Result<Box<dyn Source>> {
+    Ok(match cfg.source.kind {
+        SourceKind::Generator => Box::new(GeneratorSource::new(cfg.source.generator.clone())?),
+        SourceKind::Files => Box::new(FileSource::new(&cfg.source.files)?),
+        SourceKind::Kafka => bail!("the Kafka source is not built into this version yet"),
+    })
+}
+
+/// Builds the configured sink.
+pub fn build_sink(cfg: &Config) -> anyhow::Result<Box<dyn Sink>> {
+    Ok(match cfg.sink.kind {
+        SinkKind::Embedded => Box::new(EmbeddedSink::open(&cfg.embedded_sink_path())?),
+        SinkKind::Clickhouse => bail!("the ClickHouse sink is not built into this version yet"),
+    })
+}
+
+fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, stop.clone()).context("installing the signal handlers")?;
+    }
+    Ok(stop)
+}
+
+fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let mut ov = overrides(&args.common)?;
+    if let Some(s) = &args.source {
+        apply_source_flag(s, &mut ov)?;
+    }
+    if let Some(s) = &args.sink {
+        apply_sink_flag(s, &mut ov)?;
+    }
+    if let Some(p) = &args.anomaly_log {
+        ov.push(("anomaly_log".into(), p.display().to_string()));
+    }
+    if let Some(i) = &args.checkpoint_interval {
+        ov.push(("checkpoint.interval".into(), i.clone()));
+    }
+    if let Some(n) = args.checkpoint_events {
+        ov.push(("checkpoint.interval_events".into(), n.to_string()));
+    }
+    if let Some(a) = &args.metrics_addr {
+        ov.push(("metrics_addr".into(), a.clone()));
+    }
+    let loaded = Config::load(args.common.config.as_deref(), &ov)?;
+    let cfg = loaded.config;
+    let progress = args.progress.unwrap_or_else(|| std::io::stderr().is_terminal());
+    let report = run_job(&cfg, args.bounded, progress)?;
+    print_summary(&report);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_job(cfg: &Config, bounded: bool, progress: bool) -> anyhow::Result<JobReport> {
+    let metrics = Arc::new(Metrics::new());
+    if !cfg.metrics_addr.is_empty() {
+        telemetry::serve(&cfg.metrics_addr, metrics.clone())
+            .with_context(|| format!("cannot serve metrics on {}", cfg.metrics_addr))?;
+    }
+    let source = build_source(cfg)?;
+    let sink = build_sink(cfg)?;
+    let opts = JobOptions {
+        bounded,
+        stop: stop_flag()?,
+        progress,
+        shutdown_grace: Duration::from_secs(10),
+    };
+    job::run(cfg, source, sink, &opts, metrics)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn print_summary(r: &JobReport) {
+    let c = &r.counters;
+    let mut pauses = r.checkpoint_pauses.clone();
+    pauses.sort();
+    eprintln!(
+        "streamforge: {} records in {:.2?} ({:.0}/s): {} accepted, {} duplicates, {} anomalies ({} late)",
+        c.read,
+        r.elapsed,
+        c.read as f64 / r.elapsed.as_secs_f64().max(1e-9),
+        c.accepted,
+        c.duplicates,
+        c.anomalies,
+        c.late
+    );
+    eprintln!(
+        "  windows: {} emitted, {} re-emitted; rows acknowledged by the sink: {}, still pending: {}",
+        c.windows_emitted, c.windows_re_emitted, r.rows_acked, r.rows_pending
+    );
+    eprintln!(
+        "  checkpoints: {} (last #{}, {} bytes, pause p50 {:.2?} p99 {:.2?}){}",
+        r.checkpoints,
+        r.last_checkpoint_id,
+        r.checkpoint_bytes,
+        percentile(&pauses, 0.5),
+        percentile(&pauses, 0.99),
+        match r.restored_from {
+            Some(id) => format!("; recovered from checkpoint #{id}"),
+            None => String::new(),
+        }
+    );
+    eprintln!(
+        "  state: {}  sink: {}  anomaly log: {}",
+        r.state_dir.display(),
+        r.sink,
+        r.anomaly_log.display()
+    );
+}
+
+fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
+    if args.dir.exists() {
+        std::fs::remove_dir_all(&args.dir)
+            .with_context(|| format!("cannot clear the demo directory {}", args.dir.display()))?;
+    }
+    let mut cfg = Config::default();
+    cfg.source.kind = SourceKind::Generator;
+    cfg.source.generator.partitions = args.partitions;
+    cfg.source.generator.events_per_partition = Some(args.events_per_partition);
+    cfg.sink.kind = SinkKind::Embedded;
+    cfg.checkpoint.state_dir = args.dir.join("state");
+    cfg.checkpoint.interval = crate::config::Dur(Duration::from_millis(500));
+    cfg.anomaly_log = args.dir.join("logs/anomalies.log");
+    cfg.validate().map_err(|p| anyhow!(p.join("; ")))?;
+    let g = &cfg.source.generator;
+    eprintln!(
+        "StreamForge demo: {} partitions x {} simulated orders ({} s of event time at {}/s per partition), \
+         with {:.0}% broken, {:.0}% duplicated and {:.1}% very late events.",
+        g.partitions,
+        args.events_per_partition,
+        args.events_per_partition / g.rate.max(1),
+        g.rate,
+        g.anomaly_share * 100.0,
+        g.duplicate_share * 100.0,
+        g.late_share * 100.0
+    );
+    let report = run_job(&cfg, true, std::io::stderr().is_terminal())?;
+    let rows = EmbeddedSink::open(&cfg.embedded_sink_path())?.read_final()?;
+    println!();
+    print_table(&rows);
+    println!();
+    print_summary(&report);
+    println!();
+    println!("Sliding windows of 60 s every 30 s, exact GMV and exact distinct users.");
+    println!("Same windows as JSON:   streamforge results --state-dir {}", cfg.checkpoint.state_dir.display());
+    println!("Checkpoints:            streamforge checkpoint list --state-dir {}", cfg.checkpoint.state_dir.display());
+    println!("Anomaly log:            {}", cfg.anomaly_log.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_table(rows: &[WindowRow]) {
+    println!(
+        "{:<21} {:<21} {:>10} {:>16} {:>10}",
+        "window_start (UTC)", "window_end (UTC)", "orders", "gmv", "users"
+    );
+    for r in rows {
+        println!(
+            "{:<21} {:<21} {:>10} {:>16} {:>10}",
+            crate::time::format_rfc3339_s(r.window_start),
+            crate::time::format_rfc3339_s(r.window_end),
+            r.order_cnt,
+            crate::event::format_cents(r.gmv_cents),
+            r.user_cnt
+        );
+    }
+}
+
+fn results(args: ResultsArgs) -> anyhow::Result<ExitCode> {
+    let mut ov = overrides(&args.common)?;
+    if let Some(s) = &args.sink {
+        apply_sink_flag(s, &mut ov)?;
+    }
+    let cfg = Config::load(args.common.config.as_deref(), &ov)?.config;
+    if cfg.sink.kind == SinkKind::Embedded && !cfg.embedded_sink_path().exists() {
+        bail!(
+            "no embedded sink at {}: run the job first, or point --state-dir at its state directory",
+            cfg.embedded_sink_path().display()
+        );
+    }
+    let mut rows = build_sink(&cfg)?.read_final()?;
+    rows.sort_by_key(|r| r.window_start);
+    let mut out = String::with_capacity(rows.len() * 128);
+    for r in &rows {
+        out.push_str(&r.result_json());
+        out.push('\n');
+    }
+    use std::io::Write;
+    std::io::stdout().write_all(out.as_bytes())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn open_store(common: &Common) -> anyhow::Result<(CheckpointStore, PathBuf)> {
+    let cfg = Config::load(common.config.as_deref(), &overrides(common)?)?.config;
+    let dir = cfg.checkpoint.state_dir.clone();
+    if !dir.join("checkpoints").exists() {
+        bail!("no checkpoints in {}: is this a state directory?", dir.display());
+    }
+    Ok((CheckpointStore::open(&dir, cfg.checkpoint.keep)?, dir))
+}
+
+fn checkpoint(command: CheckpointCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        CheckpointCommand::List(common) => {
+            let (store, dir) = open_store(&common)?;
+            println!("checkpoints in {}", dir.display());
+            println!("{:>8}  {:<24}  {:>10}  {:<8}  {:<24}  offsets", "id", "created (UTC)", "bytes", "crc", "watermark");
+            for info in store.list()? {
+                match info.status {
+                    Ok(s) => println!(
+                        "{:>8}  {:<24}  {:>10}  {:<8}  {:<24}  {}",
+                        info.id,
+                        crate::time::format_rfc3339_ms(s.created_ms),
+                        info.bytes,
+                        "ok",
+                        telemetry::format_watermark(s.watermark_ms),
+                        format_offsets(&s.offsets)
+                    ),
+                    Err(e) => println!("{:>8}  {:<24}  {:>10}  {:<8}  {e}", info.id, "?", info.bytes, "CORRUPT"),
+                }
+            }
+        }
+        CheckpointCommand::Inspect { common, id } => {
+            let (store, _) = open_store(&common)?;
+            let id = pick_id(&store, id)?;
+            let cp = store.load(id)?;
+            let users: usize = cp.engine.windows.panes.iter().map(|p| p.3.len()).sum();
+            let ids: usize = cp.engine.dedup.expiry.iter().map(|e| e.1.len()).sum();
+            println!("checkpoint       {}", cp.id);
+            println!("created          {}", crate::time::format_rfc3339_ms(cp.created_ms));
+            println!("source           {}", cp.source_id);
+            println!("offsets (next)   {}", format_offsets(&cp.offsets));
+            println!("watermark        {}", telemetry::format_watermark(cp.engine.watermark));
+            println!("anomaly log      {} bytes", cp.anomaly_log_len);
+            println!(
+                "window state     {} panes, {} user entries, {} windows fired and open",
+                cp.engine.windows.panes.len(),
+                users,
+                cp.engine.windows.fired.len()
+            );
+            println!("dedup            {ids} ids");
+            println!(
+                "pending output   {} rows in {} batches",
+                cp.pending.iter().map(|b| b.rows.len()).sum::<usize>(),
+                cp.pending.len()
+            );
+            for (p, clock) in cp.engine.clocks.iter().enumerate() {
+                println!(
+                    "partition {p:<5}  max event time {}{}",
+                    telemetry::format_watermark(clock.max_event_ms),
+                    if clock.finished { " (finished)" } else { "" }
+                );
+            }
+        }
+        CheckpointCommand::Corrupt { common, id } => {
+            let (store, _) = open_store(&common)?;
+            let id = pick_id(&store, id)?;
+            store.corrupt(id)?;
+            println!("checkpoint {id} corrupted (one byte flipped); the next start must skip it");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn pick_id(store: &CheckpointStore, id: Option<u64>) -> anyhow::Result<u64> {
+    match id {
+        Some(id) => Ok(id),
+        None => store
+            .ids()?
+            .last()
+            .copied()
+            .ok_or_else(|| anyhow!("the store holds no checkpoint")),
+    }
+}
+
+fn format_offsets(offsets: &std::collections::BTreeMap<u32, u64>) -> String {
+    offsets.iter().map(|(p, o)| format!("{p}:{o}")).collect::<Vec<_>>().join(" ")
+}
+
+/// Used by tests and tools that need a path relative to the crate.
+pub fn crate_dir() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}

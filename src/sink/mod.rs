@@ -1,0 +1,271 @@
+//! Sinks: where window rows end up, written idempotently.
+//!
+//! Every sink stores rows keyed by `window_start`, the highest `version`
+//! winning (ClickHouse's ReplacingMergeTree, or the embedded store). Writing
+//! the same rows twice, or an older version after a newer one, changes
+//! nothing: that is what lets recovery resend pending output freely.
+//!
+//! The job never writes to a sink itself. It hands each checkpointed batch to
+//! a [`SinkWriter`], a thread that retries with exponential backoff while the
+//! sink is down and reports acknowledgements back; processing goes on
+//! meanwhile, and unacknowledged rows stay in every checkpoint.
+
+pub mod embedded;
+
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use thiserror::Error;
+
+use crate::window::WindowRow;
+
+#[derive(Debug, Error)]
+pub enum SinkError {
+    /// The sink may accept the same write later (down, overloaded, timeout).
+    #[error("{0}")]
+    Retryable(String),
+    /// The write can never succeed as is (bad schema, bad credentials,
+    /// rejected data): an operator must act.
+    #[error("{0}")]
+    Fatal(String),
+}
+
+pub trait Sink: Send {
+    /// Human-readable target, without credentials.
+    fn describe(&self) -> String;
+
+    /// Upserts `rows` (idempotent). Returns once the sink acknowledged them.
+    fn write(&mut self, rows: &[WindowRow]) -> Result<(), SinkError>;
+
+    /// The final rows, highest version per window, sorted by window start.
+    fn read_final(&mut self) -> Result<Vec<WindowRow>, SinkError>;
+}
+
+/// Messages from the writer thread.
+#[derive(Debug)]
+pub enum SinkEvent {
+    /// Every batch up to this checkpoint id is in the sink.
+    Acked { checkpoint_id: u64, rows: usize, latency: Duration },
+    /// A write failed and will be retried after `retry_in`.
+    Retrying { checkpoint_id: u64, attempt: u32, retry_in: Duration, error: String },
+    /// A write failed for good; the job must stop (rows stay pending).
+    Failed { checkpoint_id: u64, error: String },
+}
+
+struct Job {
+    checkpoint_id: u64,
+    rows: Vec<WindowRow>,
+}
+
+/// Backoff between retries of one batch.
+#[derive(Debug, Clone, Copy)]
+pub struct Backoff {
+    pub initial: Duration,
+    pub max: Duration,
+}
+
+impl Backoff {
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let factor = 1u32 << attempt.min(16);
+        self.initial.saturating_mul(factor).min(self.max)
+    }
+}
+
+pub struct SinkWriter {
+    jobs: Option<Sender<Job>>,
+    events: Receiver<SinkEvent>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl SinkWriter {
+    pub fn spawn(mut sink: Box<dyn Sink>, backoff: Backoff) -> Self {
+        let (job_tx, job_rx) = mpsc::channel::<Job>();
+        let (ev_tx, ev_rx) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("sink-writer".into())
+            .spawn(move || {
+                for job in job_rx {
+                    if !write_until_acked(sink.as_mut(), &job, backoff, &ev_tx) {
+                        return;
+                    }
+                }
+            })
+            .expect("spawning the sink writer thread");
+        SinkWriter {
+            jobs: Some(job_tx),
+            events: ev_rx,
+            thread: Some(thread),
+        }
+    }
+
+    /// Queues a batch that a durable checkpoint already records.
+    pub fn submit(&self, checkpoint_id: u64, rows: Vec<WindowRow>) {
+        if let Some(tx) = &self.jobs {
+            // A send error means the thread stopped after a fatal error, which
+            // it has reported; the rows stay pending in the checkpoint.
+            let _ = tx.send(Job { checkpoint_id, rows });
+        }
+    }
+
+    /// Events reported so far, without waiting.
+    pub fn try_events(&self) -> impl Iterator<Item = SinkEvent> + '_ {
+        self.events.try_iter()
+    }
+
+    /// Waits up to `timeout` for the next event.
+    pub fn wait_event(&self, timeout: Duration) -> Option<SinkEvent> {
+        match self.events.recv_timeout(timeout) {
+            Ok(e) => Some(e),
+            Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => None,
+        }
+    }
+}
+
+impl Drop for SinkWriter {
+    fn drop(&mut self) {
+        // Closing the queue lets the thread finish its current batch (or
+        // give up on it if the process is exiting) and stop.
+        self.jobs.take();
+        if let Some(t) = self.thread.take() {
+            if t.is_finished() {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+/// Returns false when the writer must stop (fatal error or job gone).
+fn write_until_acked(sink: &mut dyn Sink, job: &Job, backoff: Backoff, events: &Sender<SinkEvent>) -> bool {
+    let mut attempt = 0u32;
+    let started = Instant::now();
+    loop {
+        match sink.write(&job.rows) {
+            Ok(()) => {
+                return events
+                    .send(SinkEvent::Acked {
+                        checkpoint_id: job.checkpoint_id,
+                        rows: job.rows.len(),
+                        latency: started.elapsed(),
+                    })
+                    .is_ok();
+            }
+            Err(SinkError::Retryable(error)) => {
+                let retry_in = backoff.delay(attempt);
+                attempt = attempt.saturating_add(1);
+                if events
+                    .send(SinkEvent::Retrying {
+                        checkpoint_id: job.checkpoint_id,
+                        attempt,
+                        retry_in,
+                        error,
+                    })
+                    .is_err()
+                {
+                    return false;
+                }
+                std::thread::sleep(retry_in);
+            }
+            Err(SinkError::Fatal(error)) => {
+                let _ = events.send(SinkEvent::Failed {
+                    checkpoint_id: job.checkpoint_id,
+                    error,
+                });
+                return false;
+            }
+        }
+    }
+}
+
+/// Keeps, per window start, the row with the highest version (ties: the
+/// later one). The rule every sink implements; also used by `verify`.
+pub fn upsert(table: &mut std::collections::BTreeMap<i64, WindowRow>, row: WindowRow) {
+    match table.get(&row.window_start) {
+        Some(old) if old.version > row.version => {}
+        _ => {
+            table.insert(row.window_start, row);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+    use std::sync::{Arc, Mutex};
+
+    fn row(start: i64, version: u64, cnt: u64) -> WindowRow {
+        WindowRow {
+            window_start: start,
+            window_end: start + 60,
+            order_cnt: cnt,
+            gmv_cents: 0,
+            user_cnt: 0,
+            version,
+            updated_at: 0,
+        }
+    }
+
+    #[test]
+    fn highest_version_wins_whatever_the_order() {
+        let mut t = BTreeMap::new();
+        upsert(&mut t, row(0, 2, 20));
+        upsert(&mut t, row(0, 1, 10));
+        upsert(&mut t, row(0, 2, 20));
+        assert_eq!(t[&0].order_cnt, 20);
+        upsert(&mut t, row(0, 3, 30));
+        assert_eq!(t[&0].order_cnt, 30);
+    }
+
+    /// Fails the first `failures` writes, then stores.
+    struct Flaky {
+        failures: u32,
+        stored: Arc<Mutex<Vec<WindowRow>>>,
+    }
+
+    impl Sink for Flaky {
+        fn describe(&self) -> String {
+            "flaky".into()
+        }
+        fn write(&mut self, rows: &[WindowRow]) -> Result<(), SinkError> {
+            if self.failures > 0 {
+                self.failures -= 1;
+                return Err(SinkError::Retryable("down".into()));
+            }
+            self.stored.lock().unwrap().extend_from_slice(rows);
+            Ok(())
+        }
+        fn read_final(&mut self) -> Result<Vec<WindowRow>, SinkError> {
+            Ok(self.stored.lock().unwrap().clone())
+        }
+    }
+
+    #[test]
+    fn the_writer_retries_until_acked_and_reports_it() {
+        let stored = Arc::new(Mutex::new(Vec::new()));
+        let writer = SinkWriter::spawn(
+            Box::new(Flaky {
+                failures: 3,
+                stored: stored.clone(),
+            }),
+            Backoff {
+                initial: Duration::from_millis(1),
+                max: Duration::from_millis(4),
+            },
+        );
+        writer.submit(9, vec![row(0, 1, 5)]);
+        let mut retries = 0;
+        loop {
+            match writer.wait_event(Duration::from_secs(10)).expect("an event") {
+                SinkEvent::Retrying { .. } => retries += 1,
+                SinkEvent::Acked { checkpoint_id, rows, .. } => {
+                    assert_eq!((checkpoint_id, rows), (9, 1));
+                    break;
+                }
+                SinkEvent::Failed { error, .. } => panic!("{error}"),
+            }
+        }
+        assert_eq!(retries, 3);
+        assert_eq!(stored.lock().unwrap().len(), 1);
+    }
+}

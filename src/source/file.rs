@@ -1,0 +1,333 @@
+//! The file source (SPEC §7): each file is one partition, each line one
+//! payload, the offset is the 0-based line number.
+//!
+//! Given a directory, its regular files (hidden ones skipped) are the
+//! partitions in natural order (`part-2` before `part-10`); given a list, the
+//! list's order. Lines are passed on raw, malformed or not; a final line with
+//! no newline is a record too once the input is bounded. Unbounded, the source
+//! follows the files as they grow (like `tail -f`), holding back a partial
+//! last line until its newline arrives.
+//!
+//! Partitions are read round-robin in small chunks so that their event times
+//! advance together, as they would from a broker.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::{PartitionState, RecordBatch, Source, SourceError};
+
+/// Lines read from one partition before moving to the next.
+const CHUNK: usize = 256;
+
+struct Part {
+    path: PathBuf,
+    name: String,
+    reader: Option<BufReader<File>>,
+    next_offset: u64,
+    /// Partial last line waiting for its newline (unbounded mode).
+    carry: Vec<u8>,
+    at_eof: bool,
+}
+
+pub struct FileSource {
+    parts: Vec<Part>,
+    bounded: bool,
+    cursor: usize,
+    id: String,
+}
+
+/// Expands a directory into its files in natural order; keeps a list as is.
+pub fn resolve_paths(inputs: &[PathBuf]) -> Result<Vec<PathBuf>, SourceError> {
+    let mut files = Vec::new();
+    for input in inputs {
+        let meta = std::fs::metadata(input).map_err(|e| {
+            SourceError::Fatal(format!("file source: cannot read {}: {e}", input.display()))
+        })?;
+        if meta.is_dir() {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(input)
+                .map_err(|e| SourceError::Fatal(format!("file source: cannot list {}: {e}", input.display())))?
+                .filter_map(|entry| entry.ok().map(|e| e.path()))
+                .filter(|p| p.is_file())
+                .filter(|p| !p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.')))
+                .collect();
+            found.sort_by(|a, b| natural_cmp(&a.to_string_lossy(), &b.to_string_lossy()));
+            files.extend(found);
+        } else {
+            files.push(input.clone());
+        }
+    }
+    if files.is_empty() {
+        return Err(SourceError::Fatal(format!(
+            "file source: no input files in {}; give a directory with one file per partition, or a list of files",
+            inputs.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+        )));
+    }
+    Ok(files)
+}
+
+/// Compares strings with digit runs taken as numbers: `p2` < `p10`.
+pub fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    let (mut a, mut b) = (a.as_bytes(), b.as_bytes());
+    loop {
+        match (a.first(), b.first()) {
+            (None, None) => return std::cmp::Ordering::Equal,
+            (None, Some(_)) => return std::cmp::Ordering::Less,
+            (Some(_), None) => return std::cmp::Ordering::Greater,
+            (Some(x), Some(y)) if x.is_ascii_digit() && y.is_ascii_digit() => {
+                let da = a.iter().take_while(|c| c.is_ascii_digit()).count();
+                let db = b.iter().take_while(|c| c.is_ascii_digit()).count();
+                let (na, nb) = (trim_zeros(&a[..da]), trim_zeros(&b[..db]));
+                let ord = na.len().cmp(&nb.len()).then_with(|| na.cmp(nb)).then(da.cmp(&db));
+                if ord != std::cmp::Ordering::Equal {
+                    return ord;
+                }
+                a = &a[da..];
+                b = &b[db..];
+            }
+            (Some(x), Some(y)) => {
+                if x != y {
+                    return x.cmp(y);
+                }
+                a = &a[1..];
+                b = &b[1..];
+            }
+        }
+    }
+}
+
+fn trim_zeros(digits: &[u8]) -> &[u8] {
+    let zeros = digits.iter().take_while(|c| **c == b'0').count();
+    &digits[zeros.min(digits.len().saturating_sub(1))..]
+}
+
+impl FileSource {
+    pub fn new(inputs: &[PathBuf]) -> Result<Self, SourceError> {
+        let files = resolve_paths(inputs)?;
+        let id = format!(
+            "files:{}",
+            files.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(",")
+        );
+        let parts = files
+            .into_iter()
+            .map(|path| Part {
+                name: path.display().to_string(),
+                path,
+                reader: None,
+                next_offset: 0,
+                carry: Vec::new(),
+                at_eof: false,
+            })
+            .collect();
+        Ok(FileSource {
+            parts,
+            bounded: false,
+            cursor: 0,
+            id,
+        })
+    }
+
+    pub fn paths(&self) -> Vec<&Path> {
+        self.parts.iter().map(|p| p.path.as_path()).collect()
+    }
+}
+
+fn open_at(path: &Path, line: u64) -> Result<BufReader<File>, SourceError> {
+    let file = File::open(path)
+        .map_err(|e| SourceError::Fatal(format!("file source: cannot open {}: {e}", path.display())))?;
+    let mut reader = BufReader::with_capacity(1 << 20, file);
+    for skipped in 0..line {
+        let n = reader
+            .skip_until(b'\n')
+            .map_err(|e| SourceError::Fatal(format!("file source: reading {}: {e}", path.display())))?;
+        if n == 0 {
+            return Err(SourceError::Fatal(format!(
+                "file source: {} has only {skipped} lines but the checkpoint resumes at line {line}; \
+                 the file was changed after the checkpoint. Restore it, or start from a fresh state directory",
+                path.display()
+            )));
+        }
+    }
+    Ok(reader)
+}
+
+impl Source for FileSource {
+    fn id(&self) -> String {
+        self.id.clone()
+    }
+
+    fn source_name(&self, partition: u32) -> &str {
+        self.parts.get(partition as usize).map_or("", |p| p.name.as_str())
+    }
+
+    fn partition_count(&self) -> usize {
+        self.parts.len()
+    }
+
+    fn start(&mut self, resume: &BTreeMap<u32, u64>, bounded: bool) -> Result<BTreeMap<u32, u64>, SourceError> {
+        self.bounded = bounded;
+        let mut starts = BTreeMap::new();
+        for (i, part) in self.parts.iter_mut().enumerate() {
+            let at = resume.get(&(i as u32)).copied().unwrap_or(0);
+            part.reader = Some(open_at(&part.path, at)?);
+            part.next_offset = at;
+            part.carry.clear();
+            part.at_eof = false;
+            starts.insert(i as u32, at);
+        }
+        Ok(starts)
+    }
+
+    fn poll(&mut self, batch: &mut RecordBatch, max: usize, timeout: Duration) -> Result<(), SourceError> {
+        let n = self.parts.len();
+        let mut idle_rounds = 0;
+        while batch.len() < max && idle_rounds < n {
+            let i = self.cursor;
+            self.cursor = (self.cursor + 1) % n;
+            let before = batch.len();
+            read_chunk(&mut self.parts[i], i as u32, batch, CHUNK.min(max - batch.len()), self.bounded)?;
+            if batch.len() == before {
+                idle_rounds += 1;
+            } else {
+                idle_rounds = 0;
+            }
+        }
+        if batch.is_empty() && !self.bounded {
+            // Following growing files: nothing new yet.
+            std::thread::sleep(timeout.min(Duration::from_millis(50)));
+        }
+        Ok(())
+    }
+
+    fn state(&self, partition: u32) -> PartitionState {
+        match self.parts.get(partition as usize) {
+            Some(p) if p.at_eof && self.bounded => PartitionState::Finished,
+            Some(p) if p.at_eof => PartitionState::CaughtUp,
+            Some(_) => PartitionState::Backlog,
+            None => PartitionState::Finished,
+        }
+    }
+}
+
+fn read_chunk(
+    part: &mut Part,
+    partition: u32,
+    batch: &mut RecordBatch,
+    max: usize,
+    bounded: bool,
+) -> Result<(), SourceError> {
+    if part.at_eof && bounded {
+        return Ok(());
+    }
+    let Some(reader) = part.reader.as_mut() else {
+        return Ok(());
+    };
+    for _ in 0..max {
+        let buf = batch.buffer();
+        let start = buf.len();
+        buf.extend_from_slice(&part.carry);
+        part.carry.clear();
+        let n = reader
+            .read_until(b'\n', buf)
+            .map_err(|e| SourceError::Fatal(format!("file source: reading {}: {e}", part.path.display())))?;
+        let complete = buf.last() == Some(&b'\n') && buf.len() > start;
+        if complete {
+            buf.pop();
+        } else if n == 0 && buf.len() == start {
+            part.at_eof = true;
+            return Ok(());
+        } else if !bounded {
+            // A line still being written: keep it for the next poll.
+            part.carry.extend_from_slice(&buf[start..]);
+            buf.truncate(start);
+            part.at_eof = true;
+            return Ok(());
+        }
+        batch.push_written(partition, part.next_offset, start);
+        part.next_offset += 1;
+        part.at_eof = false;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn collect(src: &mut FileSource) -> Vec<(u32, u64, String)> {
+        let mut out = Vec::new();
+        let mut batch = RecordBatch::default();
+        loop {
+            batch.clear();
+            src.poll(&mut batch, 1000, Duration::ZERO).unwrap();
+            if batch.is_empty() {
+                break;
+            }
+            for (m, p) in batch.iter() {
+                out.push((m.partition, m.offset, String::from_utf8_lossy(p).into_owned()));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn lines_become_offsets_and_files_partitions() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("p10.jsonl"), "c0\n").unwrap();
+        std::fs::write(dir.path().join("p2.jsonl"), "a0\n\na2\nlast-no-newline").unwrap();
+        std::fs::write(dir.path().join(".hidden"), "x\n").unwrap();
+        let mut src = FileSource::new(&[dir.path().to_path_buf()]).unwrap();
+        assert_eq!(src.partition_count(), 2);
+        assert!(src.source_name(0).ends_with("p2.jsonl"));
+        src.start(&BTreeMap::new(), true).unwrap();
+        let mut got = collect(&mut src);
+        got.sort();
+        assert_eq!(
+            got,
+            vec![
+                (0, 0, "a0".into()),
+                (0, 1, "".into()),
+                (0, 2, "a2".into()),
+                (0, 3, "last-no-newline".into()),
+                (1, 0, "c0".into()),
+            ]
+        );
+        assert_eq!(src.state(0), PartitionState::Finished);
+    }
+
+    #[test]
+    fn resumes_at_a_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p0");
+        std::fs::write(&path, "l0\nl1\nl2\n").unwrap();
+        let mut src = FileSource::new(&[path]).unwrap();
+        src.start(&[(0, 2)].into_iter().collect(), true).unwrap();
+        assert_eq!(collect(&mut src), vec![(0, 2, "l2".into())]);
+        let mut short = FileSource::new(&[dir.path().join("p0")]).unwrap();
+        assert!(short.start(&[(0, 9)].into_iter().collect(), true).is_err());
+    }
+
+    #[test]
+    fn unbounded_follows_a_growing_file_and_holds_partial_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p0");
+        std::fs::write(&path, "l0\npart").unwrap();
+        let mut src = FileSource::new(std::slice::from_ref(&path)).unwrap();
+        src.start(&BTreeMap::new(), false).unwrap();
+        assert_eq!(collect(&mut src), vec![(0, 0, "l0".into())]);
+        assert_eq!(src.state(0), PartitionState::CaughtUp);
+        let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(b"ial\nl2\n").unwrap();
+        assert_eq!(collect(&mut src), vec![(0, 1, "partial".into()), (0, 2, "l2".into())]);
+    }
+
+    #[test]
+    fn natural_order() {
+        let mut names = vec!["p10", "p2", "p1", "p02x", "a"];
+        names.sort_by(|a, b| natural_cmp(a, b));
+        assert_eq!(names, vec!["a", "p1", "p2", "p02x", "p10"]);
+    }
+}

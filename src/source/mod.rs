@@ -1,0 +1,132 @@
+//! Sources: partitioned, seekable logs of raw payloads.
+//!
+//! Every source looks like a Kafka topic to the job: partitions numbered from
+//! 0, each an ordered log of payloads at offsets 0, 1, 2, ... The job asks a
+//! source to start at given offsets (from a checkpoint) and polls batches of
+//! records; it keeps the next offset per partition itself, so a checkpoint
+//! always names exactly what has been processed.
+//!
+//! A source also tells the job where each partition stands (`PartitionState`):
+//! with a backlog, caught up to the end of what exists now (live input), or
+//! finished (a bounded input at its end). The watermark logic relies on that
+//! distinction (see `watermark`).
+
+pub mod file;
+pub mod generator;
+
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum SourceError {
+    /// Worth retrying: the broker may come back.
+    #[error("{0}")]
+    Transient(String),
+    /// Needs an operator: bad configuration, missing input, lost data.
+    #[error("{0}")]
+    Fatal(String),
+}
+
+impl SourceError {
+    pub fn is_transient(&self) -> bool {
+        matches!(self, SourceError::Transient(_))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PartitionState {
+    /// Data is (or may be) waiting to be read.
+    Backlog,
+    /// Everything that exists has been read; more may come.
+    CaughtUp,
+    /// Bounded input at its end: nothing more will ever come.
+    Finished,
+}
+
+/// Where a record sits in its batch's shared buffer.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordMeta {
+    pub partition: u32,
+    pub offset: u64,
+    start: usize,
+    end: usize,
+}
+
+/// A reusable batch: payloads are copied into one buffer, so polling does not
+/// allocate per record once the buffers have grown.
+#[derive(Default)]
+pub struct RecordBatch {
+    data: Vec<u8>,
+    records: Vec<RecordMeta>,
+}
+
+impl RecordBatch {
+    pub fn clear(&mut self) {
+        self.data.clear();
+        self.records.clear();
+    }
+
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    pub fn push(&mut self, partition: u32, offset: u64, payload: &[u8]) {
+        let start = self.data.len();
+        self.data.extend_from_slice(payload);
+        self.push_written(partition, offset, start);
+    }
+
+    /// Lets a source write a payload straight into the buffer: call
+    /// [`RecordBatch::buffer`], append the bytes, then this with the length
+    /// the buffer had before.
+    pub fn push_written(&mut self, partition: u32, offset: u64, start: usize) {
+        self.records.push(RecordMeta {
+            partition,
+            offset,
+            start,
+            end: self.data.len(),
+        });
+    }
+
+    pub fn buffer(&mut self) -> &mut Vec<u8> {
+        &mut self.data
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (RecordMeta, &[u8])> + '_ {
+        self.records.iter().map(|m| (*m, &self.data[m.start..m.end]))
+    }
+}
+
+pub trait Source: Send {
+    /// Identifies the input, e.g. `kafka:orders_stream` or `files:a.jsonl,b.jsonl`.
+    /// A checkpoint taken on one input is never resumed on another.
+    fn id(&self) -> String;
+
+    /// The `source` field of anomaly records for `partition`: topic or file.
+    fn source_name(&self, partition: u32) -> &str;
+
+    fn partition_count(&self) -> usize;
+
+    /// Positions every partition: at `resume[p]` where given (a checkpoint),
+    /// else at the configured start. `bounded` fixes the end of the input now
+    /// (end of file, high watermark). Returns the start offset of every
+    /// partition.
+    fn start(&mut self, resume: &BTreeMap<u32, u64>, bounded: bool) -> Result<BTreeMap<u32, u64>, SourceError>;
+
+    /// Appends up to `max` records to `batch`, waiting at most `timeout` when
+    /// nothing is available.
+    fn poll(&mut self, batch: &mut RecordBatch, max: usize, timeout: Duration) -> Result<(), SourceError>;
+
+    fn state(&self, partition: u32) -> PartitionState;
+
+    /// Advisory: publish the checkpointed offsets where lag tools look (the
+    /// Kafka consumer group). The checkpoint stays the truth.
+    fn commit_advisory(&mut self, _next_offsets: &BTreeMap<u32, u64>) {}
+}

@@ -1,0 +1,245 @@
+//! Logs and metrics.
+//!
+//! Logs go through `tracing`, filtered by `RUST_LOG` (default `info`), as text
+//! or JSON (`--log-format json`). At info level the job writes one line per
+//! checkpoint and per state change (recovering, sink down, source down), never
+//! one per event: per-event facts are counted here and published per batch.
+//!
+//! Metrics are kept in a `prometheus-client` registry and served as
+//! Prometheus text on `/metrics`, next to `/health` (the process is alive) and
+//! `/ready` (recovered, caught up with the input, sink accepting writes), by a
+//! small HTTP listener bound to loopback unless configured otherwise.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use prometheus_client::encoding::{text::encode, EncodeLabelSet};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::{Registry, Unit};
+use tracing::{info, warn};
+
+use crate::engine::{Counters, Engine};
+use crate::event::Reason;
+
+/// Sets up `tracing` once per process.
+pub fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.compact().try_init()
+    };
+}
+
+/// `2025-11-25T10:01:00.000Z`, or `-inf` / `+inf`.
+pub fn format_watermark(ms: i64) -> String {
+    match ms {
+        i64::MIN => "-inf".into(),
+        i64::MAX => "+inf".into(),
+        ms => crate::time::format_rfc3339_ms(ms),
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PartitionLabel {
+    pub partition: String,
+}
+
+pub struct Metrics {
+    registry: Mutex<Registry>,
+    pub events_read: Counter,
+    pub events_accepted: Counter,
+    pub events_duplicate: Counter,
+    pub events_late: Counter,
+    pub events_anomalous: Family<ReasonLabel, Counter>,
+    pub windows_emitted: Counter,
+    pub windows_re_emitted: Counter,
+    pub watermark_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    pub watermark_lag_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    pub consumer_lag: Family<PartitionLabel, Gauge>,
+    pub checkpoint_duration: Histogram,
+    pub checkpoint_bytes: Gauge,
+    pub last_checkpoint_id: Gauge,
+    pub last_checkpoint_time: Gauge,
+    pub sink_batch_latency: Histogram,
+    pub sink_retries: Counter,
+    pub restarts_recovered: Counter,
+    pub state_panes: Gauge,
+    pub state_user_entries: Gauge,
+    pub state_dedup_ids: Gauge,
+    last: Mutex<Counters>,
+    pub ready: AtomicBool,
+    last_checkpoint_ms: AtomicI64,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let m = Metrics {
+            registry: Mutex::new(Registry::with_prefix("streamforge")),
+            events_read: Counter::default(),
+            events_accepted: Counter::default(),
+            events_duplicate: Counter::default(),
+            events_late: Counter::default(),
+            events_anomalous: Family::default(),
+            windows_emitted: Counter::default(),
+            windows_re_emitted: Counter::default(),
+            watermark_seconds: Gauge::default(),
+            watermark_lag_seconds: Gauge::default(),
+            consumer_lag: Family::default(),
+            checkpoint_duration: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            checkpoint_bytes: Gauge::default(),
+            last_checkpoint_id: Gauge::default(),
+            last_checkpoint_time: Gauge::default(),
+            sink_batch_latency: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
+            sink_retries: Counter::default(),
+            restarts_recovered: Counter::default(),
+            state_panes: Gauge::default(),
+            state_user_entries: Gauge::default(),
+            state_dedup_ids: Gauge::default(),
+            last: Mutex::new(Counters::default()),
+            ready: AtomicBool::new(false),
+            last_checkpoint_ms: AtomicI64::new(0),
+        };
+        {
+            let mut r = m.registry.lock().unwrap_or_else(|e| e.into_inner());
+            r.register("events_read", "Records read from the source", m.events_read.clone());
+            r.register("events_accepted", "Events accepted into windows", m.events_accepted.clone());
+            r.register("events_duplicate", "Events dropped as duplicates of an accepted event_id", m.events_duplicate.clone());
+            r.register("events_late", "Events too late for every window they belong to", m.events_late.clone());
+            r.register("events_anomalous", "Records sent to the anomaly log, by reason", m.events_anomalous.clone());
+            r.register("windows_emitted", "Windows emitted for the first time", m.windows_emitted.clone());
+            r.register("windows_re_emitted", "Windows emitted again after late updates", m.windows_re_emitted.clone());
+            r.register_with_unit("watermark", "Current job watermark (event time)", Unit::Seconds, m.watermark_seconds.clone());
+            r.register_with_unit("watermark_lag", "Wall clock minus the watermark", Unit::Seconds, m.watermark_lag_seconds.clone());
+            r.register("consumer_lag", "Records between the next offset and the end of the partition", m.consumer_lag.clone());
+            r.register_with_unit("checkpoint_duration", "Pause of the job per checkpoint (snapshot, encode, commit, flush)", Unit::Seconds, m.checkpoint_duration.clone());
+            r.register_with_unit("checkpoint_size", "Size of the last checkpoint", Unit::Bytes, m.checkpoint_bytes.clone());
+            r.register("last_checkpoint_id", "Id of the last committed checkpoint", m.last_checkpoint_id.clone());
+            r.register_with_unit("last_checkpoint_timestamp", "Wall clock of the last committed checkpoint", Unit::Seconds, m.last_checkpoint_time.clone());
+            r.register_with_unit("sink_batch_latency", "Time from handing a batch to the sink to its acknowledgement", Unit::Seconds, m.sink_batch_latency.clone());
+            r.register("sink_retries", "Sink writes retried after a failure", m.sink_retries.clone());
+            r.register("restarts_recovered", "Starts that recovered from a checkpoint", m.restarts_recovered.clone());
+            r.register("state_panes", "Live panes", m.state_panes.clone());
+            r.register("state_user_entries", "Distinct-user entries across live panes", m.state_user_entries.clone());
+            r.register("state_dedup_ids", "Event ids remembered for deduplication", m.state_dedup_ids.clone());
+        }
+        m
+    }
+
+    pub fn anomaly(&self, reason: Reason) {
+        self.events_anomalous
+            .get_or_create(&ReasonLabel {
+                reason: reason.as_str().to_string(),
+            })
+            .inc();
+    }
+
+    /// Publishes the engine's counters and gauges once per batch.
+    pub fn observe_batch(&self, engine: &Engine, _records: usize) {
+        let c = engine.counters;
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        self.events_read.inc_by(c.read - last.read);
+        self.events_accepted.inc_by(c.accepted - last.accepted);
+        self.events_duplicate.inc_by(c.duplicates - last.duplicates);
+        self.events_late.inc_by(c.late - last.late);
+        self.windows_emitted.inc_by(c.windows_emitted - last.windows_emitted);
+        self.windows_re_emitted.inc_by(c.windows_re_emitted - last.windows_re_emitted);
+        *last = c;
+        let wm = engine.watermark();
+        if wm != i64::MIN && wm != i64::MAX {
+            self.watermark_seconds.set(wm as f64 / 1e3);
+            self.watermark_lag_seconds.set((crate::time::now_ms() - wm) as f64 / 1e3);
+        }
+        let (panes, users, ids) = engine.state_stats();
+        self.state_panes.set(panes as i64);
+        self.state_user_entries.set(users as i64);
+        self.state_dedup_ids.set(ids as i64);
+    }
+
+    pub fn checkpoint(&self, id: u64, pause: Duration, bytes: usize) {
+        self.checkpoint_duration.observe(pause.as_secs_f64());
+        self.checkpoint_bytes.set(bytes as i64);
+        self.last_checkpoint_id.set(id as i64);
+        let now = crate::time::now_ms();
+        self.last_checkpoint_ms.store(now, Ordering::Relaxed);
+        self.last_checkpoint_time.set(now / 1000);
+    }
+
+    pub fn sink_batch(&self, latency: Duration) {
+        self.sink_batch_latency.observe(latency.as_secs_f64());
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let r = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = encode(&mut out, &r);
+        out
+    }
+}
+
+/// Serves `/metrics`, `/health` and `/ready` on `addr` from a background thread.
+pub fn serve(addr: &str, metrics: Arc<Metrics>) -> std::io::Result<std::net::SocketAddr> {
+    let listener = TcpListener::bind(addr)?;
+    let local = listener.local_addr()?;
+    info!(address = %local, "serving /metrics, /health and /ready");
+    std::thread::Builder::new().name("metrics-http".into()).spawn(move || {
+        for stream in listener.incoming().flatten() {
+            if let Err(e) = answer(stream, &metrics) {
+                warn!(error = %e, "metrics request failed");
+            }
+        }
+    })?;
+    Ok(local)
+}
+
+fn answer(stream: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
+    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+    let mut reader = BufReader::new(&stream);
+    let mut request_line = String::new();
+    reader.read_line(&mut request_line)?;
+    // Drain the headers so the client sees a clean response.
+    let mut line = String::new();
+    while reader.read_line(&mut line)? > 2 {
+        line.clear();
+    }
+    let path = request_line.split_whitespace().nth(1).unwrap_or("/");
+    let (status, content_type, body) = match path {
+        "/metrics" => (
+            "200 OK",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            metrics.render(),
+        ),
+        "/health" => ("200 OK", "text/plain", "ok\n".to_string()),
+        "/ready" if metrics.ready.load(Ordering::Relaxed) => ("200 OK", "text/plain", "ready\n".to_string()),
+        "/ready" => ("503 Service Unavailable", "text/plain", "not ready\n".to_string()),
+        _ => ("404 Not Found", "text/plain", "try /metrics, /health or /ready\n".to_string()),
+    };
+    let mut out = &stream;
+    write!(
+        out,
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}

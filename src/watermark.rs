@@ -1,0 +1,206 @@
+//! Per-partition watermarks and the job watermark (SPEC §4).
+//!
+//! Each partition's watermark is the highest event time seen on it minus the
+//! out-of-orderness bound. The job watermark is the minimum over the
+//! partitions that may still deliver data at or below it:
+//!
+//! * a partition that has seen nothing yet holds the job watermark at -inf;
+//! * a *finished* partition (the end of a bounded input) no longer holds it;
+//! * a partition that is caught up to the end of what its source has (live
+//!   input) for longer than the idle timeout stops holding it back until it
+//!   has data again. A partition with a backlog is never idle, however long it
+//!   waits its turn, which is what makes replays and restarts after an outage
+//!   compute the same windows as a live run.
+//!
+//! `i64::MIN` stands for -inf and `i64::MAX` for +inf.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionClock {
+    /// Highest event time seen, or `i64::MIN` before any event.
+    pub max_event_ms: i64,
+    /// No more data will ever come (bounded input at its end).
+    pub finished: bool,
+    /// Excluded from the minimum because caught up for the idle timeout.
+    /// Runtime-only: a restarted job re-learns idleness.
+    #[serde(skip)]
+    pub idle: bool,
+}
+
+impl Default for PartitionClock {
+    fn default() -> Self {
+        PartitionClock {
+            max_event_ms: i64::MIN,
+            finished: false,
+            idle: false,
+        }
+    }
+}
+
+pub struct Watermarks {
+    bound_ms: i64,
+    clocks: Vec<PartitionClock>,
+    current: i64,
+}
+
+impl Watermarks {
+    pub fn new(bound_ms: i64, partitions: usize) -> Self {
+        Self::restore(bound_ms, vec![PartitionClock::default(); partitions], i64::MIN)
+    }
+
+    /// Restores from checkpointed clocks and the watermark reached then. The
+    /// watermark is restored as is, not recomputed: idleness is not
+    /// checkpointed, and windows fired under it must never be un-fired.
+    pub fn restore(bound_ms: i64, clocks: Vec<PartitionClock>, current: i64) -> Self {
+        let mut w = Watermarks {
+            bound_ms,
+            clocks,
+            current,
+        };
+        w.recompute();
+        w
+    }
+
+    /// The job watermark.
+    #[inline]
+    pub fn current(&self) -> i64 {
+        self.current
+    }
+
+    /// Notes an event time on `partition`. Returns true when the job
+    /// watermark moved.
+    #[inline]
+    pub fn observe(&mut self, partition: usize, t_ms: i64) -> bool {
+        let Some(clock) = self.clocks.get_mut(partition) else {
+            return false;
+        };
+        let was_idle = clock.idle;
+        clock.idle = false;
+        if t_ms <= clock.max_event_ms && !was_idle {
+            return false;
+        }
+        clock.max_event_ms = clock.max_event_ms.max(t_ms);
+        self.recompute()
+    }
+
+    /// Marks a partition finished (end of bounded input) or idle (caught up
+    /// for the idle timeout). Returns true when the job watermark moved.
+    pub fn set_finished(&mut self, partition: usize) -> bool {
+        match self.clocks.get_mut(partition) {
+            Some(c) if !c.finished => {
+                c.finished = true;
+                self.recompute()
+            }
+            _ => false,
+        }
+    }
+
+    pub fn set_idle(&mut self, partition: usize, idle: bool) -> bool {
+        match self.clocks.get_mut(partition) {
+            Some(c) if c.idle != idle => {
+                c.idle = idle;
+                self.recompute()
+            }
+            _ => false,
+        }
+    }
+
+    pub fn clocks(&self) -> &[PartitionClock] {
+        &self.clocks
+    }
+
+    fn partition_watermark(&self, c: &PartitionClock) -> Option<i64> {
+        if c.finished || c.idle {
+            None
+        } else if c.max_event_ms == i64::MIN {
+            Some(i64::MIN)
+        } else {
+            Some(c.max_event_ms.saturating_sub(self.bound_ms))
+        }
+    }
+
+    fn recompute(&mut self) -> bool {
+        let mut min: Option<i64> = None;
+        let mut any_idle = false;
+        for c in &self.clocks {
+            any_idle |= c.idle && !c.finished;
+            if let Some(w) = self.partition_watermark(c) {
+                min = Some(min.map_or(w, |m: i64| m.min(w)));
+            }
+        }
+        let next = match min {
+            Some(w) => w,
+            // Every partition finished: the input is over.
+            None if !any_idle => i64::MAX,
+            // Every partition idle: nothing to wait for, but the input may
+            // resume, so advance only to what was seen.
+            None => self
+                .clocks
+                .iter()
+                .filter(|c| !c.finished && c.max_event_ms != i64::MIN)
+                .map(|c| c.max_event_ms.saturating_sub(self.bound_ms))
+                .max()
+                .unwrap_or(i64::MIN),
+        };
+        // The watermark never goes back (a partition leaving idleness must
+        // not un-fire windows).
+        if next > self.current {
+            self.current = next;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_watermark_is_the_minimum_over_partitions() {
+        let mut w = Watermarks::new(5_000, 2);
+        assert!(!w.observe(0, 100_000));
+        assert_eq!(w.current(), i64::MIN, "partition 1 has seen nothing");
+        assert!(w.observe(1, 50_000));
+        assert_eq!(w.current(), 45_000);
+        w.observe(1, 200_000);
+        assert_eq!(w.current(), 95_000);
+    }
+
+    #[test]
+    fn out_of_order_events_do_not_move_it_back() {
+        let mut w = Watermarks::new(5_000, 1);
+        w.observe(0, 100_000);
+        assert!(!w.observe(0, 97_000));
+        assert_eq!(w.current(), 95_000);
+    }
+
+    #[test]
+    fn finished_partitions_release_it_and_all_finished_is_infinity() {
+        let mut w = Watermarks::new(5_000, 2);
+        w.observe(0, 100_000);
+        w.set_finished(1);
+        assert_eq!(w.current(), 95_000);
+        w.set_finished(0);
+        assert_eq!(w.current(), i64::MAX);
+    }
+
+    #[test]
+    fn an_idle_partition_stops_holding_it_back_until_it_has_data() {
+        let mut w = Watermarks::new(5_000, 2);
+        w.observe(0, 100_000);
+        w.observe(1, 10_000);
+        assert_eq!(w.current(), 5_000);
+        w.set_idle(1, true);
+        assert_eq!(w.current(), 95_000);
+        // New data on partition 1 brings it back; the watermark stays.
+        w.observe(1, 11_000);
+        assert_eq!(w.current(), 95_000);
+        w.observe(0, 300_000);
+        assert_eq!(w.current(), 95_000, "partition 1 now holds it at 6 s");
+        w.observe(1, 301_000);
+        assert_eq!(w.current(), 295_000);
+    }
+}

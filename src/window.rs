@@ -1,0 +1,483 @@
+//! Sliding event-time windows kept as panes (SPEC §4).
+//!
+//! A window is `[s, s + size)` for every `s` that is a multiple of `slide`.
+//! Since `size` is a whole number `n` of slides, every window is the union of
+//! `n` consecutive *panes* of width `slide`, and each event updates exactly one
+//! pane, whatever `n` is. A window's figures are merged from its panes when it
+//! fires: counts and GMV add up, distinct users are the size of the union of
+//! the panes' user sets (exact, never estimated).
+//!
+//! # Firing and lateness
+//!
+//! Windows are indexed by `start / slide`. `fired_upto` is the first window
+//! index whose firing decision is still ahead: every window below it has been
+//! emitted (if it had data) or found empty. When the watermark reaches a
+//! window's end, the window is emitted with version 1. An accepted event that
+//! falls into an already-fired window that is not final yet (`watermark <
+//! end + allowed_lateness`) marks it dirty; dirty windows are emitted again with
+//! the next version. A window is final once `watermark >= end + lateness`; its
+//! last pane is then dropped, together with the dedup ids of that pane.
+//!
+//! # Layout
+//!
+//! * `panes`: live panes by index, each with count, GMV in cents and user set.
+//! * `fired`: the windows fired and not final yet, with their last version and
+//!   whether an update is waiting to be emitted.
+
+use std::collections::{BTreeMap, HashSet};
+
+use serde::{Deserialize, Serialize};
+
+/// Window geometry and lateness, all in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WindowSpec {
+    pub size_ms: i64,
+    pub slide_ms: i64,
+    pub out_of_orderness_ms: i64,
+    pub allowed_lateness_ms: i64,
+}
+
+impl WindowSpec {
+    /// Panes per window.
+    #[inline]
+    pub fn panes_per_window(&self) -> i64 {
+        self.size_ms / self.slide_ms
+    }
+
+    #[inline]
+    pub fn pane_of(&self, t_ms: i64) -> i64 {
+        t_ms.div_euclid(self.slide_ms)
+    }
+
+    /// End (exclusive, ms) of the window with index `w`.
+    #[inline]
+    pub fn window_end(&self, w: i64) -> i64 {
+        (w + self.panes_per_window()) * self.slide_ms
+    }
+
+    /// The watermark at which window `w` becomes final.
+    #[inline]
+    pub fn window_final_at(&self, w: i64) -> i64 {
+        self.window_end(w).saturating_add(self.allowed_lateness_ms)
+    }
+
+    /// True when an event at `t_ms` can no longer change any window, i.e. it
+    /// is a `late_event`: the last window containing it is final.
+    #[inline]
+    pub fn is_late(&self, t_ms: i64, watermark: i64) -> bool {
+        watermark >= self.window_final_at(self.pane_of(t_ms))
+    }
+
+    /// The first pane that some non-final window still needs.
+    #[inline]
+    pub fn first_live_pane(&self, watermark: i64) -> i64 {
+        // Pane k is needed until window k (the last window holding it) is
+        // final: watermark < (k + n) * slide + lateness.
+        let n = self.panes_per_window();
+        let x = watermark.saturating_sub(self.allowed_lateness_ms);
+        x.div_euclid(self.slide_ms) - n + 1
+    }
+
+    /// Checks the invariants the pane arithmetic relies on.
+    pub fn validate(&self) -> Result<(), String> {
+        let mut problems = Vec::new();
+        if self.slide_ms <= 0 || self.slide_ms % 1000 != 0 {
+            problems.push("window.slide must be a positive whole number of seconds".to_string());
+        }
+        if self.size_ms <= 0 || self.size_ms % 1000 != 0 {
+            problems.push("window.size must be a positive whole number of seconds".to_string());
+        }
+        if self.slide_ms > 0 && self.size_ms % self.slide_ms != 0 {
+            problems.push("window.size must be a whole multiple of window.slide".to_string());
+        }
+        if self.out_of_orderness_ms < 0 {
+            problems.push("window.out_of_orderness must not be negative".to_string());
+        }
+        if self.allowed_lateness_ms < 0 {
+            problems.push("window.allowed_lateness must not be negative".to_string());
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems.join("; "))
+        }
+    }
+}
+
+/// One emitted window result: the row every sink stores, keyed by
+/// `window_start`, highest `version` wins.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WindowRow {
+    /// Epoch seconds.
+    pub window_start: i64,
+    /// Epoch seconds, exclusive.
+    pub window_end: i64,
+    pub order_cnt: u64,
+    /// Exact GMV in cents.
+    pub gmv_cents: u128,
+    pub user_cnt: u64,
+    pub version: u64,
+    /// Epoch seconds of emission (informational).
+    pub updated_at: i64,
+}
+
+impl WindowRow {
+    /// The result line of SPEC §8.
+    pub fn result_json(&self) -> String {
+        format!(
+            "{{\"window_start\": {}, \"window_end\": {}, \"order_cnt\": {}, \"gmv_total\": \"{}\", \"user_cnt\": {}}}",
+            self.window_start,
+            self.window_end,
+            self.order_cnt,
+            crate::event::format_cents(self.gmv_cents),
+            self.user_cnt
+        )
+    }
+}
+
+type UserSet = HashSet<u128, foldhash::fast::RandomState>;
+
+#[derive(Default)]
+struct Pane {
+    order_cnt: u64,
+    gmv_cents: u128,
+    users: UserSet,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FiredWindow {
+    pub version: u64,
+    pub dirty: bool,
+}
+
+/// Checkpointed form of [`Windows`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct WindowsSnapshot {
+    /// (pane index, order count, GMV cents, user fingerprints)
+    pub panes: Vec<(i64, u64, u128, Vec<u128>)>,
+    pub fired: Vec<(i64, FiredWindow)>,
+    pub fired_upto: Option<i64>,
+}
+
+pub struct Windows {
+    spec: WindowSpec,
+    panes: BTreeMap<i64, Pane>,
+    fired: BTreeMap<i64, FiredWindow>,
+    /// None until the first event: windows before it were never candidates.
+    fired_upto: Option<i64>,
+    /// Reused for distinct-user unions so firing does not allocate each time.
+    scratch: UserSet,
+}
+
+impl Windows {
+    pub fn new(spec: WindowSpec) -> Self {
+        Windows {
+            spec,
+            panes: BTreeMap::new(),
+            fired: BTreeMap::new(),
+            fired_upto: None,
+            scratch: UserSet::default(),
+        }
+    }
+
+    pub fn spec(&self) -> &WindowSpec {
+        &self.spec
+    }
+
+    /// Adds an accepted (not late, not duplicate) event. `watermark` is the
+    /// job watermark when it arrived.
+    #[inline]
+    pub fn add(&mut self, t_ms: i64, user: u128, cents: u64, watermark: i64) {
+        let k = self.spec.pane_of(t_ms);
+        let pane = self.panes.entry(k).or_default();
+        pane.order_cnt += 1;
+        pane.gmv_cents += cents as u128;
+        pane.users.insert(user);
+
+        let n = self.spec.panes_per_window();
+        match self.fired_upto {
+            None => self.fired_upto = Some(k - n + 1),
+            Some(upto) if k - n + 1 < upto => {
+                // Some windows holding this pane have already fired: those
+                // not final yet must be emitted again.
+                for w in (k - n + 1)..=k.min(upto - 1) {
+                    if watermark < self.spec.window_final_at(w) {
+                        self.fired
+                            .entry(w)
+                            .or_insert(FiredWindow {
+                                version: 0,
+                                dirty: false,
+                            })
+                            .dirty = true;
+                    }
+                }
+            }
+            Some(_) => {}
+        }
+    }
+
+    /// The end (ms) of the next window to fire, if any: the hot path compares
+    /// the watermark with it before calling [`Windows::advance`].
+    #[inline]
+    pub fn next_fire_at(&self) -> Option<i64> {
+        self.fired_upto.map(|w| self.spec.window_end(w))
+    }
+
+    /// Fires every window whose end the watermark reached, emits dirty
+    /// windows again, and drops what became final. Rows go to `out`.
+    pub fn advance(&mut self, watermark: i64, now_s: i64, out: &mut Vec<WindowRow>) {
+        self.fire_new(watermark, now_s, out);
+        self.emit_dirty(now_s, out);
+        self.purge(watermark);
+    }
+
+    fn fire_new(&mut self, watermark: i64, now_s: i64, out: &mut Vec<WindowRow>) {
+        let Some(upto) = self.fired_upto else { return };
+        let n = self.spec.panes_per_window();
+        // Last window index whose end the watermark reached.
+        let limit = if watermark == i64::MAX {
+            match self.panes.last_key_value() {
+                Some((k, _)) => *k,
+                None => return,
+            }
+        } else {
+            watermark.div_euclid(self.spec.slide_ms) - n
+        };
+        if limit < upto {
+            return;
+        }
+        // Only windows holding a pane can have data; walk the panes rather
+        // than the (possibly huge) index range.
+        let candidates: Vec<i64> = {
+            let mut ws = Vec::new();
+            let mut next = upto;
+            for k in self.panes.range(upto..=limit.saturating_add(n - 1)).map(|(k, _)| *k) {
+                let from = (k - n + 1).max(next);
+                let to = k.min(limit);
+                for w in from..=to {
+                    ws.push(w);
+                }
+                next = next.max(to + 1);
+            }
+            ws
+        };
+        for w in candidates {
+            let version = self.fired.get(&w).map_or(0, |f| f.version) + 1;
+            self.fired.insert(
+                w,
+                FiredWindow {
+                    version,
+                    dirty: false,
+                },
+            );
+            out.push(self.row(w, version, now_s));
+        }
+        self.fired_upto = Some(limit + 1);
+    }
+
+    /// Emits every window updated since its last emission.
+    pub fn emit_dirty(&mut self, now_s: i64, out: &mut Vec<WindowRow>) {
+        let dirty: Vec<i64> = self
+            .fired
+            .iter()
+            .filter(|(_, f)| f.dirty)
+            .map(|(w, _)| *w)
+            .collect();
+        for w in dirty {
+            let Some(f) = self.fired.get_mut(&w) else { continue };
+            f.version += 1;
+            f.dirty = false;
+            let version = f.version;
+            out.push(self.row(w, version, now_s));
+        }
+    }
+
+    /// The first pane still needed by a non-final window.
+    pub fn first_live_pane(&self, watermark: i64) -> i64 {
+        if watermark == i64::MAX {
+            i64::MAX
+        } else {
+            self.spec.first_live_pane(watermark)
+        }
+    }
+
+    fn purge(&mut self, watermark: i64) {
+        let first_live = self.first_live_pane(watermark);
+        // Window w is final exactly when pane w is no longer live.
+        self.fired = self.fired.split_off(&first_live);
+        self.panes = self.panes.split_off(&first_live);
+    }
+
+    fn row(&mut self, w: i64, version: u64, now_s: i64) -> WindowRow {
+        let n = self.spec.panes_per_window();
+        let mut order_cnt = 0;
+        let mut gmv_cents = 0;
+        self.scratch.clear();
+        let mut single: Option<&UserSet> = None;
+        let mut parts = 0;
+        for (_, pane) in self.panes.range(w..w + n) {
+            order_cnt += pane.order_cnt;
+            gmv_cents += pane.gmv_cents;
+            parts += 1;
+            single = Some(&pane.users);
+        }
+        let user_cnt = if parts == 1 {
+            single.map_or(0, |s| s.len())
+        } else {
+            for (_, pane) in self.panes.range(w..w + n) {
+                self.scratch.extend(pane.users.iter().copied());
+            }
+            self.scratch.len()
+        } as u64;
+        WindowRow {
+            window_start: w * self.spec.slide_ms / 1000,
+            window_end: self.spec.window_end(w) / 1000,
+            order_cnt,
+            gmv_cents,
+            user_cnt,
+            version,
+            updated_at: now_s,
+        }
+    }
+
+    /// Number of live panes and of user entries across them (for metrics and
+    /// the state-size benchmark).
+    pub fn stats(&self) -> (usize, usize) {
+        (
+            self.panes.len(),
+            self.panes.values().map(|p| p.users.len()).sum(),
+        )
+    }
+
+    pub fn snapshot(&self) -> WindowsSnapshot {
+        WindowsSnapshot {
+            panes: self
+                .panes
+                .iter()
+                .map(|(k, p)| {
+                    let mut users: Vec<u128> = p.users.iter().copied().collect();
+                    // Sorted so equal state encodes to equal bytes.
+                    users.sort_unstable();
+                    (*k, p.order_cnt, p.gmv_cents, users)
+                })
+                .collect(),
+            fired: self.fired.iter().map(|(w, f)| (*w, *f)).collect(),
+            fired_upto: self.fired_upto,
+        }
+    }
+
+    pub fn restore(spec: WindowSpec, snapshot: WindowsSnapshot) -> Self {
+        let mut windows = Windows::new(spec);
+        for (k, order_cnt, gmv_cents, users) in snapshot.panes {
+            let mut set = UserSet::with_capacity_and_hasher(users.len(), Default::default());
+            set.extend(users);
+            windows.panes.insert(
+                k,
+                Pane {
+                    order_cnt,
+                    gmv_cents,
+                    users: set,
+                },
+            );
+        }
+        windows.fired = snapshot.fired.into_iter().collect();
+        windows.fired_upto = snapshot.fired_upto;
+        windows
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SPEC: WindowSpec = WindowSpec {
+        size_ms: 60_000,
+        slide_ms: 30_000,
+        out_of_orderness_ms: 5_000,
+        allowed_lateness_ms: 30_000,
+    };
+
+    fn fire(w: &mut Windows, wm: i64) -> Vec<WindowRow> {
+        let mut out = Vec::new();
+        w.advance(wm, 0, &mut out);
+        out
+    }
+
+    #[test]
+    fn an_event_lands_in_two_sliding_windows() {
+        let mut w = Windows::new(SPEC);
+        w.add(45_000, 1, 250, i64::MIN);
+        let rows = fire(&mut w, i64::MAX);
+        let starts: Vec<i64> = rows.iter().map(|r| r.window_start).collect();
+        assert_eq!(starts, vec![0, 30]);
+        assert!(rows.iter().all(|r| r.order_cnt == 1 && r.gmv_cents == 250));
+    }
+
+    #[test]
+    fn windows_fire_when_the_watermark_reaches_their_end() {
+        let mut w = Windows::new(SPEC);
+        w.add(10_000, 1, 100, i64::MIN);
+        w.add(40_000, 2, 100, i64::MIN);
+        assert!(fire(&mut w, 29_999).is_empty());
+        let rows = fire(&mut w, 30_000);
+        assert_eq!(rows.len(), 1, "[-30,30) ends at 30 s");
+        assert_eq!(rows[0].window_start, -30);
+        assert!(fire(&mut w, 59_999).is_empty());
+        let rows = fire(&mut w, 60_000);
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].window_start, 0);
+        assert_eq!(rows[0].user_cnt, 2);
+        let rows = fire(&mut w, 90_000);
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].window_start, 30);
+    }
+
+    #[test]
+    fn distinct_users_are_the_union_of_the_panes() {
+        let mut w = Windows::new(SPEC);
+        w.add(1_000, 7, 1, i64::MIN);
+        w.add(31_000, 7, 1, i64::MIN);
+        w.add(32_000, 8, 1, i64::MIN);
+        let rows = fire(&mut w, i64::MAX);
+        let w0 = rows.iter().find(|r| r.window_start == 0).unwrap();
+        assert_eq!((w0.order_cnt, w0.user_cnt), (3, 2));
+    }
+
+    #[test]
+    fn a_late_event_within_lateness_re_emits_with_a_higher_version() {
+        let mut w = Windows::new(SPEC);
+        w.add(10_000, 1, 100, i64::MIN);
+        let first = fire(&mut w, 60_000);
+        assert_eq!(first.len(), 2);
+        // Watermark 60 s: window [0,60) fired but is final only at 90 s.
+        assert!(!SPEC.is_late(20_000, 60_000));
+        w.add(20_000, 2, 100, 60_000);
+        let again = fire(&mut w, 60_000);
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].window_start, 0);
+        assert_eq!(again[0].version, 2);
+        assert_eq!(again[0].order_cnt, 2);
+        assert!(SPEC.is_late(20_000, 90_000));
+    }
+
+    #[test]
+    fn state_is_dropped_once_final() {
+        let mut w = Windows::new(SPEC);
+        w.add(10_000, 1, 100, i64::MIN);
+        fire(&mut w, 200_000);
+        assert_eq!(w.stats(), (0, 0));
+    }
+
+    #[test]
+    fn snapshot_restores_identical_state() {
+        let mut w = Windows::new(SPEC);
+        for i in 0..50 {
+            w.add(i * 3_000, (i % 9) as u128, 10, i64::MIN);
+        }
+        fire(&mut w, 100_000);
+        let snap = w.snapshot();
+        let mut r = Windows::restore(SPEC, snap.clone());
+        assert_eq!(r.snapshot(), snap);
+        assert_eq!(fire(&mut r, i64::MAX), fire(&mut w, i64::MAX));
+    }
+}
