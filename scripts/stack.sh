@@ -18,8 +18,8 @@ REPO=$(cd "$SCRIPT_DIR/.." && pwd)
 # shellcheck source=scripts/lib.sh
 source "$SCRIPT_DIR/lib.sh"
 
-STACK_DIR=${STACK_DIR:-$REPO/.stack}
-STACK_TIMEOUT=${STACK_TIMEOUT:-120}          # seconds a service may take to become ready
+STACK_DIR=$(realpath -m "${STACK_DIR:-$REPO/.stack}") # absolute: pid checks match on it
+STACK_TIMEOUT=${STACK_TIMEOUT:-180}          # seconds a service may take to become ready
 STACK_STOP_TIMEOUT=${STACK_STOP_TIMEOUT:-30} # seconds between TERM and KILL
 
 KAFKA_PORT=${KAFKA_PORT:-9092}
@@ -35,6 +35,9 @@ CLICKHOUSE_HTTP_PORT=${CLICKHOUSE_HTTP_PORT:-8123}
 CLICKHOUSE_TCP_PORT=${CLICKHOUSE_TCP_PORT:-9000}
 CLICKHOUSE_INTERSERVER_PORT=${CLICKHOUSE_INTERSERVER_PORT:-9009}
 CLICKHOUSE_BASE_CONFIG=${CLICKHOUSE_BASE_CONFIG:-/etc/clickhouse-server/config.xml}
+# Empty: user `default` without password (packaged users.xml). Set: `default`
+# gets this password (stored as SHA-256 in $STACK_DIR/clickhouse/users.xml).
+CLICKHOUSE_PASSWORD=${CLICKHOUSE_PASSWORD:-}
 CLICKHOUSE_URL="http://127.0.0.1:$CLICKHOUSE_HTTP_PORT/"
 
 KAFKA_DIR=$STACK_DIR/kafka
@@ -48,6 +51,7 @@ CH_PID=$CH_DIR/clickhouse.pid
 CH_LOG=$CH_DIR/logs/clickhouse-server.log
 CH_ERR=$CH_DIR/logs/clickhouse-server.err.log
 CH_OUT=$CH_DIR/logs/stdout.log
+CH_AUTH=$CH_DIR/auth.headers # Basic auth header for our own curl calls, mode 600
 
 KAFKA_POM=$SCRIPT_DIR/kafka/pom.xml
 KAFKA_TEMPLATE=$SCRIPT_DIR/kafka/server.properties.template
@@ -106,11 +110,17 @@ ensure_java() {
 
 # Copies the pinned Kafka jars into $KAFKA_LIBS unless they are already there
 # for this exact pom (a changed pom re-copies). ~/.m2 is the download cache.
-ensure_kafka_libs() {
-  local want have="" tmp
+kafka_libs_current() {
+  local want have=""
   want=$(sha256sum "$KAFKA_POM" | cut -d' ' -f1)
   [[ -f "$KAFKA_LIBS/.pom.sha256" ]] && have=$(<"$KAFKA_LIBS/.pom.sha256")
-  [[ "$want" == "$have" ]] && return 0
+  [[ "$want" == "$have" ]]
+}
+
+ensure_kafka_libs() {
+  local want tmp
+  kafka_libs_current && return 0
+  want=$(sha256sum "$KAFKA_POM" | cut -d' ' -f1)
   ensure_java
   sf_log "kafka: fetching broker jars with mvn (scripts/kafka/pom.xml -> $KAFKA_LIBS)"
   tmp=$KAFKA_DIR/libs.tmp
@@ -145,13 +155,28 @@ kafka_running_pid() {
 }
 
 # Runs one Kafka CLI main class (small heap, fast JIT, WARN logs on stderr).
-# KAFKA_TOOL_TIMEOUT seconds bound it (0 = no bound).
+# KAFKA_TOOL_TIMEOUT seconds bound it (0 = no bound). The first call records an
+# AppCDS archive of the loaded classes (libs/tools.jsa, dropped with the jars);
+# later calls start about a second faster with it. JVM log lines go to stderr
+# only, so a tool's stdout stays clean for callers that parse it.
 kafka_tool() {
   [[ -f "$KAFKA_LIBS/.pom.sha256" ]] || sf_die "Kafka jars missing: run scripts/stack.sh up first"
   [[ -f "$KAFKA_DIR/config/tools-log4j2.properties" ]] || kafka_render_config
+  local jsa=$KAFKA_LIBS/tools.jsa tmp="" cds rc=0
+  if [[ -f "$jsa" ]]; then
+    cds=(-XX:SharedArchiveFile="$jsa")
+  else
+    tmp=$jsa.$$.tmp
+    cds=(-XX:ArchiveClassesAtExit="$tmp")
+  fi
   timeout "${KAFKA_TOOL_TIMEOUT:-0}" java -Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 \
+    -Xshare:auto "${cds[@]}" -Xlog:disable -Xlog:all=error:stderr \
     -Dlog4j2.configurationFile="$KAFKA_DIR/config/tools-log4j2.properties" \
-    -cp "$KAFKA_LIBS/*" "$@"
+    -cp "$KAFKA_LIBS/*" "$@" || rc=$?
+  if [[ -n "$tmp" ]]; then
+    if ((rc == 0)) && [[ -s "$tmp" ]]; then mv -f "$tmp" "$jsa"; else rm -f "$tmp"; fi
+  fi
+  return "$rc"
 }
 
 kafka_render_config() {
@@ -293,7 +318,38 @@ ch_running_pid() {
   fi
 }
 
-ch_query() { curl -sS --fail-with-body --max-time 30 "$CLICKHOUSE_URL" --data-binary "$1"; }
+# curl against our server; sends the credentials of the running server, if it
+# has a password, from a header file (never on the command line).
+ch_curl() {
+  local auth=()
+  [[ -f "$CH_AUTH" ]] && auth=(-H "@$CH_AUTH")
+  curl "${auth[@]}" "$@"
+}
+
+ch_query() { ch_curl -sS --fail-with-body --max-time 30 "$CLICKHOUSE_URL" --data-binary "$1"; }
+
+ch_alive() {
+  [[ "$(ch_curl -s --max-time 2 "$CLICKHOUSE_URL" --data-binary 'SELECT 1' 2>/dev/null)" == "1" ]]
+}
+
+# Prints the extra server flags for the password; writes users.xml + header.
+ch_auth_setup() {
+  local users=$CH_DIR/users.xml base_users hash
+  rm -f "$CH_AUTH"
+  [[ -n "$CLICKHOUSE_PASSWORD" ]] || return 0
+  base_users=$(dirname "$CLICKHOUSE_BASE_CONFIG")/users.xml
+  hash=$(printf '%s' "$CLICKHOUSE_PASSWORD" | sha256sum | cut -d' ' -f1)
+  # the first empty <password/> in the packaged users.xml is user `default`'s
+  (
+    umask 077
+    sed -e "0,/<password><\/password>/s//<password_sha256_hex>$hash<\/password_sha256_hex>/" \
+      "$base_users" >"$users"
+    printf 'Authorization: Basic %s\n' \
+      "$(printf 'default:%s' "$CLICKHOUSE_PASSWORD" | base64 -w0)" >"$CH_AUTH"
+  )
+  grep -q "$hash" "$users" || sf_die "clickhouse: could not set the password in $users"
+  printf '%s\n' "--users_config=$users"
+}
 
 # Applies sql/create_ck_table.sql one statement at a time (HTTP takes one per
 # request). Comments are `--` to end of line; statements end with `;`.
@@ -324,6 +380,9 @@ ch_start() {
     sf_port_open "$p" && sf_die "clickhouse: port $p is already in use by a process this script did not start"
   done
   mkdir -p "$CH_DIR"/{data,tmp,user_files,format_schemas,logs}
+  local auth_flags=()
+  mapfile -t auth_flags < <(ch_auth_setup)
+  [[ -z "$CLICKHOUSE_PASSWORD" || -f "$CH_AUTH" ]] || sf_die "clickhouse: password setup failed"
   sf_log "clickhouse: starting on 127.0.0.1 (http $CLICKHOUSE_HTTP_PORT, tcp $CLICKHOUSE_TCP_PORT)"
   t0=$(sf_now_ms)
   # The packaged config with everything machine-wide overridden on the
@@ -335,12 +394,12 @@ ch_start() {
     --logger.size=100M --logger.count=2 \
     --listen_host=127.0.0.1 --http_port="$CLICKHOUSE_HTTP_PORT" \
     --tcp_port="$CLICKHOUSE_TCP_PORT" --interserver_http_port="$CLICKHOUSE_INTERSERVER_PORT" \
-    </dev/null >"$CH_OUT" 2>&1 9>&- &
+    "${auth_flags[@]}" </dev/null >"$CH_OUT" 2>&1 9>&- &
   printf '%s\n' "$!" >"$CH_PID"
   pid=$!
   sf_log "clickhouse: waiting for SELECT 1 (up to ${STACK_TIMEOUT}s)"
   deadline=$((t0 + STACK_TIMEOUT * 1000))
-  until [[ "$(curl -s --max-time 2 "$CLICKHOUSE_URL" --data-binary 'SELECT 1' 2>/dev/null)" == "1" ]]; do
+  until ch_alive; do
     if ! kill -0 "$pid" 2>/dev/null; then
       rm -f "$CH_PID"
       sf_tail_log "$CH_OUT" "$CH_ERR" "$CH_LOG"
@@ -395,8 +454,8 @@ cmd_status() {
   fi
   pid=$(ch_running_pid)
   if [[ -n "$pid" ]]; then
-    if [[ "$(curl -s --max-time 2 "$CLICKHOUSE_URL" --data-binary 'SELECT 1' 2>/dev/null)" == "1" ]]; then
-      echo "clickhouse: up    pid $pid  http $CLICKHOUSE_HTTP_PORT  tcp $CLICKHOUSE_TCP_PORT"
+    if ch_alive; then
+      echo "clickhouse: up    pid $pid  http $CLICKHOUSE_HTTP_PORT  tcp $CLICKHOUSE_TCP_PORT$([[ -f "$CH_AUTH" ]] && echo '  (password set)')"
     else
       echo "clickhouse: starting/unhealthy  pid $pid  http $CLICKHOUSE_HTTP_PORT not answering"
       rc=1
@@ -412,14 +471,32 @@ cmd_status() {
 main() {
   local cmd=${1:-}
   [[ $# -gt 0 ]] && shift
+  # Nothing was ever started here: stopping is a no-op that creates nothing.
+  if [[ ! -d "$STACK_DIR" ]]; then
+    case "$cmd" in
+      down | reset | kafka-stop | clickhouse-stop)
+        sf_log "$cmd: nothing to do, $STACK_DIR does not exist"
+        return 0
+        ;;
+    esac
+  fi
   case "$cmd" in
     up)
       [[ $# -eq 0 ]] || usage
       take_lock
       local t0
+      local mvn_pid=""
       t0=$(sf_now_ms)
+      # First run: fetch the Kafka jars while ClickHouse installs and starts.
+      if ! kafka_libs_current; then
+        ensure_kafka_libs &
+        mvn_pid=$!
+      fi
       ch_start
       ch_apply_schema
+      if [[ -n "$mvn_pid" ]]; then
+        wait "$mvn_pid" || sf_die "kafka: fetching the jars failed (see above)"
+      fi
       kafka_start
       topic_create "$KAFKA_TOPIC" "$KAFKA_PARTITIONS"
       sf_log "up: done in $((($(sf_now_ms) - t0) / 1000))s (kafka $KAFKA_BOOTSTRAP, clickhouse $CLICKHOUSE_URL)"
@@ -432,12 +509,12 @@ main() {
       ;;
     reset)
       [[ $# -eq 0 ]] || usage
+      case "$(realpath "$STACK_DIR")" in
+        / | "$(realpath "$HOME")" | "$(realpath "$REPO")") sf_die "refusing to remove STACK_DIR=$STACK_DIR" ;;
+      esac
       take_lock
       kafka_stop
       ch_stop
-      case "$(cd "$STACK_DIR" && pwd -P)" in
-        / | "$HOME" | "$(cd "$REPO" && pwd -P)") sf_die "refusing to remove STACK_DIR=$STACK_DIR" ;;
-      esac
       sf_log "reset: removing $STACK_DIR"
       rm -rf "$STACK_DIR"
       ;;

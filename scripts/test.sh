@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The whole test suite, from a clean machine: installs and starts the local
+# stack (Kafka KRaft + ClickHouse, see scripts/stack.sh), runs every test
+# (unit, property, embedded end to end, Kafka/ClickHouse integration and
+# fault injection, with crash points compiled in), replays the fuzz corpus,
+# stops the stack, and prints how many tests ran.
+#
+#   scripts/test.sh            # everything
+#   SKIP_STACK=1 scripts/test.sh   # reuse a stack you started yourself
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+log=$(mktemp -t streamforge-test.XXXXXX)
+trap 'rm -f "$log"' EXIT
+
+if [[ "${SKIP_STACK:-0}" != 1 ]]; then
+  scripts/stack.sh up
+  trap 'scripts/stack.sh down || true; rm -f "$log"' EXIT
+fi
+
+echo "== cargo test (features: failpoints)"
+set +e
+cargo test --features failpoints --all-targets 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+
+passed=$(grep -Eo 'test result: [A-Za-z]+\. [0-9]+ passed' "$log" | awk '{s+=$4} END {print s+0}')
+failed=$(grep -Eo '; [0-9]+ failed' "$log" | awk '{s+=$2} END {print s+0}')
+binaries=$(grep -c 'test result:' "$log" || true)
+echo
+echo "== summary: $binaries test binaries"
+echo "$passed passed, $failed failed"
+if [[ $status -ne 0 || $failed -ne 0 || $passed -eq 0 ]]; then
+  echo "test suite FAILED (cargo exit $status)" >&2
+  exit 1
+fi
