@@ -48,6 +48,31 @@ enum Command {
         #[command(subcommand)]
         command: CheckpointCommand,
     },
+    /// Benchmarks that print figures (see docs/performance.md).
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// The core path on one thread from in-memory payloads, checkpoints on.
+    Core {
+        #[arg(long, default_value_t = 20_000_000)]
+        events: u64,
+        /// Distinct users to draw from (about this many per window at the default rate).
+        #[arg(long, default_value_t = 100_000)]
+        users: u64,
+        /// Event-time rate per partition (4 partitions).
+        #[arg(long, default_value_t = 10_000)]
+        rate: u64,
+        #[arg(long, default_value_t = 2_000_000)]
+        checkpoint_every: u64,
+        /// Also write the figures as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
 }
 
 #[derive(Args, Clone, Default)]
@@ -155,6 +180,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Run(args) => run(args),
         Command::Results(args) => results(args),
         Command::Checkpoint { command } => checkpoint(command),
+        Command::Bench { command } => bench(command),
     }
 }
 
@@ -463,6 +489,37 @@ fn checkpoint(command: CheckpointCommand) -> anyhow::Result<ExitCode> {
             let id = pick_id(&store, id)?;
             store.corrupt(id)?;
             println!("checkpoint {id} corrupted (one byte flipped); the next start must skip it");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn bench(command: BenchCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        BenchCommand::Core {
+            events,
+            users,
+            rate,
+            checkpoint_every,
+            json,
+        } => {
+            let opts = crate::bench::CoreBenchOptions {
+                events,
+                users,
+                rate,
+                checkpoint_every,
+                ..Default::default()
+            };
+            eprintln!(
+                "bench core: {events} events, {users} users, {} partitions at {rate}/s event time, checkpoint every {checkpoint_every}",
+                opts.partitions
+            );
+            let report = crate::bench::core(&opts)?;
+            println!("{}", report.markdown());
+            if let Some(path) = json {
+                std::fs::write(&path, serde_json::to_string_pretty(&report)?)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

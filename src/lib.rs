@@ -19,6 +19,7 @@
 //! * `config`, `cli`, `telemetry`, `time`, `failpoint`: the surroundings.
 
 pub mod anomaly;
+pub mod bench;
 pub mod checkpoint;
 pub mod cli;
 pub mod config;
@@ -27,6 +28,7 @@ pub mod engine;
 pub mod event;
 pub mod failpoint;
 pub mod job;
+
 pub mod sink;
 pub mod source;
 pub mod telemetry;

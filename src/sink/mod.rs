@@ -10,6 +10,7 @@
 //! sink is down and reports acknowledgements back; processing goes on
 //! meanwhile, and unacknowledged rows stay in every checkpoint.
 
+
 pub mod embedded;
 
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};

@@ -108,7 +108,11 @@ impl FileSource {
         let files = resolve_paths(inputs)?;
         let id = format!(
             "files:{}",
-            files.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(",")
+            files
+                .iter()
+                .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()).display().to_string())
+                .collect::<Vec<_>>()
+                .join(",")
         );
         let parts = files
             .into_iter()

@@ -15,6 +15,7 @@ pub mod file;
 pub mod generator;
 
 
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 

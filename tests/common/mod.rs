@@ -1,0 +1,334 @@
+//! Shared test support: a data set whose fate is known line by line, an
+//! oracle that computes the expected windows from that knowledge alone (it
+//! never calls StreamForge's code), and helpers to run the real binary.
+//!
+//! The data set mimics what the job meets in production: several partitions
+//! with bounded disorder, duplicates, every anomaly reason of SPEC §1, and
+//! very late events.
+
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+/// Small deterministic PRNG (xorshift64*), so the tests need no crate for it.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+    pub fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    pub fn chance(&mut self, per_mille: u64) -> bool {
+        self.below(1000) < per_mille
+    }
+}
+
+/// What the job must do with one line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fate {
+    Accept { t_ms: i64, user: String, cents: u64 },
+    Duplicate,
+    Anomaly(&'static str),
+}
+
+pub struct DataSet {
+    pub dir: PathBuf,
+    /// partition -> lines (payload, fate)
+    pub partitions: Vec<Vec<(String, Fate)>>,
+}
+
+pub struct Shape {
+    pub partitions: usize,
+    pub per_partition: usize,
+    /// Event-time spacing of consecutive lines in a partition.
+    pub step_ms: i64,
+    /// Maximum backward jitter (must stay below the 5 s watermark bound).
+    pub disorder_ms: i64,
+    pub seed: u64,
+    pub t0_ms: i64,
+}
+
+impl Default for Shape {
+    fn default() -> Self {
+        Shape {
+            partitions: 3,
+            per_partition: 20_000,
+            step_ms: 25,
+            disorder_ms: 4_000,
+            seed: 7,
+            // 2025-11-25T10:00:00Z
+            t0_ms: 1_764_064_800_000,
+        }
+    }
+}
+
+fn rfc3339(ms: i64, offset_minutes: i64) -> String {
+    // Independent of the crate's time module: civil-from-days by hand.
+    let local = ms + offset_minutes * 60_000;
+    let days = local.div_euclid(86_400_000);
+    let rem = local.rem_euclid(86_400_000);
+    let (h, mi, s, milli) = (rem / 3_600_000, rem / 60_000 % 60, rem / 1000 % 60, rem % 1000);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + if m <= 2 { 1 } else { 0 };
+    let off = if offset_minutes == 0 {
+        "Z".to_string()
+    } else {
+        let sign = if offset_minutes < 0 { '-' } else { '+' };
+        let a = offset_minutes.abs();
+        format!("{sign}{:02}:{:02}", a / 60, a % 60)
+    };
+    format!("{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{milli:03}{off}")
+}
+
+/// Builds the data set and writes one file per partition into `dir`.
+pub fn make_dataset(dir: &Path, shape: &Shape) -> DataSet {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut rng = Rng::new(shape.seed);
+    let mut partitions = Vec::new();
+    for p in 0..shape.partitions {
+        let mut lines: Vec<(String, Fate)> = Vec::with_capacity(shape.per_partition);
+        let mut accepted_recent: Vec<usize> = Vec::new();
+        for i in 0..shape.per_partition {
+            let base = shape.t0_ms + i as i64 * shape.step_ms;
+            let t = base - rng.below(shape.disorder_ms as u64 + 1) as i64;
+            let id = format!("ev-{p}-{i}");
+            let user_n = rng.below(500);
+            let cents = rng.below(100_000);
+            let amount = format!("{}.{:02}", cents / 100, cents % 100);
+            let roll = rng.below(1000);
+            let line = match roll {
+                // Duplicates: an exact copy of a recent accepted line.
+                0..=19 if !accepted_recent.is_empty() => {
+                    let j = accepted_recent[accepted_recent.len() - 1 - rng.below(accepted_recent.len().min(10) as u64) as usize];
+                    (lines[j].0.clone(), Fate::Duplicate)
+                }
+                20..=22 => (format!(r#"{{"event_id":"{id}","order_id":"o","user_id":"u1","amount":1.0"#), Fate::Anomaly("malformed_json")),
+                23..=24 => (format!(r#"[{{"event_id":"{id}"}}]"#), Fate::Anomaly("not_an_object")),
+                25 => ("".to_string(), Fate::Anomaly("malformed_json")),
+                26 => (format!(r#"{{"order_id":"o","user_id":"u1","amount":1,"event_time":{t}}}"#), Fate::Anomaly("missing_field:event_id")),
+                27 => (format!(r#"{{"event_id":"{id}","user_id":"u1","amount":1,"event_time":{t}}}"#), Fate::Anomaly("missing_field:order_id")),
+                28 => (format!(r#"{{"event_id":"{id}","order_id":"o","amount":1,"event_time":{t}}}"#), Fate::Anomaly("missing_field:user_id")),
+                29 => (format!(r#"{{"event_id":"{id}","order_id":"o","user_id":"u1","event_time":{t}}}"#), Fate::Anomaly("missing_field:amount")),
+                30 => (format!(r#"{{"event_id":"{id}","order_id":"o","user_id":"u1","amount":1}}"#), Fate::Anomaly("missing_field:event_time")),
+                31 => (format!(r#"{{"event_id":{i},"order_id":"o","user_id":"u1","amount":1,"event_time":{t}}}"#), Fate::Anomaly("bad_type:event_id")),
+                32 => (format!(r#"{{"event_id":"{id}","order_id":"o","user_id":[1],"amount":1,"event_time":{t}}}"#), Fate::Anomaly("bad_type:user_id")),
+                33 => (format!(r#"{{"event_id":"{id}","order_id":"o","user_id":"u1","amount":true,"event_time":{t}}}"#), Fate::Anomaly("bad_type:amount")),
+                34 => (format!(r#"{{"event_id":"{id}","order_id":"o","user_id":"u1","amount":-{amount},"event_time":{t}}}"#), Fate::Anomaly("bad_amount")),
+                35 => (format!(r#"{{"event_id":"{id}","order_id":"o","user_id":"u1","amount":"1.005","event_time":{t}}}"#), Fate::Anomaly("bad_amount")),
+                36 => (format!(r#"{{"event_id":"{id}","order_id":"o","user_id":"u1","amount":"abc","event_time":{t}}}"#), Fate::Anomaly("bad_amount")),
+                37 => (format!(r#"{{"event_id":"{id}","order_id":"o","user_id":"u1","amount":1,"event_time":"2025-02-30T00:00:00Z"}}"#), Fate::Anomaly("bad_event_time")),
+                38 => (format!(r#"{{"event_id":"{id}","order_id":"o","user_id":"u1","amount":1,"event_time":{{"t":1}}}}"#), Fate::Anomaly("bad_type:event_time")),
+                39 => (format!(r#"{{"event_id":"{id}","order_id":7,"user_id":"u1","amount":1,"event_time":{t}}}"#), Fate::Anomaly("bad_type:order_id")),
+                40 => (format!(r#"{{"event_id":"{id}","order_id":"o","user_id":"u1","amount":1,"event_time":{t},"city":5}}"#), Fate::Anomaly("bad_type:city")),
+                // Very late: four minutes behind the stream, once the stream is
+                // old enough for that to be past every window's lateness.
+                41..=43 if base - shape.t0_ms > 300_000 => {
+                    let late_t = t - 240_000;
+                    (
+                        format!(r#"{{"event_id":"{id}","order_id":"o","user_id":"u{user_n}","amount":{amount},"event_time":{late_t}}}"#),
+                        Fate::Anomaly("late_event"),
+                    )
+                }
+                _ => {
+                    // Valid events in every accepted form.
+                    let user = format!("{user_n}");
+                    let user_json = if rng.chance(300) { user.clone() } else { format!("\"{user}\"") };
+                    let amount_json = if rng.chance(300) { format!("\"{amount}\"") } else { amount.clone() };
+                    let time_json = match rng.below(3) {
+                        0 => t.to_string(),
+                        1 => format!("\"{}\"", rfc3339(t, 0)),
+                        _ => format!("\"{}\"", rfc3339(t, 8 * 60)),
+                    };
+                    let extra = if rng.chance(500) { r#","city":"Hangzhou","category":"books""# } else { r#","note":{"x":[1,2]}"# };
+                    accepted_recent.push(lines.len());
+                    if accepted_recent.len() > 32 {
+                        accepted_recent.remove(0);
+                    }
+                    (
+                        format!(r#"{{"event_id":"{id}","order_id":"o{i}","user_id":{user_json},"amount":{amount_json},"event_time":{time_json}{extra}}}"#),
+                        Fate::Accept { t_ms: t, user, cents },
+                    )
+                }
+            };
+            lines.push(line);
+        }
+        let mut text = String::new();
+        for (payload, _) in &lines {
+            text.push_str(payload);
+            text.push('\n');
+        }
+        std::fs::write(dir.join(format!("part-{p}.jsonl")), text).unwrap();
+        partitions.push(lines);
+    }
+    DataSet {
+        dir: dir.to_path_buf(),
+        partitions,
+    }
+}
+
+impl DataSet {
+    /// The windows of SPEC §4/§8 computed from the known fates, as the exact
+    /// lines `streamforge results` must print.
+    pub fn expected_results(&self) -> Vec<String> {
+        let slide = 30_000i64;
+        let mut windows: BTreeMap<i64, (u64, u128, BTreeSet<String>)> = BTreeMap::new();
+        for lines in &self.partitions {
+            for (_, fate) in lines {
+                if let Fate::Accept { t_ms, user, cents } = fate {
+                    let s = t_ms.div_euclid(slide) * slide;
+                    for start in [s, s - slide] {
+                        let w = windows.entry(start).or_default();
+                        w.0 += 1;
+                        w.1 += *cents as u128;
+                        w.2.insert(user.clone());
+                    }
+                }
+            }
+        }
+        windows
+            .into_iter()
+            .map(|(start, (cnt, cents, users))| {
+                format!(
+                    "{{\"window_start\": {}, \"window_end\": {}, \"order_cnt\": {}, \"gmv_total\": \"{}.{:02}\", \"user_cnt\": {}}}",
+                    start / 1000,
+                    start / 1000 + 60,
+                    cnt,
+                    cents / 100,
+                    cents % 100,
+                    users.len()
+                )
+            })
+            .collect()
+    }
+
+    /// Expected anomaly-log entries: (reason, partition, offset, payload).
+    pub fn expected_anomalies(&self) -> BTreeSet<(String, u32, u64, String)> {
+        let mut out = BTreeSet::new();
+        for (p, lines) in self.partitions.iter().enumerate() {
+            for (i, (payload, fate)) in lines.iter().enumerate() {
+                if let Fate::Anomaly(reason) = fate {
+                    out.insert((reason.to_string(), p as u32, i as u64, payload.clone()));
+                }
+            }
+        }
+        out
+    }
+
+    pub fn total(&self) -> usize {
+        self.partitions.iter().map(|p| p.len()).sum()
+    }
+}
+
+/// Reads the anomaly log and checks every record appears exactly once.
+pub fn read_anomalies(path: &Path) -> Vec<(String, u32, u64, String)> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .map(|line| {
+            let v: serde_json::Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("anomaly log line is not JSON ({e}): {line}"));
+            (
+                v["reason"].as_str().unwrap().to_string(),
+                v["partition"].as_u64().unwrap() as u32,
+                v["offset"].as_u64().unwrap(),
+                v["payload"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+pub fn assert_anomalies_exactly_once(path: &Path, expected: &BTreeSet<(String, u32, u64, String)>) {
+    let got = read_anomalies(path);
+    let unique: BTreeSet<_> = got.iter().cloned().collect();
+    assert_eq!(got.len(), unique.len(), "the anomaly log holds some record more than once");
+    let missing: Vec<_> = expected.difference(&unique).take(5).collect();
+    let extra: Vec<_> = unique.difference(expected).take(5).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "anomaly log differs from the oracle: missing {missing:?}, unexpected {extra:?}"
+    );
+}
+
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_streamforge"))
+}
+
+pub fn streamforge(args: &[&str]) -> Command {
+    let mut cmd = Command::new(bin());
+    cmd.args(args);
+    // Tests must not pick up the repository's config file or the caller's overrides.
+    cmd.env_remove("STREAMFORGE_CONFIG");
+    cmd.env("STREAMFORGE_CONFIG", "/dev/null");
+    cmd.env("RUST_LOG", "info");
+    cmd
+}
+
+pub fn run_ok(args: &[&str]) -> Output {
+    let out = streamforge(args).output().expect("running streamforge");
+    assert!(
+        out.status.success(),
+        "streamforge {args:?} failed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+pub fn results_lines(out: &Output) -> Vec<String> {
+    String::from_utf8(out.stdout.clone())
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Compares result lines, printing the first differences.
+pub fn assert_same_results(got: &[String], expected: &[String]) {
+    if got != expected {
+        let mut diff = Vec::new();
+        let g: BTreeSet<_> = got.iter().collect();
+        let e: BTreeSet<_> = expected.iter().collect();
+        for x in e.difference(&g).take(5) {
+            diff.push(format!("  expected only: {x}"));
+        }
+        for x in g.difference(&e).take(5) {
+            diff.push(format!("  got only:      {x}"));
+        }
+        panic!(
+            "results differ from the oracle ({} rows vs {} expected):\n{}",
+            got.len(),
+            expected.len(),
+            diff.join("\n")
+        );
+    }
+}
+
+pub fn spawn(cmd: &mut Command) -> Child {
+    cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawning streamforge")
+}
+
+/// Kills a child with SIGKILL (no chance to clean up, like `kill -9`).
+pub fn kill9(child: &mut Child) {
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGKILL);
+    }
+    let _ = child.wait();
+}

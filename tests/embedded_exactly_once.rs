@@ -1,0 +1,232 @@
+//! End to end on the embedded stack: the real binary, a file source, the
+//! embedded sink, SIGKILLs at random moments (and, when built with the
+//! `failpoints` feature, aborts inside the checkpoint protocol), restarts
+//! until the bounded run completes; then the results and the anomaly log
+//! must equal an oracle computed from the data set's known fates.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::time::Duration;
+
+use common::*;
+
+/// Crash points of the protocol, each hit on some pass of some run.
+const CRASH_POINTS: &[&str] = &[
+    "job::barrier::after_anomaly_sync",
+    "checkpoint::commit::before_write",
+    "checkpoint::commit::before_flush",
+    "checkpoint::commit::after_flush",
+    "job::barrier::after_commit",
+    "job::barrier::after_submit",
+    "sink::embedded::before_write",
+    "sink::embedded::after_write",
+    "job::recovery::after_resend",
+];
+
+fn run_until_done(data: &DataSet, state: &std::path::Path, log: &std::path::Path, seed: u64) -> (u32, u32) {
+    let mut rng = Rng::new(seed);
+    let source = format!("files:{}", data.dir.display());
+    let (mut kills, mut aborts) = (0u32, 0u32);
+    for attempt in 0..60 {
+        let mut cmd = streamforge(&[
+            "run",
+            "--source",
+            &source,
+            "--sink",
+            "embedded",
+            "--state-dir",
+            state.to_str().unwrap(),
+            "--anomaly-log",
+            log.to_str().unwrap(),
+            "--bounded",
+            "--checkpoint-interval",
+            "1s",
+            "--checkpoint-events",
+            "2500",
+            "--set",
+            "batch_size=512",
+        ]);
+        // Alternate the two ways of dying; the last attempts run clean so
+        // the test ends.
+        let use_failpoint = cfg!(feature = "failpoints") && attempt % 2 == 1 && attempt < 40;
+        if use_failpoint {
+            let point = CRASH_POINTS[rng.below(CRASH_POINTS.len() as u64) as usize];
+            let skip = if point.starts_with("job::recovery") { 0 } else { rng.below(3) };
+            cmd.env("FAILPOINTS", format!("{point}={skip}*off->return"));
+        }
+        let mut child = spawn(&mut cmd);
+        if !use_failpoint && attempt < 40 {
+            // Kill at a random moment: after a random number of the job's
+            // own checkpoint lines plus a random few milliseconds, so kills
+            // land while processing, while checkpointing and while writing
+            // the sink. No timing is assumed: the trigger is the job's output.
+            let wanted = 1 + rng.below(4);
+            let extra = Duration::from_micros(rng.below(15_000));
+            let stderr = child.stderr.take().unwrap();
+            let mut seen = 0;
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if line.contains("checkpoint committed") {
+                    seen += 1;
+                    if seen == wanted {
+                        std::thread::sleep(extra);
+                        break;
+                    }
+                }
+            }
+            if seen == wanted {
+                kill9(&mut child);
+                kills += 1;
+                continue;
+            }
+            let status = child.wait().unwrap();
+            assert!(status.success(), "streamforge failed without being killed: {status}");
+            return (kills, aborts);
+        }
+        let out = child.wait_with_output().unwrap();
+        if out.status.success() {
+            return (kills, aborts);
+        }
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            use_failpoint && stderr.contains("failpoint"),
+            "streamforge failed on its own: {}\n{stderr}",
+            out.status
+        );
+        aborts += 1;
+    }
+    panic!("the job never completed");
+}
+
+#[test]
+fn sigkill_and_crash_points_anywhere_still_give_exact_results() {
+    let tmp = tempfile::tempdir().unwrap();
+    let shape = Shape {
+        per_partition: 50_000,
+        ..Shape::default()
+    };
+    let data = make_dataset(&tmp.path().join("in"), &shape);
+    let state = tmp.path().join("state");
+    let log = tmp.path().join("anomalies.log");
+    let (kills, aborts) = run_until_done(&data, &state, &log, 11);
+    eprintln!("completed after {kills} SIGKILLs and {aborts} crash-point aborts");
+    assert!(kills + aborts >= 10, "the run was interrupted only {} times", kills + aborts);
+
+    let out = run_ok(&["results", "--state-dir", state.to_str().unwrap()]);
+    assert_same_results(&results_lines(&out), &data.expected_results());
+    assert_anomalies_exactly_once(&log, &data.expected_anomalies());
+}
+
+#[test]
+fn an_uninterrupted_run_matches_the_oracle() {
+    let tmp = tempfile::tempdir().unwrap();
+    let shape = Shape {
+        partitions: 4,
+        per_partition: 8_000,
+        seed: 99,
+        ..Shape::default()
+    };
+    let data = make_dataset(&tmp.path().join("in"), &shape);
+    let state = tmp.path().join("state");
+    let log = tmp.path().join("anomalies.log");
+    let source = format!("files:{}", data.dir.display());
+    run_ok(&[
+        "run",
+        "--source",
+        &source,
+        "--state-dir",
+        state.to_str().unwrap(),
+        "--anomaly-log",
+        log.to_str().unwrap(),
+        "--bounded",
+    ]);
+    let out = run_ok(&["results", "--state-dir", state.to_str().unwrap()]);
+    assert_same_results(&results_lines(&out), &data.expected_results());
+    assert_anomalies_exactly_once(&log, &data.expected_anomalies());
+}
+
+#[test]
+fn a_corrupt_newest_checkpoint_falls_back_to_the_previous_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = make_dataset(&tmp.path().join("in"), &Shape { seed: 3, ..Shape::default() });
+    let state = tmp.path().join("state");
+    let log = tmp.path().join("anomalies.log");
+    let source = format!("files:{}", data.dir.display());
+    let args = [
+        "run",
+        "--source",
+        &source,
+        "--state-dir",
+        state.to_str().unwrap(),
+        "--anomaly-log",
+        log.to_str().unwrap(),
+        "--bounded",
+        "--checkpoint-events",
+        "2000",
+        "--set",
+        "batch_size=500",
+    ];
+    // Run until the job reports its third checkpoint, then kill it: no
+    // timing involved, the job's own log line is the trigger.
+    let mut child = spawn(&mut streamforge(&args));
+    let stderr = child.stderr.take().unwrap();
+    let mut seen = 0;
+    for line in BufReader::new(stderr).lines() {
+        if line.unwrap().contains("checkpoint committed") {
+            seen += 1;
+            if seen == 3 {
+                break;
+            }
+        }
+    }
+    kill9(&mut child);
+    assert_eq!(seen, 3, "the job ended before its third checkpoint");
+
+    let listed = run_ok(&["checkpoint", "list", "--state-dir", state.to_str().unwrap()]);
+    let listing = String::from_utf8_lossy(&listed.stdout).to_string();
+    assert!(!listing.contains("CORRUPT"), "{listing}");
+    let corrupted = run_ok(&["checkpoint", "corrupt", "--state-dir", state.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&corrupted.stdout).contains("corrupted"));
+    let listed = run_ok(&["checkpoint", "list", "--state-dir", state.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("CORRUPT"));
+
+    let out = run_ok(&args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("skipping a corrupt checkpoint") && stderr.contains("crc mismatch"),
+        "the fallback was not logged:\n{stderr}"
+    );
+    assert!(stderr.contains("recovering from checkpoint"), "{stderr}");
+
+    let out = run_ok(&["results", "--state-dir", state.to_str().unwrap()]);
+    assert_same_results(&results_lines(&out), &data.expected_results());
+    assert_anomalies_exactly_once(&log, &data.expected_anomalies());
+}
+
+#[test]
+fn a_state_directory_is_not_resumed_on_another_input() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = make_dataset(&tmp.path().join("a"), &Shape { per_partition: 500, ..Shape::default() });
+    let b = make_dataset(&tmp.path().join("b"), &Shape { per_partition: 500, ..Shape::default() });
+    let state = tmp.path().join("state");
+    let log = tmp.path().join("anomalies.log");
+    for (dir, ok) in [(&a.dir, true), (&b.dir, false)] {
+        let out = streamforge(&[
+            "run",
+            "--source",
+            &format!("files:{}", dir.display()),
+            "--state-dir",
+            state.to_str().unwrap(),
+            "--anomaly-log",
+            log.to_str().unwrap(),
+            "--bounded",
+        ])
+        .output()
+        .unwrap();
+        assert_eq!(out.status.success(), ok, "{}", String::from_utf8_lossy(&out.stderr));
+        if !ok {
+            assert!(String::from_utf8_lossy(&out.stderr).contains("belongs to another input"));
+        }
+    }
+}
