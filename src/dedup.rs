@@ -9,64 +9,130 @@
 //!
 //! # Layout
 //!
-//! * `seen`: every live id, for the O(1) membership test on the hot path.
-//! * `expiry`: the same ids grouped by the pane (slide-wide slice of event
-//!   time) whose expiry frees them, so purging is exact and never scans ids
-//!   that stay.
+//! One hash map from fingerprint to the pane whose expiry frees it: 16 bytes
+//! per id. Expired ids are dropped with one sequential `retain` pass when a
+//! pane expires (once per slide of event time), which is far cheaper than one
+//! random-access removal per id.
 //!
-//! Ids are stored as 128-bit XXH3 fingerprints of the id string. Two distinct
-//! ids collide with probability about `n² / 2¹²⁹`: for a billion live ids that
-//! is below 10⁻²¹, far below the rate of undetected disk or memory errors.
-//! The fingerprint is stable across versions and restarts (it is checkpointed);
-//! the hash table itself is keyed with a per-process random seed, so crafted
-//! ids cannot degrade it.
+//! # Fingerprints
+//!
+//! Ids (and user ids, in `window`) are kept as 96-bit XXH3 fingerprints keyed
+//! with a random per-state seed that is checkpointed with the state. Two
+//! distinct strings collide with probability about `n² / 2⁹⁷`: for ten million
+//! live ids that is below 10⁻¹⁵, far below the rate of undetected hardware
+//! errors. Because the seed is secret, crafted ids cannot aim at collisions or
+//! at one hash bucket, so the tables can use the fingerprint itself as hash.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 
 use serde::{Deserialize, Serialize};
 
-/// 128-bit fingerprint of a string, stable across runs and versions.
-#[inline]
-pub fn fingerprint(s: &str) -> u128 {
-    xxhash_rust::xxh3::xxh3_128(s.as_bytes())
+/// A 96-bit fingerprint of a string (16 bytes in memory, 12 on disk).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Fp {
+    pub hi: u64,
+    pub lo: u32,
 }
 
-type FastSet = HashSet<u128, foldhash::fast::RandomState>;
+impl Hash for Fp {
+    #[inline]
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hi);
+    }
+}
+
+/// Fingerprint of `s` under `seed`.
+#[inline]
+pub fn fingerprint(seed: u64, s: &str) -> Fp {
+    let h = xxhash_rust::xxh3::xxh3_128_with_seed(s.as_bytes(), seed);
+    Fp {
+        hi: (h >> 64) as u64,
+        lo: h as u32,
+    }
+}
+
+/// A fresh random seed for a new state.
+pub fn new_seed() -> u64 {
+    use std::hash::BuildHasher;
+    std::collections::hash_map::RandomState::new().hash_one(crate::time::now_ms())
+}
+
+/// Passes a fingerprint's 64 high bits through as its hash.
+#[derive(Default, Clone, Copy)]
+pub struct FpHasher(u64);
+
+impl Hasher for FpHasher {
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    #[inline]
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `Fp` is hashed with this hasher; keep any other use correct.
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+}
+
+pub type FpBuild = BuildHasherDefault<FpHasher>;
 
 #[derive(Default)]
 pub struct Dedup {
-    seen: FastSet,
-    expiry: BTreeMap<i64, Vec<u128>>,
+    /// Fingerprint -> pane index (relative to `base`) at whose expiry it goes.
+    seen: HashMap<Fp, u32, FpBuild>,
+    /// Pane indexes are stored relative to this, to fit in 32 bits.
+    base: i64,
+    /// Smallest pane still holding ids, to skip needless purges.
+    oldest: Option<i64>,
 }
 
-/// The checkpointed form: the expiry lists are enough to rebuild `seen`.
+/// The checkpointed form: ids grouped by their expiry pane.
 #[derive(Serialize, Deserialize, Default, Debug, Clone, PartialEq)]
 pub struct DedupSnapshot {
-    pub expiry: Vec<(i64, Vec<u128>)>,
+    pub expiry: Vec<(i64, Vec<Fp>)>,
 }
 
 impl Dedup {
     /// Records `id` as accepted, to expire with `pane`. Returns false if the id
     /// was already live, in which case the event is a duplicate.
     #[inline]
-    pub fn insert(&mut self, id: u128, pane: i64) -> bool {
-        if !self.seen.insert(id) {
-            return false;
+    pub fn insert(&mut self, id: Fp, pane: i64) -> bool {
+        if self.seen.is_empty() {
+            self.base = pane - (1 << 30);
         }
-        self.expiry.entry(pane).or_default().push(id);
-        true
+        let rel = pane.saturating_sub(self.base).clamp(0, u32::MAX as i64) as u32;
+        match self.seen.entry(id) {
+            std::collections::hash_map::Entry::Occupied(_) => false,
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(rel);
+                if self.oldest.is_none_or(|o| pane < o) {
+                    self.oldest = Some(pane);
+                }
+                true
+            }
+        }
     }
 
     /// Forgets every id whose pane is below `first_live_pane`.
     pub fn purge_before(&mut self, first_live_pane: i64) {
-        while let Some(entry) = self.expiry.first_entry() {
-            if *entry.key() >= first_live_pane {
-                break;
-            }
-            for id in entry.remove() {
-                self.seen.remove(&id);
-            }
+        if self.oldest.is_none_or(|o| o >= first_live_pane) {
+            return;
         }
+        let limit = first_live_pane.saturating_sub(self.base).clamp(0, u32::MAX as i64) as u32;
+        let mut oldest = u32::MAX;
+        self.seen.retain(|_, rel| {
+            let keep = *rel >= limit;
+            if keep {
+                oldest = oldest.min(*rel);
+            }
+            keep
+        });
+        self.oldest = (!self.seen.is_empty()).then(|| self.base + oldest as i64);
     }
 
     pub fn len(&self) -> usize {
@@ -78,20 +144,27 @@ impl Dedup {
     }
 
     pub fn snapshot(&self) -> DedupSnapshot {
+        let mut by_pane: std::collections::BTreeMap<i64, Vec<Fp>> = Default::default();
+        for (id, rel) in &self.seen {
+            by_pane.entry(self.base + *rel as i64).or_default().push(*id);
+        }
+        for ids in by_pane.values_mut() {
+            // Sorted so equal state encodes to equal bytes.
+            ids.sort_unstable();
+        }
         DedupSnapshot {
-            expiry: self
-                .expiry
-                .iter()
-                .map(|(pane, ids)| (*pane, ids.clone()))
-                .collect(),
+            expiry: by_pane.into_iter().collect(),
         }
     }
 
     pub fn restore(snapshot: DedupSnapshot) -> Self {
         let mut dedup = Dedup::default();
+        let total = snapshot.expiry.iter().map(|(_, ids)| ids.len()).sum();
+        dedup.seen.reserve(total);
         for (pane, ids) in snapshot.expiry {
-            dedup.seen.extend(ids.iter().copied());
-            dedup.expiry.insert(pane, ids);
+            for id in ids {
+                dedup.insert(id, pane);
+            }
         }
         dedup
     }
@@ -101,10 +174,14 @@ impl Dedup {
 mod tests {
     use super::*;
 
+    fn fp(s: &str) -> Fp {
+        fingerprint(7, s)
+    }
+
     #[test]
     fn second_insert_is_a_duplicate_until_purged() {
         let mut d = Dedup::default();
-        let id = fingerprint("e-1");
+        let id = fp("e-1");
         assert!(d.insert(id, 10));
         assert!(!d.insert(id, 10));
         assert!(!d.insert(id, 11), "the pane does not matter, the id does");
@@ -116,10 +193,22 @@ mod tests {
     }
 
     #[test]
+    fn purge_keeps_exactly_the_live_panes() {
+        let mut d = Dedup::default();
+        for i in 0..1000 {
+            d.insert(fp(&format!("e-{i}")), 100 + i % 10);
+        }
+        d.purge_before(105);
+        assert_eq!(d.len(), 500);
+        assert!(!d.insert(fp("e-5"), 200), "pane 105 is live");
+        assert!(d.insert(fp("e-4"), 200), "pane 104 was purged");
+    }
+
+    #[test]
     fn snapshot_round_trips() {
         let mut d = Dedup::default();
         for i in 0..100 {
-            d.insert(fingerprint(&format!("e-{i}")), i % 7);
+            d.insert(fp(&format!("e-{i}")), i % 7);
         }
         let restored = Dedup::restore(d.snapshot());
         assert_eq!(restored.len(), 100);
@@ -127,8 +216,10 @@ mod tests {
     }
 
     #[test]
-    fn fingerprints_differ_for_near_ids() {
-        assert_ne!(fingerprint("a"), fingerprint("b"));
-        assert_ne!(fingerprint(""), fingerprint(" "));
+    fn fingerprints_depend_on_the_string_and_the_seed() {
+        assert_ne!(fp("a"), fp("b"));
+        assert_ne!(fp(""), fp(" "));
+        assert_ne!(fingerprint(1, "a"), fingerprint(2, "a"));
+        assert_eq!(fingerprint(1, "a"), fingerprint(1, "a"));
     }
 }

@@ -15,7 +15,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::dedup::{fingerprint, Dedup, DedupSnapshot};
+use crate::dedup::{fingerprint, new_seed, Dedup, DedupSnapshot};
 use crate::event::{parse_event, Reason};
 use crate::watermark::{PartitionClock, Watermarks};
 use crate::window::{WindowRow, WindowSpec, Windows, WindowsSnapshot};
@@ -51,6 +51,8 @@ pub struct EngineSnapshot {
     pub clocks: Vec<PartitionClock>,
     /// The job watermark when the snapshot was taken.
     pub watermark: i64,
+    /// Seed of the id and user fingerprints in this state.
+    pub seed: u64,
 }
 
 pub struct Engine {
@@ -58,6 +60,7 @@ pub struct Engine {
     windows: Windows,
     dedup: Dedup,
     watermarks: Watermarks,
+    seed: u64,
     /// Cached `windows.next_fire_at()`, so the hot path compares two integers.
     next_fire_at: i64,
     pub counters: Counters,
@@ -65,20 +68,28 @@ pub struct Engine {
 
 impl Engine {
     pub fn new(spec: WindowSpec, partitions: usize) -> Self {
+        Self::with_seed(spec, partitions, new_seed())
+    }
+
+    /// A fresh engine with a given fingerprint seed (reproducible snapshots
+    /// for tests and benchmarks).
+    pub fn with_seed(spec: WindowSpec, partitions: usize, seed: u64) -> Self {
         Self::assemble(
             spec,
             Windows::new(spec),
             Dedup::default(),
             Watermarks::new(spec.out_of_orderness_ms, partitions),
+            seed,
         )
     }
 
-    fn assemble(spec: WindowSpec, windows: Windows, dedup: Dedup, watermarks: Watermarks) -> Self {
+    fn assemble(spec: WindowSpec, windows: Windows, dedup: Dedup, watermarks: Watermarks, seed: u64) -> Self {
         let mut engine = Engine {
             spec,
             windows,
             dedup,
             watermarks,
+            seed,
             next_fire_at: i64::MAX,
             counters: Counters::default(),
         };
@@ -110,6 +121,7 @@ impl Engine {
             Windows::restore(spec, snap.windows),
             Dedup::restore(snap.dedup),
             Watermarks::restore(spec.out_of_orderness_ms, clocks, snap.watermark),
+            snap.seed,
         ))
     }
 
@@ -120,6 +132,7 @@ impl Engine {
             dedup: self.dedup.snapshot(),
             clocks: self.watermarks.clocks().to_vec(),
             watermark: self.watermarks.current(),
+            seed: self.seed,
         }
     }
 
@@ -160,11 +173,11 @@ impl Engine {
             return Verdict::Anomaly(Reason::LateEvent, Some(t));
         }
         let pane = self.spec.pane_of(t);
-        if !self.dedup.insert(fingerprint(&event.event_id), pane) {
+        if !self.dedup.insert(fingerprint(self.seed, &event.event_id), pane) {
             self.counters.duplicates += 1;
             return Verdict::Duplicate;
         }
-        self.windows.add(t, fingerprint(&event.user_id), event.amount_cents, wm);
+        self.windows.add(t, fingerprint(self.seed, &event.user_id), event.amount_cents, wm);
         if self.next_fire_at == i64::MAX {
             self.refresh_next_fire();
         }

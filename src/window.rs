@@ -28,6 +28,8 @@ use std::collections::{BTreeMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
+use crate::dedup::{Fp, FpBuild};
+
 /// Window geometry and lateness, all in milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WindowSpec {
@@ -135,7 +137,7 @@ impl WindowRow {
     }
 }
 
-type UserSet = HashSet<u128, foldhash::fast::RandomState>;
+type UserSet = HashSet<Fp, FpBuild>;
 
 #[derive(Default)]
 struct Pane {
@@ -154,7 +156,7 @@ pub struct FiredWindow {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct WindowsSnapshot {
     /// (pane index, order count, GMV cents, user fingerprints)
-    pub panes: Vec<(i64, u64, u128, Vec<u128>)>,
+    pub panes: Vec<(i64, u64, u128, Vec<Fp>)>,
     pub fired: Vec<(i64, FiredWindow)>,
     pub fired_upto: Option<i64>,
 }
@@ -187,7 +189,7 @@ impl Windows {
     /// Adds an accepted (not late, not duplicate) event. `watermark` is the
     /// job watermark when it arrived.
     #[inline]
-    pub fn add(&mut self, t_ms: i64, user: u128, cents: u64, watermark: i64) {
+    pub fn add(&mut self, t_ms: i64, user: Fp, cents: u64, watermark: i64) {
         let k = self.spec.pane_of(t_ms);
         let pane = self.panes.entry(k).or_default();
         pane.order_cnt += 1;
@@ -355,7 +357,7 @@ impl Windows {
                 .panes
                 .iter()
                 .map(|(k, p)| {
-                    let mut users: Vec<u128> = p.users.iter().copied().collect();
+                    let mut users: Vec<Fp> = p.users.iter().copied().collect();
                     // Sorted so equal state encodes to equal bytes.
                     users.sort_unstable();
                     (*k, p.order_cnt, p.gmv_cents, users)
@@ -397,6 +399,10 @@ mod tests {
         allowed_lateness_ms: 30_000,
     };
 
+    fn u(n: u64) -> Fp {
+        Fp { hi: n, lo: 0 }
+    }
+
     fn fire(w: &mut Windows, wm: i64) -> Vec<WindowRow> {
         let mut out = Vec::new();
         w.advance(wm, 0, &mut out);
@@ -406,7 +412,7 @@ mod tests {
     #[test]
     fn an_event_lands_in_two_sliding_windows() {
         let mut w = Windows::new(SPEC);
-        w.add(45_000, 1, 250, i64::MIN);
+        w.add(45_000, u(1), 250, i64::MIN);
         let rows = fire(&mut w, i64::MAX);
         let starts: Vec<i64> = rows.iter().map(|r| r.window_start).collect();
         assert_eq!(starts, vec![0, 30]);
@@ -416,8 +422,8 @@ mod tests {
     #[test]
     fn windows_fire_when_the_watermark_reaches_their_end() {
         let mut w = Windows::new(SPEC);
-        w.add(10_000, 1, 100, i64::MIN);
-        w.add(40_000, 2, 100, i64::MIN);
+        w.add(10_000, u(1), 100, i64::MIN);
+        w.add(40_000, u(2), 100, i64::MIN);
         assert!(fire(&mut w, 29_999).is_empty());
         let rows = fire(&mut w, 30_000);
         assert_eq!(rows.len(), 1, "[-30,30) ends at 30 s");
@@ -435,9 +441,9 @@ mod tests {
     #[test]
     fn distinct_users_are_the_union_of_the_panes() {
         let mut w = Windows::new(SPEC);
-        w.add(1_000, 7, 1, i64::MIN);
-        w.add(31_000, 7, 1, i64::MIN);
-        w.add(32_000, 8, 1, i64::MIN);
+        w.add(1_000, u(7), 1, i64::MIN);
+        w.add(31_000, u(7), 1, i64::MIN);
+        w.add(32_000, u(8), 1, i64::MIN);
         let rows = fire(&mut w, i64::MAX);
         let w0 = rows.iter().find(|r| r.window_start == 0).unwrap();
         assert_eq!((w0.order_cnt, w0.user_cnt), (3, 2));
@@ -446,12 +452,12 @@ mod tests {
     #[test]
     fn a_late_event_within_lateness_re_emits_with_a_higher_version() {
         let mut w = Windows::new(SPEC);
-        w.add(10_000, 1, 100, i64::MIN);
+        w.add(10_000, u(1), 100, i64::MIN);
         let first = fire(&mut w, 60_000);
         assert_eq!(first.len(), 2);
         // Watermark 60 s: window [0,60) fired but is final only at 90 s.
         assert!(!SPEC.is_late(20_000, 60_000));
-        w.add(20_000, 2, 100, 60_000);
+        w.add(20_000, u(2), 100, 60_000);
         let again = fire(&mut w, 60_000);
         assert_eq!(again.len(), 1);
         assert_eq!(again[0].window_start, 0);
@@ -463,7 +469,7 @@ mod tests {
     #[test]
     fn state_is_dropped_once_final() {
         let mut w = Windows::new(SPEC);
-        w.add(10_000, 1, 100, i64::MIN);
+        w.add(10_000, u(1), 100, i64::MIN);
         fire(&mut w, 200_000);
         assert_eq!(w.stats(), (0, 0));
     }
@@ -472,7 +478,7 @@ mod tests {
     fn snapshot_restores_identical_state() {
         let mut w = Windows::new(SPEC);
         for i in 0..50 {
-            w.add(i * 3_000, (i % 9) as u128, 10, i64::MIN);
+            w.add(i * 3_000, u(i as u64 % 9), 10, i64::MIN);
         }
         fire(&mut w, 100_000);
         let snap = w.snapshot();

@@ -239,7 +239,7 @@ mod tests {
             source_id: "test".into(),
             offsets: [(0, id * 10)].into_iter().collect(),
             anomaly_log_len: id,
-            engine: Engine::new(SPEC, 1).snapshot(),
+            engine: Engine::with_seed(SPEC, 1, 1).snapshot(),
             pending: vec![],
         }
     }
