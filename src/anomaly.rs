@@ -71,7 +71,11 @@ impl AnomalyLog {
     /// written again.
     pub fn resume(path: &Path, len: u64) -> io::Result<Self> {
         ensure_parent(path)?;
-        let file = OpenOptions::new().create(true).write(true).truncate(false).open(path)?;
+        let file = OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(false)
+            .open(path)?;
         let actual = file.metadata()?.len();
         if actual < len {
             return Err(io::Error::other(format!(
@@ -96,7 +100,11 @@ impl AnomalyLog {
             std::fs::rename(path, &aside)?;
             moved = Some(aside);
         }
-        let file = OpenOptions::new().create(true).write(true).truncate(true).open(path)?;
+        let file = OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .open(path)?;
         Ok((Self::wrap(path, file, 0)?, moved))
     }
 
@@ -116,6 +124,8 @@ impl AnomalyLog {
     }
 
     /// Appends one anomaly (buffered; durable at the next [`AnomalyLog::sync`]).
+    /// The arguments are the record's fields, in the order of the line.
+    #[allow(clippy::too_many_arguments)]
     pub fn append(
         &mut self,
         reason: Reason,
@@ -177,7 +187,11 @@ pub fn read_all(path: &Path) -> io::Result<Vec<AnomalyRecord>> {
         .enumerate()
         .map(|(i, line)| {
             serde_json::from_str(line).map_err(|e| {
-                io::Error::other(format!("{} line {}: not an anomaly record: {e}", path.display(), i + 1))
+                io::Error::other(format!(
+                    "{} line {}: not an anomaly record: {e}",
+                    path.display(),
+                    i + 1
+                ))
             })
         })
         .collect()
@@ -193,13 +207,16 @@ mod tests {
         let path = dir.path().join("logs/anomalies.log");
         let (mut log, moved) = AnomalyLog::fresh(&path).unwrap();
         assert!(moved.is_none());
-        log.append(Reason::MalformedJson, "f", 0, 1, b"{", None, "t").unwrap();
+        log.append(Reason::MalformedJson, "f", 0, 1, b"{", None, "t")
+            .unwrap();
         let len = log.sync().unwrap();
-        log.append(Reason::BadAmount, "f", 0, 2, b"x", None, "t").unwrap();
+        log.append(Reason::BadAmount, "f", 0, 2, b"x", None, "t")
+            .unwrap();
         log.sync().unwrap();
         drop(log);
         let mut log = AnomalyLog::resume(&path, len).unwrap();
-        log.append(Reason::NotAnObject, "f", 0, 3, &[0xff, 0x00], None, "t").unwrap();
+        log.append(Reason::NotAnObject, "f", 0, 3, &[0xff, 0x00], None, "t")
+            .unwrap();
         log.sync().unwrap();
         let records = read_all(&path).unwrap();
         let offsets: Vec<u64> = records.iter().map(|r| r.offset).collect();

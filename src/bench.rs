@@ -143,7 +143,12 @@ pub fn core(opts: &CoreBenchOptions) -> anyhow::Result<CoreBenchReport> {
         processed += n;
         since_checkpoint += n;
         windows += out.len();
-        max_window_users = out.iter().map(|r| r.user_cnt).max().unwrap_or(0).max(max_window_users);
+        max_window_users = out
+            .iter()
+            .map(|r| r.user_cnt)
+            .max()
+            .unwrap_or(0)
+            .max(max_window_users);
         out.clear();
         max_users = max_users.max(engine.state_stats().1);
         if since_checkpoint >= opts.checkpoint_every {
@@ -154,7 +159,11 @@ pub fn core(opts: &CoreBenchOptions) -> anyhow::Result<CoreBenchReport> {
                 id: checkpoint_id,
                 created_ms: crate::time::now_ms(),
                 source_id: "bench".into(),
-                offsets: next.iter().enumerate().map(|(p, o)| (p as u32, *o)).collect(),
+                offsets: next
+                    .iter()
+                    .enumerate()
+                    .map(|(p, o)| (p as u32, *o))
+                    .collect(),
                 anomaly_log_len: 0,
                 engine: engine.snapshot(),
                 pending: Vec::new(),

@@ -26,7 +26,11 @@ use crate::telemetry::{self, Metrics};
 use crate::window::WindowRow;
 
 #[derive(Parser)]
-#[command(name = "streamforge", version, about = "Exactly-once event-time order metrics: Kafka -> StreamForge -> ClickHouse")]
+#[command(
+    name = "streamforge",
+    version,
+    about = "Exactly-once event-time order metrics: Kafka -> StreamForge -> ClickHouse"
+)]
 struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, value_parser = ["text", "json"], default_value = "text")]
@@ -48,11 +52,48 @@ enum Command {
         #[command(subcommand)]
         command: CheckpointCommand,
     },
+    /// Produce order events to Kafka: generated, or replayed from files.
+    Produce(ProduceArgs),
     /// Benchmarks that print figures (see docs/performance.md).
     Bench {
         #[command(subcommand)]
         command: BenchCommand,
     },
+}
+
+#[derive(Args, Clone)]
+struct ProduceArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Events per second over all partitions; 0 = as fast as possible.
+    #[arg(long, default_value_t = 1000)]
+    rate: u64,
+    /// Total events (generated mode); default: until SIGINT.
+    #[arg(long)]
+    count: Option<u64>,
+    /// Share of broken events (0..1).
+    #[arg(long, default_value_t = 0.01)]
+    anomaly_rate: f64,
+    /// Share of re-sent copies of a recent event (0..1).
+    #[arg(long, default_value_t = 0.02)]
+    duplicate_rate: f64,
+    /// Share of very late events (0..1).
+    #[arg(long, default_value_t = 0.0)]
+    late_rate: f64,
+    /// Maximum within-partition event-time disorder, ms.
+    #[arg(long, default_value_t = 3000)]
+    disorder: u64,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Distinct users to draw from.
+    #[arg(long, default_value_t = 20_000)]
+    users: u64,
+    /// Replay files instead: one file per partition, line i of file p to partition p.
+    #[arg(long, value_delimiter = ',')]
+    from_files: Option<Vec<PathBuf>>,
+    /// Progress line on stderr (default: when stderr is a terminal).
+    #[arg(long)]
+    progress: Option<bool>,
 }
 
 #[derive(Subcommand)]
@@ -181,6 +222,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Results(args) => results(args),
         Command::Checkpoint { command } => checkpoint(command),
         Command::Bench { command } => bench(command),
+        Command::Produce(args) => produce(args),
     }
 }
 
@@ -230,7 +272,10 @@ pub fn build_source(cfg: &Config) -> anyhow::Result<Box<dyn Source>> {
     Ok(match cfg.source.kind {
         SourceKind::Generator => Box::new(GeneratorSource::new(cfg.source.generator.clone())?),
         SourceKind::Files => Box::new(FileSource::new(&cfg.source.files)?),
-        SourceKind::Kafka => bail!("the Kafka source is not built into this version yet"),
+        SourceKind::Kafka => {
+            let settings = crate::source::kafka::load_settings(&cfg.source.kafka_config)?;
+            Box::new(crate::source::kafka::KafkaSource::new(&settings)?)
+        }
     })
 }
 
@@ -238,14 +283,20 @@ pub fn build_source(cfg: &Config) -> anyhow::Result<Box<dyn Source>> {
 pub fn build_sink(cfg: &Config) -> anyhow::Result<Box<dyn Sink>> {
     Ok(match cfg.sink.kind {
         SinkKind::Embedded => Box::new(EmbeddedSink::open(&cfg.embedded_sink_path())?),
-        SinkKind::Clickhouse => bail!("the ClickHouse sink is not built into this version yet"),
+        SinkKind::Clickhouse => {
+            let settings = crate::sink::clickhouse::load_settings(&cfg.sink.clickhouse_config)?;
+            let sink = crate::sink::clickhouse::ClickHouseSink::connect(&settings)?;
+            sink.ensure_schema()?;
+            Box::new(sink)
+        }
     })
 }
 
 fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, stop.clone()).context("installing the signal handlers")?;
+        signal_hook::flag::register(signal, stop.clone())
+            .context("installing the signal handlers")?;
     }
     Ok(stop)
 }
@@ -272,7 +323,9 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     let loaded = Config::load(args.common.config.as_deref(), &ov)?;
     let cfg = loaded.config;
-    let progress = args.progress.unwrap_or_else(|| std::io::stderr().is_terminal());
+    let progress = args
+        .progress
+        .unwrap_or_else(|| std::io::stderr().is_terminal());
     let report = run_job(&cfg, args.bounded, progress)?;
     print_summary(&report);
     Ok(ExitCode::SUCCESS)
@@ -375,8 +428,14 @@ fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     print_summary(&report);
     println!();
     println!("Sliding windows of 60 s every 30 s, exact GMV and exact distinct users.");
-    println!("Same windows as JSON:   streamforge results --state-dir {}", cfg.checkpoint.state_dir.display());
-    println!("Checkpoints:            streamforge checkpoint list --state-dir {}", cfg.checkpoint.state_dir.display());
+    println!(
+        "Same windows as JSON:   streamforge results --state-dir {}",
+        cfg.checkpoint.state_dir.display()
+    );
+    println!(
+        "Checkpoints:            streamforge checkpoint list --state-dir {}",
+        cfg.checkpoint.state_dir.display()
+    );
     println!("Anomaly log:            {}", cfg.anomaly_log.display());
     Ok(ExitCode::SUCCESS)
 }
@@ -426,7 +485,10 @@ fn open_store(common: &Common) -> anyhow::Result<(CheckpointStore, PathBuf)> {
     let cfg = Config::load(common.config.as_deref(), &overrides(common)?)?.config;
     let dir = cfg.checkpoint.state_dir.clone();
     if !dir.join("checkpoints").exists() {
-        bail!("no checkpoints in {}: is this a state directory?", dir.display());
+        bail!(
+            "no checkpoints in {}: is this a state directory?",
+            dir.display()
+        );
     }
     Ok((CheckpointStore::open(&dir, cfg.checkpoint.keep)?, dir))
 }
@@ -436,7 +498,10 @@ fn checkpoint(command: CheckpointCommand) -> anyhow::Result<ExitCode> {
         CheckpointCommand::List(common) => {
             let (store, dir) = open_store(&common)?;
             println!("checkpoints in {}", dir.display());
-            println!("{:>8}  {:<24}  {:>10}  {:<8}  {:<24}  offsets", "id", "created (UTC)", "bytes", "crc", "watermark");
+            println!(
+                "{:>8}  {:<24}  {:>10}  {:<8}  {:<24}  offsets",
+                "id", "created (UTC)", "bytes", "crc", "watermark"
+            );
             for info in store.list()? {
                 match info.status {
                     Ok(s) => println!(
@@ -448,7 +513,10 @@ fn checkpoint(command: CheckpointCommand) -> anyhow::Result<ExitCode> {
                         telemetry::format_watermark(s.watermark_ms),
                         format_offsets(&s.offsets)
                     ),
-                    Err(e) => println!("{:>8}  {:<24}  {:>10}  {:<8}  {e}", info.id, "?", info.bytes, "CORRUPT"),
+                    Err(e) => println!(
+                        "{:>8}  {:<24}  {:>10}  {:<8}  {e}",
+                        info.id, "?", info.bytes, "CORRUPT"
+                    ),
                 }
             }
         }
@@ -459,10 +527,16 @@ fn checkpoint(command: CheckpointCommand) -> anyhow::Result<ExitCode> {
             let users: usize = cp.engine.windows.panes.iter().map(|p| p.3.len()).sum();
             let ids: usize = cp.engine.dedup.expiry.iter().map(|e| e.1.len()).sum();
             println!("checkpoint       {}", cp.id);
-            println!("created          {}", crate::time::format_rfc3339_ms(cp.created_ms));
+            println!(
+                "created          {}",
+                crate::time::format_rfc3339_ms(cp.created_ms)
+            );
             println!("source           {}", cp.source_id);
             println!("offsets (next)   {}", format_offsets(&cp.offsets));
-            println!("watermark        {}", telemetry::format_watermark(cp.engine.watermark));
+            println!(
+                "watermark        {}",
+                telemetry::format_watermark(cp.engine.watermark)
+            );
             println!("anomaly log      {} bytes", cp.anomaly_log_len);
             println!(
                 "window state     {} panes, {} user entries, {} windows fired and open",
@@ -491,6 +565,42 @@ fn checkpoint(command: CheckpointCommand) -> anyhow::Result<ExitCode> {
             println!("checkpoint {id} corrupted (one byte flipped); the next start must skip it");
         }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn produce(args: ProduceArgs) -> anyhow::Result<ExitCode> {
+    let cfg = Config::load(args.common.config.as_deref(), &overrides(&args.common)?)?.config;
+    let settings = crate::source::kafka::load_settings(&cfg.source.kafka_config)?;
+    let opts = crate::produce::ProduceOptions {
+        settings,
+        rate: args.rate,
+        count: args.count,
+        anomaly_rate: args.anomaly_rate,
+        duplicate_rate: args.duplicate_rate,
+        late_rate: args.late_rate,
+        disorder_ms: args.disorder,
+        seed: args.seed,
+        users: args.users,
+        from_files: args.from_files,
+        stop: stop_flag()?,
+        progress: args
+            .progress
+            .unwrap_or_else(|| std::io::stderr().is_terminal()),
+    };
+    let report = crate::produce::produce(&opts)?;
+    eprintln!(
+        "produced {} records in {:.2?} ({:.0}/s) to {}: {}",
+        report.produced,
+        report.elapsed,
+        report.produced as f64 / report.elapsed.as_secs_f64().max(1e-9),
+        opts.settings.topic,
+        report
+            .per_partition
+            .iter()
+            .map(|(p, n)| format!("p{p}={n}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -537,7 +647,11 @@ fn pick_id(store: &CheckpointStore, id: Option<u64>) -> anyhow::Result<u64> {
 }
 
 fn format_offsets(offsets: &std::collections::BTreeMap<u32, u64>) -> String {
-    offsets.iter().map(|(p, o)| format!("{p}:{o}")).collect::<Vec<_>>().join(" ")
+    offsets
+        .iter()
+        .map(|(p, o)| format!("{p}:{o}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Used by tests and tools that need a path relative to the crate.

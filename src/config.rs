@@ -44,7 +44,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "s" => n * 1_000,
         "m" | "min" => n * 60_000,
         "h" => n * 3_600_000,
-        other => return Err(format!("`{text}`: unknown unit `{other}`; use ms, s, m or h")),
+        other => {
+            return Err(format!(
+                "`{text}`: unknown unit `{other}`; use ms, s, m or h"
+            ))
+        }
     };
     Ok(Duration::from_millis(ms))
 }
@@ -59,7 +63,9 @@ impl<'de> Deserialize<'de> for Dur {
         }
         match Raw::deserialize(d)? {
             Raw::Ms(ms) => Ok(Dur(Duration::from_millis(ms))),
-            Raw::Text(t) => parse_duration(&t).map(Dur).map_err(serde::de::Error::custom),
+            Raw::Text(t) => parse_duration(&t)
+                .map(Dur)
+                .map_err(serde::de::Error::custom),
         }
     }
 }
@@ -142,6 +148,9 @@ pub struct WindowConfig {
     pub allowed_lateness: Dur,
     /// A partition caught up this long stops holding the watermark back.
     pub idle_timeout: Dur,
+    /// A partition whose event time runs this far ahead of the slowest
+    /// active one pauses until the others catch up (watermark alignment).
+    pub alignment_drift: Dur,
 }
 
 impl Default for WindowConfig {
@@ -152,6 +161,7 @@ impl Default for WindowConfig {
             out_of_orderness: Dur(Duration::from_secs(5)),
             allowed_lateness: Dur(Duration::from_secs(30)),
             idle_timeout: Dur(Duration::from_secs(10)),
+            alignment_drift: Dur(Duration::from_secs(10)),
         }
     }
 }
@@ -248,9 +258,10 @@ impl Config {
             }
             None => serde_yaml_ng::Value::Mapping(Default::default()),
         };
-        let origin = file
-            .as_ref()
-            .map_or_else(|| "built-in defaults".to_string(), |p| p.display().to_string());
+        let origin = file.as_ref().map_or_else(
+            || "built-in defaults".to_string(),
+            |p| p.display().to_string(),
+        );
         for (key, value) in std::env::vars() {
             if let Some(path) = key.strip_prefix(ENV_PREFIX) {
                 let dotted = path.to_ascii_lowercase().replace("__", ".");
@@ -267,9 +278,12 @@ impl Config {
                  See config/pipeline.yaml for every key and its meaning"
             )
         })?;
-        config
-            .validate()
-            .map_err(|problems| anyhow!("configuration ({origin}) is invalid:\n  - {}", problems.join("\n  - ")))?;
+        config.validate().map_err(|problems| {
+            anyhow!(
+                "configuration ({origin}) is invalid:\n  - {}",
+                problems.join("\n  - ")
+            )
+        })?;
         Ok(Loaded { config, file })
     }
 
@@ -283,13 +297,16 @@ impl Config {
             problems.push("checkpoint.keep must be at least 1".into());
         }
         if self.checkpoint.interval.0.is_zero() && self.checkpoint.interval_events == 0 {
-            problems.push("checkpoint.interval and checkpoint.interval_events cannot both be 0".into());
+            problems
+                .push("checkpoint.interval and checkpoint.interval_events cannot both be 0".into());
         }
         if self.batch_size == 0 {
             problems.push("batch_size must be at least 1".into());
         }
         if self.source.kind == SourceKind::Files && self.source.files.is_empty() {
-            problems.push("source.kind is files but source.files is empty; name a directory or files".into());
+            problems.push(
+                "source.kind is files but source.files is empty; name a directory or files".into(),
+            );
         }
         let g = &self.source.generator;
         for (name, share) in [
@@ -323,7 +340,8 @@ impl Config {
 /// Sets `a.b.c` in a YAML tree to `value` (parsed as YAML), creating maps.
 fn set_path(tree: &mut serde_yaml_ng::Value, dotted: &str, value: &str) -> Result<(), String> {
     use serde_yaml_ng::Value;
-    let parsed: Value = serde_yaml_ng::from_str(value).unwrap_or_else(|_| Value::String(value.to_string()));
+    let parsed: Value =
+        serde_yaml_ng::from_str(value).unwrap_or_else(|_| Value::String(value.to_string()));
     let mut node = tree;
     let parts: Vec<&str> = dotted.split('.').collect();
     for (i, part) in parts.iter().enumerate() {
@@ -350,7 +368,8 @@ fn set_path(tree: &mut serde_yaml_ng::Value, dotted: &str, value: &str) -> Resul
 pub fn load_yaml<T: serde::de::DeserializeOwned>(path: &Path, what: &str) -> anyhow::Result<T> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read the {what} settings file {}", path.display()))?;
-    serde_yaml_ng::from_str(&text).map_err(|e| anyhow!("{what} settings file {}: {e}", path.display()))
+    serde_yaml_ng::from_str(&text)
+        .map_err(|e| anyhow!("{what} settings file {}: {e}", path.display()))
 }
 
 /// Fails with a clear message when a path that must exist does not.

@@ -123,7 +123,9 @@ impl Dedup {
         if self.oldest.is_none_or(|o| o >= first_live_pane) {
             return;
         }
-        let limit = first_live_pane.saturating_sub(self.base).clamp(0, u32::MAX as i64) as u32;
+        let limit = first_live_pane
+            .saturating_sub(self.base)
+            .clamp(0, u32::MAX as i64) as u32;
         let mut oldest = u32::MAX;
         self.seen.retain(|_, rel| {
             let keep = *rel >= limit;
@@ -146,7 +148,10 @@ impl Dedup {
     pub fn snapshot(&self) -> DedupSnapshot {
         let mut by_pane: std::collections::BTreeMap<i64, Vec<Fp>> = Default::default();
         for (id, rel) in &self.seen {
-            by_pane.entry(self.base + *rel as i64).or_default().push(*id);
+            by_pane
+                .entry(self.base + *rel as i64)
+                .or_default()
+                .push(*id);
         }
         for ids in by_pane.values_mut() {
             // Sorted so equal state encodes to equal bytes.

@@ -83,7 +83,13 @@ impl Engine {
         )
     }
 
-    fn assemble(spec: WindowSpec, windows: Windows, dedup: Dedup, watermarks: Watermarks, seed: u64) -> Self {
+    fn assemble(
+        spec: WindowSpec,
+        windows: Windows,
+        dedup: Dedup,
+        watermarks: Watermarks,
+        seed: u64,
+    ) -> Self {
         let mut engine = Engine {
             spec,
             windows,
@@ -99,7 +105,11 @@ impl Engine {
 
     /// Restores from a checkpoint. Fails when the window geometry changed
     /// since the checkpoint, because pane state cannot be re-sliced.
-    pub fn restore(spec: WindowSpec, partitions: usize, snap: EngineSnapshot) -> Result<Self, String> {
+    pub fn restore(
+        spec: WindowSpec,
+        partitions: usize,
+        snap: EngineSnapshot,
+    ) -> Result<Self, String> {
         if snap.spec != spec {
             return Err(format!(
                 "the checkpoint was taken with window settings {:?}, the config now says {:?}; \
@@ -140,6 +150,11 @@ impl Engine {
         self.watermarks.current()
     }
 
+    /// The clock of one partition.
+    pub fn clock(&self, partition: usize) -> Option<&PartitionClock> {
+        self.watermarks.clocks().get(partition)
+    }
+
     pub fn spec(&self) -> &WindowSpec {
         &self.spec
     }
@@ -153,7 +168,13 @@ impl Engine {
     /// Processes one payload from `partition`. Windows that the watermark
     /// completes on the way are appended to `out`.
     #[inline]
-    pub fn process(&mut self, partition: usize, payload: &[u8], now_s: i64, out: &mut Vec<WindowRow>) -> Verdict {
+    pub fn process(
+        &mut self,
+        partition: usize,
+        payload: &[u8],
+        now_s: i64,
+        out: &mut Vec<WindowRow>,
+    ) -> Verdict {
         self.counters.read += 1;
         let event = match parse_event(payload) {
             Ok(e) => e,
@@ -173,11 +194,19 @@ impl Engine {
             return Verdict::Anomaly(Reason::LateEvent, Some(t));
         }
         let pane = self.spec.pane_of(t);
-        if !self.dedup.insert(fingerprint(self.seed, &event.event_id), pane) {
+        if !self
+            .dedup
+            .insert(fingerprint(self.seed, &event.event_id), pane)
+        {
             self.counters.duplicates += 1;
             return Verdict::Duplicate;
         }
-        self.windows.add(t, fingerprint(self.seed, &event.user_id), event.amount_cents, wm);
+        self.windows.add(
+            t,
+            fingerprint(self.seed, &event.user_id),
+            event.amount_cents,
+            wm,
+        );
         if self.next_fire_at == i64::MAX {
             self.refresh_next_fire();
         }
@@ -249,15 +278,24 @@ mod tests {
     fn verdicts_follow_the_documented_order() {
         let mut e = Engine::new(SPEC, 1);
         let mut out = Vec::new();
-        assert_eq!(e.process(0, &ev("a", "u1", "1.00", 10_000), 0, &mut out), Verdict::Accepted);
-        assert_eq!(e.process(0, &ev("a", "u1", "1.00", 10_000), 0, &mut out), Verdict::Duplicate);
+        assert_eq!(
+            e.process(0, &ev("a", "u1", "1.00", 10_000), 0, &mut out),
+            Verdict::Accepted
+        );
+        assert_eq!(
+            e.process(0, &ev("a", "u1", "1.00", 10_000), 0, &mut out),
+            Verdict::Duplicate
+        );
         assert!(matches!(
             e.process(0, b"{", 0, &mut out),
             Verdict::Anomaly(Reason::MalformedJson, None)
         ));
         // Move the watermark far ahead: the old event is now late, and so is
         // its copy (its dedup id was forgotten with its windows).
-        assert_eq!(e.process(0, &ev("b", "u2", "1.00", 1_000_000), 0, &mut out), Verdict::Accepted);
+        assert_eq!(
+            e.process(0, &ev("b", "u2", "1.00", 1_000_000), 0, &mut out),
+            Verdict::Accepted
+        );
         assert_eq!(
             e.process(0, &ev("a", "u1", "1.00", 10_000), 0, &mut out),
             Verdict::Anomaly(Reason::LateEvent, Some(10_000))
@@ -269,7 +307,14 @@ mod tests {
     #[test]
     fn snapshot_and_restore_continue_identically() {
         let events: Vec<Vec<u8>> = (0..400)
-            .map(|i| ev(&format!("e{}", i % 350), &format!("u{}", i % 13), "2.50", i * 997))
+            .map(|i| {
+                ev(
+                    &format!("e{}", i % 350),
+                    &format!("u{}", i % 13),
+                    "2.50",
+                    i * 997,
+                )
+            })
             .collect();
         let mut straight = Engine::new(SPEC, 1);
         let mut out_a = Vec::new();
@@ -294,7 +339,10 @@ mod tests {
     #[test]
     fn restore_refuses_changed_window_settings() {
         let e = Engine::new(SPEC, 1);
-        let other = WindowSpec { size_ms: 120_000, ..SPEC };
+        let other = WindowSpec {
+            size_ms: 120_000,
+            ..SPEC
+        };
         assert!(Engine::restore(other, 1, e.snapshot()).is_err());
     }
 }

@@ -74,6 +74,12 @@ pub struct JobReport {
     pub finished_input: bool,
 }
 
+/// Per-batch context of record handling.
+struct RecordCtx {
+    now_s: i64,
+    detected_at: String,
+}
+
 struct Job<'a> {
     cfg: &'a Config,
     opts: &'a JobOptions,
@@ -85,6 +91,9 @@ struct Job<'a> {
     source_id: String,
     next_offsets: Vec<u64>,
     caught_up_since: Vec<Option<Instant>>,
+    /// Records polled from partitions that ran ahead, waiting in offset order.
+    held: Vec<std::collections::VecDeque<(u64, Vec<u8>)>>,
+    paused: Vec<bool>,
     /// Rows emitted since the last barrier.
     emitted: Vec<WindowRow>,
     /// Checkpointed batches the sink has not acknowledged.
@@ -157,24 +166,34 @@ pub fn run(
                 pending_rows,
                 "recovering from checkpoint"
             );
-            let engine = Engine::restore(spec, partitions, cp.engine).map_err(anyhow::Error::msg)?;
+            let engine =
+                Engine::restore(spec, partitions, cp.engine).map_err(anyhow::Error::msg)?;
             let anomalies = AnomalyLog::resume(&cfg.anomaly_log, cp.anomaly_log_len)?;
             report.restored_from = Some(cp.id);
             metrics.restarts_recovered.inc();
             (engine, anomalies, cp.offsets, cp.pending, cp.id + 1)
         }
         None => {
-            let (anomalies, moved) = AnomalyLog::fresh(&cfg.anomaly_log)
-                .with_context(|| format!("cannot open the anomaly log {}", cfg.anomaly_log.display()))?;
+            let (anomalies, moved) = AnomalyLog::fresh(&cfg.anomaly_log).with_context(|| {
+                format!("cannot open the anomaly log {}", cfg.anomaly_log.display())
+            })?;
             if let Some(old) = moved {
                 warn!(moved_to = %old.display(), "an anomaly log from an earlier run was moved aside");
             }
             info!(state_dir = %state_dir.display(), "no checkpoint: starting from the beginning of the input");
-            (Engine::new(spec, partitions), anomalies, BTreeMap::new(), Vec::new(), 1)
+            (
+                Engine::new(spec, partitions),
+                anomalies,
+                BTreeMap::new(),
+                Vec::new(),
+                1,
+            )
         }
     };
 
-    let starts = source.start(&resume, opts.bounded).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let starts = source
+        .start(&resume, opts.bounded)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut next_offsets = vec![0u64; partitions];
     for (p, o) in starts {
         if let Some(slot) = next_offsets.get_mut(p as usize) {
@@ -204,6 +223,8 @@ pub fn run(
         source_id,
         next_offsets,
         caught_up_since: vec![None; partitions],
+        held: vec![Default::default(); partitions],
+        paused: vec![false; partitions],
         emitted: Vec::new(),
         changed: false,
         pending,
@@ -248,7 +269,14 @@ impl Job<'_> {
             }
 
             batch.clear();
-            match self.source.poll(&mut batch, self.cfg.batch_size, poll_timeout) {
+            // Held records may be released by what other partitions deliver:
+            // do not wait long for new data while some are waiting.
+            let timeout = if self.held.iter().any(|h| !h.is_empty()) {
+                Duration::from_millis(2)
+            } else {
+                poll_timeout
+            };
+            match self.source.poll(&mut batch, self.cfg.batch_size, timeout) {
                 Ok(()) => {
                     if let Some(since) = self.source_down_since.take() {
                         info!(down_for = ?since.elapsed(), "source is reachable again; resuming");
@@ -290,8 +318,9 @@ impl Job<'_> {
                 last_progress = Instant::now();
                 self.draw_progress();
             }
-            let finished = (0..self.next_offsets.len())
-                .all(|p| self.source.state(p as u32) == PartitionState::Finished);
+            let finished = (0..self.next_offsets.len()).all(|p| {
+                self.source.state(p as u32) == PartitionState::Finished && self.held[p].is_empty()
+            });
             if self.opts.bounded && finished {
                 self.report.finished_input = true;
                 info!("end of the bounded input: emitting every window");
@@ -303,42 +332,129 @@ impl Job<'_> {
     }
 
     fn process(&mut self, batch: &RecordBatch) -> anyhow::Result<()> {
-        if batch.is_empty() {
-            return Ok(());
-        }
         let now = now_ms();
-        let now_s = now / 1000;
-        let detected_at = format_rfc3339_ms(now);
+        let ctx = RecordCtx {
+            now_s: now / 1000,
+            detected_at: format_rfc3339_ms(now),
+        };
+        let mut processed = self.release_held(&ctx)?;
         for (meta, payload) in batch.iter() {
             let p = meta.partition as usize;
-            match self.engine.process(p, payload, now_s, &mut self.emitted) {
-                Verdict::Accepted | Verdict::Duplicate => {}
-                Verdict::Anomaly(reason, event_time) => {
-                    self.anomalies
-                        .append(
-                            reason,
-                            self.source.source_name(meta.partition),
-                            meta.partition,
-                            meta.offset,
-                            payload,
-                            event_time,
-                            &detected_at,
-                        )
-                        .with_context(|| {
-                            format!("cannot append to the anomaly log {}", self.anomalies.path().display())
-                        })?;
-                    self.metrics.anomaly(reason);
-                }
+            if !self.held.get(p).is_none_or(|h| h.is_empty()) || self.is_ahead(p) {
+                self.hold(p, meta.offset, payload);
+                continue;
             }
-            if let Some(slot) = self.next_offsets.get_mut(p) {
-                *slot = meta.offset + 1;
+            self.handle(p, meta.offset, payload, &ctx)?;
+            processed += 1;
+        }
+        if processed == 0 {
+            return Ok(());
+        }
+        self.engine.flush_updates(ctx.now_s, &mut self.emitted);
+        self.records_since_barrier += processed as u64;
+        self.changed = true;
+        self.metrics.observe_batch(&self.engine, processed);
+        Ok(())
+    }
+
+    /// One record through the engine; its anomaly, if any, to the log.
+    fn handle(
+        &mut self,
+        p: usize,
+        offset: u64,
+        payload: &[u8],
+        ctx: &RecordCtx,
+    ) -> anyhow::Result<()> {
+        if let Verdict::Anomaly(reason, event_time) =
+            self.engine
+                .process(p, payload, ctx.now_s, &mut self.emitted)
+        {
+            self.anomalies
+                .append(
+                    reason,
+                    self.source.source_name(p as u32),
+                    p as u32,
+                    offset,
+                    payload,
+                    event_time,
+                    &ctx.detected_at,
+                )
+                .with_context(|| {
+                    format!(
+                        "cannot append to the anomaly log {}",
+                        self.anomalies.path().display()
+                    )
+                })?;
+            self.metrics.anomaly(reason);
+        }
+        if let Some(slot) = self.next_offsets.get_mut(p) {
+            *slot = offset + 1;
+        }
+        Ok(())
+    }
+
+    /// Event-time alignment: a partition whose clock runs more than
+    /// `alignment_drift` ahead of the slowest active partition waits (its
+    /// records are held and the source pauses it) until the others catch up.
+    /// Partitions then advance together, as in a live run, so whether an
+    /// event is late does not depend on how the source happened to interleave
+    /// its partitions.
+    fn is_ahead(&self, p: usize) -> bool {
+        let wm = self.engine.watermark();
+        if wm == i64::MAX {
+            return false;
+        }
+        let Some(clock) = self.engine.clock(p) else {
+            return false;
+        };
+        if clock.max_event_ms == i64::MIN || clock.finished {
+            return false;
+        }
+        let slowest = if wm == i64::MIN {
+            i64::MIN
+        } else {
+            wm.saturating_add(self.cfg.window.out_of_orderness.ms())
+        };
+        clock.max_event_ms > slowest.saturating_add(self.cfg.window.alignment_drift.ms())
+    }
+
+    fn hold(&mut self, p: usize, offset: u64, payload: &[u8]) {
+        if let Some(queue) = self.held.get_mut(p) {
+            queue.push_back((offset, payload.to_vec()));
+            if !self.paused[p] {
+                self.paused[p] = true;
+                self.source.set_paused(p as u32, true);
             }
         }
-        self.engine.flush_updates(now_s, &mut self.emitted);
-        self.records_since_barrier += batch.len() as u64;
-        self.changed = true;
-        self.metrics.observe_batch(&self.engine, batch.len());
-        Ok(())
+    }
+
+    /// Processes held records of partitions that may go on, and resumes
+    /// paused partitions that are no longer ahead. Returns records processed.
+    fn release_held(&mut self, ctx: &RecordCtx) -> anyhow::Result<usize> {
+        let mut processed = 0;
+        // Releasing one partition moves the watermark, which may release
+        // another: go round until nothing moves.
+        loop {
+            let before = processed;
+            for p in 0..self.held.len() {
+                while !self.held[p].is_empty() && !self.is_ahead(p) {
+                    if let Some((offset, payload)) = self.held[p].pop_front() {
+                        self.handle(p, offset, &payload, ctx)?;
+                        processed += 1;
+                    }
+                }
+            }
+            if processed == before {
+                break;
+            }
+        }
+        for p in 0..self.held.len() {
+            if self.paused[p] && self.held[p].is_empty() && !self.is_ahead(p) {
+                self.paused[p] = false;
+                self.source.set_paused(p as u32, false);
+            }
+        }
+        Ok(processed)
     }
 
     /// Finished partitions release the watermark; caught-up ones do after
@@ -347,8 +463,16 @@ impl Job<'_> {
         let now_s = now_ms() / 1000;
         let idle_after = self.cfg.window.idle_timeout.0;
         for p in 0..self.next_offsets.len() {
-            match self.source.state(p as u32) {
-                PartitionState::Finished => self.engine.finish_partition(p, now_s, &mut self.emitted),
+            // A partition whose source is done but whose records still wait
+            // (alignment) is not finished for the watermark yet.
+            let state = match self.source.state(p as u32) {
+                PartitionState::Finished if !self.held[p].is_empty() => PartitionState::Backlog,
+                state => state,
+            };
+            match state {
+                PartitionState::Finished => {
+                    self.engine.finish_partition(p, now_s, &mut self.emitted)
+                }
                 PartitionState::CaughtUp => {
                     let since = *self.caught_up_since[p].get_or_insert_with(Instant::now);
                     if since.elapsed() >= idle_after {
@@ -411,7 +535,10 @@ impl Job<'_> {
                     warn!(checkpoint = checkpoint_id, attempt, ?retry_in, error = %error, "sink still unavailable");
                 }
             }
-            SinkEvent::Failed { checkpoint_id, error } => {
+            SinkEvent::Failed {
+                checkpoint_id,
+                error,
+            } => {
                 error!(checkpoint = checkpoint_id, error = %error, "sink write failed for good");
                 self.sink_failed = Some(error);
             }
@@ -470,10 +597,12 @@ impl Job<'_> {
                 rows: rows.clone(),
             });
         }
-        let anomaly_log_len = self
-            .anomalies
-            .sync()
-            .with_context(|| format!("cannot sync the anomaly log {}", self.anomalies.path().display()))?;
+        let anomaly_log_len = self.anomalies.sync().with_context(|| {
+            format!(
+                "cannot sync the anomaly log {}",
+                self.anomalies.path().display()
+            )
+        })?;
         crash_point("job::barrier::after_anomaly_sync");
         let checkpoint = Checkpoint {
             id,

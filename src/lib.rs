@@ -28,7 +28,7 @@ pub mod engine;
 pub mod event;
 pub mod failpoint;
 pub mod job;
-
+pub mod produce;
 pub mod sink;
 pub mod source;
 pub mod telemetry;

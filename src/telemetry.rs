@@ -124,26 +124,108 @@ impl Metrics {
         };
         {
             let mut r = m.registry.lock().unwrap_or_else(|e| e.into_inner());
-            r.register("events_read", "Records read from the source", m.events_read.clone());
-            r.register("events_accepted", "Events accepted into windows", m.events_accepted.clone());
-            r.register("events_duplicate", "Events dropped as duplicates of an accepted event_id", m.events_duplicate.clone());
-            r.register("events_late", "Events too late for every window they belong to", m.events_late.clone());
-            r.register("events_anomalous", "Records sent to the anomaly log, by reason", m.events_anomalous.clone());
-            r.register("windows_emitted", "Windows emitted for the first time", m.windows_emitted.clone());
-            r.register("windows_re_emitted", "Windows emitted again after late updates", m.windows_re_emitted.clone());
-            r.register_with_unit("watermark", "Current job watermark (event time)", Unit::Seconds, m.watermark_seconds.clone());
-            r.register_with_unit("watermark_lag", "Wall clock minus the watermark", Unit::Seconds, m.watermark_lag_seconds.clone());
-            r.register("consumer_lag", "Records between the next offset and the end of the partition", m.consumer_lag.clone());
-            r.register_with_unit("checkpoint_duration", "Pause of the job per checkpoint (snapshot, encode, commit, flush)", Unit::Seconds, m.checkpoint_duration.clone());
-            r.register_with_unit("checkpoint_size", "Size of the last checkpoint", Unit::Bytes, m.checkpoint_bytes.clone());
-            r.register("last_checkpoint_id", "Id of the last committed checkpoint", m.last_checkpoint_id.clone());
-            r.register_with_unit("last_checkpoint_timestamp", "Wall clock of the last committed checkpoint", Unit::Seconds, m.last_checkpoint_time.clone());
-            r.register_with_unit("sink_batch_latency", "Time from handing a batch to the sink to its acknowledgement", Unit::Seconds, m.sink_batch_latency.clone());
-            r.register("sink_retries", "Sink writes retried after a failure", m.sink_retries.clone());
-            r.register("restarts_recovered", "Starts that recovered from a checkpoint", m.restarts_recovered.clone());
+            r.register(
+                "events_read",
+                "Records read from the source",
+                m.events_read.clone(),
+            );
+            r.register(
+                "events_accepted",
+                "Events accepted into windows",
+                m.events_accepted.clone(),
+            );
+            r.register(
+                "events_duplicate",
+                "Events dropped as duplicates of an accepted event_id",
+                m.events_duplicate.clone(),
+            );
+            r.register(
+                "events_late",
+                "Events too late for every window they belong to",
+                m.events_late.clone(),
+            );
+            r.register(
+                "events_anomalous",
+                "Records sent to the anomaly log, by reason",
+                m.events_anomalous.clone(),
+            );
+            r.register(
+                "windows_emitted",
+                "Windows emitted for the first time",
+                m.windows_emitted.clone(),
+            );
+            r.register(
+                "windows_re_emitted",
+                "Windows emitted again after late updates",
+                m.windows_re_emitted.clone(),
+            );
+            r.register_with_unit(
+                "watermark",
+                "Current job watermark (event time)",
+                Unit::Seconds,
+                m.watermark_seconds.clone(),
+            );
+            r.register_with_unit(
+                "watermark_lag",
+                "Wall clock minus the watermark",
+                Unit::Seconds,
+                m.watermark_lag_seconds.clone(),
+            );
+            r.register(
+                "consumer_lag",
+                "Records between the next offset and the end of the partition",
+                m.consumer_lag.clone(),
+            );
+            r.register_with_unit(
+                "checkpoint_duration",
+                "Pause of the job per checkpoint (snapshot, encode, commit, flush)",
+                Unit::Seconds,
+                m.checkpoint_duration.clone(),
+            );
+            r.register_with_unit(
+                "checkpoint_size",
+                "Size of the last checkpoint",
+                Unit::Bytes,
+                m.checkpoint_bytes.clone(),
+            );
+            r.register(
+                "last_checkpoint_id",
+                "Id of the last committed checkpoint",
+                m.last_checkpoint_id.clone(),
+            );
+            r.register_with_unit(
+                "last_checkpoint_timestamp",
+                "Wall clock of the last committed checkpoint",
+                Unit::Seconds,
+                m.last_checkpoint_time.clone(),
+            );
+            r.register_with_unit(
+                "sink_batch_latency",
+                "Time from handing a batch to the sink to its acknowledgement",
+                Unit::Seconds,
+                m.sink_batch_latency.clone(),
+            );
+            r.register(
+                "sink_retries",
+                "Sink writes retried after a failure",
+                m.sink_retries.clone(),
+            );
+            r.register(
+                "restarts_recovered",
+                "Starts that recovered from a checkpoint",
+                m.restarts_recovered.clone(),
+            );
             r.register("state_panes", "Live panes", m.state_panes.clone());
-            r.register("state_user_entries", "Distinct-user entries across live panes", m.state_user_entries.clone());
-            r.register("state_dedup_ids", "Event ids remembered for deduplication", m.state_dedup_ids.clone());
+            r.register(
+                "state_user_entries",
+                "Distinct-user entries across live panes",
+                m.state_user_entries.clone(),
+            );
+            r.register(
+                "state_dedup_ids",
+                "Event ids remembered for deduplication",
+                m.state_dedup_ids.clone(),
+            );
         }
         m
     }
@@ -164,13 +246,16 @@ impl Metrics {
         self.events_accepted.inc_by(c.accepted - last.accepted);
         self.events_duplicate.inc_by(c.duplicates - last.duplicates);
         self.events_late.inc_by(c.late - last.late);
-        self.windows_emitted.inc_by(c.windows_emitted - last.windows_emitted);
-        self.windows_re_emitted.inc_by(c.windows_re_emitted - last.windows_re_emitted);
+        self.windows_emitted
+            .inc_by(c.windows_emitted - last.windows_emitted);
+        self.windows_re_emitted
+            .inc_by(c.windows_re_emitted - last.windows_re_emitted);
         *last = c;
         let wm = engine.watermark();
         if wm != i64::MIN && wm != i64::MAX {
             self.watermark_seconds.set(wm as f64 / 1e3);
-            self.watermark_lag_seconds.set((crate::time::now_ms() - wm) as f64 / 1e3);
+            self.watermark_lag_seconds
+                .set((crate::time::now_ms() - wm) as f64 / 1e3);
         }
         let (panes, users, ids) = engine.state_stats();
         self.state_panes.set(panes as i64);
@@ -204,13 +289,15 @@ pub fn serve(addr: &str, metrics: Arc<Metrics>) -> std::io::Result<std::net::Soc
     let listener = TcpListener::bind(addr)?;
     let local = listener.local_addr()?;
     info!(address = %local, "serving /metrics, /health and /ready");
-    std::thread::Builder::new().name("metrics-http".into()).spawn(move || {
-        for stream in listener.incoming().flatten() {
-            if let Err(e) = answer(stream, &metrics) {
-                warn!(error = %e, "metrics request failed");
+    std::thread::Builder::new()
+        .name("metrics-http".into())
+        .spawn(move || {
+            for stream in listener.incoming().flatten() {
+                if let Err(e) = answer(stream, &metrics) {
+                    warn!(error = %e, "metrics request failed");
+                }
             }
-        }
-    })?;
+        })?;
     Ok(local)
 }
 
@@ -232,9 +319,19 @@ fn answer(stream: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
             metrics.render(),
         ),
         "/health" => ("200 OK", "text/plain", "ok\n".to_string()),
-        "/ready" if metrics.ready.load(Ordering::Relaxed) => ("200 OK", "text/plain", "ready\n".to_string()),
-        "/ready" => ("503 Service Unavailable", "text/plain", "not ready\n".to_string()),
-        _ => ("404 Not Found", "text/plain", "try /metrics, /health or /ready\n".to_string()),
+        "/ready" if metrics.ready.load(Ordering::Relaxed) => {
+            ("200 OK", "text/plain", "ready\n".to_string())
+        }
+        "/ready" => (
+            "503 Service Unavailable",
+            "text/plain",
+            "not ready\n".to_string(),
+        ),
+        _ => (
+            "404 Not Found",
+            "text/plain",
+            "try /metrics, /health or /ready\n".to_string(),
+        ),
     };
     let mut out = &stream;
     write!(

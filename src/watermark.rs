@@ -46,7 +46,11 @@ pub struct Watermarks {
 
 impl Watermarks {
     pub fn new(bound_ms: i64, partitions: usize) -> Self {
-        Self::restore(bound_ms, vec![PartitionClock::default(); partitions], i64::MIN)
+        Self::restore(
+            bound_ms,
+            vec![PartitionClock::default(); partitions],
+            i64::MIN,
+        )
     }
 
     /// Restores from checkpointed clocks and the watermark reached then. The

@@ -253,7 +253,11 @@ impl Windows {
         let candidates: Vec<i64> = {
             let mut ws = Vec::new();
             let mut next = upto;
-            for k in self.panes.range(upto..=limit.saturating_add(n - 1)).map(|(k, _)| *k) {
+            for k in self
+                .panes
+                .range(upto..=limit.saturating_add(n - 1))
+                .map(|(k, _)| *k)
+            {
                 let from = (k - n + 1).max(next);
                 let to = k.min(limit);
                 for w in from..=to {
@@ -286,7 +290,9 @@ impl Windows {
             .map(|(w, _)| *w)
             .collect();
         for w in dirty {
-            let Some(f) = self.fired.get_mut(&w) else { continue };
+            let Some(f) = self.fired.get_mut(&w) else {
+                continue;
+            };
             f.version += 1;
             f.dirty = false;
             let version = f.version;

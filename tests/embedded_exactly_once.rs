@@ -24,7 +24,12 @@ const CRASH_POINTS: &[&str] = &[
     "job::recovery::after_resend",
 ];
 
-fn run_until_done(data: &DataSet, state: &std::path::Path, log: &std::path::Path, seed: u64) -> (u32, u32) {
+fn run_until_done(
+    data: &DataSet,
+    state: &std::path::Path,
+    log: &std::path::Path,
+    seed: u64,
+) -> (u32, u32) {
     let mut rng = Rng::new(seed);
     let source = format!("files:{}", data.dir.display());
     let (mut kills, mut aborts) = (0u32, 0u32);
@@ -52,7 +57,11 @@ fn run_until_done(data: &DataSet, state: &std::path::Path, log: &std::path::Path
         let use_failpoint = cfg!(feature = "failpoints") && attempt % 2 == 1 && attempt < 40;
         if use_failpoint {
             let point = CRASH_POINTS[rng.below(CRASH_POINTS.len() as u64) as usize];
-            let skip = if point.starts_with("job::recovery") { 0 } else { rng.below(3) };
+            let skip = if point.starts_with("job::recovery") {
+                0
+            } else {
+                rng.below(3)
+            };
             cmd.env("FAILPOINTS", format!("{point}={skip}*off->return"));
         }
         let mut child = spawn(&mut cmd);
@@ -81,7 +90,10 @@ fn run_until_done(data: &DataSet, state: &std::path::Path, log: &std::path::Path
                 continue;
             }
             let status = child.wait().unwrap();
-            assert!(status.success(), "streamforge failed without being killed: {status}");
+            assert!(
+                status.success(),
+                "streamforge failed without being killed: {status}"
+            );
             return (kills, aborts);
         }
         let out = child.wait_with_output().unwrap();
@@ -111,7 +123,11 @@ fn sigkill_and_crash_points_anywhere_still_give_exact_results() {
     let log = tmp.path().join("anomalies.log");
     let (kills, aborts) = run_until_done(&data, &state, &log, 11);
     eprintln!("completed after {kills} SIGKILLs and {aborts} crash-point aborts");
-    assert!(kills + aborts >= 10, "the run was interrupted only {} times", kills + aborts);
+    assert!(
+        kills + aborts >= 10,
+        "the run was interrupted only {} times",
+        kills + aborts
+    );
 
     let out = run_ok(&["results", "--state-dir", state.to_str().unwrap()]);
     assert_same_results(&results_lines(&out), &data.expected_results());
@@ -149,7 +165,13 @@ fn an_uninterrupted_run_matches_the_oracle() {
 #[test]
 fn a_corrupt_newest_checkpoint_falls_back_to_the_previous_one() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = make_dataset(&tmp.path().join("in"), &Shape { seed: 3, ..Shape::default() });
+    let data = make_dataset(
+        &tmp.path().join("in"),
+        &Shape {
+            seed: 3,
+            ..Shape::default()
+        },
+    );
     let state = tmp.path().join("state");
     let log = tmp.path().join("anomalies.log");
     let source = format!("files:{}", data.dir.display());
@@ -186,7 +208,12 @@ fn a_corrupt_newest_checkpoint_falls_back_to_the_previous_one() {
     let listed = run_ok(&["checkpoint", "list", "--state-dir", state.to_str().unwrap()]);
     let listing = String::from_utf8_lossy(&listed.stdout).to_string();
     assert!(!listing.contains("CORRUPT"), "{listing}");
-    let corrupted = run_ok(&["checkpoint", "corrupt", "--state-dir", state.to_str().unwrap()]);
+    let corrupted = run_ok(&[
+        "checkpoint",
+        "corrupt",
+        "--state-dir",
+        state.to_str().unwrap(),
+    ]);
     assert!(String::from_utf8_lossy(&corrupted.stdout).contains("corrupted"));
     let listed = run_ok(&["checkpoint", "list", "--state-dir", state.to_str().unwrap()]);
     assert!(String::from_utf8_lossy(&listed.stdout).contains("CORRUPT"));
@@ -207,8 +234,20 @@ fn a_corrupt_newest_checkpoint_falls_back_to_the_previous_one() {
 #[test]
 fn a_state_directory_is_not_resumed_on_another_input() {
     let tmp = tempfile::tempdir().unwrap();
-    let a = make_dataset(&tmp.path().join("a"), &Shape { per_partition: 500, ..Shape::default() });
-    let b = make_dataset(&tmp.path().join("b"), &Shape { per_partition: 500, ..Shape::default() });
+    let a = make_dataset(
+        &tmp.path().join("a"),
+        &Shape {
+            per_partition: 500,
+            ..Shape::default()
+        },
+    );
+    let b = make_dataset(
+        &tmp.path().join("b"),
+        &Shape {
+            per_partition: 500,
+            ..Shape::default()
+        },
+    );
     let state = tmp.path().join("state");
     let log = tmp.path().join("anomalies.log");
     for (dir, ok) in [(&a.dir, true), (&b.dir, false)] {
@@ -224,7 +263,12 @@ fn a_state_directory_is_not_resumed_on_another_input() {
         ])
         .output()
         .unwrap();
-        assert_eq!(out.status.success(), ok, "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(
+            out.status.success(),
+            ok,
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         if !ok {
             assert!(String::from_utf8_lossy(&out.stderr).contains("belongs to another input"));
         }

@@ -9,7 +9,9 @@ use streamforge::checkpoint::{codec, Checkpoint};
 use streamforge::event::parse_event;
 
 fn corpus(target: &str) -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus").join(target);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz/corpus")
+        .join(target);
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("corpus {} missing: {e}", dir.display()))
         .map(|e| e.unwrap().path())
@@ -28,7 +30,12 @@ fn parse_event_corpus_never_panics_and_round_trips() {
         if let Ok(event) = parse_event(&data) {
             valid += 1;
             let again = event.to_json();
-            assert_eq!(parse_event(again.as_bytes()).as_ref(), Ok(&event), "{}", file.display());
+            assert_eq!(
+                parse_event(again.as_bytes()).as_ref(),
+                Ok(&event),
+                "{}",
+                file.display()
+            );
         }
     }
     assert!(valid > 0, "the corpus should hold valid events too");

@@ -126,7 +126,10 @@ mod tests {
         for i in 0..frame.len() * 8 {
             let mut bad = frame.clone();
             bad[i / 8] ^= 1 << (i % 8);
-            assert!(decode::<Sample>(&bad).is_err(), "flip of bit {i} went unnoticed");
+            assert!(
+                decode::<Sample>(&bad).is_err(),
+                "flip of bit {i} went unnoticed"
+            );
         }
     }
 

@@ -172,7 +172,9 @@ impl CheckpointStore {
 
     /// The newest checkpoint that verifies, skipping (and reporting) corrupt
     /// ones. `None` when there is no usable checkpoint at all.
-    pub fn load_latest(&self) -> Result<(Option<Checkpoint>, Vec<CheckpointError>), CheckpointError> {
+    pub fn load_latest(
+        &self,
+    ) -> Result<(Option<Checkpoint>, Vec<CheckpointError>), CheckpointError> {
         let mut skipped = Vec::new();
         for id in self.ids()?.into_iter().rev() {
             match self.load(id) {
@@ -213,7 +215,9 @@ impl CheckpointStore {
         let mut raw = self.raw(id)?;
         let at = raw.len() / 2;
         raw[at] ^= 0x5a;
-        self.db.insert(id.to_be_bytes(), raw).map_err(|e| self.io(e))?;
+        self.db
+            .insert(id.to_be_bytes(), raw)
+            .map_err(|e| self.io(e))?;
         self.db.flush().map_err(|e| self.io(e))?;
         Ok(())
     }

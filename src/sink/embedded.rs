@@ -30,7 +30,12 @@ fn encode(row: &WindowRow) -> Result<Vec<u8>, SinkError> {
 fn decode(bytes: &[u8], path: &Path) -> Result<WindowRow, SinkError> {
     bincode::serde::decode_from_slice(bytes, bincode::config::standard())
         .map(|(row, _)| row)
-        .map_err(|e| SinkError::Fatal(format!("embedded sink {}: unreadable row: {e}", path.display())))
+        .map_err(|e| {
+            SinkError::Fatal(format!(
+                "embedded sink {}: unreadable row: {e}",
+                path.display()
+            ))
+        })
 }
 
 impl EmbeddedSink {
@@ -55,7 +60,9 @@ impl Sink for EmbeddedSink {
     }
 
     fn write(&mut self, rows: &[WindowRow]) -> Result<(), SinkError> {
-        let io = |e: sled::Error| SinkError::Retryable(format!("embedded sink {}: {e}", self.path.display()));
+        let io = |e: sled::Error| {
+            SinkError::Retryable(format!("embedded sink {}: {e}", self.path.display()))
+        };
         let mut batch = sled::Batch::default();
         let mut staged = std::collections::BTreeMap::new();
         for row in rows {
@@ -80,8 +87,9 @@ impl Sink for EmbeddedSink {
     fn read_final(&mut self) -> Result<Vec<WindowRow>, SinkError> {
         let mut rows = Vec::new();
         for item in self.db.iter().values() {
-            let bytes =
-                item.map_err(|e| SinkError::Retryable(format!("embedded sink {}: {e}", self.path.display())))?;
+            let bytes = item.map_err(|e| {
+                SinkError::Retryable(format!("embedded sink {}: {e}", self.path.display()))
+            })?;
             rows.push(decode(&bytes, &self.path)?);
         }
         Ok(rows)
@@ -109,7 +117,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let mut s = EmbeddedSink::open(dir.path()).unwrap();
-            s.write(&[row(60, 1, 1), row(-30, 1, 7), row(0, 2, 2)]).unwrap();
+            s.write(&[row(60, 1, 1), row(-30, 1, 7), row(0, 2, 2)])
+                .unwrap();
             s.write(&[row(60, 2, 3), row(0, 1, 99)]).unwrap();
             s.write(&[row(60, 2, 3)]).unwrap();
         }

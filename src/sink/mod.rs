@@ -10,7 +10,7 @@
 //! sink is down and reports acknowledgements back; processing goes on
 //! meanwhile, and unacknowledged rows stay in every checkpoint.
 
-
+pub mod clickhouse;
 pub mod embedded;
 
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
@@ -47,9 +47,18 @@ pub trait Sink: Send {
 #[derive(Debug)]
 pub enum SinkEvent {
     /// Every batch up to this checkpoint id is in the sink.
-    Acked { checkpoint_id: u64, rows: usize, latency: Duration },
+    Acked {
+        checkpoint_id: u64,
+        rows: usize,
+        latency: Duration,
+    },
     /// A write failed and will be retried after `retry_in`.
-    Retrying { checkpoint_id: u64, attempt: u32, retry_in: Duration, error: String },
+    Retrying {
+        checkpoint_id: u64,
+        attempt: u32,
+        retry_in: Duration,
+        error: String,
+    },
     /// A write failed for good; the job must stop (rows stay pending).
     Failed { checkpoint_id: u64, error: String },
 }
@@ -105,7 +114,10 @@ impl SinkWriter {
         if let Some(tx) = &self.jobs {
             // A send error means the thread stopped after a fatal error, which
             // it has reported; the rows stay pending in the checkpoint.
-            let _ = tx.send(Job { checkpoint_id, rows });
+            let _ = tx.send(Job {
+                checkpoint_id,
+                rows,
+            });
         }
     }
 
@@ -137,7 +149,12 @@ impl Drop for SinkWriter {
 }
 
 /// Returns false when the writer must stop (fatal error or job gone).
-fn write_until_acked(sink: &mut dyn Sink, job: &Job, backoff: Backoff, events: &Sender<SinkEvent>) -> bool {
+fn write_until_acked(
+    sink: &mut dyn Sink,
+    job: &Job,
+    backoff: Backoff,
+    events: &Sender<SinkEvent>,
+) -> bool {
     let mut attempt = 0u32;
     let started = Instant::now();
     loop {
@@ -257,9 +274,16 @@ mod tests {
         writer.submit(9, vec![row(0, 1, 5)]);
         let mut retries = 0;
         loop {
-            match writer.wait_event(Duration::from_secs(10)).expect("an event") {
+            match writer
+                .wait_event(Duration::from_secs(10))
+                .expect("an event")
+            {
                 SinkEvent::Retrying { .. } => retries += 1,
-                SinkEvent::Acked { checkpoint_id, rows, .. } => {
+                SinkEvent::Acked {
+                    checkpoint_id,
+                    rows,
+                    ..
+                } => {
                     assert_eq!((checkpoint_id, rows), (9, 1));
                     break;
                 }

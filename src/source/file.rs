@@ -30,6 +30,7 @@ struct Part {
     /// Partial last line waiting for its newline (unbounded mode).
     carry: Vec<u8>,
     at_eof: bool,
+    paused: bool,
 }
 
 pub struct FileSource {
@@ -48,10 +49,16 @@ pub fn resolve_paths(inputs: &[PathBuf]) -> Result<Vec<PathBuf>, SourceError> {
         })?;
         if meta.is_dir() {
             let mut found: Vec<PathBuf> = std::fs::read_dir(input)
-                .map_err(|e| SourceError::Fatal(format!("file source: cannot list {}: {e}", input.display())))?
+                .map_err(|e| {
+                    SourceError::Fatal(format!("file source: cannot list {}: {e}", input.display()))
+                })?
                 .filter_map(|entry| entry.ok().map(|e| e.path()))
                 .filter(|p| p.is_file())
-                .filter(|p| !p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.')))
+                .filter(|p| {
+                    !p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with('.'))
+                })
                 .collect();
             found.sort_by(|a, b| natural_cmp(&a.to_string_lossy(), &b.to_string_lossy()));
             files.extend(found);
@@ -80,7 +87,11 @@ pub fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
                 let da = a.iter().take_while(|c| c.is_ascii_digit()).count();
                 let db = b.iter().take_while(|c| c.is_ascii_digit()).count();
                 let (na, nb) = (trim_zeros(&a[..da]), trim_zeros(&b[..db]));
-                let ord = na.len().cmp(&nb.len()).then_with(|| na.cmp(nb)).then(da.cmp(&db));
+                let ord = na
+                    .len()
+                    .cmp(&nb.len())
+                    .then_with(|| na.cmp(nb))
+                    .then(da.cmp(&db));
                 if ord != std::cmp::Ordering::Equal {
                     return ord;
                 }
@@ -110,7 +121,10 @@ impl FileSource {
             "files:{}",
             files
                 .iter()
-                .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()).display().to_string())
+                .map(|p| std::fs::canonicalize(p)
+                    .unwrap_or_else(|_| p.clone())
+                    .display()
+                    .to_string())
                 .collect::<Vec<_>>()
                 .join(",")
         );
@@ -123,6 +137,7 @@ impl FileSource {
                 next_offset: 0,
                 carry: Vec::new(),
                 at_eof: false,
+                paused: false,
             })
             .collect();
         Ok(FileSource {
@@ -139,13 +154,14 @@ impl FileSource {
 }
 
 fn open_at(path: &Path, line: u64) -> Result<BufReader<File>, SourceError> {
-    let file = File::open(path)
-        .map_err(|e| SourceError::Fatal(format!("file source: cannot open {}: {e}", path.display())))?;
+    let file = File::open(path).map_err(|e| {
+        SourceError::Fatal(format!("file source: cannot open {}: {e}", path.display()))
+    })?;
     let mut reader = BufReader::with_capacity(1 << 20, file);
     for skipped in 0..line {
-        let n = reader
-            .skip_until(b'\n')
-            .map_err(|e| SourceError::Fatal(format!("file source: reading {}: {e}", path.display())))?;
+        let n = reader.skip_until(b'\n').map_err(|e| {
+            SourceError::Fatal(format!("file source: reading {}: {e}", path.display()))
+        })?;
         if n == 0 {
             return Err(SourceError::Fatal(format!(
                 "file source: {} has only {skipped} lines but the checkpoint resumes at line {line}; \
@@ -163,14 +179,20 @@ impl Source for FileSource {
     }
 
     fn source_name(&self, partition: u32) -> &str {
-        self.parts.get(partition as usize).map_or("", |p| p.name.as_str())
+        self.parts
+            .get(partition as usize)
+            .map_or("", |p| p.name.as_str())
     }
 
     fn partition_count(&self) -> usize {
         self.parts.len()
     }
 
-    fn start(&mut self, resume: &BTreeMap<u32, u64>, bounded: bool) -> Result<BTreeMap<u32, u64>, SourceError> {
+    fn start(
+        &mut self,
+        resume: &BTreeMap<u32, u64>,
+        bounded: bool,
+    ) -> Result<BTreeMap<u32, u64>, SourceError> {
         self.bounded = bounded;
         let mut starts = BTreeMap::new();
         for (i, part) in self.parts.iter_mut().enumerate() {
@@ -184,14 +206,25 @@ impl Source for FileSource {
         Ok(starts)
     }
 
-    fn poll(&mut self, batch: &mut RecordBatch, max: usize, timeout: Duration) -> Result<(), SourceError> {
+    fn poll(
+        &mut self,
+        batch: &mut RecordBatch,
+        max: usize,
+        timeout: Duration,
+    ) -> Result<(), SourceError> {
         let n = self.parts.len();
         let mut idle_rounds = 0;
         while batch.len() < max && idle_rounds < n {
             let i = self.cursor;
             self.cursor = (self.cursor + 1) % n;
             let before = batch.len();
-            read_chunk(&mut self.parts[i], i as u32, batch, CHUNK.min(max - batch.len()), self.bounded)?;
+            read_chunk(
+                &mut self.parts[i],
+                i as u32,
+                batch,
+                CHUNK.min(max - batch.len()),
+                self.bounded,
+            )?;
             if batch.len() == before {
                 idle_rounds += 1;
             } else {
@@ -203,6 +236,12 @@ impl Source for FileSource {
             std::thread::sleep(timeout.min(Duration::from_millis(50)));
         }
         Ok(())
+    }
+
+    fn set_paused(&mut self, partition: u32, paused: bool) {
+        if let Some(p) = self.parts.get_mut(partition as usize) {
+            p.paused = paused;
+        }
     }
 
     fn state(&self, partition: u32) -> PartitionState {
@@ -222,7 +261,7 @@ fn read_chunk(
     max: usize,
     bounded: bool,
 ) -> Result<(), SourceError> {
-    if part.at_eof && bounded {
+    if (part.at_eof && bounded) || part.paused {
         return Ok(());
     }
     let Some(reader) = part.reader.as_mut() else {
@@ -233,9 +272,9 @@ fn read_chunk(
         let start = buf.len();
         buf.extend_from_slice(&part.carry);
         part.carry.clear();
-        let n = reader
-            .read_until(b'\n', buf)
-            .map_err(|e| SourceError::Fatal(format!("file source: reading {}: {e}", part.path.display())))?;
+        let n = reader.read_until(b'\n', buf).map_err(|e| {
+            SourceError::Fatal(format!("file source: reading {}: {e}", part.path.display()))
+        })?;
         let complete = buf.last() == Some(&b'\n') && buf.len() > start;
         if complete {
             buf.pop();
@@ -271,7 +310,11 @@ mod tests {
                 break;
             }
             for (m, p) in batch.iter() {
-                out.push((m.partition, m.offset, String::from_utf8_lossy(p).into_owned()));
+                out.push((
+                    m.partition,
+                    m.offset,
+                    String::from_utf8_lossy(p).into_owned(),
+                ));
             }
         }
         out
@@ -323,9 +366,15 @@ mod tests {
         src.start(&BTreeMap::new(), false).unwrap();
         assert_eq!(collect(&mut src), vec![(0, 0, "l0".into())]);
         assert_eq!(src.state(0), PartitionState::CaughtUp);
-        let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
         f.write_all(b"ial\nl2\n").unwrap();
-        assert_eq!(collect(&mut src), vec![(0, 1, "partial".into()), (0, 2, "l2".into())]);
+        assert_eq!(
+            collect(&mut src),
+            vec![(0, 1, "partial".into()), (0, 2, "l2".into())]
+        );
     }
 
     #[test]

@@ -111,12 +111,15 @@ impl GeneratorConfig {
         let roll = unit(self.hash(partition, offset, 5));
         // Late events only once the stream is old enough for them to be
         // late on every partition.
-        if roll < self.late_share && self.base_time(offset) - self.start_time_ms > LATE_BY_MS + 60_000 {
+        if roll < self.late_share
+            && self.base_time(offset) - self.start_time_ms > LATE_BY_MS + 60_000
+        {
             t -= LATE_BY_MS;
         }
         let user = h % self.users.max(1);
         let cents = 100 + (self.hash(partition, offset, 6) % 99_900);
-        let city = ["Beijing", "Shanghai", "Shenzhen", "Hangzhou", "Chengdu"][(h >> 20) as usize % 5];
+        let city =
+            ["Beijing", "Shanghai", "Shenzhen", "Hangzhou", "Chengdu"][(h >> 20) as usize % 5];
         let category = ["books", "electronics", "grocery", "apparel"][(h >> 30) as usize % 4];
         let event_id = format_args!("p{partition}-{offset}");
         let anomaly = roll >= self.late_share && roll < self.late_share + self.anomaly_share;
@@ -130,9 +133,15 @@ impl GeneratorConfig {
             return;
         }
         let _ = match self.hash(partition, offset, 7) % 8 {
-            0 => write!(out, r#"{{"event_id":"{event_id}","order_id":"o","user_id":"u{user}","amou"#),
+            0 => write!(
+                out,
+                r#"{{"event_id":"{event_id}","order_id":"o","user_id":"u{user}","amou"#
+            ),
             1 => write!(out, r#"["{event_id}",{t}]"#),
-            2 => write!(out, r#"{{"event_id":"{event_id}","user_id":"u{user}","amount":1.00,"event_time":{t}}}"#),
+            2 => write!(
+                out,
+                r#"{{"event_id":"{event_id}","user_id":"u{user}","amount":1.00,"event_time":{t}}}"#
+            ),
             3 => write!(
                 out,
                 r#"{{"event_id":"{event_id}","order_id":"o","user_id":"u{user}","amount":true,"event_time":{t}}}"#
@@ -170,7 +179,9 @@ pub struct GeneratorSource {
 impl GeneratorSource {
     pub fn new(config: GeneratorConfig) -> Result<Self, SourceError> {
         if config.partitions == 0 {
-            return Err(SourceError::Fatal("generator: partitions must be at least 1".into()));
+            return Err(SourceError::Fatal(
+                "generator: partitions must be at least 1".into(),
+            ));
         }
         Ok(GeneratorSource {
             next: vec![0; config.partitions as usize],
@@ -208,7 +219,11 @@ impl Source for GeneratorSource {
         self.config.partitions as usize
     }
 
-    fn start(&mut self, resume: &BTreeMap<u32, u64>, bounded: bool) -> Result<BTreeMap<u32, u64>, SourceError> {
+    fn start(
+        &mut self,
+        resume: &BTreeMap<u32, u64>,
+        bounded: bool,
+    ) -> Result<BTreeMap<u32, u64>, SourceError> {
         self.end = self.config.events_per_partition;
         if bounded && self.end.is_none() {
             return Err(SourceError::Fatal(
@@ -218,10 +233,20 @@ impl Source for GeneratorSource {
         for (p, next) in self.next.iter_mut().enumerate() {
             *next = resume.get(&(p as u32)).copied().unwrap_or(0);
         }
-        Ok(self.next.iter().enumerate().map(|(p, o)| (p as u32, *o)).collect())
+        Ok(self
+            .next
+            .iter()
+            .enumerate()
+            .map(|(p, o)| (p as u32, *o))
+            .collect())
     }
 
-    fn poll(&mut self, batch: &mut RecordBatch, max: usize, _timeout: Duration) -> Result<(), SourceError> {
+    fn poll(
+        &mut self,
+        batch: &mut RecordBatch,
+        max: usize,
+        _timeout: Duration,
+    ) -> Result<(), SourceError> {
         let n = self.next.len();
         let mut exhausted = 0;
         while batch.len() < max && exhausted < n {
@@ -272,7 +297,10 @@ mod tests {
         let c = GeneratorConfig::default();
         assert_eq!(payload(&c, 1, 12345), payload(&c, 1, 12345));
         assert_ne!(payload(&c, 1, 12345), payload(&c, 2, 12345));
-        let other = GeneratorConfig { seed: 7, ..c.clone() };
+        let other = GeneratorConfig {
+            seed: 7,
+            ..c.clone()
+        };
         assert_ne!(payload(&c, 1, 12345), payload(&other, 1, 12345));
     }
 
@@ -294,11 +322,15 @@ mod tests {
             .map(|(m, p)| (m.partition, m.offset, p.to_vec()))
             .collect();
         let mut sought = GeneratorSource::new(c).unwrap();
-        sought.start(&[(0, 250), (1, 250)].into_iter().collect(), true).unwrap();
+        sought
+            .start(&[(0, 250), (1, 250)].into_iter().collect(), true)
+            .unwrap();
         let mut batch = RecordBatch::default();
         sought.poll(&mut batch, 10_000, Duration::ZERO).unwrap();
-        let mut from_seek: Vec<(u32, u64, Vec<u8>)> =
-            batch.iter().map(|(m, p)| (m.partition, m.offset, p.to_vec())).collect();
+        let mut from_seek: Vec<(u32, u64, Vec<u8>)> = batch
+            .iter()
+            .map(|(m, p)| (m.partition, m.offset, p.to_vec()))
+            .collect();
         let mut from_all = from_all;
         from_all.sort();
         from_seek.sort();

@@ -13,8 +13,7 @@
 
 pub mod file;
 pub mod generator;
-
-
+pub mod kafka;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -101,7 +100,9 @@ impl RecordBatch {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (RecordMeta, &[u8])> + '_ {
-        self.records.iter().map(|m| (*m, &self.data[m.start..m.end]))
+        self.records
+            .iter()
+            .map(|m| (*m, &self.data[m.start..m.end]))
     }
 }
 
@@ -119,13 +120,27 @@ pub trait Source: Send {
     /// else at the configured start. `bounded` fixes the end of the input now
     /// (end of file, high watermark). Returns the start offset of every
     /// partition.
-    fn start(&mut self, resume: &BTreeMap<u32, u64>, bounded: bool) -> Result<BTreeMap<u32, u64>, SourceError>;
+    fn start(
+        &mut self,
+        resume: &BTreeMap<u32, u64>,
+        bounded: bool,
+    ) -> Result<BTreeMap<u32, u64>, SourceError>;
 
     /// Appends up to `max` records to `batch`, waiting at most `timeout` when
     /// nothing is available.
-    fn poll(&mut self, batch: &mut RecordBatch, max: usize, timeout: Duration) -> Result<(), SourceError>;
+    fn poll(
+        &mut self,
+        batch: &mut RecordBatch,
+        max: usize,
+        timeout: Duration,
+    ) -> Result<(), SourceError>;
 
     fn state(&self, partition: u32) -> PartitionState;
+
+    /// Stops (or resumes) delivering records of `partition`: the job pauses
+    /// partitions whose event time runs ahead of the others. A source that
+    /// cannot pause may go on delivering; the job holds those records.
+    fn set_paused(&mut self, _partition: u32, _paused: bool) {}
 
     /// Advisory: publish the checkpointed offsets where lag tools look (the
     /// Kafka consumer group). The checkpoint stays the truth.

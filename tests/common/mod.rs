@@ -79,7 +79,12 @@ fn rfc3339(ms: i64, offset_minutes: i64) -> String {
     let local = ms + offset_minutes * 60_000;
     let days = local.div_euclid(86_400_000);
     let rem = local.rem_euclid(86_400_000);
-    let (h, mi, s, milli) = (rem / 3_600_000, rem / 60_000 % 60, rem / 1000 % 60, rem % 1000);
+    let (h, mi, s, milli) = (
+        rem / 3_600_000,
+        rem / 60_000 % 60,
+        rem / 1000 % 60,
+        rem % 1000,
+    );
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z - era * 146_097;
@@ -118,54 +123,149 @@ pub fn make_dataset(dir: &Path, shape: &Shape) -> DataSet {
             let line = match roll {
                 // Duplicates: an exact copy of a recent accepted line.
                 0..=19 if !accepted_recent.is_empty() => {
-                    let j = accepted_recent[accepted_recent.len() - 1 - rng.below(accepted_recent.len().min(10) as u64) as usize];
+                    let j = accepted_recent[accepted_recent.len()
+                        - 1
+                        - rng.below(accepted_recent.len().min(10) as u64) as usize];
                     (lines[j].0.clone(), Fate::Duplicate)
                 }
-                20..=22 => (format!(r#"{{"event_id":"{id}","order_id":"o","user_id":"u1","amount":1.0"#), Fate::Anomaly("malformed_json")),
-                23..=24 => (format!(r#"[{{"event_id":"{id}"}}]"#), Fate::Anomaly("not_an_object")),
+                20..=22 => (
+                    format!(r#"{{"event_id":"{id}","order_id":"o","user_id":"u1","amount":1.0"#),
+                    Fate::Anomaly("malformed_json"),
+                ),
+                23..=24 => (
+                    format!(r#"[{{"event_id":"{id}"}}]"#),
+                    Fate::Anomaly("not_an_object"),
+                ),
                 25 => ("".to_string(), Fate::Anomaly("malformed_json")),
-                26 => (format!(r#"{{"order_id":"o","user_id":"u1","amount":1,"event_time":{t}}}"#), Fate::Anomaly("missing_field:event_id")),
-                27 => (format!(r#"{{"event_id":"{id}","user_id":"u1","amount":1,"event_time":{t}}}"#), Fate::Anomaly("missing_field:order_id")),
-                28 => (format!(r#"{{"event_id":"{id}","order_id":"o","amount":1,"event_time":{t}}}"#), Fate::Anomaly("missing_field:user_id")),
-                29 => (format!(r#"{{"event_id":"{id}","order_id":"o","user_id":"u1","event_time":{t}}}"#), Fate::Anomaly("missing_field:amount")),
-                30 => (format!(r#"{{"event_id":"{id}","order_id":"o","user_id":"u1","amount":1}}"#), Fate::Anomaly("missing_field:event_time")),
-                31 => (format!(r#"{{"event_id":{i},"order_id":"o","user_id":"u1","amount":1,"event_time":{t}}}"#), Fate::Anomaly("bad_type:event_id")),
-                32 => (format!(r#"{{"event_id":"{id}","order_id":"o","user_id":[1],"amount":1,"event_time":{t}}}"#), Fate::Anomaly("bad_type:user_id")),
-                33 => (format!(r#"{{"event_id":"{id}","order_id":"o","user_id":"u1","amount":true,"event_time":{t}}}"#), Fate::Anomaly("bad_type:amount")),
-                34 => (format!(r#"{{"event_id":"{id}","order_id":"o","user_id":"u1","amount":-{amount},"event_time":{t}}}"#), Fate::Anomaly("bad_amount")),
-                35 => (format!(r#"{{"event_id":"{id}","order_id":"o","user_id":"u1","amount":"1.005","event_time":{t}}}"#), Fate::Anomaly("bad_amount")),
-                36 => (format!(r#"{{"event_id":"{id}","order_id":"o","user_id":"u1","amount":"abc","event_time":{t}}}"#), Fate::Anomaly("bad_amount")),
-                37 => (format!(r#"{{"event_id":"{id}","order_id":"o","user_id":"u1","amount":1,"event_time":"2025-02-30T00:00:00Z"}}"#), Fate::Anomaly("bad_event_time")),
-                38 => (format!(r#"{{"event_id":"{id}","order_id":"o","user_id":"u1","amount":1,"event_time":{{"t":1}}}}"#), Fate::Anomaly("bad_type:event_time")),
-                39 => (format!(r#"{{"event_id":"{id}","order_id":7,"user_id":"u1","amount":1,"event_time":{t}}}"#), Fate::Anomaly("bad_type:order_id")),
-                40 => (format!(r#"{{"event_id":"{id}","order_id":"o","user_id":"u1","amount":1,"event_time":{t},"city":5}}"#), Fate::Anomaly("bad_type:city")),
+                26 => (
+                    format!(r#"{{"order_id":"o","user_id":"u1","amount":1,"event_time":{t}}}"#),
+                    Fate::Anomaly("missing_field:event_id"),
+                ),
+                27 => (
+                    format!(r#"{{"event_id":"{id}","user_id":"u1","amount":1,"event_time":{t}}}"#),
+                    Fate::Anomaly("missing_field:order_id"),
+                ),
+                28 => (
+                    format!(r#"{{"event_id":"{id}","order_id":"o","amount":1,"event_time":{t}}}"#),
+                    Fate::Anomaly("missing_field:user_id"),
+                ),
+                29 => (
+                    format!(
+                        r#"{{"event_id":"{id}","order_id":"o","user_id":"u1","event_time":{t}}}"#
+                    ),
+                    Fate::Anomaly("missing_field:amount"),
+                ),
+                30 => (
+                    format!(r#"{{"event_id":"{id}","order_id":"o","user_id":"u1","amount":1}}"#),
+                    Fate::Anomaly("missing_field:event_time"),
+                ),
+                31 => (
+                    format!(
+                        r#"{{"event_id":{i},"order_id":"o","user_id":"u1","amount":1,"event_time":{t}}}"#
+                    ),
+                    Fate::Anomaly("bad_type:event_id"),
+                ),
+                32 => (
+                    format!(
+                        r#"{{"event_id":"{id}","order_id":"o","user_id":[1],"amount":1,"event_time":{t}}}"#
+                    ),
+                    Fate::Anomaly("bad_type:user_id"),
+                ),
+                33 => (
+                    format!(
+                        r#"{{"event_id":"{id}","order_id":"o","user_id":"u1","amount":true,"event_time":{t}}}"#
+                    ),
+                    Fate::Anomaly("bad_type:amount"),
+                ),
+                34 => (
+                    format!(
+                        r#"{{"event_id":"{id}","order_id":"o","user_id":"u1","amount":-{amount},"event_time":{t}}}"#
+                    ),
+                    Fate::Anomaly("bad_amount"),
+                ),
+                35 => (
+                    format!(
+                        r#"{{"event_id":"{id}","order_id":"o","user_id":"u1","amount":"1.005","event_time":{t}}}"#
+                    ),
+                    Fate::Anomaly("bad_amount"),
+                ),
+                36 => (
+                    format!(
+                        r#"{{"event_id":"{id}","order_id":"o","user_id":"u1","amount":"abc","event_time":{t}}}"#
+                    ),
+                    Fate::Anomaly("bad_amount"),
+                ),
+                37 => (
+                    format!(
+                        r#"{{"event_id":"{id}","order_id":"o","user_id":"u1","amount":1,"event_time":"2025-02-30T00:00:00Z"}}"#
+                    ),
+                    Fate::Anomaly("bad_event_time"),
+                ),
+                38 => (
+                    format!(
+                        r#"{{"event_id":"{id}","order_id":"o","user_id":"u1","amount":1,"event_time":{{"t":1}}}}"#
+                    ),
+                    Fate::Anomaly("bad_type:event_time"),
+                ),
+                39 => (
+                    format!(
+                        r#"{{"event_id":"{id}","order_id":7,"user_id":"u1","amount":1,"event_time":{t}}}"#
+                    ),
+                    Fate::Anomaly("bad_type:order_id"),
+                ),
+                40 => (
+                    format!(
+                        r#"{{"event_id":"{id}","order_id":"o","user_id":"u1","amount":1,"event_time":{t},"city":5}}"#
+                    ),
+                    Fate::Anomaly("bad_type:city"),
+                ),
                 // Very late: four minutes behind the stream, once the stream is
                 // old enough for that to be past every window's lateness.
                 41..=43 if base - shape.t0_ms > 300_000 => {
                     let late_t = t - 240_000;
                     (
-                        format!(r#"{{"event_id":"{id}","order_id":"o","user_id":"u{user_n}","amount":{amount},"event_time":{late_t}}}"#),
+                        format!(
+                            r#"{{"event_id":"{id}","order_id":"o","user_id":"u{user_n}","amount":{amount},"event_time":{late_t}}}"#
+                        ),
                         Fate::Anomaly("late_event"),
                     )
                 }
                 _ => {
                     // Valid events in every accepted form.
                     let user = format!("{user_n}");
-                    let user_json = if rng.chance(300) { user.clone() } else { format!("\"{user}\"") };
-                    let amount_json = if rng.chance(300) { format!("\"{amount}\"") } else { amount.clone() };
+                    let user_json = if rng.chance(300) {
+                        user.clone()
+                    } else {
+                        format!("\"{user}\"")
+                    };
+                    let amount_json = if rng.chance(300) {
+                        format!("\"{amount}\"")
+                    } else {
+                        amount.clone()
+                    };
                     let time_json = match rng.below(3) {
                         0 => t.to_string(),
                         1 => format!("\"{}\"", rfc3339(t, 0)),
                         _ => format!("\"{}\"", rfc3339(t, 8 * 60)),
                     };
-                    let extra = if rng.chance(500) { r#","city":"Hangzhou","category":"books""# } else { r#","note":{"x":[1,2]}"# };
+                    let extra = if rng.chance(500) {
+                        r#","city":"Hangzhou","category":"books""#
+                    } else {
+                        r#","note":{"x":[1,2]}"#
+                    };
                     accepted_recent.push(lines.len());
                     if accepted_recent.len() > 32 {
                         accepted_recent.remove(0);
                     }
                     (
-                        format!(r#"{{"event_id":"{id}","order_id":"o{i}","user_id":{user_json},"amount":{amount_json},"event_time":{time_json}{extra}}}"#),
-                        Fate::Accept { t_ms: t, user, cents },
+                        format!(
+                            r#"{{"event_id":"{id}","order_id":"o{i}","user_id":{user_json},"amount":{amount_json},"event_time":{time_json}{extra}}}"#
+                        ),
+                        Fate::Accept {
+                            t_ms: t,
+                            user,
+                            cents,
+                        },
                     )
                 }
             };
@@ -258,7 +358,11 @@ pub fn read_anomalies(path: &Path) -> Vec<(String, u32, u64, String)> {
 pub fn assert_anomalies_exactly_once(path: &Path, expected: &BTreeSet<(String, u32, u64, String)>) {
     let got = read_anomalies(path);
     let unique: BTreeSet<_> = got.iter().cloned().collect();
-    assert_eq!(got.len(), unique.len(), "the anomaly log holds some record more than once");
+    assert_eq!(
+        got.len(),
+        unique.len(),
+        "the anomaly log holds some record more than once"
+    );
     let missing: Vec<_> = expected.difference(&unique).take(5).collect();
     let extra: Vec<_> = unique.difference(expected).take(5).collect();
     assert!(
@@ -322,7 +426,10 @@ pub fn assert_same_results(got: &[String], expected: &[String]) {
 }
 
 pub fn spawn(cmd: &mut Command) -> Child {
-    cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawning streamforge")
+    cmd.stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawning streamforge")
 }
 
 /// Kills a child with SIGKILL (no chance to clean up, like `kill -9`).
