@@ -20,7 +20,7 @@ fi
 
 echo "== cargo test (features: failpoints)"
 set +e
-cargo test --features failpoints --all-targets 2>&1 | tee "$log"
+cargo test --no-fail-fast --features failpoints --all-targets 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 

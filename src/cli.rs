@@ -285,8 +285,8 @@ pub fn build_sink(cfg: &Config) -> anyhow::Result<Box<dyn Sink>> {
         SinkKind::Embedded => Box::new(EmbeddedSink::open(&cfg.embedded_sink_path())?),
         SinkKind::Clickhouse => {
             let settings = crate::sink::clickhouse::load_settings(&cfg.sink.clickhouse_config)?;
-            let sink = crate::sink::clickhouse::ClickHouseSink::connect(&settings)?;
-            sink.ensure_schema()?;
+            let mut sink = crate::sink::clickhouse::ClickHouseSink::connect(&settings)?;
+            sink.prepare()?;
             Box::new(sink)
         }
     })

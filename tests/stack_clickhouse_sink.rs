@@ -16,6 +16,11 @@ use streamforge::window::WindowRow;
 
 const DATABASE: &str = "streamforge_test";
 
+/// ClickHouse 18.16 fails a query on system.columns when another table of
+/// the database is dropped meanwhile; these tests create and drop tables, so
+/// they take turns.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn server_url() -> String {
     std::env::var("STREAMFORGE_TEST_CLICKHOUSE_URL")
         .ok()
@@ -99,6 +104,7 @@ const T0: i64 = 1_764_064_800; // 2025-11-25T10:00:00Z
 
 #[test]
 fn rows_round_trip_with_exact_decimals() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut t = TestTable::new("roundtrip");
     t.sink.ensure_schema().unwrap();
     let rows = vec![
@@ -140,6 +146,7 @@ fn rows_round_trip_with_exact_decimals() {
 
 #[test]
 fn a_large_batch_is_one_insert_and_reads_back_whole() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut t = TestTable::new("large");
     t.sink.ensure_schema().unwrap();
     let rows: Vec<WindowRow> = (0..5000)
@@ -151,6 +158,7 @@ fn a_large_batch_is_one_insert_and_reads_back_whole() {
 
 #[test]
 fn upserts_keep_the_highest_version() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut t = TestTable::new("upsert");
     t.sink.ensure_schema().unwrap();
 
@@ -200,6 +208,7 @@ fn upserts_keep_the_highest_version() {
 
 #[test]
 fn ensure_schema_accepts_an_existing_correct_table() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let t = TestTable::new("existing");
     // Created by hand with the DDL the docs show, then checked twice.
     t.sink
@@ -219,6 +228,7 @@ fn ensure_schema_accepts_an_existing_correct_table() {
 
 #[test]
 fn a_missing_table_without_create_table_is_fatal() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let t = TestTable::new("missing");
     let settings = ClickHouseSettings {
         create_table: false,
@@ -246,6 +256,7 @@ fn a_missing_table_without_create_table_is_fatal() {
 
 #[test]
 fn a_float_gmv_column_is_reported_as_a_schema_mismatch() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let t = TestTable::new("float");
     let ddl = ClickHouseSink::ddl(&t.settings).replace("Decimal(18, 2)", "Float64");
     t.sink.query_text(&ddl).unwrap();
@@ -266,6 +277,7 @@ fn a_float_gmv_column_is_reported_as_a_schema_mismatch() {
 
 #[test]
 fn a_merge_tree_engine_is_reported_as_a_schema_mismatch() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let t = TestTable::new("engine");
     let ddl = ClickHouseSink::ddl(&t.settings).replace("ReplacingMergeTree(version)", "MergeTree");
     t.sink.query_text(&ddl).unwrap();
@@ -279,6 +291,7 @@ fn a_merge_tree_engine_is_reported_as_a_schema_mismatch() {
 
 #[test]
 fn a_replacing_engine_without_version_is_reported() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let t = TestTable::new("noversion");
     let ddl = ClickHouseSink::ddl(&t.settings)
         .replace("ReplacingMergeTree(version)", "ReplacingMergeTree");
@@ -289,11 +302,20 @@ fn a_replacing_engine_without_version_is_reported() {
 
 #[test]
 fn rows_the_table_rejects_are_fatal_not_retried() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let mut t = TestTable::new("rejects");
     // A table without user_cnt: the insert can never succeed.
     let ddl = ClickHouseSink::ddl(&t.settings).replace("    user_cnt     UInt64,\n", "");
     assert!(!ddl.contains("user_cnt"), "{ddl}");
     t.sink.query_text(&ddl).unwrap();
+    // The check before the first write already catches it.
+    let message = fatal_message(t.sink.write(&[row(T0, 1, 1, 1)]));
+    assert!(
+        message.contains("user_cnt") && message.contains("is not the table StreamForge writes"),
+        "{message}"
+    );
+    // And the insert itself, without that check, is fatal too.
+    t.sink.assume_schema_checked();
     let message = fatal_message(t.sink.write(&[row(T0, 1, 1, 1)]));
     assert!(
         message.contains("user_cnt") && message.contains("SHOW CREATE TABLE"),
@@ -305,6 +327,7 @@ fn rows_the_table_rejects_are_fatal_not_retried() {
     t.sink.drop_table().unwrap();
     let ddl = ClickHouseSink::ddl(&t.settings).replace("Decimal(18, 2)", "Decimal(9, 2)");
     t.sink.query_text(&ddl).unwrap();
+    t.sink.assume_schema_checked();
     let message = fatal_message(t.sink.write(&[row(T0, 1, 1, 999_999_999_999_999_999)]));
     assert!(
         message.contains("HTTP 500") && message.contains("retrying cannot help"),
@@ -314,6 +337,7 @@ fn rows_the_table_rejects_are_fatal_not_retried() {
 
 #[test]
 fn an_unreachable_server_is_retryable() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     // A port nobody listens on: bind one, then free it.
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -349,6 +373,7 @@ fn an_unreachable_server_is_retryable() {
 
 #[test]
 fn wrong_credentials_are_fatal_and_never_echo_the_password() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let t = TestTable::new("auth");
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("password");

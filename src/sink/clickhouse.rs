@@ -736,6 +736,9 @@ pub struct ClickHouseSink {
     password_source: String,
     create_table: bool,
     timeout: Duration,
+    /// Set once `ensure_schema` succeeded: a job may start while ClickHouse
+    /// is down, and then checks the table before its first write.
+    schema_ok: bool,
 }
 
 impl fmt::Debug for ClickHouseSink {
@@ -822,7 +825,36 @@ impl ClickHouseSink {
             password_source,
             create_table: settings.create_table,
             timeout: settings.timeout.0,
+            schema_ok: false,
         })
+    }
+
+    /// Skips the schema check before the first write (tests of the insert
+    /// path itself).
+    #[doc(hidden)]
+    pub fn assume_schema_checked(&mut self) {
+        self.schema_ok = true;
+    }
+
+    /// Checks (or creates) the table now if ClickHouse answers; if it is
+    /// down, leaves the check to the first write and says so. Only a wrong
+    /// schema or bad credentials are errors here.
+    pub fn prepare(&mut self) -> Result<(), SinkError> {
+        match self.ensure_schema() {
+            Ok(()) => {
+                self.schema_ok = true;
+                Ok(())
+            }
+            Err(SinkError::Retryable(e)) => {
+                tracing::warn!(
+                    error = %e,
+                    "ClickHouse is not reachable at start-up; the job starts anyway, keeps output pending and \
+                     checks the table before the first write"
+                );
+                Ok(())
+            }
+            Err(fatal) => Err(fatal),
+        }
     }
 
     /// The table as `database.table`.
@@ -1049,7 +1081,24 @@ impl ClickHouseSink {
     }
 
     /// Words a failure for the operator, as retryable or fatal.
-    fn failure(&self, action: &str, failed: Failed) -> SinkError {
+    fn failure(&self, action: &str, mut failed: Failed) -> SinkError {
+        // 18.16 answers a query on system.columns with UNKNOWN_TABLE when
+        // another table of the database is dropped meanwhile: that names a
+        // table which is not ours, and passes.
+        if failed.kind == Failure::MissingTable
+            && failed.detail.contains("doesn't exist")
+            && !failed
+                .detail
+                .contains(&format!("{}.{} ", self.database, self.table))
+            && !failed
+                .detail
+                .contains(&format!("{}.{}.", self.database, self.table))
+            && !failed
+                .detail
+                .contains(&format!("Database {} ", self.database))
+        {
+            failed.kind = Failure::Server;
+        }
         let advice = match failed.kind {
             Failure::Unreachable => format!(
                 "Is ClickHouse running and reachable at {}? (For the local stack: scripts/stack.sh up.)",
@@ -1118,6 +1167,10 @@ impl Sink for ClickHouseSink {
     fn write(&mut self, rows: &[WindowRow]) -> Result<(), SinkError> {
         if rows.is_empty() {
             return Ok(());
+        }
+        if !self.schema_ok {
+            self.ensure_schema()?;
+            self.schema_ok = true;
         }
         let action = match rows.len() {
             1 => "inserting 1 row".to_string(),
