@@ -462,6 +462,7 @@ impl Job<'_> {
     fn update_partitions(&mut self) {
         let now_s = now_ms() / 1000;
         let idle_after = self.cfg.window.idle_timeout.0;
+        let mut caught_up = true;
         for p in 0..self.next_offsets.len() {
             // A partition whose source is done but whose records still wait
             // (alignment) is not finished for the watermark yet.
@@ -480,11 +481,17 @@ impl Job<'_> {
                     }
                 }
                 PartitionState::Backlog => {
+                    caught_up = false;
                     self.caught_up_since[p] = None;
                     self.engine.set_idle(p, false, now_s, &mut self.emitted);
                 }
             }
         }
+        // Ready: recovered, caught up with the input, and the sink takes writes.
+        let ready = caught_up && self.sink_waiting_since.is_none() && self.sink_failed.is_none();
+        self.metrics
+            .ready
+            .store(ready, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Handles the sink writer's reports without blocking.

@@ -33,5 +33,6 @@ pub mod sink;
 pub mod source;
 pub mod telemetry;
 pub mod time;
+pub mod verify;
 pub mod watermark;
 pub mod window;

@@ -1,0 +1,682 @@
+//! `verify`: recompute the final windows from the input with an independent,
+//! deliberately simple model, and diff them against what the sink holds.
+//!
+//! The point is a second opinion. The engine is built for an unbounded stream
+//! with bounded memory: panes, 128-bit fingerprints, dedup ids that expire with
+//! their panes, watermarks with idleness, alignment that holds partitions back,
+//! checkpoints, restarts. This module shares none of that. It uses only
+//! [`crate::event::parse_event`] (the input rules of SPEC §1, which are not
+//! what is being checked here), [`WindowRow`] as the row type,
+//! [`crate::event::format_cents`] and the time formatting of the report.
+//!
+//! # The model
+//!
+//! 1. Read the whole input: start the source with no resume offsets and
+//!    `bounded = true`, poll until every partition is finished. Every record is
+//!    parsed once and kept, per partition, in offset order.
+//! 2. Replay the partitions as an **event-time-aligned merge**: repeatedly take
+//!    the next record of the partition whose highest event time seen so far is
+//!    the smallest (ties: the lower partition number). This is the interleaving
+//!    that the job's watermark alignment (`window.alignment_drift`)
+//!    approximates: no partition runs ahead of the others in event time.
+//! 3. Per partition, the highest event time seen; the watermark is the minimum
+//!    over partitions that still have records of (highest - out_of_orderness),
+//!    `-inf` for a partition that has not shown an event yet, `+inf` once
+//!    everything is replayed.
+//! 4. An event is late when `watermark >= floor(t / slide) * slide + size +
+//!    allowed_lateness` (the last window holding it is final).
+//! 5. Dedup: a `HashMap` of every accepted `event_id`, as full strings, never
+//!    forgotten (the input is bounded, so memory is not a concern here).
+//! 6. Windows: a `BTreeMap` from window start to (count, cents, set of user
+//!    ids as full strings); each accepted event is added to every window that
+//!    holds it. The result is the map, as rows sorted by `window_start`
+//!    (`version` and `updated_at` are 0: only the figures are compared).
+//!
+//! # Where it is simpler than the engine, and why the results still agree
+//!
+//! * **No firing, no versions, no lateness updates.** The model computes the
+//!   final state of every window directly. The engine emits a window when the
+//!   watermark passes its end, re-emits it for events within the allowed
+//!   lateness, and the sink keeps the highest version; its final row is
+//!   therefore the sum of every accepted event, which is what the model sums.
+//! * **Exact strings instead of fingerprints.** The engine keeps 128-bit
+//!   hashes of event ids and user ids; the model keeps the strings. They agree
+//!   unless two strings collide (probability ~n²/2¹²⁹).
+//! * **Ids are never forgotten.** The engine forgets an id once its windows are
+//!   final. Because it checks lateness before duplicates, a copy arriving after
+//!   that is `late_event` in the engine, and it is late in the model too (same
+//!   check, same order), so forgetting changes nothing.
+//! * **No idleness, no pauses, no batches, no restarts.** The model's
+//!   interleaving is one fixed, ideal merge; the job's actual interleaving
+//!   depends on batch sizes, alignment (a partition may run up to
+//!   `alignment_drift` ahead in event time) and where it was killed. That only
+//!   matters for the late check, and only for events near the threshold:
+//!   - with per-partition disorder within `out_of_orderness` (SPEC §4's
+//!     determinism condition), no event is late under any interleaving, and
+//!     the windows are the same;
+//!   - an event far behind its stream (more than `alignment_drift +
+//!     out_of_orderness` beyond `size + allowed_lateness`) is late under every
+//!     interleaving the job can produce, so both call it `late_event`.
+//!
+//!   Events in between (the job's watermark at that moment could be on either
+//!   side of their threshold) are counted as `borderline`: their fate depends
+//!   on the interleaving, in the job as in any event-time system. When the
+//!   report shows differences and `borderline > 0`, look there first.
+//! * **Restarts are invisible.** The model reads the input once. That is the
+//!   point: the exactly-once promise is that the sink holds what one
+//!   uninterrupted run computes, however often the job was killed.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail};
+
+use crate::event::{format_cents, parse_event};
+use crate::sink::Sink;
+use crate::source::{PartitionState, RecordBatch, Source, SourceError};
+use crate::window::{WindowRow, WindowSpec};
+
+/// What the recomputation saw in the input.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub partitions: usize,
+    /// Records read (every line or message, broken or not).
+    pub records: u64,
+    pub accepted: u64,
+    pub duplicates: u64,
+    /// Anomalies by reason (SPEC §1 names, `late_event` included).
+    pub anomalies: BTreeMap<String, u64>,
+    /// Events whose late/not-late verdict lies within `alignment_drift +
+    /// out_of_orderness` of their threshold: the job may decide them either
+    /// way depending on how its partitions interleaved. 0 for input whose
+    /// disorder stays within the bound.
+    pub borderline: u64,
+}
+
+impl Stats {
+    pub fn anomaly_total(&self) -> u64 {
+        self.anomalies.values().sum()
+    }
+}
+
+/// The outcome of [`verify`]: the recomputed windows, the sink's, and their
+/// differences on (window_start, window_end, order_cnt, gmv, user_cnt).
+#[derive(Debug, Clone, Default)]
+pub struct VerifyReport {
+    /// Recomputed from the input, sorted by `window_start`.
+    pub expected: Vec<WindowRow>,
+    /// The sink's final rows, sorted by `window_start`.
+    pub actual: Vec<WindowRow>,
+    /// Windows the recomputation has and the sink lacks.
+    pub missing: Vec<WindowRow>,
+    /// Windows the sink has and the recomputation does not.
+    pub unexpected: Vec<WindowRow>,
+    /// Windows in both with different figures: (expected, actual).
+    pub differing: Vec<(WindowRow, WindowRow)>,
+    pub records: u64,
+    pub accepted: u64,
+    pub duplicates: u64,
+    pub anomalies: BTreeMap<String, u64>,
+    /// See [`Stats::borderline`].
+    pub borderline: u64,
+}
+
+impl VerifyReport {
+    /// True when the sink holds exactly the recomputed windows.
+    pub fn ok(&self) -> bool {
+        self.missing.is_empty() && self.unexpected.is_empty() && self.differing.is_empty()
+    }
+
+    /// Windows that differ in any way (missing, unexpected or other figures).
+    pub fn differences(&self) -> usize {
+        self.missing.len() + self.unexpected.len() + self.differing.len()
+    }
+
+    /// `verify: N windows, all equal` or `verify: D windows differ (...)`.
+    pub fn summary(&self) -> String {
+        if self.ok() {
+            format!("verify: {} windows, all equal", self.expected.len())
+        } else {
+            format!(
+                "verify: {} windows differ ({} missing from the sink, {} unexpected in the sink, {} with other figures; {} recomputed, {} in the sink)",
+                self.differences(),
+                self.missing.len(),
+                self.unexpected.len(),
+                self.differing.len(),
+                self.expected.len(),
+                self.actual.len()
+            )
+        }
+    }
+
+    /// A table, one line per window (union of both sides, by start): the
+    /// sink's figures next to the recomputed ones, and a mark naming what
+    /// differs. Then one line about the input. Write errors are ignored (a
+    /// closed pipe must not turn a verdict into a panic).
+    pub fn print_side_by_side(&self, out: &mut impl Write) {
+        let _ = self.write_side_by_side(out);
+    }
+
+    fn write_side_by_side(&self, out: &mut impl Write) -> std::io::Result<()> {
+        const FIG: usize = 10 + 1 + 16 + 1 + 8; // orders gmv users
+        writeln!(
+            out,
+            "{:<21} | {:^FIG$} | {:^FIG$} |",
+            "", "sink", "recomputed from the input"
+        )?;
+        writeln!(
+            out,
+            "{:<21} | {:>10} {:>16} {:>8} | {:>10} {:>16} {:>8} |",
+            "window_start (UTC)", "orders", "gmv", "users", "orders", "gmv", "users"
+        )?;
+        writeln!(out, "{}", "-".repeat(21 + 3 + FIG + 3 + FIG + 2))?;
+
+        let sink: BTreeMap<i64, &WindowRow> =
+            self.actual.iter().map(|r| (r.window_start, r)).collect();
+        let model: BTreeMap<i64, &WindowRow> =
+            self.expected.iter().map(|r| (r.window_start, r)).collect();
+        let starts: BTreeSet<i64> = sink.keys().chain(model.keys()).copied().collect();
+        let figures = |r: Option<&&WindowRow>| match r {
+            Some(r) => format!(
+                "{:>10} {:>16} {:>8}",
+                r.order_cnt,
+                format_cents(r.gmv_cents),
+                r.user_cnt
+            ),
+            None => format!("{:>10} {:>16} {:>8}", "-", "-", "-"),
+        };
+        for start in starts {
+            let (a, e) = (sink.get(&start), model.get(&start));
+            let mark = match (a, e) {
+                (Some(a), Some(e)) => {
+                    let mut what = Vec::new();
+                    if a.order_cnt != e.order_cnt {
+                        what.push("orders");
+                    }
+                    if a.gmv_cents != e.gmv_cents {
+                        what.push("gmv");
+                    }
+                    if a.user_cnt != e.user_cnt {
+                        what.push("users");
+                    }
+                    if a.window_end != e.window_end {
+                        what.push("window_end");
+                    }
+                    if what.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" <<< DIFFERS: {}", what.join(", "))
+                    }
+                }
+                (None, Some(_)) => " <<< MISSING from the sink".to_string(),
+                (Some(_), None) => " <<< UNEXPECTED in the sink".to_string(),
+                (None, None) => String::new(),
+            };
+            writeln!(
+                out,
+                "{:<21} | {} | {} |{}",
+                crate::time::format_rfc3339_s(start),
+                figures(a),
+                figures(e),
+                mark
+            )?;
+        }
+        writeln!(out, "{}", "-".repeat(21 + 3 + FIG + 3 + FIG + 2))?;
+        let anomalies: u64 = self.anomalies.values().sum();
+        let reasons = self
+            .anomalies
+            .iter()
+            .map(|(r, n)| format!("{r} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        writeln!(
+            out,
+            "input: {} records: {} accepted, {} duplicates, {} anomalies{}",
+            self.records,
+            self.accepted,
+            self.duplicates,
+            anomalies,
+            if reasons.is_empty() {
+                String::new()
+            } else {
+                format!(" ({reasons})")
+            }
+        )?;
+        if self.borderline > 0 {
+            writeln!(
+                out,
+                "note: {} events are within alignment_drift + out_of_orderness of their lateness threshold; \
+                 whether they count depends on how partitions interleave, in any event-time system",
+                self.borderline
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// One input record, parsed once.
+enum Rec {
+    Anomaly(&'static str),
+    Event {
+        t_ms: i64,
+        event_id: Box<str>,
+        user_id: Box<str>,
+        cents: u64,
+    },
+}
+
+/// Give up when a source reports transient errors for this long in a row.
+const TRANSIENT_LIMIT: Duration = Duration::from_secs(120);
+/// Give up when a source neither delivers nor finishes for this long.
+const STALL_LIMIT: Duration = Duration::from_secs(300);
+
+/// Reads every partition to its end; records per partition in offset order.
+fn read_all(source: &mut dyn Source) -> anyhow::Result<Vec<Vec<(u64, Rec)>>> {
+    source
+        .start(&BTreeMap::new(), true)
+        .map_err(|e| anyhow!("verify: cannot start the source {}: {e}", source.id()))?;
+    let mut parts: Vec<Vec<(u64, Rec)>> =
+        (0..source.partition_count()).map(|_| Vec::new()).collect();
+    let mut batch = RecordBatch::default();
+    let mut failing_since: Option<Instant> = None;
+    let mut last_progress = Instant::now();
+    loop {
+        let finished = (0..source.partition_count())
+            .all(|p| source.state(p as u32) == PartitionState::Finished);
+        if finished {
+            break;
+        }
+        batch.clear();
+        match source.poll(&mut batch, 8192, Duration::from_millis(200)) {
+            Ok(()) => failing_since = None,
+            Err(SourceError::Transient(e)) => {
+                let since = *failing_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= TRANSIENT_LIMIT {
+                    bail!("verify: the source {} keeps failing: {e}", source.id());
+                }
+                std::thread::sleep(Duration::from_millis(500));
+                continue;
+            }
+            Err(SourceError::Fatal(e)) => bail!("verify: reading {}: {e}", source.id()),
+        }
+        if batch.is_empty() {
+            if last_progress.elapsed() >= STALL_LIMIT {
+                bail!(
+                    "verify: the source {} delivered nothing for {:?} and is not finished",
+                    source.id(),
+                    STALL_LIMIT
+                );
+            }
+            continue;
+        }
+        last_progress = Instant::now();
+        for (meta, payload) in batch.iter() {
+            let rec = match parse_event(payload) {
+                Ok(ev) => Rec::Event {
+                    t_ms: ev.event_time_ms,
+                    event_id: ev.event_id.into(),
+                    user_id: ev.user_id.into(),
+                    cents: ev.amount_cents,
+                },
+                Err(reason) => Rec::Anomaly(reason.as_str()),
+            };
+            let p = meta.partition as usize;
+            if p >= parts.len() {
+                parts.resize_with(p + 1, Vec::new);
+            }
+            parts[p].push((meta.offset, rec));
+        }
+    }
+    for part in &mut parts {
+        // Sources deliver in offset order; make it a fact, and drop any
+        // record delivered twice.
+        part.sort_by_key(|(offset, _)| *offset);
+        part.dedup_by_key(|(offset, _)| *offset);
+    }
+    Ok(parts)
+}
+
+/// Recomputes the final windows of the whole input with the simple model of
+/// the module documentation. `alignment_drift_ms` only serves to count
+/// [`Stats::borderline`] events.
+pub fn recompute(
+    source: &mut dyn Source,
+    spec: WindowSpec,
+    alignment_drift_ms: i64,
+) -> anyhow::Result<(Vec<WindowRow>, Stats)> {
+    spec.validate().map_err(|e| anyhow!("verify: {e}"))?;
+    let parts = read_all(source)?;
+    let mut stats = Stats {
+        partitions: parts.len(),
+        ..Stats::default()
+    };
+
+    // The aligned merge: a min-heap of (highest event time seen, partition)
+    // over partitions with records left.
+    let mut max_seen = vec![i64::MIN; parts.len()];
+    let mut cursor = vec![0usize; parts.len()];
+    let mut heap: BinaryHeap<Reverse<(i64, usize)>> = (0..parts.len())
+        .filter(|&p| !parts[p].is_empty())
+        .map(|p| Reverse((i64::MIN, p)))
+        .collect();
+
+    let mut accepted_ids: HashMap<String, (usize, u64)> = HashMap::new();
+    let mut windows: BTreeMap<i64, (u64, u128, BTreeSet<String>)> = BTreeMap::new();
+    let margin = alignment_drift_ms
+        .max(0)
+        .saturating_add(spec.out_of_orderness_ms);
+
+    while let Some(Reverse((_, p))) = heap.pop() {
+        let (offset, rec) = &parts[p][cursor[p]];
+        cursor[p] += 1;
+        stats.records += 1;
+        match rec {
+            Rec::Anomaly(reason) => {
+                *stats.anomalies.entry((*reason).to_string()).or_default() += 1;
+            }
+            Rec::Event {
+                t_ms,
+                event_id,
+                user_id,
+                cents,
+            } => {
+                let t = *t_ms;
+                max_seen[p] = max_seen[p].max(t);
+                // Watermark: this partition (still active while its record is
+                // handled) and every partition with records left.
+                let slowest = heap
+                    .peek()
+                    .map_or(max_seen[p], |Reverse((m, _))| (*m).min(max_seen[p]));
+                let watermark = if slowest == i64::MIN {
+                    i64::MIN
+                } else {
+                    slowest - spec.out_of_orderness_ms
+                };
+                let last_start = t.div_euclid(spec.slide_ms) * spec.slide_ms;
+                let final_at = last_start + spec.size_ms + spec.allowed_lateness_ms;
+                if watermark != i64::MIN && (watermark - final_at).abs() <= margin {
+                    stats.borderline += 1;
+                }
+                if watermark >= final_at {
+                    *stats.anomalies.entry("late_event".to_string()).or_default() += 1;
+                } else if accepted_ids.contains_key(&**event_id) {
+                    stats.duplicates += 1;
+                } else {
+                    accepted_ids.insert(event_id.to_string(), (p, *offset));
+                    stats.accepted += 1;
+                    let mut start = last_start;
+                    while start > t - spec.size_ms {
+                        let w = windows.entry(start).or_default();
+                        w.0 += 1;
+                        w.1 += u128::from(*cents);
+                        if !w.2.contains(&**user_id) {
+                            w.2.insert(user_id.to_string());
+                        }
+                        start -= spec.slide_ms;
+                    }
+                }
+            }
+        }
+        if cursor[p] < parts[p].len() {
+            heap.push(Reverse((max_seen[p], p)));
+        }
+    }
+
+    let rows = windows
+        .into_iter()
+        .map(|(start, (order_cnt, gmv_cents, users))| WindowRow {
+            window_start: start.div_euclid(1000),
+            window_end: (start + spec.size_ms).div_euclid(1000),
+            order_cnt,
+            gmv_cents,
+            user_cnt: users.len() as u64,
+            version: 0,
+            updated_at: 0,
+        })
+        .collect();
+    Ok((rows, stats))
+}
+
+fn same_figures(a: &WindowRow, b: &WindowRow) -> bool {
+    (
+        a.window_start,
+        a.window_end,
+        a.order_cnt,
+        a.gmv_cents,
+        a.user_cnt,
+    ) == (
+        b.window_start,
+        b.window_end,
+        b.order_cnt,
+        b.gmv_cents,
+        b.user_cnt,
+    )
+}
+
+/// Recomputes the windows from `source` and compares them with the sink's
+/// final rows on (window_start, window_end, order_cnt, gmv, user_cnt).
+/// Versions and update times are not compared.
+pub fn verify(
+    source: &mut dyn Source,
+    sink: &mut dyn Sink,
+    spec: WindowSpec,
+    alignment_drift_ms: i64,
+) -> anyhow::Result<VerifyReport> {
+    let (expected, stats) = recompute(source, spec, alignment_drift_ms)?;
+    let mut actual = sink
+        .read_final()
+        .map_err(|e| anyhow!("verify: reading the sink {}: {e}", sink.describe()))?;
+    actual.sort_by_key(|r| r.window_start);
+    Ok(diff(expected, actual, stats))
+}
+
+/// The comparison behind [`verify`], for callers that have both sides.
+pub fn diff(expected: Vec<WindowRow>, actual: Vec<WindowRow>, stats: Stats) -> VerifyReport {
+    let by_start: BTreeMap<i64, &WindowRow> = actual.iter().map(|r| (r.window_start, r)).collect();
+    let expected_starts: BTreeSet<i64> = expected.iter().map(|r| r.window_start).collect();
+    let mut missing = Vec::new();
+    let mut differing = Vec::new();
+    for e in &expected {
+        match by_start.get(&e.window_start) {
+            None => missing.push(e.clone()),
+            Some(a) if !same_figures(a, e) => differing.push((e.clone(), (*a).clone())),
+            Some(_) => {}
+        }
+    }
+    let unexpected = actual
+        .iter()
+        .filter(|a| !expected_starts.contains(&a.window_start))
+        .cloned()
+        .collect();
+    VerifyReport {
+        missing,
+        unexpected,
+        differing,
+        records: stats.records,
+        accepted: stats.accepted,
+        duplicates: stats.duplicates,
+        anomalies: stats.anomalies,
+        borderline: stats.borderline,
+        expected,
+        actual,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SPEC: WindowSpec = WindowSpec {
+        size_ms: 60_000,
+        slide_ms: 30_000,
+        out_of_orderness_ms: 5_000,
+        allowed_lateness_ms: 30_000,
+    };
+
+    /// An in-memory source: partitions of payloads.
+    struct Mem {
+        parts: Vec<Vec<String>>,
+        next: Vec<usize>,
+    }
+
+    impl Mem {
+        fn new(parts: Vec<Vec<String>>) -> Self {
+            let n = parts.len();
+            Mem {
+                parts,
+                next: vec![0; n],
+            }
+        }
+    }
+
+    impl Source for Mem {
+        fn id(&self) -> String {
+            "mem".into()
+        }
+        fn source_name(&self, _partition: u32) -> &str {
+            "mem"
+        }
+        fn partition_count(&self) -> usize {
+            self.parts.len()
+        }
+        fn start(
+            &mut self,
+            _resume: &BTreeMap<u32, u64>,
+            _bounded: bool,
+        ) -> Result<BTreeMap<u32, u64>, SourceError> {
+            self.next.iter_mut().for_each(|n| *n = 0);
+            Ok((0..self.parts.len() as u32).map(|p| (p, 0)).collect())
+        }
+        fn poll(
+            &mut self,
+            batch: &mut RecordBatch,
+            max: usize,
+            _timeout: Duration,
+        ) -> Result<(), SourceError> {
+            // Deliberately lopsided: a whole partition before the next, so
+            // the model's own merge is what orders the replay.
+            for p in 0..self.parts.len() {
+                while self.next[p] < self.parts[p].len() && batch.len() < max {
+                    let o = self.next[p];
+                    batch.push(p as u32, o as u64, self.parts[p][o].as_bytes());
+                    self.next[p] += 1;
+                }
+            }
+            Ok(())
+        }
+        fn state(&self, partition: u32) -> PartitionState {
+            let p = partition as usize;
+            if self.next[p] >= self.parts[p].len() {
+                PartitionState::Finished
+            } else {
+                PartitionState::Backlog
+            }
+        }
+    }
+
+    fn ev(id: &str, user: &str, amount: &str, t: i64) -> String {
+        format!(
+            r#"{{"event_id":"{id}","order_id":"o","user_id":"{user}","amount":{amount},"event_time":{t}}}"#
+        )
+    }
+
+    fn row(start_s: i64, cnt: u64, cents: u128, users: u64) -> WindowRow {
+        WindowRow {
+            window_start: start_s,
+            window_end: start_s + 60,
+            order_cnt: cnt,
+            gmv_cents: cents,
+            user_cnt: users,
+            version: 0,
+            updated_at: 0,
+        }
+    }
+
+    #[test]
+    fn sliding_windows_dedup_and_anomalies() {
+        let mut src = Mem::new(vec![
+            vec![
+                ev("a", "u1", "1.00", 10_000),
+                ev("b", "u2", "2.50", 40_000),
+                ev("a", "u1", "1.00", 10_000),
+                "{".into(),
+            ],
+            vec![ev("c", "u1", "0.05", 35_000)],
+        ]);
+        let (rows, stats) = recompute(&mut src, SPEC, 10_000).unwrap();
+        assert_eq!(
+            rows,
+            vec![row(-30, 1, 100, 1), row(0, 3, 355, 2), row(30, 2, 255, 2)]
+        );
+        assert_eq!((stats.records, stats.accepted, stats.duplicates), (5, 3, 1));
+        assert_eq!(stats.anomalies.get("malformed_json"), Some(&1));
+        assert_eq!(stats.borderline, 0);
+    }
+
+    #[test]
+    fn the_aligned_merge_decides_lateness_not_the_delivery_order() {
+        // Partition 0 runs far ahead; partition 1 has an event at 20 s. The
+        // source delivers partition 0 entirely first, but the merge replays
+        // partition 1's early event before partition 0's clock moves on, so
+        // it is not late. A genuinely late event (after 200 s on its own
+        // partition) is.
+        let mut src = Mem::new(vec![
+            (0..40)
+                .map(|i| ev(&format!("p0-{i}"), "u", "1", i * 10_000))
+                .collect(),
+            vec![
+                ev("p1-0", "v", "1", 20_000),
+                ev("p1-1", "v", "1", 300_000),
+                ev("p1-late", "v", "1", 100_000),
+            ],
+        ]);
+        let (rows, stats) = recompute(&mut src, SPEC, 10_000).unwrap();
+        assert_eq!(stats.anomalies.get("late_event"), Some(&1));
+        assert_eq!(stats.accepted, 42);
+        let w0 = rows.iter().find(|r| r.window_start == 0).unwrap();
+        assert_eq!((w0.order_cnt, w0.user_cnt), (7, 2));
+    }
+
+    #[test]
+    fn late_copies_of_accepted_events_are_late_not_duplicates() {
+        let mut src = Mem::new(vec![vec![
+            ev("a", "u", "1", 10_000),
+            ev("b", "u", "1", 500_000),
+            ev("a", "u", "1", 10_000),
+        ]]);
+        let (_, stats) = recompute(&mut src, SPEC, 0).unwrap();
+        assert_eq!(stats.duplicates, 0);
+        assert_eq!(stats.anomalies.get("late_event"), Some(&1));
+    }
+
+    #[test]
+    fn diff_classifies_every_kind_of_difference() {
+        let expected = vec![row(0, 1, 1, 1), row(30, 2, 2, 2), row(60, 3, 3, 3)];
+        let mut changed = row(30, 2, 2, 2);
+        changed.user_cnt = 9;
+        changed.version = 7;
+        let actual = vec![row(0, 1, 1, 1), changed.clone(), row(90, 4, 4, 4)];
+        let report = diff(expected, actual, Stats::default());
+        assert!(!report.ok());
+        assert_eq!(report.missing, vec![row(60, 3, 3, 3)]);
+        assert_eq!(report.unexpected, vec![row(90, 4, 4, 4)]);
+        assert_eq!(report.differing, vec![(row(30, 2, 2, 2), changed)]);
+        let mut text = Vec::new();
+        report.print_side_by_side(&mut text);
+        let text = String::from_utf8(text).unwrap();
+        assert!(text.contains("DIFFERS: users"), "{text}");
+        assert!(text.contains("MISSING from the sink"), "{text}");
+        assert!(text.contains("UNEXPECTED in the sink"), "{text}");
+        assert!(report.summary().starts_with("verify: 3 windows differ"));
+
+        let same = diff(
+            vec![row(0, 1, 1, 1)],
+            vec![row(0, 1, 1, 1)],
+            Stats::default(),
+        );
+        assert!(same.ok());
+        assert_eq!(same.summary(), "verify: 1 windows, all equal");
+    }
+}
