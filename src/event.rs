@@ -440,8 +440,16 @@ fn parse_exponent(b: &[u8]) -> Option<i64> {
 pub fn parse_event(payload: &[u8]) -> Result<Event<'_>, Reason> {
     // serde_json's slice reader skips ignored strings without checking their
     // UTF-8, so validate the whole payload once up front; its string reader
-    // then has nothing left to check.
+    // (and the flat scanner) then have nothing left to check.
     let text = std::str::from_utf8(payload).map_err(|_| Reason::MalformedJson)?;
+    match scan_flat_object(text) {
+        Some(raw) => raw.validate(),
+        None => parse_with_serde(text),
+    }
+}
+
+/// The general path: any JSON at all, through serde_json.
+fn parse_with_serde(text: &str) -> Result<Event<'_>, Reason> {
     if nesting_exceeds(text.as_bytes(), MAX_NESTING) {
         return Err(Reason::MalformedJson);
     }
@@ -461,6 +469,132 @@ pub fn parse_event(payload: &[u8]) -> Result<Event<'_>, Reason> {
         .map_err(|_| Reason::MalformedJson)?;
     de.end().map_err(|_| Reason::MalformedJson)?;
     raw.validate()
+}
+
+/// The fast path for what producers actually send: one flat object whose
+/// values are unescaped strings, numbers, `true`, `false` or `null`.
+///
+/// Returns the raw fields exactly as serde_json would have found them, but
+/// only when `text` is a complete, valid JSON document of that shape; for
+/// anything else (escapes, nested values, any syntax error, trailing bytes)
+/// it returns `None` and the general path decides, so the verdict never
+/// depends on which path ran. `text` is already known to be UTF-8, so only
+/// the JSON grammar is checked here.
+fn scan_flat_object(text: &str) -> Option<RawFields<'_>> {
+    let b = text.as_bytes();
+    let mut i = skip_ws(b, 0);
+    if b.get(i) != Some(&b'{') {
+        return None;
+    }
+    i = skip_ws(b, i + 1);
+    let mut fields = RawFields::default();
+    if b.get(i) == Some(&b'}') {
+        i += 1;
+    } else {
+        loop {
+            let key_end = scan_plain_string(b, i)?;
+            // The key without its quotes; ASCII quotes keep the slice on
+            // char boundaries, and `get` checks that all the same.
+            let key = text.get(i + 1..key_end - 1)?;
+            i = skip_ws(b, key_end);
+            if b.get(i) != Some(&b':') {
+                return None;
+            }
+            let start = skip_ws(b, i + 1);
+            let end = scan_plain_value(b, start)?;
+            let value = text.get(start..end)?;
+            if let Some(slot) = fields.slot_named(key) {
+                // Last occurrence wins; a later null erases an earlier value.
+                *slot = (value != "null").then_some(value);
+            }
+            i = skip_ws(b, end);
+            match b.get(i) {
+                Some(b',') => i = skip_ws(b, i + 1),
+                Some(b'}') => {
+                    i += 1;
+                    break;
+                }
+                _ => return None,
+            }
+        }
+    }
+    (skip_ws(b, i) == b.len()).then_some(fields)
+}
+
+/// The index of the first byte at or after `i` that is not JSON whitespace.
+fn skip_ws(b: &[u8], mut i: usize) -> usize {
+    while let Some(b' ' | b'\t' | b'\n' | b'\r') = b.get(i) {
+        i += 1;
+    }
+    i
+}
+
+/// The end (one past the closing quote) of a string literal without escapes
+/// or control characters that starts at `i`.
+fn scan_plain_string(b: &[u8], i: usize) -> Option<usize> {
+    if b.get(i) != Some(&b'"') {
+        return None;
+    }
+    let rest = b.get(i + 1..)?;
+    let len = rest
+        .iter()
+        .position(|&c| c == b'"' || c == b'\\' || c < 0x20)?;
+    (rest.get(len) == Some(&b'"')).then_some(i + 1 + len + 1)
+}
+
+/// The end of a string without escapes, a number, `true`, `false` or
+/// `null` starting at `i`; `None` for anything else.
+fn scan_plain_value(b: &[u8], i: usize) -> Option<usize> {
+    match b.get(i)? {
+        b'"' => scan_plain_string(b, i),
+        b'-' | b'0'..=b'9' => scan_number(b, i),
+        b't' => literal_end(b, i, b"true"),
+        b'f' => literal_end(b, i, b"false"),
+        b'n' => literal_end(b, i, b"null"),
+        _ => None,
+    }
+}
+
+fn literal_end(b: &[u8], i: usize, literal: &[u8]) -> Option<usize> {
+    let end = i + literal.len();
+    (b.get(i..end)? == literal).then_some(end)
+}
+
+/// The end of a JSON number starting at `i`: `-?(0|[1-9][0-9]*)`, then
+/// optionally `.[0-9]+`, then optionally `[eE][+-]?[0-9]+`.
+fn scan_number(b: &[u8], mut i: usize) -> Option<usize> {
+    let digits_from = |i: usize| {
+        i + b
+            .get(i..)
+            .map_or(0, |r| r.iter().take_while(|c| c.is_ascii_digit()).count())
+    };
+    if b.get(i) == Some(&b'-') {
+        i += 1;
+    }
+    match b.get(i)? {
+        b'0' => i += 1,
+        b'1'..=b'9' => i = digits_from(i + 1),
+        _ => return None,
+    }
+    if b.get(i) == Some(&b'.') {
+        let end = digits_from(i + 1);
+        if end == i + 1 {
+            return None;
+        }
+        i = end;
+    }
+    if let Some(b'e' | b'E') = b.get(i) {
+        i += 1;
+        if let Some(b'+' | b'-') = b.get(i) {
+            i += 1;
+        }
+        let end = digits_from(i);
+        if end == i {
+            return None;
+        }
+        i = end;
+    }
+    Some(i)
 }
 
 /// Whether arrays and objects in `text` nest deeper than `limit`.
@@ -501,17 +635,31 @@ fn nesting_exceeds(text: &[u8], limit: usize) -> bool {
 /// The raw JSON text of the last non-null occurrence of each known field.
 #[derive(Default)]
 struct RawFields<'a> {
-    event_id: Option<&'a RawValue>,
-    order_id: Option<&'a RawValue>,
-    user_id: Option<&'a RawValue>,
-    amount: Option<&'a RawValue>,
-    event_time: Option<&'a RawValue>,
-    city: Option<&'a RawValue>,
-    category: Option<&'a RawValue>,
+    event_id: Option<&'a str>,
+    order_id: Option<&'a str>,
+    user_id: Option<&'a str>,
+    amount: Option<&'a str>,
+    event_time: Option<&'a str>,
+    city: Option<&'a str>,
+    category: Option<&'a str>,
 }
 
 impl<'a> RawFields<'a> {
-    fn slot(&mut self, field: Field) -> &mut Option<&'a RawValue> {
+    /// The slot of the field whose (unescaped) key is `key`, if any.
+    fn slot_named(&mut self, key: &str) -> Option<&mut Option<&'a str>> {
+        Some(match key {
+            "event_id" => &mut self.event_id,
+            "order_id" => &mut self.order_id,
+            "user_id" => &mut self.user_id,
+            "amount" => &mut self.amount,
+            "event_time" => &mut self.event_time,
+            "city" => &mut self.city,
+            "category" => &mut self.category,
+            _ => return None,
+        })
+    }
+
+    fn slot(&mut self, field: Field) -> &mut Option<&'a str> {
         match field {
             Field::EventId => &mut self.event_id,
             Field::OrderId => &mut self.order_id,
@@ -588,8 +736,7 @@ enum Json<'a> {
     Other,
 }
 
-fn classify(raw: &RawValue) -> Json<'_> {
-    let text = raw.get();
+fn classify(text: &str) -> Json<'_> {
     match text.as_bytes().first() {
         Some(b'"') => Json::String(text),
         Some(b'-' | b'0'..=b'9') => Json::Number(text),
@@ -597,18 +744,18 @@ fn classify(raw: &RawValue) -> Json<'_> {
     }
 }
 
-fn required(raw: Option<&RawValue>, field: Field) -> Result<Json<'_>, Reason> {
+fn required(raw: Option<&str>, field: Field) -> Result<Json<'_>, Reason> {
     raw.map(classify).ok_or(Reason::MissingField(field))
 }
 
-fn required_string(raw: Option<&RawValue>, field: Field) -> Result<Cow<'_, str>, Reason> {
+fn required_string(raw: Option<&str>, field: Field) -> Result<Cow<'_, str>, Reason> {
     match required(raw, field)? {
         Json::String(raw) => decode_string(raw),
         _ => Err(Reason::BadType(field)),
     }
 }
 
-fn optional_string(raw: Option<&RawValue>, field: Field) -> Result<Cow<'_, str>, Reason> {
+fn optional_string(raw: Option<&str>, field: Field) -> Result<Cow<'_, str>, Reason> {
     match raw.map(classify) {
         None => Ok(Cow::Borrowed(UNKNOWN)),
         Some(Json::String(raw)) => decode_string(raw),
@@ -682,7 +829,8 @@ impl<'de> Visitor<'de> for RawFieldsVisitor {
                     let raw: &'de RawValue = map.next_value()?;
                     // Overwriting gives "last occurrence wins", and a later
                     // null erases an earlier value, as it would in a JS object.
-                    *fields.slot(field) = (raw.get() != "null").then_some(raw);
+                    let raw = raw.get();
+                    *fields.slot(field) = (raw != "null").then_some(raw);
                 }
                 Key::Other => {
                     map.next_value::<IgnoredAny>()?;

@@ -74,6 +74,10 @@ pub struct JobReport {
     pub finished_input: bool,
 }
 
+/// Records held for a partition that runs ahead before the source is asked
+/// to pause it.
+const HOLD_BEFORE_PAUSE: usize = 100_000;
+
 /// Per-batch context of record handling.
 struct RecordCtx {
     now_s: i64,
@@ -421,7 +425,10 @@ impl Job<'_> {
     fn hold(&mut self, p: usize, offset: u64, payload: &[u8]) {
         if let Some(queue) = self.held.get_mut(p) {
             queue.push_back((offset, payload.to_vec()));
-            if !self.paused[p] {
+            // Pausing a Kafka partition drops what librdkafka prefetched and
+            // costs a fetch round trip on resume: hold a good amount first,
+            // pause only to bound memory.
+            if queue.len() >= HOLD_BEFORE_PAUSE && !self.paused[p] {
                 self.paused[p] = true;
                 self.source.set_paused(p as u32, true);
             }
@@ -638,6 +645,9 @@ impl Job<'_> {
         }
         crash_point("job::barrier::after_submit");
         self.source.commit_advisory(&checkpoint.offsets);
+        for (partition, lag) in self.source.lag() {
+            self.metrics.set_lag(partition, lag);
+        }
         self.next_checkpoint_id += 1;
         self.changed = false;
         self.records_since_barrier = 0;

@@ -272,6 +272,14 @@ impl Metrics {
         self.last_checkpoint_time.set(now / 1000);
     }
 
+    pub fn set_lag(&self, partition: u32, lag: i64) {
+        self.consumer_lag
+            .get_or_create(&PartitionLabel {
+                partition: partition.to_string(),
+            })
+            .set(lag);
+    }
+
     pub fn sink_batch(&self, latency: Duration) {
         self.sink_batch_latency.observe(latency.as_secs_f64());
     }

@@ -638,7 +638,7 @@ impl KafkaSource {
 
     /// Consumer lag per partition (high watermark minus next offset), from
     /// what librdkafka cached with its last fetches: no network call.
-    pub fn lag(&self) -> Vec<(u32, i64)> {
+    pub fn consumer_lag(&self) -> Vec<(u32, i64)> {
         (0..self.partitions)
             .map(|p| {
                 let high = self.high_watermark(p).unwrap_or(0);
@@ -831,6 +831,10 @@ impl KafkaSource {
 }
 
 impl Source for KafkaSource {
+    fn lag(&self) -> Vec<(u32, i64)> {
+        self.consumer_lag()
+    }
+
     fn id(&self) -> String {
         format!("kafka:{}", self.settings.topic)
     }

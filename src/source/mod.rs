@@ -142,6 +142,12 @@ pub trait Source: Send {
     /// cannot pause may go on delivering; the job holds those records.
     fn set_paused(&mut self, _partition: u32, _paused: bool) {}
 
+    /// Records between the read position and the end, per partition, where
+    /// the source knows it cheaply (Kafka); empty otherwise.
+    fn lag(&self) -> Vec<(u32, i64)> {
+        Vec::new()
+    }
+
     /// Advisory: publish the checkpointed offsets where lag tools look (the
     /// Kafka consumer group). The checkpoint stays the truth.
     fn commit_advisory(&mut self, _next_offsets: &BTreeMap<u32, u64>) {}

@@ -1,0 +1,421 @@
+#!/usr/bin/env bash
+# The crash-and-restart demo: kill -9 the job at random moments, restart it
+# each time, let it finish, then prove the sink holds exactly what one
+# uninterrupted run computes (`streamforge verify`, an independent
+# recomputation from the input). docs/demo.md walks through the output.
+#
+#   scripts/crash_demo.sh [--stack embedded|kafka] [--kills K] [--events N] [--dir DIR]
+#
+#   --stack embedded   files -> streamforge -> embedded sink (default; no servers)
+#   --stack kafka      files -> Kafka topic -> streamforge -> ClickHouse
+#                      (starts scripts/stack.sh; a fresh topic and table per demo)
+#   --kills K          SIGKILLs before the run that is let to finish (default 5)
+#   --events N         input size over 4 partitions (default 1000000)
+#   --dir DIR          where input, state and logs go (default ./crash-demo)
+#
+# Environment: STREAMFORGE_BIN (use this binary instead of building one),
+# CARGO_TARGET_DIR (honoured by the build). Exit 0 on PASS, 1 on FAIL.
+set -euo pipefail
+
+SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$SCRIPT_DIR/.." && pwd)
+
+STACK=embedded
+KILLS=5
+EVENTS=1000000
+PARTITIONS=4
+DEMO_DIR=$PWD/crash-demo
+DATA_SEED=42
+
+say() { printf '[demo] %s\n' "$*"; }
+die() {
+  printf '[demo] ERROR: %s\n' "$*" >&2
+  exit 2
+}
+usage() {
+  sed -n 's/^#   //p' "${BASH_SOURCE[0]}" >&2
+  exit 2
+}
+
+while (($# > 0)); do
+  case $1 in
+  --stack)
+    STACK=${2:-}
+    shift 2 || usage
+    ;;
+  --kills)
+    KILLS=${2:-}
+    shift 2 || usage
+    ;;
+  --events)
+    EVENTS=${2:-}
+    shift 2 || usage
+    ;;
+  --dir)
+    DEMO_DIR=${2:-}
+    shift 2 || usage
+    ;;
+  -h | --help) usage ;;
+  *)
+    printf '[demo] unknown argument: %s\n' "$1" >&2
+    usage
+    ;;
+  esac
+done
+[[ $STACK == embedded || $STACK == kafka ]] || die "--stack must be embedded or kafka, got '$STACK'"
+[[ $KILLS =~ ^[0-9]+$ ]] || die "--kills must be a number, got '$KILLS'"
+if ! [[ $EVENTS =~ ^[0-9]+$ ]] || ((EVENTS < 1000)); then
+  die "--events must be a number >= 1000, got '$EVENTS'"
+fi
+[[ -n $DEMO_DIR ]] || die "--dir must not be empty"
+command -v python3 >/dev/null || die "python3 is needed to generate the input"
+
+mkdir -p "$DEMO_DIR"
+DEMO_DIR=$(cd "$DEMO_DIR" && pwd)
+INPUT=$DEMO_DIR/input
+STATE=$DEMO_DIR/state
+LOGS=$DEMO_DIR/logs
+ANOMALY_LOG=$LOGS/anomalies.log
+MANIFEST=$DEMO_DIR/input.manifest
+
+# Relative config paths (config/pipeline.yaml, config/kafka_config.yaml,
+# config/clickhouse_config.yaml) resolve against the repository, for every
+# command below alike.
+cd "$REPO"
+
+# ---------------------------------------------------------------- binary
+
+if [[ -n ${STREAMFORGE_BIN:-} ]]; then
+  BIN=$STREAMFORGE_BIN
+else
+  say "building the release binary (cargo build --release)"
+  cargo build --release --quiet
+  TARGET_DIR=$(cargo metadata --format-version 1 --no-deps |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+  BIN=$TARGET_DIR/release/streamforge
+fi
+[[ -x $BIN ]] || die "no streamforge binary at $BIN"
+"$BIN" verify --help >/dev/null 2>&1 ||
+  die "$BIN has no 'verify' command; rebuild it from a tree that has one"
+
+# ---------------------------------------------------------------- input
+
+# Writes $PARTITIONS files of EVENTS/PARTITIONS lines: 20 minutes of event
+# time from 2025-11-25T10:00:00Z, disorder up to 4 s within a partition, ~2%
+# exact duplicates, ~1% broken lines of several kinds, ~0.1% events five
+# minutes late. The manifest lists what the anomaly log must hold.
+generate_input() {
+  rm -rf "$INPUT" "$MANIFEST"
+  mkdir -p "$INPUT"
+  python3 - "$INPUT" "$MANIFEST" "$EVENTS" "$PARTITIONS" "$DATA_SEED" <<'PY'
+import json, random, sys, time
+out, manifest, events, partitions, seed = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+rng = random.Random(seed)
+t0 = 1764064800000                     # 2025-11-25T10:00:00Z
+per_part = events // partitions
+step = 1_200_000 / per_part            # 20 minutes of event time per partition
+cities = ["Hangzhou", "Shanghai", "Beijing", "Shenzhen"]
+expected = {"anomalies": [], "accepted": 0, "duplicates": 0, "lines": 0}
+
+def rfc3339(ms):
+    s, milli = divmod(ms, 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(s)) + ".%03dZ" % milli
+
+for p in range(partitions):
+    recent = []
+    with open(f"{out}/part-{p}.jsonl", "w") as f:
+        for i in range(per_part):
+            base = t0 + int(i * step)
+            t = base - rng.randint(0, 4000)
+            eid = f"ev-{p}-{i}"
+            roll = rng.random()
+            # A duplicate re-sends a recent accepted line of this partition,
+            # never more than 4.5 s of event time back (within the bound).
+            fresh = [l for l, lt in recent if base - lt <= 4500] if roll < 0.02 else []
+            if fresh:
+                line = rng.choice(fresh)
+                expected["duplicates"] += 1
+            elif roll < 0.03:
+                kind = rng.randrange(5)
+                if kind == 0:
+                    line, reason = f'{{"event_id":"{eid}","order_id":"o{i}","amount":1.0', "malformed_json"
+                elif kind == 1:
+                    line, reason = f'[{{"event_id":"{eid}"}}]', "not_an_object"
+                elif kind == 2:
+                    line, reason = f'{{"event_id":"{eid}","order_id":"o{i}","user_id":"u7","event_time":{t}}}', "missing_field:amount"
+                elif kind == 3:
+                    line, reason = f'{{"event_id":"{eid}","order_id":"o{i}","user_id":"u7","amount":"12.345","event_time":{t}}}', "bad_amount"
+                else:
+                    line, reason = f'{{"event_id":"{eid}","order_id":"o{i}","user_id":"u7","amount":3,"event_time":"yesterday"}}', "bad_event_time"
+                expected["anomalies"].append([reason, p, i])
+            elif roll < 0.031 and base - t0 > 600_000:
+                late = t - 300_000
+                line = f'{{"event_id":"{eid}","order_id":"o{i}","user_id":"u{rng.randrange(5000)}","amount":9.99,"event_time":{late}}}'
+                expected["anomalies"].append(["late_event", p, i])
+            else:
+                cents = rng.randrange(1, 50000)
+                amount = f"{cents // 100}.{cents % 100:02d}"
+                user = rng.randrange(5000)
+                user_json = str(user) if rng.random() < 0.3 else f'"{user}"'  # 12 and "12": one user
+                amount_json = f'"{amount}"' if rng.random() < 0.3 else amount
+                time_json = str(t) if rng.random() < 0.5 else f'"{rfc3339(t)}"'
+                extra = f',"city":"{rng.choice(cities)}"' if rng.random() < 0.7 else ""
+                line = (f'{{"event_id":"{eid}","order_id":"o{i}","user_id":{user_json},'
+                        f'"amount":{amount_json},"event_time":{time_json}{extra}}}')
+                recent.append((line, t))
+                del recent[:-64]
+                expected["accepted"] += 1
+            f.write(line + "\n")
+            expected["lines"] += 1
+with open(manifest, "w") as m:
+    json.dump(expected, m)
+PY
+  printf '%s\n' "$EVENTS $PARTITIONS $DATA_SEED" >"$MANIFEST.params"
+}
+
+if [[ -f $MANIFEST.params && "$(<"$MANIFEST.params")" == "$EVENTS $PARTITIONS $DATA_SEED" && -d $INPUT ]]; then
+  say "input: reusing $INPUT"
+else
+  say "input: generating $EVENTS events in $PARTITIONS files under $INPUT"
+  generate_input
+fi
+TOTAL=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["lines"])' "$MANIFEST")
+
+# ---------------------------------------------------------------- stack
+
+rm -rf "$STATE" "$LOGS"
+mkdir -p "$STATE" "$LOGS"
+
+RUN_ARGS=(run --state-dir "$STATE" --anomaly-log "$ANOMALY_LOG" --bounded
+  --checkpoint-interval 200ms --progress true)
+VERIFY_ARGS=(verify --source "files:$INPUT" --state-dir "$STATE")
+if [[ $STACK == embedded ]]; then
+  RUN_ARGS+=(--source "files:$INPUT" --sink embedded)
+  VERIFY_ARGS+=(--sink embedded)
+  say "stack: files -> streamforge -> embedded sink ($STATE/sink)"
+else
+  say "stack: starting Kafka and ClickHouse (scripts/stack.sh up)"
+  "$SCRIPT_DIR/stack.sh" up
+  suffix=$(date +%Y%m%d_%H%M%S)_$$
+  export KAFKA_TOPIC=crash_demo_$suffix
+  export KAFKA_GROUP_ID=crash_demo_$suffix
+  export CLICKHOUSE_TABLE=crash_demo_$suffix
+  "$SCRIPT_DIR/stack.sh" topic "$KAFKA_TOPIC" "$PARTITIONS"
+  say "producing the input to topic $KAFKA_TOPIC"
+  "$BIN" produce --rate 0 --from-files "$INPUT" --progress false 2>"$LOGS/produce.log" ||
+    {
+      tail -n 20 "$LOGS/produce.log" >&2
+      die "streamforge produce failed"
+    }
+  tail -n 1 "$LOGS/produce.log"
+  RUN_ARGS+=(--source kafka --sink clickhouse)
+  VERIFY_ARGS+=(--sink clickhouse)
+  say "stack: Kafka topic $KAFKA_TOPIC -> streamforge -> ClickHouse table $CLICKHOUSE_TABLE"
+fi
+
+# ---------------------------------------------------------------- runs
+
+# Facts from one run's stderr (tracing lines and the --progress line).
+last_checkpoint() { grep -ao 'checkpoint committed checkpoint=[0-9]*' "$1" | tail -n 1 | grep -o '[0-9]*$' || true; }
+recovered_from() { grep -a 'recovering from checkpoint' "$1" | grep -o 'checkpoint=[0-9]*' | head -n 1 | cut -d= -f2 || true; }
+# Sum of the resume offsets the recovery line names: where this run started.
+resumed_at() {
+  awk '/recovering from checkpoint/ && !done {
+         done = 1
+         if (match($0, /offsets=[{][^}]*[}]/)) {
+           n = split(substr($0, RSTART + 9, RLENGTH - 10), kv, ", ")
+           for (i = 1; i <= n; i++) { split(kv[i], pair, ": "); sum += pair[2] }
+         }
+       }
+       END { print sum + 0 }' "$1"
+}
+read_this_run() { grep -ao '[0-9]* events |' "$1" | tail -n 1 | grep -o '^[0-9]*' || true; }
+position() {
+  local start read
+  start=$(resumed_at "$1")
+  read=$(read_this_run "$1")
+  echo $((start + ${read:-0}))
+}
+
+KILLED=0
+RESTORED=()
+JOB_PID=""
+# Never leave a job behind when the demo is interrupted.
+# shellcheck disable=SC2317 # called by the EXIT trap
+stop_job() {
+  if [[ -n $JOB_PID ]] && kill -0 "$JOB_PID" 2>/dev/null; then
+    kill -9 "$JOB_PID" 2>/dev/null || true
+  fi
+}
+trap stop_job EXIT
+RUN=0
+REPLAY_LINES=()
+LAST_POSITION=0
+
+# start_run: runs the job in the background; sets JOB_PID and JOB_LOG.
+start_run() {
+  RUN=$((RUN + 1))
+  JOB_LOG=$LOGS/run-$RUN.log
+  "$BIN" "${RUN_ARGS[@]}" >/dev/null 2>"$JOB_LOG" &
+  JOB_PID=$!
+}
+
+# watch_run DEADLINE_MS: prints progress until the job exits or the deadline
+# (epoch ms; 0 = none) passes. Returns 0 if the job is still running.
+watch_run() {
+  local deadline=$1 shown="" cp pos line
+  while kill -0 "$JOB_PID" 2>/dev/null; do
+    if ((deadline > 0 && $(date +%s%3N) >= deadline)); then
+      return 0
+    fi
+    cp=$(last_checkpoint "$JOB_LOG")
+    pos=$(position "$JOB_LOG")
+    line="run $RUN | kills so far $KILLED | last checkpoint #${cp:--} | events processed ~$pos of $TOTAL"
+    if [[ $line != "$shown" ]]; then
+      say "$line"
+      shown=$line
+    fi
+    sleep 0.1
+  done
+  return 1
+}
+
+# after_start: notes the recovery of the run that just started.
+note_recovery() {
+  local from start
+  from=$(recovered_from "$JOB_LOG")
+  if [[ -n $from ]]; then
+    start=$(resumed_at "$JOB_LOG")
+    RESTORED+=("#$from")
+    REPLAY_LINES+=("run $RUN: recovering from checkpoint #$from, resuming at event $start of $TOTAL; the killed run had reached >= $LAST_POSITION, so >= $((LAST_POSITION > start ? LAST_POSITION - start : 0)) events were replayed")
+    say "run $RUN: recovering from checkpoint #$from (resuming at event $start of $TOTAL)"
+  elif ((RUN > 1)); then
+    RESTORED+=("none")
+    REPLAY_LINES+=("run $RUN: no checkpoint yet, starting from the beginning of the input")
+    say "run $RUN: no checkpoint had been committed: starting from the beginning"
+  fi
+}
+
+wait_for_recovery_line() {
+  local i
+  for i in $(seq 1 50); do
+    grep -aq 'recovering from checkpoint\|no checkpoint: starting' "$JOB_LOG" 2>/dev/null && return 0
+    kill -0 "$JOB_PID" 2>/dev/null || return 0
+    sleep 0.02
+    : "$i"
+  done
+}
+
+finished_early=0
+while ((KILLED < KILLS)); do
+  start_run
+  delay_ms=$((300 + RANDOM % 1201))
+  deadline=$(($(date +%s%3N) + delay_ms))
+  wait_for_recovery_line
+  note_recovery
+  if watch_run "$deadline"; then
+    LAST_POSITION=$(position "$JOB_LOG")
+    kill -9 "$JOB_PID" 2>/dev/null || true
+    wait "$JOB_PID" 2>/dev/null || true
+    KILLED=$((KILLED + 1))
+    say "kill -9 #$KILLED after ${delay_ms} ms (run $RUN; last checkpoint #$(last_checkpoint "$JOB_LOG"); had processed >= $LAST_POSITION events)"
+  else
+    rc=0
+    wait "$JOB_PID" || rc=$?
+    if ((rc != 0)); then
+      tail -n 20 "$JOB_LOG" >&2
+      die "run $RUN failed on its own (exit $rc); log: $JOB_LOG"
+    fi
+    finished_early=1
+    say "run $RUN finished the input before kill #$((KILLED + 1)) (use --events for a longer run)"
+    break
+  fi
+done
+
+if ((finished_early == 0)); then
+  start_run
+  wait_for_recovery_line
+  note_recovery
+  say "run $RUN: no more kills, letting it finish"
+  watch_run 0 || true
+  rc=0
+  wait "$JOB_PID" || rc=$?
+  if ((rc != 0)); then
+    tail -n 20 "$JOB_LOG" >&2
+    die "the final run failed (exit $rc); log: $JOB_LOG"
+  fi
+fi
+
+# ---------------------------------------------------------------- results
+
+echo
+say "================================ summary ================================"
+say "stack:                    $STACK"
+say "input:                    $TOTAL events in $PARTITIONS partitions ($INPUT)"
+say "runs:                     $RUN"
+say "kill -9:                  $KILLED"
+say "restored from:            ${RESTORED[*]:-nothing (no restart)}"
+for l in "${REPLAY_LINES[@]}"; do say "  $l"; done
+say "last run:                 $(grep -a '^streamforge: ' "$JOB_LOG" | tail -n 1 || true)"
+say "logs of every run:        $LOGS/run-*.log"
+echo
+
+# The anomaly log (SPEC §2) is part of the promise: each rejected line
+# exactly once, whatever the kills did.
+anomaly_ok=0
+if python3 - "$ANOMALY_LOG" "$MANIFEST" <<'PY'; then
+import collections, json, sys
+log, manifest = sys.argv[1], sys.argv[2]
+want = collections.Counter((r, p, o) for r, p, o in json.load(open(manifest))["anomalies"])
+got = collections.Counter()
+for line in open(log):
+    a = json.loads(line)
+    got[(a["reason"], a["partition"], a["offset"])] += 1
+twice = sum(1 for n in got.values() if n > 1)
+missing = sum((want - got).values())
+extra = sum((got - want).values())
+print(f"[demo] anomaly log: {sum(got.values())} lines, {len(want)} expected; "
+      f"{missing} missing, {extra} extra, {twice} written more than once")
+sys.exit(0 if missing == 0 and extra == 0 and twice == 0 else 1)
+PY
+  anomaly_ok=1
+fi
+
+say "streamforge ${VERIFY_ARGS[*]}"
+verify_ok=0
+if "$BIN" "${VERIFY_ARGS[@]}"; then
+  verify_ok=1
+fi
+echo
+
+if ((verify_ok == 1 && anomaly_ok == 1)); then
+  cat <<'EOF'
+
+   ####     ##     ####    ####
+   #   #   #  #   #       #
+   ####    ####    ###     ###
+   #       #  #       #       #
+   #       #  #   ####    ####
+
+EOF
+  say "RESULT: PASS. $KILLED x kill -9, restored from ${RESTORED[*]:-nothing}; the sink holds exactly"
+  say "the windows of one uninterrupted run, and the anomaly log holds each bad line exactly once."
+  if [[ $STACK == kafka ]]; then
+    say "look: clickhouse-client --port 9000 --query \"SELECT * FROM streamforge.$CLICKHOUSE_TABLE FINAL ORDER BY window_start\""
+    say "(the stack stays up: scripts/stack.sh down stops it)"
+  else
+    say "look: $BIN results --state-dir $STATE"
+  fi
+  exit 0
+fi
+cat <<'EOF'
+
+   ####    ##    ###   #
+   #      #  #    #    #
+   ###    ####    #    #
+   #      #  #    #    #
+   #      #  #   ###   ####
+
+EOF
+say "RESULT: FAIL. verify: $( ((verify_ok == 1)) && echo ok || echo 'windows differ (table above)'); anomaly log: $( ((anomaly_ok == 1)) && echo ok || echo wrong); logs: $LOGS"
+exit 1
