@@ -54,11 +54,28 @@ enum Command {
     },
     /// Produce order events to Kafka: generated, or replayed from files.
     Produce(ProduceArgs),
+    /// Recompute the windows independently from the source and diff them with the sink.
+    Verify(VerifyArgs),
     /// Benchmarks that print figures (see docs/performance.md).
     Bench {
         #[command(subcommand)]
         command: BenchCommand,
     },
+}
+
+#[derive(Args, Clone)]
+struct VerifyArgs {
+    #[command(flatten)]
+    common: Common,
+    /// generator | files:PATH[,PATH...] | kafka (read from the beginning to the current end)
+    #[arg(long)]
+    source: Option<String>,
+    /// embedded | clickhouse
+    #[arg(long)]
+    sink: Option<String>,
+    /// Only the summary line, not the side-by-side table.
+    #[arg(long)]
+    quiet: bool,
 }
 
 #[derive(Args, Clone)]
@@ -223,6 +240,7 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Checkpoint { command } => checkpoint(command),
         Command::Bench { command } => bench(command),
         Command::Produce(args) => produce(args),
+        Command::Verify(args) => verify(args),
     }
 }
 
@@ -566,6 +584,40 @@ fn checkpoint(command: CheckpointCommand) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
+    let mut ov = overrides(&args.common)?;
+    if let Some(s) = &args.source {
+        apply_source_flag(s, &mut ov)?;
+    }
+    if let Some(s) = &args.sink {
+        apply_sink_flag(s, &mut ov)?;
+    }
+    let cfg = Config::load(args.common.config.as_deref(), &ov)?.config;
+    if cfg.sink.kind == SinkKind::Embedded && !cfg.embedded_sink_path().exists() {
+        bail!(
+            "no embedded sink at {}: point --state-dir at the job's state directory",
+            cfg.embedded_sink_path().display()
+        );
+    }
+    let mut source = build_source(&cfg)?;
+    let mut sink = build_sink(&cfg)?;
+    let report = crate::verify::verify(
+        source.as_mut(),
+        sink.as_mut(),
+        cfg.window.spec(),
+        cfg.window.alignment_drift.ms(),
+    )?;
+    if !args.quiet {
+        report.print_side_by_side(&mut std::io::stdout());
+    }
+    println!("{}", report.summary());
+    Ok(if report.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn produce(args: ProduceArgs) -> anyhow::Result<ExitCode> {
