@@ -40,7 +40,29 @@ fn decode(bytes: &[u8], path: &Path) -> Result<WindowRow, SinkError> {
 
 impl EmbeddedSink {
     pub fn open(path: &Path) -> Result<Self, SinkError> {
-        let db = sled::Config::new().path(path).mode(sled::Mode::LowSpace).open().map_err(|e| {
+        // sled releases its file lock from a background thread after the
+        // last handle drops, so a store closed a moment ago (by this process
+        // or one that just exited) may still be locked briefly: retry for up
+        // to two seconds before reporting it as in use.
+        let mut attempts = 0;
+        let opened = loop {
+            match sled::Config::new()
+                .path(path)
+                .mode(sled::Mode::LowSpace)
+                .open()
+            {
+                Err(sled::Error::Io(e))
+                    if attempts < 40
+                        && (e.kind() == std::io::ErrorKind::WouldBlock
+                            || e.to_string().contains("could not acquire lock")) =>
+                {
+                    attempts += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                other => break other,
+            }
+        };
+        let db = opened.map_err(|e| {
             SinkError::Fatal(format!(
                 "embedded sink: cannot open {}: {e}. Is a streamforge job running on this state directory? \
                  Stop it first, or read the results when it is done",
