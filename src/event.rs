@@ -352,6 +352,9 @@ pub fn format_cents(cents: u128) -> String {
 /// result is exact for inputs of any length.
 pub fn parse_amount_cents(text: &str) -> Option<u64> {
     let b = text.as_bytes();
+    if let Some(cents) = plain_cents(b) {
+        return Some(cents);
+    }
     let (negative, rest) = match b.split_first() {
         Some((b'-', rest)) => (true, rest),
         _ => (false, b),
@@ -407,6 +410,35 @@ pub fn parse_amount_cents(text: &str) -> Option<u64> {
         })?;
     let cents = significant.checked_mul(10u64.checked_pow(u32::try_from(bottom).ok()?)?)?;
     (cents <= MAX_AMOUNT_CENTS).then_some(cents)
+}
+
+/// The cents of an amount in the usual shape, `[0-9]{1,16}(.[0-9]{1,2})?`,
+/// in one pass; `None` for any other shape, which the general grammar
+/// decides. Sixteen integer digits and two decimals are at most
+/// [`MAX_AMOUNT_CENTS`], so the value is always in range.
+#[inline]
+fn plain_cents(b: &[u8]) -> Option<u64> {
+    let (int, frac) = match b.iter().position(|&c| c == b'.') {
+        Some(point) => (b.get(..point)?, b.get(point + 1..)?),
+        None => (b, &[][..]),
+    };
+    let point = int.len() < b.len();
+    if int.is_empty() || int.len() > 16 || (point && frac.is_empty()) || frac.len() > 2 {
+        return None;
+    }
+    let mut value = 0u64;
+    for &c in int.iter().chain(frac) {
+        let digit = c.wrapping_sub(b'0');
+        if digit > 9 {
+            return None;
+        }
+        value = value * 10 + u64::from(digit);
+    }
+    Some(match frac.len() {
+        0 => value * 100,
+        1 => value * 10,
+        _ => value,
+    })
 }
 
 /// Splits `b` after its leading ASCII digits.
@@ -471,15 +503,16 @@ fn parse_with_serde(text: &str) -> Result<Event<'_>, Reason> {
     raw.validate()
 }
 
-/// The fast path for what producers actually send: one flat object whose
-/// values are unescaped strings, numbers, `true`, `false` or `null`.
+/// The fast path, for what producers actually send: one flat object whose
+/// keys are unescaped strings and whose values are unescaped strings,
+/// numbers, `true`, `false` or `null`.
 ///
-/// Returns the raw fields exactly as serde_json would have found them, but
-/// only when `text` is a complete, valid JSON document of that shape; for
-/// anything else (escapes, nested values, any syntax error, trailing bytes)
-/// it returns `None` and the general path decides, so the verdict never
-/// depends on which path ran. `text` is already known to be UTF-8, so only
-/// the JSON grammar is checked here.
+/// Returns the fields exactly as serde_json would have found them, but only
+/// when `text` is a complete, valid JSON document of that shape. For
+/// anything else (an escape, a nested value, any syntax error, trailing
+/// bytes) it returns `None` and the general path decides, so the verdict
+/// never depends on which path ran. `text` is already known to be UTF-8, so
+/// only the JSON grammar is checked here.
 fn scan_flat_object(text: &str) -> Option<RawFields<'_>> {
     let b = text.as_bytes();
     let mut i = skip_ws(b, 0);
@@ -492,20 +525,36 @@ fn scan_flat_object(text: &str) -> Option<RawFields<'_>> {
         i += 1;
     } else {
         loop {
-            let key_end = scan_plain_string(b, i)?;
-            // The key without its quotes; ASCII quotes keep the slice on
-            // char boundaries, and `get` checks that all the same.
-            let key = text.get(i + 1..key_end - 1)?;
-            i = skip_ws(b, key_end);
+            if b.get(i) != Some(&b'"') {
+                return None;
+            }
+            let key_end = plain_string_end(b, i + 1)?;
+            let key = b.get(i + 1..key_end)?;
+            i = skip_ws(b, key_end + 1);
             if b.get(i) != Some(&b':') {
                 return None;
             }
             let start = skip_ws(b, i + 1);
-            let end = scan_plain_value(b, start)?;
-            let value = text.get(start..end)?;
+            let (value, end) = match b.get(start)? {
+                b'"' => {
+                    let end = plain_string_end(b, start + 1)?;
+                    // The quotes are ASCII, so the slice is on char
+                    // boundaries; `get` checks that all the same.
+                    (Json::Plain(text.get(start + 1..end)?), end + 1)
+                }
+                b'-' | b'0'..=b'9' => {
+                    let (end, integer) = number_end(b, start)?;
+                    let n = text.get(start..end)?;
+                    (Json::Number { text: n, integer }, end)
+                }
+                b't' => (Json::Other, literal_end(b, start, b"true")?),
+                b'f' => (Json::Other, literal_end(b, start, b"false")?),
+                b'n' => (Json::Null, literal_end(b, start, b"null")?),
+                _ => return None,
+            };
             if let Some(slot) = fields.slot_named(key) {
                 // Last occurrence wins; a later null erases an earlier value.
-                *slot = (value != "null").then_some(value);
+                *slot = value;
             }
             i = skip_ws(b, end);
             match b.get(i) {
@@ -522,6 +571,7 @@ fn scan_flat_object(text: &str) -> Option<RawFields<'_>> {
 }
 
 /// The index of the first byte at or after `i` that is not JSON whitespace.
+#[inline]
 fn skip_ws(b: &[u8], mut i: usize) -> usize {
     while let Some(b' ' | b'\t' | b'\n' | b'\r') = b.get(i) {
         i += 1;
@@ -529,72 +579,87 @@ fn skip_ws(b: &[u8], mut i: usize) -> usize {
     i
 }
 
-/// The end (one past the closing quote) of a string literal without escapes
-/// or control characters that starts at `i`.
-fn scan_plain_string(b: &[u8], i: usize) -> Option<usize> {
-    if b.get(i) != Some(&b'"') {
-        return None;
+/// The index of the closing quote of a string whose content starts at `i`,
+/// if the content has no escape and no control character (which JSON
+/// forbids unescaped).
+#[inline]
+fn plain_string_end(b: &[u8], mut i: usize) -> Option<usize> {
+    // Eight bytes at a time: flag every byte that is a quote, a backslash
+    // or below 0x20. The lowest flag of each test is exact (false flags
+    // only ever sit above a true one), so the lowest flag overall is the
+    // first special byte.
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let zero_bytes = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
+    while let Some(chunk) = b.get(i..i + 8) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let x = u64::from_le_bytes(word);
+        let special = zero_bytes(x ^ (ONES * u64::from(b'"')))
+            | zero_bytes(x ^ (ONES * u64::from(b'\\')))
+            | (x.wrapping_sub(ONES * 0x20) & !x & HIGHS);
+        if special != 0 {
+            i += (special.trailing_zeros() / 8) as usize;
+            return (b.get(i) == Some(&b'"')).then_some(i);
+        }
+        i += 8;
     }
-    let rest = b.get(i + 1..)?;
-    let len = rest
-        .iter()
-        .position(|&c| c == b'"' || c == b'\\' || c < 0x20)?;
-    (rest.get(len) == Some(&b'"')).then_some(i + 1 + len + 1)
+    loop {
+        match *b.get(i)? {
+            b'"' => return Some(i),
+            b'\\' | 0..=0x1f => return None,
+            _ => i += 1,
+        }
+    }
 }
 
-/// The end of a string without escapes, a number, `true`, `false` or
-/// `null` starting at `i`; `None` for anything else.
-fn scan_plain_value(b: &[u8], i: usize) -> Option<usize> {
-    match b.get(i)? {
-        b'"' => scan_plain_string(b, i),
-        b'-' | b'0'..=b'9' => scan_number(b, i),
-        b't' => literal_end(b, i, b"true"),
-        b'f' => literal_end(b, i, b"false"),
-        b'n' => literal_end(b, i, b"null"),
-        _ => None,
-    }
-}
-
+#[inline]
 fn literal_end(b: &[u8], i: usize, literal: &[u8]) -> Option<usize> {
-    let end = i + literal.len();
+    let end = i.checked_add(literal.len())?;
     (b.get(i..end)? == literal).then_some(end)
 }
 
-/// The end of a JSON number starting at `i`: `-?(0|[1-9][0-9]*)`, then
-/// optionally `.[0-9]+`, then optionally `[eE][+-]?[0-9]+`.
-fn scan_number(b: &[u8], mut i: usize) -> Option<usize> {
-    let digits_from = |i: usize| {
-        i + b
-            .get(i..)
-            .map_or(0, |r| r.iter().take_while(|c| c.is_ascii_digit()).count())
+/// The end of a JSON number starting at `i` (`-?(0|[1-9][0-9]*)`, then
+/// optionally `.[0-9]+`, then optionally `[eE][+-]?[0-9]+`), and whether it
+/// is an integer (no fraction, no exponent).
+#[inline]
+fn number_end(b: &[u8], mut i: usize) -> Option<(usize, bool)> {
+    let digits_end = |mut i: usize| {
+        while b.get(i).is_some_and(u8::is_ascii_digit) {
+            i += 1;
+        }
+        i
     };
     if b.get(i) == Some(&b'-') {
         i += 1;
     }
     match b.get(i)? {
         b'0' => i += 1,
-        b'1'..=b'9' => i = digits_from(i + 1),
+        b'1'..=b'9' => i = digits_end(i + 1),
         _ => return None,
     }
+    let mut integer = true;
     if b.get(i) == Some(&b'.') {
-        let end = digits_from(i + 1);
+        let end = digits_end(i + 1);
         if end == i + 1 {
             return None;
         }
         i = end;
+        integer = false;
     }
     if let Some(b'e' | b'E') = b.get(i) {
         i += 1;
         if let Some(b'+' | b'-') = b.get(i) {
             i += 1;
         }
-        let end = digits_from(i);
+        let end = digits_end(i);
         if end == i {
             return None;
         }
         i = end;
+        integer = false;
     }
-    Some(i)
+    Some((i, integer))
 }
 
 /// Whether arrays and objects in `text` nest deeper than `limit`.
@@ -632,34 +697,49 @@ fn nesting_exceeds(text: &[u8], limit: usize) -> bool {
     false
 }
 
-/// The raw JSON text of the last non-null occurrence of each known field.
-#[derive(Default)]
+/// The last occurrence of each known field (`Null` when absent).
 struct RawFields<'a> {
-    event_id: Option<&'a str>,
-    order_id: Option<&'a str>,
-    user_id: Option<&'a str>,
-    amount: Option<&'a str>,
-    event_time: Option<&'a str>,
-    city: Option<&'a str>,
-    category: Option<&'a str>,
+    event_id: Json<'a>,
+    order_id: Json<'a>,
+    user_id: Json<'a>,
+    amount: Json<'a>,
+    event_time: Json<'a>,
+    city: Json<'a>,
+    category: Json<'a>,
+}
+
+impl Default for RawFields<'_> {
+    fn default() -> Self {
+        RawFields {
+            event_id: Json::Null,
+            order_id: Json::Null,
+            user_id: Json::Null,
+            amount: Json::Null,
+            event_time: Json::Null,
+            city: Json::Null,
+            category: Json::Null,
+        }
+    }
 }
 
 impl<'a> RawFields<'a> {
-    /// The slot of the field whose (unescaped) key is `key`, if any.
-    fn slot_named(&mut self, key: &str) -> Option<&mut Option<&'a str>> {
-        Some(match key {
-            "event_id" => &mut self.event_id,
-            "order_id" => &mut self.order_id,
-            "user_id" => &mut self.user_id,
-            "amount" => &mut self.amount,
-            "event_time" => &mut self.event_time,
-            "city" => &mut self.city,
-            "category" => &mut self.category,
+    /// The slot of the field whose key is `key` (unescaped), if any.
+    #[inline]
+    fn slot_named(&mut self, key: &[u8]) -> Option<&mut Json<'a>> {
+        // By length first, so that at most three keys are compared.
+        Some(match key.len() {
+            4 if key == b"city" => &mut self.city,
+            6 if key == b"amount" => &mut self.amount,
+            7 if key == b"user_id" => &mut self.user_id,
+            8 if key == b"event_id" => &mut self.event_id,
+            8 if key == b"order_id" => &mut self.order_id,
+            8 if key == b"category" => &mut self.category,
+            10 if key == b"event_time" => &mut self.event_time,
             _ => return None,
         })
     }
 
-    fn slot(&mut self, field: Field) -> &mut Option<&'a str> {
+    fn slot(&mut self, field: Field) -> &mut Json<'a> {
         match field {
             Field::EventId => &mut self.event_id,
             Field::OrderId => &mut self.order_id,
@@ -686,26 +766,30 @@ impl<'a> RawFields<'a> {
         let order_id = required_string(self.order_id, OrderId)?;
 
         let user_id = match required(self.user_id, UserId)? {
-            Json::String(raw) => decode_string(raw)?,
-            Json::Number(n) if is_integer(n) => match n {
-                "-0" => Cow::Borrowed("0"),
-                n => Cow::Borrowed(n),
-            },
-            _ => return Err(Reason::BadType(UserId)),
+            Json::Number {
+                text: "-0",
+                integer: true,
+            } => Cow::Borrowed("0"),
+            Json::Number {
+                text,
+                integer: true,
+            } => Cow::Borrowed(text),
+            value => string(value).ok_or(Reason::BadType(UserId))??,
         };
 
         let amount_cents = match required(self.amount, Amount)? {
-            Json::String(raw) => parse_amount_cents(&decode_string(raw)?),
-            Json::Number(n) => parse_amount_cents(n),
-            Json::Other => return Err(Reason::BadType(Amount)),
+            Json::Number { text, .. } => parse_amount_cents(text),
+            value => parse_amount_cents(&string(value).ok_or(Reason::BadType(Amount))??),
         }
         .ok_or(Reason::BadAmount)?;
 
         let event_time_ms = match required(self.event_time, EventTime)? {
-            Json::String(raw) => parse_rfc3339_ms(&decode_string(raw)?),
-            Json::Number(n) if is_integer(n) => n.parse::<i64>().ok(),
-            Json::Number(_) => None,
-            Json::Other => return Err(Reason::BadType(EventTime)),
+            Json::Number {
+                text,
+                integer: true,
+            } => parse_i64(text),
+            Json::Number { .. } => None,
+            value => parse_rfc3339_ms(&string(value).ok_or(Reason::BadType(EventTime))??),
         }
         .filter(|ms| (MIN_EVENT_TIME_MS..=MAX_EVENT_TIME_MS).contains(ms))
         .ok_or(Reason::BadEventTime)?;
@@ -725,63 +809,98 @@ impl<'a> RawFields<'a> {
     }
 }
 
-/// The JSON type of a raw value, as far as the rules care. serde_json has
-/// already validated the text, so the first byte decides.
+/// A JSON value, as far as the rules care.
+#[derive(Clone, Copy)]
 enum Json<'a> {
-    /// The literal, quotes and escapes included.
-    String(&'a str),
-    /// The literal number text.
-    Number(&'a str),
-    /// `true`, `false`, an array or an object (`null` never gets this far).
+    /// `null`, or the field is absent.
+    Null,
+    /// A string literal without escapes: its text between the quotes.
+    Plain(&'a str),
+    /// A string literal that may hold escapes: quotes and escapes included.
+    Escaped(&'a str),
+    /// A number literal, and whether it is an integer (no fraction, no
+    /// exponent).
+    Number { text: &'a str, integer: bool },
+    /// `true`, `false`, an array or an object.
     Other,
 }
 
+/// Classifies the raw text of a value serde_json has already validated, so
+/// the first byte decides the type.
 fn classify(text: &str) -> Json<'_> {
     match text.as_bytes().first() {
-        Some(b'"') => Json::String(text),
-        Some(b'-' | b'0'..=b'9') => Json::Number(text),
+        Some(b'"') if !text.contains('\\') => text
+            .strip_prefix('"')
+            .and_then(|s| s.strip_suffix('"'))
+            .map_or(Json::Escaped(text), Json::Plain),
+        Some(b'"') => Json::Escaped(text),
+        Some(b'-' | b'0'..=b'9') => Json::Number {
+            text,
+            integer: !text.bytes().any(|b| matches!(b, b'.' | b'e' | b'E')),
+        },
+        _ if text == "null" => Json::Null,
         _ => Json::Other,
     }
 }
 
-fn required(raw: Option<&str>, field: Field) -> Result<Json<'_>, Reason> {
-    raw.map(classify).ok_or(Reason::MissingField(field))
-}
-
-fn required_string(raw: Option<&str>, field: Field) -> Result<Cow<'_, str>, Reason> {
-    match required(raw, field)? {
-        Json::String(raw) => decode_string(raw),
-        _ => Err(Reason::BadType(field)),
+fn required(value: Json<'_>, field: Field) -> Result<Json<'_>, Reason> {
+    match value {
+        Json::Null => Err(Reason::MissingField(field)),
+        value => Ok(value),
     }
 }
 
-fn optional_string(raw: Option<&str>, field: Field) -> Result<Cow<'_, str>, Reason> {
-    match raw.map(classify) {
-        None => Ok(Cow::Borrowed(UNKNOWN)),
-        Some(Json::String(raw)) => decode_string(raw),
-        Some(_) => Err(Reason::BadType(field)),
+/// The decoded string, or `None` when `value` is not a string.
+#[inline]
+fn string(value: Json<'_>) -> Option<Result<Cow<'_, str>, Reason>> {
+    match value {
+        Json::Plain(s) => Some(Ok(Cow::Borrowed(s))),
+        Json::Escaped(literal) => Some(decode_escaped(literal)),
+        _ => None,
     }
 }
 
-/// Whether a JSON number literal is an integer: no fraction, no exponent.
-fn is_integer(number: &str) -> bool {
-    !number.bytes().any(|b| matches!(b, b'.' | b'e' | b'E'))
+fn required_string(value: Json<'_>, field: Field) -> Result<Cow<'_, str>, Reason> {
+    string(required(value, field)?).ok_or(Reason::BadType(field))?
 }
 
-/// Decodes a JSON string literal, borrowing when it has no escapes.
-fn decode_string(literal: &str) -> Result<Cow<'_, str>, Reason> {
-    if !literal.contains('\\') {
-        return literal
-            .strip_prefix('"')
-            .and_then(|s| s.strip_suffix('"'))
-            .map(Cow::Borrowed)
-            .ok_or(Reason::MalformedJson);
+fn optional_string(value: Json<'_>, field: Field) -> Result<Cow<'_, str>, Reason> {
+    match value {
+        Json::Null => Ok(Cow::Borrowed(UNKNOWN)),
+        value => string(value).ok_or(Reason::BadType(field))?,
     }
+}
+
+/// Decodes a JSON string literal that may hold escapes.
+fn decode_escaped(literal: &str) -> Result<Cow<'_, str>, Reason> {
     // Fails only for escapes that name no Unicode scalar value (lone
     // surrogates), which serde_json accepted while skipping the value.
     serde_json::from_str::<String>(literal)
         .map(Cow::Owned)
         .map_err(|_| Reason::MalformedJson)
+}
+
+/// `text.parse::<i64>()` for a JSON integer literal (`-?[0-9]+`), without
+/// the general parser's overhead for the usual 13 digits.
+#[inline]
+fn parse_i64(text: &str) -> Option<i64> {
+    let (negative, digits) = match text.as_bytes().split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, text.as_bytes()),
+    };
+    // 18 digits always fit in an i64; anything longer takes the slow way.
+    if digits.is_empty() || digits.len() > 18 {
+        return text.parse().ok();
+    }
+    let mut value = 0i64;
+    for &c in digits {
+        let digit = c.wrapping_sub(b'0');
+        if digit > 9 {
+            return None;
+        }
+        value = value * 10 + i64::from(digit);
+    }
+    Some(if negative { -value } else { value })
 }
 
 /// An object key, reduced to the field it names. Decoding keys through a
@@ -829,8 +948,7 @@ impl<'de> Visitor<'de> for RawFieldsVisitor {
                     let raw: &'de RawValue = map.next_value()?;
                     // Overwriting gives "last occurrence wins", and a later
                     // null erases an earlier value, as it would in a JS object.
-                    let raw = raw.get();
-                    *fields.slot(field) = (raw != "null").then_some(raw);
+                    *fields.slot(field) = classify(raw.get());
                 }
                 Key::Other => {
                     map.next_value::<IgnoredAny>()?;
@@ -1736,6 +1854,109 @@ mod tests {
         fn negative_amounts_are_rejected(cents in 1..=MAX_AMOUNT_CENTS, exponent in -20i64..=20) {
             let text = format!("-{}", render(&cents.to_string(), 2, exponent, false, false));
             prop_assert_eq!(parse_amount_cents(&text), None, "{}", text);
+        }
+    }
+
+    /// The verdict of the general (serde_json) path alone.
+    fn general_verdict(payload: &[u8]) -> Result<Event<'_>, Reason> {
+        let text = std::str::from_utf8(payload).map_err(|_| Reason::MalformedJson)?;
+        parse_with_serde(text)
+    }
+
+    /// A flat object's worth of JSON text: known and unknown keys, values of
+    /// every plain type, with whitespace anywhere it may go.
+    fn flat_object_text() -> impl Strategy<Value = String> {
+        let key = prop::sample::select(vec![
+            "event_id",
+            "order_id",
+            "user_id",
+            "amount",
+            "event_time",
+            "city",
+            "category",
+            "x",
+            "",
+            "é",
+            "event_id ",
+            "Amount",
+        ]);
+        let value = prop::sample::select(vec![
+            r#""e-1""#,
+            r#""""#,
+            r#""12.50""#,
+            r#""2025-11-25T10:00:00Z""#,
+            r#""東京""#,
+            r#""a\"b""#,
+            r#""\u0031""#,
+            "12.5",
+            "0",
+            "-0",
+            "-0.0",
+            "1e2",
+            "1E+2",
+            "12",
+            "1764064800000",
+            "-1",
+            "01",
+            "1.",
+            ".5",
+            "-",
+            "1e",
+            "true",
+            "false",
+            "null",
+            "nul",
+            "[]",
+            "{}",
+            "[1]",
+            r#"{"a":1}"#,
+            "0.07",
+            "9999999999999999.99",
+            "123456789012345678901",
+            "-9223372036854775808",
+            "9223372036854775808",
+        ]);
+        let ws = prop::sample::select(vec!["", "", "", " ", "\n", "\t\r "]);
+        (
+            prop::collection::vec((ws.clone(), key, ws.clone(), value, ws.clone()), 0..12),
+            ws.clone(),
+            ws,
+        )
+            .prop_map(|(members, before, after)| {
+                let body: Vec<String> = members
+                    .iter()
+                    .map(|(w1, k, w2, v, w3)| format!("{w1}\"{k}\"{w2}:{w3}{v}{w1}"))
+                    .collect();
+                format!("{before}{{{}}}{after}", body.join(","))
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4096))]
+
+        /// The flat-object fast path never changes a verdict: whatever it
+        /// decides, the general path decides the same.
+        #[test]
+        fn fast_path_agrees_with_the_general_path(
+            text in flat_object_text(),
+            mutations in prop::collection::vec(mutation(), 0..3),
+        ) {
+            let bytes = apply(text.into_bytes(), &mutations);
+            prop_assert_eq!(parse_event(&bytes), general_verdict(&bytes));
+        }
+
+        #[test]
+        fn fast_path_agrees_on_mutated_events(
+            event in any_event(),
+            mutations in prop::collection::vec(mutation(), 0..4),
+        ) {
+            let bytes = apply(event.to_json().into_bytes(), &mutations);
+            prop_assert_eq!(parse_event(&bytes), general_verdict(&bytes));
+        }
+
+        #[test]
+        fn fast_path_agrees_on_any_bytes(bytes in prop::collection::vec(interesting_byte(), 0..300)) {
+            prop_assert_eq!(parse_event(&bytes), general_verdict(&bytes));
         }
     }
 }
