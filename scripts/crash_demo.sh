@@ -70,8 +70,7 @@ fi
 [[ -n $DEMO_DIR ]] || die "--dir must not be empty"
 command -v python3 >/dev/null || die "python3 is needed to generate the input"
 
-mkdir -p "$DEMO_DIR"
-DEMO_DIR=$(cd "$DEMO_DIR" && pwd)
+DEMO_DIR=$(realpath -m "$DEMO_DIR")
 INPUT=$DEMO_DIR/input
 STATE=$DEMO_DIR/state
 LOGS=$DEMO_DIR/logs
@@ -99,6 +98,8 @@ fi
   die "$BIN has no 'verify' command; rebuild it from a tree that has one"
 
 # ---------------------------------------------------------------- input
+
+mkdir -p "$DEMO_DIR"
 
 # Writes $PARTITIONS files of EVENTS/PARTITIONS lines: 20 minutes of event
 # time from 2025-11-25T10:00:00Z, disorder up to 4 s within a partition, ~2%
@@ -220,6 +221,10 @@ fi
 
 # Facts from one run's stderr (tracing lines and the --progress line).
 last_checkpoint() { grep -ao 'checkpoint committed checkpoint=[0-9]*' "$1" | tail -n 1 | grep -o '[0-9]*$' || true; }
+# The watermark of the newest checkpoint: how far through event time it got.
+last_watermark() { grep -ao 'checkpoint committed .* watermark=[^ ]*' "$1" | tail -n 1 | sed 's/.*watermark=//' || true; }
+# Rows the recovery resends (pending in the checkpoint; the sink may hold them already).
+resent_rows() { grep -a 'recovering from checkpoint' "$1" | head -n 1 | grep -o 'pending_rows=[0-9]*' | cut -d= -f2 || true; }
 recovered_from() { grep -a 'recovering from checkpoint' "$1" | grep -o 'checkpoint=[0-9]*' | head -n 1 | cut -d= -f2 || true; }
 # Sum of the resume offsets the recovery line names: where this run started.
 resumed_at() {
@@ -253,7 +258,7 @@ stop_job() {
 trap stop_job EXIT
 RUN=0
 REPLAY_LINES=()
-LAST_POSITION=0
+RESTORED_NOW=""
 
 # start_run: runs the job in the background; sets JOB_PID and JOB_LOG.
 start_run() {
@@ -267,7 +272,7 @@ start_run() {
 # job exits or the deadline (epoch ms; 0 = none) passes. Returns 0 if the job
 # is still running.
 watch_run() {
-  local deadline=$1 next_line=0 now cp
+  local deadline=$1 next_line=0 now cp wm
   while kill -0 "$JOB_PID" 2>/dev/null; do
     now=$(date +%s%3N)
     if ((deadline > 0 && now >= deadline)); then
@@ -275,7 +280,15 @@ watch_run() {
     fi
     if ((now >= next_line)); then
       cp=$(last_checkpoint "$JOB_LOG")
-      say "run $RUN | kills so far $KILLED | last checkpoint #${cp:--} | events processed ~$(position "$JOB_LOG") of $TOTAL"
+      wm=$(last_watermark "$JOB_LOG")
+      if [[ -n $cp ]]; then
+        cp="#$cp (watermark $wm)"
+      elif [[ -n $RESTORED_NOW ]]; then
+        cp="#$RESTORED_NOW (restored)"
+      else
+        cp="none yet"
+      fi
+      say "run $RUN | kills so far $KILLED | last checkpoint $cp | events processed ~$(position "$JOB_LOG") of $TOTAL"
       next_line=$((now + 500))
     fi
     sleep 0.05
@@ -285,27 +298,37 @@ watch_run() {
 
 # note_recovery: what the run that just started recovered from.
 note_recovery() {
-  local from start
-  from=$(recovered_from "$JOB_LOG")
+  local from start resent prev prev_restored=$RESTORED_NOW
+  RESTORED_NOW=$(recovered_from "$JOB_LOG")
+  from=$RESTORED_NOW
   if [[ -n $from ]]; then
     start=$(resumed_at "$JOB_LOG")
+    resent=$(resent_rows "$JOB_LOG")
+    prev=$(last_checkpoint "$LOGS/run-$((RUN - 1)).log")
     RESTORED+=("#$from")
-    REPLAY_LINES+=("run $RUN: recovering from checkpoint #$from, resuming at event $start of $TOTAL; the killed run had reached >= $LAST_POSITION, so >= $((LAST_POSITION > start ? LAST_POSITION - start : 0)) events were replayed")
-    say "run $RUN: recovering from checkpoint #$from (resuming at event $start of $TOTAL)"
+    if [[ -z $prev ]]; then
+      prev="none of its own (it had restored #${prev_restored:-?})"
+    elif ((from > prev)); then
+      prev="#$prev (#$from was committed just before the kill; its log line never made it out)"
+    else
+      prev="#$prev"
+    fi
+    REPLAY_LINES+=("run $RUN: checkpoint #$from; run $((RUN - 1)) had logged $prev; resumed at event $start of $TOTAL, ${resent:-0} pending rows resent")
+    say "run $RUN: recovering from checkpoint #$from: resuming at event $start of $TOTAL, resending ${resent:-0} pending rows; events run $((RUN - 1)) read after it are read again"
   elif ((RUN > 1)); then
     RESTORED+=("none")
-    REPLAY_LINES+=("run $RUN: no checkpoint yet, starting from the beginning of the input")
+    REPLAY_LINES+=("run $RUN: no checkpoint had been committed; started from the beginning of the input")
     say "run $RUN: no checkpoint had been committed: starting from the beginning"
   fi
 }
 
+# wait_for_recovery_line: up to 1 s for the run to say where it starts from.
 wait_for_recovery_line() {
   local i
-  for i in $(seq 1 50); do
+  for ((i = 0; i < 50; i++)); do
     grep -aq 'recovering from checkpoint\|no checkpoint: starting' "$JOB_LOG" 2>/dev/null && return 0
     kill -0 "$JOB_PID" 2>/dev/null || return 0
     sleep 0.02
-    : "$i"
   done
 }
 
@@ -316,15 +339,20 @@ while ((KILLED < KILLS)); do
   deadline=$(($(date +%s%3N) + delay_ms))
   wait_for_recovery_line
   note_recovery
+  rc=0
   if watch_run "$deadline"; then
-    LAST_POSITION=$(position "$JOB_LOG")
     kill -9 "$JOB_PID" 2>/dev/null || true
-    wait "$JOB_PID" 2>/dev/null || true
-    KILLED=$((KILLED + 1))
-    say "kill -9 #$KILLED after ${delay_ms} ms (run $RUN; last checkpoint #$(last_checkpoint "$JOB_LOG"); had processed >= $LAST_POSITION events)"
+    wait "$JOB_PID" 2>/dev/null || rc=$?
   else
-    rc=0
     wait "$JOB_PID" || rc=$?
+  fi
+  if ((rc == 137)); then
+    KILLED=$((KILLED + 1))
+    lc=$(last_checkpoint "$JOB_LOG")
+    if [[ -n $lc ]]; then lc="#$lc"; else lc="none of its own"; fi
+    say "kill -9 #$KILLED, ${delay_ms} ms after the start of run $RUN (its last logged checkpoint: $lc)"
+  else
+    # The run ended by itself (it may have beaten the kill by a hair).
     if ((rc != 0)); then
       tail -n 20 "$JOB_LOG" >&2
       die "run $RUN failed on its own (exit $rc); log: $JOB_LOG"
@@ -357,7 +385,7 @@ say "stack:                    $STACK"
 say "input:                    $TOTAL events in $PARTITIONS partitions ($INPUT)"
 say "runs:                     $RUN"
 say "kill -9:                  $KILLED"
-say "restored from:            ${RESTORED[*]:-nothing (no restart)}"
+say "restored from checkpoints: ${RESTORED[*]:-nothing (no restart)}"
 for l in "${REPLAY_LINES[@]}"; do say "  $l"; done
 say "last run:                 $(grep -a '^streamforge: ' "$JOB_LOG" | tail -n 1 || true)"
 say "logs of every run:        $LOGS/run-*.log"
@@ -404,7 +432,7 @@ EOF
   say "RESULT: PASS. $KILLED x kill -9, restored from ${RESTORED[*]:-nothing}; the sink holds exactly"
   say "the windows of one uninterrupted run, and the anomaly log holds each bad line exactly once."
   if [[ $STACK == kafka ]]; then
-    say "look: clickhouse-client --port 9000 --query \"SELECT * FROM streamforge.$CLICKHOUSE_TABLE FINAL ORDER BY window_start\""
+    say "look: clickhouse-client --port 9000 --query \"SELECT * FROM ${CLICKHOUSE_DATABASE:-streamforge}.$CLICKHOUSE_TABLE FINAL ORDER BY window_start\""
     say "(the stack stays up: scripts/stack.sh down stops it)"
   else
     say "look: $BIN results --state-dir $STATE"
