@@ -96,12 +96,7 @@ pub fn core(opts: &CoreBenchOptions) -> anyhow::Result<CoreBenchReport> {
         disorder_ms: 2_000,
         ..GeneratorConfig::default()
     };
-    let spec = WindowSpec {
-        size_ms: 60_000,
-        slide_ms: 30_000,
-        out_of_orderness_ms: 5_000,
-        allowed_lateness_ms: 30_000,
-    };
+    let spec = WindowSpec::DEFAULT;
     let dir = tempfile::tempdir()?;
     let store = CheckpointStore::open(dir.path(), 3)?;
     let mut engine = Engine::new(spec, opts.partitions as usize);

@@ -63,16 +63,36 @@ enum Command {
     },
 }
 
-#[derive(Args, Clone)]
-struct VerifyArgs {
-    #[command(flatten)]
-    common: Common,
-    /// generator | files:PATH[,PATH...] | kafka (read from the beginning to the current end)
+/// `--source` and `--sink`, shared by the commands that build both.
+#[derive(Args, Clone, Default)]
+struct Endpoints {
+    /// generator | files:PATH[,PATH...] | kafka
     #[arg(long)]
     source: Option<String>,
     /// embedded | clickhouse
     #[arg(long)]
     sink: Option<String>,
+}
+
+impl Endpoints {
+    fn apply(&self, out: &mut Vec<(String, String)>) -> anyhow::Result<()> {
+        if let Some(s) = &self.source {
+            apply_source_flag(s, out)?;
+        }
+        if let Some(s) = &self.sink {
+            apply_sink_flag(s, out)?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Args, Clone)]
+struct VerifyArgs {
+    #[command(flatten)]
+    common: Common,
+    /// The input is read from its beginning to its current end.
+    #[command(flatten)]
+    endpoints: Endpoints,
     /// Only the summary line, not the side-by-side table.
     #[arg(long)]
     quiet: bool,
@@ -150,12 +170,8 @@ struct Common {
 struct RunArgs {
     #[command(flatten)]
     common: Common,
-    /// generator | files:PATH[,PATH...] | kafka
-    #[arg(long)]
-    source: Option<String>,
-    /// embedded | clickhouse
-    #[arg(long)]
-    sink: Option<String>,
+    #[command(flatten)]
+    endpoints: Endpoints,
     /// Anomaly log path.
     #[arg(long)]
     anomaly_log: Option<PathBuf>,
@@ -321,12 +337,7 @@ fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
 
 fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let mut ov = overrides(&args.common)?;
-    if let Some(s) = &args.source {
-        apply_source_flag(s, &mut ov)?;
-    }
-    if let Some(s) = &args.sink {
-        apply_sink_flag(s, &mut ov)?;
-    }
+    args.endpoints.apply(&mut ov)?;
     if let Some(p) = &args.anomaly_log {
         ov.push(("anomaly_log".into(), p.display().to_string()));
     }
@@ -588,12 +599,7 @@ fn checkpoint(command: CheckpointCommand) -> anyhow::Result<ExitCode> {
 
 fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let mut ov = overrides(&args.common)?;
-    if let Some(s) = &args.source {
-        apply_source_flag(s, &mut ov)?;
-    }
-    if let Some(s) = &args.sink {
-        apply_sink_flag(s, &mut ov)?;
-    }
+    args.endpoints.apply(&mut ov)?;
     let cfg = Config::load(args.common.config.as_deref(), &ov)?.config;
     if cfg.sink.kind == SinkKind::Embedded && !cfg.embedded_sink_path().exists() {
         bail!(

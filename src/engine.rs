@@ -262,12 +262,7 @@ impl Engine {
 mod tests {
     use super::*;
 
-    const SPEC: WindowSpec = WindowSpec {
-        size_ms: 60_000,
-        slide_ms: 30_000,
-        out_of_orderness_ms: 5_000,
-        allowed_lateness_ms: 30_000,
-    };
+    const SPEC: WindowSpec = WindowSpec::DEFAULT;
 
     fn ev(id: &str, user: &str, amount: &str, t: i64) -> Vec<u8> {
         format!(r#"{{"event_id":"{id}","order_id":"o","user_id":"{user}","amount":{amount},"event_time":{t}}}"#)

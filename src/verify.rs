@@ -508,12 +508,7 @@ pub fn diff(expected: Vec<WindowRow>, actual: Vec<WindowRow>, stats: Stats) -> V
 mod tests {
     use super::*;
 
-    const SPEC: WindowSpec = WindowSpec {
-        size_ms: 60_000,
-        slide_ms: 30_000,
-        out_of_orderness_ms: 5_000,
-        allowed_lateness_ms: 30_000,
-    };
+    const SPEC: WindowSpec = WindowSpec::DEFAULT;
 
     /// An in-memory source: partitions of payloads.
     struct Mem {

@@ -40,6 +40,15 @@ pub struct WindowSpec {
 }
 
 impl WindowSpec {
+    /// SPEC §4's defaults: 60 s windows every 30 s, 5 s out-of-orderness,
+    /// 30 s allowed lateness.
+    pub const DEFAULT: WindowSpec = WindowSpec {
+        size_ms: 60_000,
+        slide_ms: 30_000,
+        out_of_orderness_ms: 5_000,
+        allowed_lateness_ms: 30_000,
+    };
+
     /// Panes per window.
     #[inline]
     pub fn panes_per_window(&self) -> i64 {
@@ -398,12 +407,7 @@ impl Windows {
 mod tests {
     use super::*;
 
-    const SPEC: WindowSpec = WindowSpec {
-        size_ms: 60_000,
-        slide_ms: 30_000,
-        out_of_orderness_ms: 5_000,
-        allowed_lateness_ms: 30_000,
-    };
+    const SPEC: WindowSpec = WindowSpec::DEFAULT;
 
     fn u(n: u64) -> Fp {
         Fp { hi: n, lo: 0 }

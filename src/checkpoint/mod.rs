@@ -229,12 +229,7 @@ mod tests {
     use crate::engine::Engine;
     use crate::window::WindowSpec;
 
-    const SPEC: WindowSpec = WindowSpec {
-        size_ms: 60_000,
-        slide_ms: 30_000,
-        out_of_orderness_ms: 5_000,
-        allowed_lateness_ms: 30_000,
-    };
+    const SPEC: WindowSpec = WindowSpec::DEFAULT;
 
     fn checkpoint(id: u64) -> Checkpoint {
         Checkpoint {
