@@ -10,6 +10,13 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
+# CI runs on a fresh clone each time: keep the cargo build between runs on
+# the same machine (the Maven repository ~/.m2 is kept by Maven itself).
+if [[ -n "${CI:-}" && -z "${CARGO_TARGET_DIR:-}" ]]; then
+  export CARGO_TARGET_DIR="$HOME/.cache/streamforge/target"
+  mkdir -p "$CARGO_TARGET_DIR"
+fi
+
 log=$(mktemp -t streamforge-test.XXXXXX)
 trap 'rm -f "$log"' EXIT
 
