@@ -72,20 +72,7 @@ fn run_until_done(
             // the sink. No timing is assumed: the trigger is the job's output.
             let wanted = 1 + rng.below(4);
             let extra = Duration::from_micros(rng.below(15_000));
-            let stderr = child.stderr.take().unwrap();
-            let mut seen = 0;
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if line.contains("checkpoint committed") {
-                    seen += 1;
-                    if seen == wanted {
-                        std::thread::sleep(extra);
-                        break;
-                    }
-                }
-            }
-            if seen == wanted {
-                kill9(&mut child);
+            if kill_after_checkpoints(&mut child, wanted, extra) {
                 kills += 1;
                 continue;
             }

@@ -258,28 +258,13 @@ fn sigkill_at_random_moments_on_the_real_stack_stays_exact() {
     let mut kills = 0;
     for attempt in 0..40 {
         let mut child = spawn(&mut case.run_cmd());
-        let stderr = child.stderr.take().unwrap();
         let wanted = 1 + rng.below(3);
-        let mut seen = 0;
-        if attempt < 30 {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if line.contains("checkpoint committed") {
-                    seen += 1;
-                    if seen == wanted {
-                        std::thread::sleep(std::time::Duration::from_micros(rng.below(20_000)));
-                        break;
-                    }
-                }
-            }
-        } else {
-            drop(stderr);
-        }
-        if seen == wanted && attempt < 30 {
-            kill9(&mut child);
+        let extra = std::time::Duration::from_micros(rng.below(20_000));
+        if attempt < 30 && kill_after_checkpoints(&mut child, wanted, extra) {
             kills += 1;
             continue;
         }
+        drop(child.stderr.take());
         let status = child.wait().unwrap();
         assert!(
             status.success(),

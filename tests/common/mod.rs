@@ -432,6 +432,30 @@ pub fn spawn(cmd: &mut Command) -> Child {
         .expect("spawning streamforge")
 }
 
+/// Reads the job's log until its `wanted`-th `checkpoint committed` line,
+/// waits `extra`, and kills it with SIGKILL: a random moment chosen by the
+/// job's own progress, not by guessed timings. Returns false (without killing
+/// or waiting) when the job ended before that line.
+pub fn kill_after_checkpoints(child: &mut Child, wanted: u64, extra: std::time::Duration) -> bool {
+    use std::io::{BufRead, BufReader};
+    let Some(stderr) = child.stderr.take() else {
+        return false;
+    };
+    let mut seen = 0;
+    for line in BufReader::new(stderr).lines() {
+        let Ok(line) = line else { break };
+        if line.contains("checkpoint committed") {
+            seen += 1;
+            if seen == wanted {
+                std::thread::sleep(extra);
+                kill9(child);
+                return true;
+            }
+        }
+    }
+    false
+}
+
 /// Kills a child with SIGKILL (no chance to clean up, like `kill -9`).
 pub fn kill9(child: &mut Child) {
     unsafe {
