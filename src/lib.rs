@@ -18,6 +18,7 @@
 //! * `job`: the loop that drives all of it and owns the checkpoint barrier.
 //! * `config`, `cli`, `telemetry`, `time`, `failpoint`: the surroundings.
 
+pub mod anomalies;
 pub mod anomaly;
 pub mod bench;
 pub mod checkpoint;
@@ -29,6 +30,7 @@ pub mod event;
 pub mod failpoint;
 pub mod job;
 pub mod produce;
+pub mod replay;
 pub mod sink;
 pub mod source;
 pub mod telemetry;

@@ -587,6 +587,8 @@ pub struct KafkaSource {
     eof: Vec<bool>,
     /// Highest high watermark fetched by us (start, recovery).
     known_high: Vec<i64>,
+    /// Earliest available offset per partition when `start` ran.
+    log_starts: Vec<u64>,
     /// Set when the brokers became unreachable; cleared when data flows or a
     /// probe succeeds.
     down_since: Option<Instant>,
@@ -626,6 +628,7 @@ impl KafkaSource {
             paused: vec![false; n],
             eof: vec![false; n],
             known_high: vec![-1; n],
+            log_starts: vec![0; n],
             down_since: None,
             last_probe: Instant::now(),
             last_committed: None,
@@ -831,6 +834,13 @@ impl KafkaSource {
 }
 
 impl Source for KafkaSource {
+    fn log_start(&self, partition: u32) -> u64 {
+        self.log_starts
+            .get(partition as usize)
+            .copied()
+            .unwrap_or(0)
+    }
+
     fn lag(&self) -> Vec<(u32, i64)> {
         self.consumer_lag()
     }
@@ -876,6 +886,10 @@ impl Source for KafkaSource {
                 .map_err(|e| Attempt::Retry(e.to_string()))
             },
         )?;
+        self.log_starts = watermarks
+            .iter()
+            .map(|(low, _)| (*low).max(0) as u64)
+            .collect();
         // A partition a checkpoint does not know (the topic grew since) holds
         // only records the job has never seen: all of them.
         let configured = if resume.is_empty() {

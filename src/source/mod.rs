@@ -142,6 +142,12 @@ pub trait Source: Send {
     /// cannot pause may go on delivering; the job holds those records.
     fn set_paused(&mut self, _partition: u32, _paused: bool) {}
 
+    /// The earliest offset the partition still holds, as of `start`: above 0
+    /// when retention deleted older records.
+    fn log_start(&self, _partition: u32) -> u64 {
+        0
+    }
+
     /// Records between the read position and the end, per partition, where
     /// the source knows it cheaply (Kafka); empty otherwise.
     fn lag(&self) -> Vec<(u32, i64)> {

@@ -1,0 +1,264 @@
+//! The operator commands of the CLI: `replay` and `anomalies`.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use anyhow::{anyhow, bail, Context};
+use clap::{Args, Subcommand};
+
+use super::{build_sink, overrides, Common, Endpoints};
+use crate::anomalies::{self, Filter};
+use crate::config::{Config, SourceKind};
+use crate::replay::{self, ReplayOptions};
+use crate::source::file::FileSource;
+use crate::source::kafka::{self, KafkaSource};
+use crate::source::Source;
+
+#[derive(Args, Clone)]
+pub(super) struct ReplayArgs {
+    #[command(flatten)]
+    common: Common,
+    /// kafka (default: the configured source) or files:PATH[,PATH...]; and the sink.
+    #[command(flatten)]
+    endpoints: Endpoints,
+    /// Start of the range: RFC 3339 (2026-11-25T10:00:00Z) or epoch milliseconds.
+    #[arg(long)]
+    from: String,
+    /// End of the range (exclusive), same forms.
+    #[arg(long)]
+    to: String,
+    /// Print the windows that would change, and write nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// No live job runs on this input (stopped, or a finished bounded run):
+    /// also write windows it could still have updated.
+    #[arg(long)]
+    allow_open: bool,
+    /// Read every partition from its first record instead of looking the
+    /// start up by timestamp (for producers that stamp records before their
+    /// event time).
+    #[arg(long)]
+    from_earliest: bool,
+    /// Progress line on stderr (default: when stderr is a terminal).
+    #[arg(long)]
+    progress: Option<bool>,
+}
+
+#[derive(Subcommand, Clone)]
+pub(super) enum AnomaliesCommand {
+    /// Print the anomaly records (JSON lines), optionally filtered.
+    List(AnomalyFilterArgs),
+    /// Counts by reason and partition, offset and time ranges.
+    Stats(AnomalyFilterArgs),
+    /// Produce the selected records again to the topic, repaired by --fix.
+    Replay {
+        #[command(flatten)]
+        filter: AnomalyFilterArgs,
+        /// Shell command that repairs payloads: one per line on stdin, one
+        /// per line on stdout, an empty line drops the record. E.g.
+        /// --fix "sed 's/\"amount\": \"\\([0-9]*\\),/\"amount\": \"\\1./'"
+        #[arg(long)]
+        fix: Option<String>,
+        /// Print what would be produced, and produce nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+#[derive(Args, Clone)]
+pub(super) struct AnomalyFilterArgs {
+    #[command(flatten)]
+    common: Common,
+    /// The anomaly log (default: `anomaly_log` from the config).
+    #[arg(long)]
+    log: Option<std::path::PathBuf>,
+    /// A reason (bad_amount, missing_field:user_id) or a family (missing_field).
+    #[arg(long)]
+    reason: Option<String>,
+    #[arg(long)]
+    partition: Option<u32>,
+}
+
+fn parse_time(flag: &str, text: &str) -> anyhow::Result<i64> {
+    match kafka::StartAt::parse(text) {
+        Ok(kafka::StartAt::Time(ms)) => Ok(ms),
+        _ => bail!(
+            "{flag} {text}: use an RFC 3339 time (2026-11-25T10:00:00Z) or epoch milliseconds"
+        ),
+    }
+}
+
+pub(super) fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
+    let from_ms = parse_time("--from", &args.from)?;
+    let to_ms = parse_time("--to", &args.to)?;
+    let mut ov = overrides(&args.common)?;
+    args.endpoints.apply(&mut ov)?;
+    let cfg = Config::load(args.common.config.as_deref(), &ov)?.config;
+    let spec = cfg.window.spec();
+    let mut source: Box<dyn Source> = match cfg.source.kind {
+        SourceKind::Kafka => {
+            let mut settings = kafka::load_settings(&cfg.source.kafka_config)?;
+            settings.start = if args.from_earliest {
+                "earliest".to_string()
+            } else {
+                replay::read_from_ms(&spec, from_ms, to_ms).to_string()
+            };
+            // Never touch the live job's consumer group.
+            settings.commit_offsets = false;
+            Box::new(KafkaSource::new(&settings)?)
+        }
+        SourceKind::Files => Box::new(FileSource::new(&cfg.source.files)?),
+        SourceKind::Generator => bail!(
+            "replay reads a log that holds the history: use --source kafka or --source files:PATH; the generator is not one"
+        ),
+    };
+    let mut sink = build_sink(&cfg)?;
+    let opts = ReplayOptions {
+        from_ms,
+        to_ms,
+        dry_run: args.dry_run,
+        progress: args
+            .progress
+            .unwrap_or_else(|| std::io::stderr().is_terminal()),
+        allow_open: args.allow_open,
+    };
+    let report = replay::replay(&spec, &opts, source.as_mut(), sink.as_mut())?;
+    let mut out = std::io::stdout().lock();
+    report.print_diff(&mut out)?;
+    eprintln!("{}", report.summary());
+    if !report.anomalies.is_empty() {
+        let by: Vec<String> = report
+            .anomalies
+            .iter()
+            .map(|(r, n)| format!("{r} {n}"))
+            .collect();
+        eprintln!("  anomalies read (not counted): {}", by.join(", "));
+    }
+    for (p, read) in &report.partitions {
+        eprintln!(
+            "  partition {p}: offsets {}..{} read",
+            read.start, read.next
+        );
+    }
+    if !report.open.is_empty() {
+        eprintln!(
+            "  {} windows from {} on were refused: the live job may still update them. Replay them later, or pass --allow-open if no job runs on this input.",
+            report.open.len(),
+            crate::time::format_rfc3339_s(report.open[0])
+        );
+    }
+    if !report.incomplete.is_empty() {
+        eprintln!(
+            "  {} windows were skipped: retention deleted records they may hold.",
+            report.incomplete.len()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn load_anomalies(
+    args: &AnomalyFilterArgs,
+) -> anyhow::Result<(Config, Vec<crate::anomaly::AnomalyRecord>)> {
+    let cfg = Config::load(args.common.config.as_deref(), &overrides(&args.common)?)?.config;
+    let path = args.log.clone().unwrap_or_else(|| cfg.anomaly_log.clone());
+    let filter = Filter {
+        reason: args.reason.clone(),
+        partition: args.partition,
+    };
+    let records = anomalies::read(&path)?
+        .into_iter()
+        .filter(|r| filter.matches(r))
+        .collect();
+    Ok((cfg, records))
+}
+
+pub(super) fn anomalies(command: AnomaliesCommand) -> anyhow::Result<ExitCode> {
+    use std::io::Write;
+    match command {
+        AnomaliesCommand::List(args) => {
+            let (_, records) = load_anomalies(&args)?;
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            for r in &records {
+                serde_json::to_writer(&mut out, r)?;
+                out.write_all(b"\n")?;
+            }
+            out.flush()?;
+        }
+        AnomaliesCommand::Stats(args) => {
+            let (_, records) = load_anomalies(&args)?;
+            anomalies::stats(&records).print(&mut std::io::stdout().lock())?;
+        }
+        AnomaliesCommand::Replay {
+            filter,
+            fix,
+            dry_run,
+        } => {
+            let (cfg, records) = load_anomalies(&filter)?;
+            if records.is_empty() {
+                eprintln!("anomalies replay: no record matches; nothing to do");
+                return Ok(ExitCode::SUCCESS);
+            }
+            let selected: Vec<&crate::anomaly::AnomalyRecord> = records.iter().collect();
+            let report = anomalies::repair(&selected, fix.as_deref())?;
+            for (p, o) in &report.multiline {
+                eprintln!("  skipped partition {p} offset {o}: the payload holds a newline, so it cannot go through one-line repair");
+            }
+            if dry_run {
+                let mut out = std::io::stdout().lock();
+                for r in &report.repaired {
+                    write!(out, "partition {} (was offset {}): ", r.partition, r.offset)?;
+                    out.write_all(&r.payload)?;
+                    out.write_all(b"\n")?;
+                }
+                eprintln!(
+                    "anomalies replay (dry run): {} selected, {} would be produced, {} dropped by the fix, {} skipped",
+                    records.len(),
+                    report.repaired.len(),
+                    report.dropped,
+                    report.multiline.len()
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            if cfg.source.kind != SourceKind::Kafka {
+                bail!(
+                    "anomalies replay produces to the Kafka topic; the configured source is not Kafka (use --set source.kind=kafka)"
+                );
+            }
+            let settings = kafka::load_settings(&cfg.source.kafka_config)?;
+            let partitions = report
+                .repaired
+                .iter()
+                .map(|r| r.partition + 1)
+                .max()
+                .unwrap_or(0);
+            let dir = tempfile::tempdir().context("creating a temporary directory")?;
+            let files = anomalies::write_partition_files(dir.path(), &report.repaired, partitions)?;
+            let produced = crate::produce::produce(&crate::produce::ProduceOptions {
+                settings,
+                rate: 0,
+                count: None,
+                anomaly_rate: 0.0,
+                duplicate_rate: 0.0,
+                late_rate: 0.0,
+                disorder_ms: 0,
+                seed: 0,
+                users: 1,
+                from_files: Some(files),
+                stop: Arc::new(AtomicBool::new(false)),
+                progress: false,
+            })
+            .map_err(|e| anyhow!("anomalies replay: producing the repaired records failed: {e:#}. Running the same command again is safe: copies are duplicates by event_id"))?;
+            eprintln!(
+                "anomalies replay: {} selected, {} produced to {}, {} dropped by the fix, {} skipped. Records late for the live job: run `streamforge replay` over their time range.",
+                records.len(),
+                produced.produced,
+                cfg.source.kafka_config.display(),
+                report.dropped,
+                report.multiline.len()
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
