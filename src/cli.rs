@@ -25,6 +25,9 @@ use crate::source::Source;
 use crate::telemetry::{self, Metrics};
 use crate::window::WindowRow;
 
+#[path = "cli_ops.rs"]
+mod ops;
+
 #[derive(Parser)]
 #[command(
     name = "streamforge",
@@ -56,6 +59,13 @@ enum Command {
     Produce(ProduceArgs),
     /// Recompute the windows independently from the source and diff them with the sink.
     Verify(VerifyArgs),
+    /// Recompute the windows of a past time range from the source and upsert them.
+    Replay(ops::ReplayArgs),
+    /// Look into the anomaly log, and produce repaired records again.
+    Anomalies {
+        #[command(subcommand)]
+        command: ops::AnomaliesCommand,
+    },
     /// Benchmarks that print figures (see docs/performance.md).
     Bench {
         #[command(subcommand)]
@@ -257,6 +267,8 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Bench { command } => bench(command),
         Command::Produce(args) => produce(args),
         Command::Verify(args) => verify(args),
+        Command::Replay(args) => ops::replay(args),
+        Command::Anomalies { command } => ops::anomalies(command),
     }
 }
 
