@@ -138,6 +138,14 @@ struct ProduceArgs {
     /// Replay files instead: one file per partition, line i of file p to partition p.
     #[arg(long, value_delimiter = ',')]
     from_files: Option<Vec<PathBuf>>,
+    /// Write the generated events to DIR/part-<p>.jsonl (the file source's
+    /// layout) instead of Kafka: what a fresh topic would get, in the same
+    /// order. Needs --count; --rate then only sets event-time density.
+    #[arg(long, value_name = "DIR", conflicts_with = "from_files")]
+    out_dir: Option<PathBuf>,
+    /// Partitions (files) for --out-dir.
+    #[arg(long, default_value_t = 4, requires = "out_dir")]
+    partitions: u32,
     /// Progress line on stderr (default: when stderr is a terminal).
     #[arg(long)]
     progress: Option<bool>,
@@ -640,7 +648,11 @@ fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
 
 fn produce(args: ProduceArgs) -> anyhow::Result<ExitCode> {
     let cfg = Config::load(args.common.config.as_deref(), &overrides(&args.common)?)?.config;
-    let settings = crate::source::kafka::load_settings(&cfg.source.kafka_config)?;
+    let settings = if args.out_dir.is_some() {
+        crate::source::kafka::KafkaSettings::default()
+    } else {
+        crate::source::kafka::load_settings(&cfg.source.kafka_config)?
+    };
     let opts = crate::produce::ProduceOptions {
         settings,
         rate: args.rate,
@@ -657,13 +669,19 @@ fn produce(args: ProduceArgs) -> anyhow::Result<ExitCode> {
             .progress
             .unwrap_or_else(|| std::io::stderr().is_terminal()),
     };
-    let report = crate::produce::produce(&opts)?;
+    let (report, target) = match &args.out_dir {
+        Some(dir) => (
+            crate::produce::write_generated_files(&opts, dir, args.partitions)?,
+            dir.display().to_string(),
+        ),
+        None => (crate::produce::produce(&opts)?, opts.settings.topic.clone()),
+    };
     eprintln!(
         "produced {} records in {:.2?} ({:.0}/s) to {}: {}",
         report.produced,
         report.elapsed,
         report.produced as f64 / report.elapsed.as_secs_f64().max(1e-9),
-        opts.settings.topic,
+        target,
         report
             .per_partition
             .iter()

@@ -20,12 +20,21 @@
 //! the offset it lands at), so a second run never re-sends event ids of the
 //! first one, which the job would drop as duplicates. Event time is shifted
 //! so that the first new record of the least-filled partition is stamped now.
+//!
+//! # Generated records into files (`--out-dir`)
+//!
+//! [`write_generated_files`] writes the records a fresh topic of `partitions`
+//! partitions would receive, in the same order, into `DIR/part-<p>.jsonl`
+//! (one file per partition, one record per line): the file source's layout
+//! (SPEC §7), so the same data can be replayed by the job or by another
+//! engine. No broker is involved and nothing is paced: the rate only sets how
+//! dense event time is.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -308,16 +317,8 @@ impl BrokerHealth {
     }
 }
 
-/// Runs `streamforge produce`.
-pub fn produce(opts: &ProduceOptions) -> anyhow::Result<ProduceReport> {
-    let started = Instant::now();
-    let settings = &opts.settings;
-    settings.validate().map_err(|problems| {
-        anyhow::anyhow!(
-            "Kafka settings are invalid:\n  - {}",
-            problems.join("\n  - ")
-        )
-    })?;
+/// The shares of broken, duplicate and late events must make sense.
+fn check_shares(opts: &ProduceOptions) -> anyhow::Result<()> {
     for (name, share) in [
         ("anomaly rate", opts.anomaly_rate),
         ("duplicate rate", opts.duplicate_rate),
@@ -330,6 +331,128 @@ pub fn produce(opts: &ProduceOptions) -> anyhow::Result<ProduceReport> {
     if opts.anomaly_rate + opts.late_rate > 1.0 {
         bail!("the anomaly rate and the late rate together must not exceed 1");
     }
+    Ok(())
+}
+
+/// The generator for a fresh topic of `partitions` partitions: event time
+/// starts now, at `rate / partitions` events per second per partition.
+fn fresh_generator(opts: &ProduceOptions, partitions: u32, event_rate: u64) -> GeneratorConfig {
+    GeneratorConfig {
+        seed: opts.seed,
+        partitions,
+        events_per_partition: None,
+        rate: event_rate,
+        start_time_ms: crate::time::now_ms(),
+        users: opts.users.max(1),
+        anomaly_share: opts.anomaly_rate,
+        duplicate_share: opts.duplicate_rate,
+        late_share: opts.late_rate,
+        disorder_ms: opts.disorder_ms,
+    }
+}
+
+/// Event time per partition: `rate` over all partitions, or the default
+/// density when producing as fast as possible.
+fn per_partition_rate(rate: u64, partitions: u32) -> u64 {
+    if rate == 0 {
+        DEFAULT_EVENT_RATE
+    } else {
+        (rate / partitions.max(1) as u64).max(1)
+    }
+}
+
+/// `streamforge produce --out-dir DIR`: writes `opts.count` generated
+/// records into `DIR/part-<p>.jsonl`, exactly the records, partitions and
+/// per-partition order that `produce` would send to a fresh topic of
+/// `partitions` partitions (see the module documentation). Kafka settings
+/// and `from_files` are not used. `DIR` is created if missing and must hold
+/// no other files, since the file source reads every file of a directory.
+pub fn write_generated_files(
+    opts: &ProduceOptions,
+    dir: &Path,
+    partitions: u32,
+) -> anyhow::Result<ProduceReport> {
+    let started = Instant::now();
+    check_shares(opts)?;
+    if opts.from_files.is_some() {
+        bail!("--out-dir writes generated events; it cannot be combined with --from-files");
+    }
+    let Some(count) = opts.count else {
+        bail!("--out-dir needs --count (files are written, not streamed)");
+    };
+    if partitions == 0 {
+        bail!("--partitions must be at least 1");
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    if std::fs::read_dir(dir)
+        .with_context(|| format!("cannot list {}", dir.display()))?
+        .next()
+        .is_some()
+    {
+        bail!(
+            "{} is not empty; the file source reads every file of a directory, so give an empty or new one",
+            dir.display()
+        );
+    }
+    let mut files = Vec::with_capacity(partitions as usize);
+    for p in 0..partitions {
+        let path = dir.join(format!("part-{p}.jsonl"));
+        let file =
+            File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
+        files.push((path, BufWriter::with_capacity(1 << 20, file)));
+    }
+    let mut feed = Feed::Generated {
+        config: fresh_generator(opts, partitions, per_partition_rate(opts.rate, partitions)),
+        next: vec![0; partitions as usize],
+        cursor: 0,
+    };
+    let mut per_partition = BTreeMap::new();
+    let mut payload = Vec::with_capacity(512);
+    let mut written: u64 = 0;
+    let mut last_progress = Instant::now();
+    while written < count && !opts.stop.load(Ordering::Relaxed) {
+        let Some(p) = feed.next_record(&mut payload)? else {
+            break;
+        };
+        payload.push(b'\n');
+        let (path, out) = &mut files[p as usize];
+        out.write_all(&payload)
+            .with_context(|| format!("writing {}", path.display()))?;
+        *per_partition.entry(p).or_insert(0) += 1;
+        written += 1;
+        if opts.progress && last_progress.elapsed() >= Duration::from_secs(1) {
+            eprint!("\r\x1b[2Kwritten {written} of {count}");
+            last_progress = Instant::now();
+        }
+    }
+    for (path, out) in &mut files {
+        out.flush()
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if opts.progress {
+        eprintln!("\r\x1b[2Kwritten {written} records");
+    }
+    if written < count {
+        bail!("interrupted after {written} of {count} records");
+    }
+    Ok(ProduceReport {
+        produced: written,
+        per_partition,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// Runs `streamforge produce`.
+pub fn produce(opts: &ProduceOptions) -> anyhow::Result<ProduceReport> {
+    let started = Instant::now();
+    let settings = &opts.settings;
+    settings.validate().map_err(|problems| {
+        anyhow::anyhow!(
+            "Kafka settings are invalid:\n  - {}",
+            problems.join("\n  - ")
+        )
+    })?;
+    check_shares(opts)?;
     let config = client_config(settings, Role::Producer).map_err(|e| anyhow::anyhow!("{e}"))?;
     let producer: BaseProducer<ProduceCtx> = config
         .create_with_context(ProduceCtx::default())
@@ -398,25 +521,10 @@ pub fn produce(opts: &ProduceOptions) -> anyhow::Result<ProduceReport> {
                 .iter()
                 .map(|(_, high)| (*high).max(0) as u64)
                 .collect();
-            let event_rate = if opts.rate == 0 {
-                DEFAULT_EVENT_RATE
-            } else {
-                (opts.rate / partitions as u64).max(1)
-            };
+            let event_rate = per_partition_rate(opts.rate, partitions);
             let least = next.iter().copied().min().unwrap_or(0);
-            let config = GeneratorConfig {
-                seed: opts.seed,
-                partitions,
-                events_per_partition: None,
-                rate: event_rate,
-                start_time_ms: crate::time::now_ms()
-                    - (least as i128 * 1000 / event_rate as i128) as i64,
-                users: opts.users.max(1),
-                anomaly_share: opts.anomaly_rate,
-                duplicate_share: opts.duplicate_rate,
-                late_share: opts.late_rate,
-                disorder_ms: opts.disorder_ms,
-            };
+            let mut config = fresh_generator(opts, partitions, event_rate);
+            config.start_time_ms -= (least as i128 * 1000 / event_rate as i128) as i64;
             info!(
                 topic,
                 partitions,
@@ -628,6 +736,57 @@ mod tests {
         assert_eq!(got[65], (0, b"a64".to_vec()));
         let tail: Vec<&[u8]> = got[71..].iter().map(|(_, v)| v.as_slice()).collect();
         assert_eq!(tail, vec![&b"\r"[..], b"", b"last"]);
+    }
+
+    fn file_options(count: u64) -> ProduceOptions {
+        ProduceOptions {
+            settings: KafkaSettings::default(),
+            rate: 0,
+            count: Some(count),
+            anomaly_rate: 0.0,
+            duplicate_rate: 0.0,
+            late_rate: 0.0,
+            disorder_ms: 3000,
+            seed: 7,
+            users: 100,
+            from_files: None,
+            stop: Arc::new(AtomicBool::new(false)),
+            progress: false,
+        }
+    }
+
+    #[test]
+    fn out_dir_gets_one_file_per_partition_in_topic_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("data");
+        let report = write_generated_files(&file_options(10), &out, 3).unwrap();
+        assert_eq!(report.produced, 10);
+        assert_eq!(
+            report.per_partition,
+            BTreeMap::from([(0, 4), (1, 3), (2, 3)])
+        );
+        let mut first_time = None;
+        for p in 0..3u32 {
+            let text = std::fs::read_to_string(out.join(format!("part-{p}.jsonl"))).unwrap();
+            let lines: Vec<&str> = text.lines().collect();
+            assert_eq!(lines.len() as u64, report.per_partition[&p]);
+            assert!(text.ends_with('\n'));
+            for (i, line) in lines.iter().enumerate() {
+                let v: serde_json::Value = serde_json::from_str(line).unwrap();
+                assert_eq!(v["event_id"], format!("p{p}-{i}"));
+                assert!(v["event_time"].is_i64(), "{line}");
+                first_time.get_or_insert(v["event_time"].as_i64().unwrap());
+            }
+        }
+        // Event time starts now (within the disorder), like a fresh topic.
+        let lag = crate::time::now_ms() - first_time.unwrap();
+        assert!((0..60_000).contains(&lag), "{lag}");
+        // A directory with files in it is refused: the file source would read them all.
+        let err = write_generated_files(&file_options(10), &out, 3).unwrap_err();
+        assert!(err.to_string().contains("not empty"), "{err}");
+        let mut unbounded = file_options(1);
+        unbounded.count = None;
+        assert!(write_generated_files(&unbounded, &dir.path().join("x"), 1).is_err());
     }
 
     #[test]
