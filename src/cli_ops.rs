@@ -221,12 +221,10 @@ pub(super) fn anomalies(command: AnomaliesCommand) -> anyhow::Result<ExitCode> {
                 );
                 return Ok(ExitCode::SUCCESS);
             }
-            if cfg.source.kind != SourceKind::Kafka {
-                bail!(
-                    "anomalies replay produces to the Kafka topic; the configured source is not Kafka (use --set source.kind=kafka)"
-                );
-            }
+            // Always the Kafka topic of the config, whatever the source kind:
+            // this is how repaired records get back into the stream.
             let settings = kafka::load_settings(&cfg.source.kafka_config)?;
+            let topic = settings.topic.clone();
             let partitions = report
                 .repaired
                 .iter()
@@ -251,10 +249,9 @@ pub(super) fn anomalies(command: AnomaliesCommand) -> anyhow::Result<ExitCode> {
             })
             .map_err(|e| anyhow!("anomalies replay: producing the repaired records failed: {e:#}. Running the same command again is safe: copies are duplicates by event_id"))?;
             eprintln!(
-                "anomalies replay: {} selected, {} produced to {}, {} dropped by the fix, {} skipped. Records late for the live job: run `streamforge replay` over their time range.",
+                "anomalies replay: {} selected, {} produced to topic {topic}, {} dropped by the fix, {} skipped. Records late for the live job: run `streamforge replay` over their time range.",
                 records.len(),
                 produced.produced,
-                cfg.source.kafka_config.display(),
                 report.dropped,
                 report.multiline.len()
             );

@@ -12,6 +12,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
+pub mod stack;
+
 /// Small deterministic PRNG (xorshift64*), so the tests need no crate for it.
 pub struct Rng(u64);
 
@@ -47,6 +49,17 @@ pub struct DataSet {
     pub dir: PathBuf,
     /// partition -> lines (payload, fate)
     pub partitions: Vec<Vec<(String, Fate)>>,
+    /// The valid events that are `late_event` anomalies for the live job:
+    /// a replay of their range counts them in.
+    pub late: Vec<Counted>,
+}
+
+/// What an accepted event contributes to its windows.
+#[derive(Debug, Clone)]
+pub struct Counted {
+    pub t_ms: i64,
+    pub user: String,
+    pub cents: u64,
 }
 
 pub struct Shape {
@@ -109,6 +122,7 @@ pub fn make_dataset(dir: &Path, shape: &Shape) -> DataSet {
     std::fs::create_dir_all(dir).unwrap();
     let mut rng = Rng::new(shape.seed);
     let mut partitions = Vec::new();
+    let mut late = Vec::new();
     for p in 0..shape.partitions {
         let mut lines: Vec<(String, Fate)> = Vec::with_capacity(shape.per_partition);
         let mut accepted_recent: Vec<usize> = Vec::new();
@@ -223,6 +237,11 @@ pub fn make_dataset(dir: &Path, shape: &Shape) -> DataSet {
                 // old enough for that to be past every window's lateness.
                 41..=43 if base - shape.t0_ms > 300_000 => {
                     let late_t = t - 240_000;
+                    late.push(Counted {
+                        t_ms: late_t,
+                        user: format!("u{user_n}"),
+                        cents,
+                    });
                     (
                         format!(
                             r#"{{"event_id":"{id}","order_id":"o","user_id":"u{user_n}","amount":{amount},"event_time":{late_t}}}"#
@@ -282,6 +301,7 @@ pub fn make_dataset(dir: &Path, shape: &Shape) -> DataSet {
     DataSet {
         dir: dir.to_path_buf(),
         partitions,
+        late,
     }
 }
 
@@ -289,35 +309,22 @@ impl DataSet {
     /// The windows of SPEC §4/§8 computed from the known fates, as the exact
     /// lines `streamforge results` must print.
     pub fn expected_results(&self) -> Vec<String> {
-        let slide = 30_000i64;
-        let mut windows: BTreeMap<i64, (u64, u128, BTreeSet<String>)> = BTreeMap::new();
-        for lines in &self.partitions {
-            for (_, fate) in lines {
-                if let Fate::Accept { t_ms, user, cents } = fate {
-                    let s = t_ms.div_euclid(slide) * slide;
-                    for start in [s, s - slide] {
-                        let w = windows.entry(start).or_default();
-                        w.0 += 1;
-                        w.1 += *cents as u128;
-                        w.2.insert(user.clone());
-                    }
-                }
-            }
-        }
-        windows
-            .into_iter()
-            .map(|(start, (cnt, cents, users))| {
-                format!(
-                    "{{\"window_start\": {}, \"window_end\": {}, \"order_cnt\": {}, \"gmv_total\": \"{}.{:02}\", \"user_cnt\": {}}}",
-                    start / 1000,
-                    start / 1000 + 60,
-                    cnt,
-                    cents / 100,
-                    cents % 100,
-                    users.len()
-                )
+        window_lines(self.accepted())
+    }
+
+    /// The events the live job accepts.
+    pub fn accepted(&self) -> impl Iterator<Item = Counted> + '_ {
+        self.partitions
+            .iter()
+            .flatten()
+            .filter_map(|(_, fate)| match fate {
+                Fate::Accept { t_ms, user, cents } => Some(Counted {
+                    t_ms: *t_ms,
+                    user: user.clone(),
+                    cents: *cents,
+                }),
+                _ => None,
             })
-            .collect()
     }
 
     /// Expected anomaly-log entries: (reason, partition, offset, payload).
@@ -336,6 +343,45 @@ impl DataSet {
     pub fn total(&self) -> usize {
         self.partitions.iter().map(|p| p.len()).sum()
     }
+}
+
+/// The result lines (SPEC §8) of the windows holding `events`, computed by
+/// hand: each event counts in windows `floor(t / 30 s) * 30 s` and the one
+/// before.
+pub fn window_lines(events: impl IntoIterator<Item = Counted>) -> Vec<String> {
+    let slide = 30_000i64;
+    let mut windows: BTreeMap<i64, (u64, u128, BTreeSet<String>)> = BTreeMap::new();
+    for e in events {
+        let s = e.t_ms.div_euclid(slide) * slide;
+        for start in [s, s - slide] {
+            let w = windows.entry(start).or_default();
+            w.0 += 1;
+            w.1 += e.cents as u128;
+            w.2.insert(e.user.clone());
+        }
+    }
+    windows
+        .into_iter()
+        .map(|(start, (cnt, cents, users))| {
+            format!(
+                "{{\"window_start\": {}, \"window_end\": {}, \"order_cnt\": {}, \"gmv_total\": \"{}.{:02}\", \"user_cnt\": {}}}",
+                start / 1000,
+                start / 1000 + 60,
+                cnt,
+                cents / 100,
+                cents % 100,
+                users.len()
+            )
+        })
+        .collect()
+}
+
+/// The `window_start` (epoch s) of a result line.
+pub fn window_start_of(line: &str) -> i64 {
+    let v: serde_json::Value = serde_json::from_str(line).expect("a result line is JSON");
+    v["window_start"]
+        .as_i64()
+        .expect("window_start is a number")
 }
 
 /// Reads the anomaly log and checks every record appears exactly once.

@@ -1,0 +1,183 @@
+//! The real local stack (`scripts/stack.sh`): a test case with its own
+//! topic, ClickHouse table, state directory and anomaly log, filled from a
+//! data set with a known oracle.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use super::*;
+
+/// Brings every service back up when a fault test ends, pass or fail, so
+/// one failure does not cascade into the next test.
+pub struct RestoreStack;
+
+impl Drop for RestoreStack {
+    fn drop(&mut self) {
+        let _ = Command::new(repo().join("scripts/stack.sh"))
+            .arg("up")
+            .output();
+    }
+}
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn stack(args: &[&str]) {
+    let out = Command::new(repo().join("scripts/stack.sh"))
+        .args(args)
+        .output()
+        .expect("running scripts/stack.sh");
+    assert!(
+        out.status.success(),
+        "scripts/stack.sh {args:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+pub fn require_stack() {
+    let out = Command::new(repo().join("scripts/stack.sh"))
+        .arg("status")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the local stack is not running: start it with `scripts/stack.sh up` (scripts/test.sh does)\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A test's own topic, table and files.
+pub struct Case {
+    pub tmp: tempfile::TempDir,
+    pub data: DataSet,
+    pub topic: String,
+    pub table: String,
+    pub state: PathBuf,
+    pub log: PathBuf,
+}
+
+pub fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}_{}_{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_micros()
+            % 1_000_000_000
+    )
+}
+
+impl Case {
+    pub fn new(shape: Shape) -> Case {
+        require_stack();
+        let tmp = tempfile::tempdir().unwrap();
+        let data = make_dataset(&tmp.path().join("in"), &shape);
+        let topic = unique("sf_test");
+        stack(&["topic", &topic, &shape.partitions.to_string()]);
+        let case = Case {
+            state: tmp.path().join("state"),
+            log: tmp.path().join("anomalies.log"),
+            table: unique("metrics"),
+            topic,
+            data,
+            tmp: tmp,
+        };
+        let out = case
+            .cmd(&[
+                "produce",
+                "--rate",
+                "0",
+                "--from-files",
+                case.data.dir.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "produce failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        case
+    }
+
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = streamforge(args);
+        cmd.env("KAFKA_TOPIC", &self.topic)
+            .env("KAFKA_GROUP_ID", format!("{}-group", self.topic))
+            .env("CLICKHOUSE_DATABASE", "streamforge_test")
+            .env("CLICKHOUSE_TABLE", &self.table);
+        cmd
+    }
+
+    pub fn run_args(&self) -> Vec<String> {
+        [
+            "run",
+            "--source",
+            "kafka",
+            "--sink",
+            "clickhouse",
+            "--state-dir",
+            self.state.to_str().unwrap(),
+            "--anomaly-log",
+            self.log.to_str().unwrap(),
+            "--bounded",
+            "--checkpoint-interval",
+            "1s",
+            "--checkpoint-events",
+            "4000",
+            "--set",
+            "sink.retry_max=1s",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    }
+
+    pub fn run_cmd(&self) -> Command {
+        let mut args = self.run_args();
+        // A small fetch queue, so that the job still needs the broker after
+        // its first checkpoint (by default librdkafka prefetches megabytes).
+        let settings = self.tmp.path().join("kafka.yaml");
+        std::fs::write(
+            &settings,
+            "brokers: 127.0.0.1:9092\ntopic: placeholder\nproperties:\n  queued.max.messages.kbytes: \"256\"\n  fetch.max.bytes: \"1048576\"\n  message.max.bytes: \"1000000\"\n  max.partition.fetch.bytes: \"65536\"\n",
+        )
+        .unwrap();
+        args.push("--set".into());
+        args.push(format!("source.kafka_config={}", settings.display()));
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.cmd(&refs)
+    }
+
+    pub fn results(&self) -> Vec<String> {
+        let out = self
+            .cmd(&["results", "--sink", "clickhouse"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "results failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        results_lines(&out)
+    }
+
+    pub fn assert_exact(&self) {
+        assert_same_results(&self.results(), &self.data.expected_results());
+        assert_anomalies_exactly_once(&self.log, &self.data.expected_anomalies());
+    }
+}
+
+pub fn ok(out: &Output) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        out.status.success(),
+        "streamforge failed: {}\n{stderr}",
+        out.status
+    );
+    stderr
+}

@@ -1,0 +1,343 @@
+//! `streamforge replay` and `streamforge anomalies` on the real stack
+//! (Kafka and ClickHouse from `scripts/stack.sh`; `scripts/test.sh` starts
+//! them). A missing service is a failure, never a skip.
+//!
+//! The oracle is tests/common's: windows computed by hand from the data set's
+//! known fates. A replay counts every valid event of its range, including the
+//! ones the live job sent to the anomaly log as late, so the expected table is
+//! the live oracle outside the replayed windows and the oracle over accepted
+//! plus late events inside them.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::process::Output;
+use std::time::Duration;
+
+use common::stack::*;
+use common::*;
+
+const T0_MS: i64 = 1_764_064_800_000;
+
+fn shape(seed: u64) -> Shape {
+    Shape {
+        partitions: 3,
+        per_partition: 20_000,
+        seed,
+        t0_ms: T0_MS,
+        ..Shape::default()
+    }
+}
+
+fn stderr_of(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
+
+impl Case {
+    fn replay(&self, from_ms: i64, to_ms: i64, extra: &[&str]) -> Output {
+        let from = from_ms.to_string();
+        let to = to_ms.to_string();
+        let mut args = vec![
+            "replay",
+            "--source",
+            "kafka",
+            "--sink",
+            "clickhouse",
+            "--from",
+            &from,
+            "--to",
+            &to,
+        ];
+        args.extend_from_slice(extra);
+        let out = self.cmd(&args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "replay failed: {}\n{}",
+            out.status,
+            stderr_of(&out)
+        );
+        out
+    }
+
+    fn clickhouse(&self, sql: &str) -> String {
+        let resp = reqwest::blocking::Client::new()
+            .post("http://127.0.0.1:8123/")
+            .query(&[("database", "streamforge_test")])
+            .body(sql.replace("{table}", &self.table))
+            .send()
+            .expect("ClickHouse answers on 127.0.0.1:8123");
+        let status = resp.status();
+        let text = resp.text().unwrap();
+        assert!(status.is_success(), "{sql}: {status} {text}");
+        text
+    }
+}
+
+/// The table a replay of the windows starting in `[first_s, last_s]` must
+/// leave: those windows over `all` events, the others as the live job wrote
+/// them.
+fn merged(live: &[String], all: &[String], first_s: i64, last_s: i64) -> Vec<String> {
+    let in_range = |s: i64| (first_s..=last_s).contains(&s);
+    let mut table: BTreeMap<i64, String> = live
+        .iter()
+        .filter(|l| !in_range(window_start_of(l)))
+        .map(|l| (window_start_of(l), l.clone()))
+        .collect();
+    for l in all {
+        if in_range(window_start_of(l)) {
+            table.insert(window_start_of(l), l.clone());
+        }
+    }
+    table.into_values().collect()
+}
+
+fn accepted_and_late(case: &Case) -> Vec<Counted> {
+    case.data
+        .accepted()
+        .chain(case.data.late.iter().cloned())
+        .collect()
+}
+
+#[test]
+fn replay_repairs_a_damaged_table_counts_late_events_and_is_idempotent() {
+    let case = Case::new(shape(31));
+    assert!(case.data.late.len() > 10, "the data set needs late events");
+    ok(&case.run_cmd().output().unwrap());
+    case.assert_exact();
+
+    // Damage: two windows altered (a higher version with wrong numbers), two
+    // deleted. All four are inside the range replayed below.
+    let (from, to) = (T0_MS + 120_000, T0_MS + 300_000);
+    let (first_s, last_s) = ((T0_MS + 90_000) / 1000, (T0_MS + 270_000) / 1000);
+    case.clickhouse(&format!(
+        "INSERT INTO {{table}} VALUES ({}, {}, 1, 1.00, 1, 999, now()), ({}, {}, 2, 2.00, 2, 999, now())",
+        first_s,
+        first_s + 60,
+        first_s + 60,
+        first_s + 120
+    ));
+    case.clickhouse(&format!(
+        "ALTER TABLE {{table}} DELETE WHERE window_start IN ({}, {})",
+        first_s + 90,
+        last_s
+    ));
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while case
+        .clickhouse("SELECT count() FROM system.mutations WHERE table = '{table}' AND is_done = 0")
+        .trim()
+        != "0"
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the DELETE mutation did not finish"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_ne!(
+        case.results(),
+        case.data.expected_results(),
+        "damage landed"
+    );
+
+    let live = case.data.expected_results();
+    let all = window_lines(accepted_and_late(&case));
+    let want = merged(&live, &all, first_s, last_s);
+    assert_ne!(
+        want, live,
+        "the range must hold late events for this test to mean something"
+    );
+
+    let first = case.replay(from, to, &[]);
+    let summary = stderr_of(&first);
+    assert!(summary.contains("written with version"), "{summary}");
+    assert_same_results(&case.results(), &want);
+
+    // Twice = once: same table, and a dry run finds nothing to change.
+    case.replay(from, to, &[]);
+    assert_same_results(&case.results(), &want);
+    let dry = case.replay(from, to, &["--dry-run"]);
+    assert!(
+        stderr_of(&dry).contains(" 0 changed, 7 unchanged"),
+        "{}",
+        stderr_of(&dry)
+    );
+    // The anomaly log is the live job's alone: replay never writes it.
+    assert_anomalies_exactly_once(&case.log, &case.data.expected_anomalies());
+}
+
+#[test]
+fn replay_refuses_windows_still_open_and_rebuilds_everything_with_allow_open() {
+    let case = Case::new(shape(32));
+    // No live job ran: the table is empty. The input's watermark is its
+    // slowest partition's highest event time minus 5 s; windows whose end
+    // plus the 30 s lateness is past it are refused.
+    let (from, to) = (T0_MS - 60_000, T0_MS + 1_000_000);
+    let out = case.replay(from, to, &[]);
+    let log = stderr_of(&out);
+    assert!(log.contains("refused"), "{log}");
+    assert!(log.contains("--allow-open"), "{log}");
+    let all = window_lines(accepted_and_late(&case));
+    let got = case.results();
+    assert!(!got.is_empty() && got.len() < all.len(), "{got:?}");
+    // What was written is exact; what is missing is the newest windows.
+    assert_eq!(got[..], all[..got.len()]);
+
+    case.replay(from, to, &["--allow-open"]);
+    assert_same_results(&case.results(), &all);
+}
+
+#[test]
+fn replay_before_or_during_the_live_run_gives_the_same_table() {
+    let (from, to) = (T0_MS + 150_000, T0_MS + 330_000);
+    let (first_s, last_s) = ((T0_MS + 120_000) / 1000, (T0_MS + 300_000) / 1000);
+
+    // Replay first: the live job writes these windows afterwards, with lower
+    // versions, and loses.
+    let case = Case::new(shape(33));
+    case.replay(from, to, &[]);
+    ok(&case.run_cmd().output().unwrap());
+    let want = merged(
+        &case.data.expected_results(),
+        &window_lines(accepted_and_late(&case)),
+        first_s,
+        last_s,
+    );
+    assert_same_results(&case.results(), &want);
+    assert_anomalies_exactly_once(&case.log, &case.data.expected_anomalies());
+
+    // Replay while the live job runs: started once the job has committed its
+    // first checkpoint; the job goes on and ends exact.
+    let case = Case::new(shape(34));
+    let mut child = spawn(&mut case.run_cmd());
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut log = String::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        log.push_str(&line);
+        log.push('\n');
+        if line.contains("checkpoint committed") {
+            break;
+        }
+    }
+    assert!(log.contains("checkpoint committed"), "{log}");
+    let replay = case.replay(from, to, &[]);
+    for line in lines {
+        log.push_str(&line.unwrap());
+        log.push('\n');
+    }
+    let status = child.wait().unwrap();
+    assert!(status.success(), "the live job failed: {status}\n{log}");
+    assert!(
+        stderr_of(&replay).contains("written with version"),
+        "{}",
+        stderr_of(&replay)
+    );
+    let want = merged(
+        &case.data.expected_results(),
+        &window_lines(accepted_and_late(&case)),
+        first_s,
+        last_s,
+    );
+    assert_same_results(&case.results(), &want);
+    assert_anomalies_exactly_once(&case.log, &case.data.expected_anomalies());
+}
+
+/// The amount of a `bad_amount` line of the data set written as a negative
+/// JSON number, in cents, and its event time: what the repair makes valid.
+fn negative_amount_event(payload: &str) -> Option<Counted> {
+    let rest = payload.split_once(r#""amount":-"#)?.1;
+    let (amount, rest) = rest.split_once(',')?;
+    let (units, cents) = amount.split_once('.')?;
+    let t = rest
+        .split_once(r#""event_time":"#)?
+        .1
+        .trim_end_matches('}')
+        .parse()
+        .ok()?;
+    Some(Counted {
+        t_ms: t,
+        user: "u1".into(),
+        cents: units.parse::<u64>().ok()? * 100 + cents.parse::<u64>().ok()?,
+    })
+}
+
+#[test]
+fn repaired_anomalies_produced_again_are_counted_by_a_replay() {
+    let case = Case::new(shape(35));
+    ok(&case.run_cmd().output().unwrap());
+    case.assert_exact();
+    let log = case.log.to_str().unwrap();
+
+    // stats: counts by reason, against the data set's own fates.
+    let stats = case
+        .cmd(&["anomalies", "stats", "--log", log])
+        .output()
+        .unwrap();
+    assert!(stats.status.success(), "{}", stderr_of(&stats));
+    let stats = String::from_utf8_lossy(&stats.stdout).to_string();
+    let mut by_reason: BTreeMap<String, usize> = BTreeMap::new();
+    for (reason, ..) in case.data.expected_anomalies() {
+        *by_reason.entry(reason).or_default() += 1;
+    }
+    for (reason, n) in &by_reason {
+        let line = stats
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(reason.as_str()))
+            .unwrap_or_else(|| panic!("no line for {reason}:\n{stats}"));
+        assert!(line.trim_end().ends_with(&format!(" {n}")), "{line} != {n}");
+    }
+
+    // The repair: negative amounts become positive; other bad amounts are
+    // dropped by the fix (an empty line).
+    let repaired: Vec<Counted> = case
+        .data
+        .expected_anomalies()
+        .iter()
+        .filter(|(reason, ..)| reason == "bad_amount")
+        .filter_map(|(_, _, _, payload)| negative_amount_event(payload))
+        .collect();
+    assert!(repaired.len() > 5, "the data set needs negative amounts");
+    let fix = r#"sed -e '/"amount":-/!s/.*//' -e 's/"amount":-/"amount":/'"#;
+    let out = case
+        .cmd(&[
+            "anomalies",
+            "replay",
+            "--log",
+            log,
+            "--reason",
+            "bad_amount",
+            "--fix",
+            fix,
+        ])
+        .output()
+        .unwrap();
+    let said = stderr_of(&out);
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains(&format!("{} produced", repaired.len())),
+        "{said}"
+    );
+
+    // The live job sees them late (their windows are final): late_event.
+    ok(&case.run_cmd().output().unwrap());
+    let late_again = read_anomalies(&case.log)
+        .iter()
+        .filter(|(reason, p, offset, _)| {
+            reason == "late_event" && *offset >= case.data.partitions[*p as usize].len() as u64
+        })
+        .count();
+    assert_eq!(late_again, repaired.len());
+
+    // A replay of their range counts them in.
+    let (from, to) = (T0_MS, T0_MS + 420_000);
+    case.replay(from, to, &[]);
+    let all = window_lines(accepted_and_late(&case).into_iter().chain(repaired));
+    let want = merged(
+        &case.data.expected_results(),
+        &all,
+        (T0_MS - 30_000) / 1000,
+        (T0_MS + 390_000) / 1000,
+    );
+    assert_same_results(&case.results(), &want);
+}
