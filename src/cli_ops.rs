@@ -57,8 +57,8 @@ pub(super) enum AnomaliesCommand {
         #[command(flatten)]
         filter: AnomalyFilterArgs,
         /// Shell command that repairs payloads: one per line on stdin, one
-        /// per line on stdout, an empty line drops the record. E.g.
-        /// --fix "sed 's/\"amount\": \"\\([0-9]*\\),/\"amount\": \"\\1./'"
+        /// per line on stdout, an empty line drops the record (sed, jq -c,
+        /// a script; see docs/operations.md).
         #[arg(long)]
         fix: Option<String>,
         /// Print what would be produced, and produce nothing.
@@ -77,6 +77,7 @@ pub(super) struct AnomalyFilterArgs {
     /// A reason (bad_amount, missing_field:user_id) or a family (missing_field).
     #[arg(long)]
     reason: Option<String>,
+    /// Only records of this partition.
     #[arg(long)]
     partition: Option<u32>,
 }
