@@ -1,0 +1,289 @@
+#!/usr/bin/env bash
+# StreamForge against Apache Flink on the same job, the same data, the same
+# machine: builds both, generates a clean data set of JSON-lines files (one
+# file per partition), runs `streamforge run --source files:DIR` and the Flink
+# SQL job (bench/peers/flink, local MiniCluster in one JVM) on those files,
+# checks that both print byte-identical results (SPEC §8 format), and prints
+# a Markdown section with wall time, events/s, CPU and peak RSS for each and
+# the ratios. Progress goes to stderr, the report to stdout.
+#
+#   bench/peers/flink/compare.sh > flink-compare.md
+#
+# Knobs (environment):
+#   EVENTS=5000000        events in the data set (all partitions)
+#   PARTITIONS=4          files, one per partition
+#   USERS=100000          distinct users to draw from
+#   RATE=4000             events per second of event time, all partitions
+#                         (4000: ~1,250 s of event time, ~43 windows at 5M)
+#   DISORDER=3000         within-partition disorder, ms (must stay < 5000)
+#   SEED=42
+#   FLINK_PARALLELISM="1 2"   one Flink run per value
+#   DEDUP=0               1: also an extra data set with 2 % duplicates, where
+#                         StreamForge dedups (always) and Flink runs with
+#                         ROW_NUMBER dedup by event_id (parallelism 1)
+#   FLINK_JAVA_OPTS=      extra JVM options (default: JVM ergonomics)
+#   WORK_DIR=             where data and outputs go (default: a temp dir,
+#                         removed at the end unless KEEP=1)
+#   SKIP_BUILD=0          1: use the existing binary and Flink jar as they are
+#   USE_GNU_TIME=1        0: measure with /proc and `times` even where
+#                         /usr/bin/time exists (it is used when present)
+#
+# Exit status: 0 when every Flink result equals StreamForge's, 1 otherwise.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+root=$(cd "$here/../../.." && pwd)
+
+EVENTS=${EVENTS:-5000000}
+PARTITIONS=${PARTITIONS:-4}
+USERS=${USERS:-100000}
+RATE=${RATE:-4000}
+DISORDER=${DISORDER:-3000}
+SEED=${SEED:-42}
+FLINK_PARALLELISM=${FLINK_PARALLELISM:-1 2}
+DEDUP=${DEDUP:-0}
+FLINK_JAVA_OPTS=${FLINK_JAVA_OPTS:-}
+KEEP=${KEEP:-0}
+SKIP_BUILD=${SKIP_BUILD:-0}
+
+if (( DISORDER >= 5000 )); then
+  echo "DISORDER must stay below the 5 s watermark bound for a clean comparison" >&2
+  exit 2
+fi
+
+bin=$root/target/release/streamforge
+# Defaults only, never the repository's config/pipeline.yaml.
+export STREAMFORGE_CONFIG=/dev/null
+
+if [[ -n ${WORK_DIR:-} ]]; then
+  work=$WORK_DIR
+  mkdir -p "$work"
+else
+  work=$(mktemp -d "${TMPDIR:-/tmp}/sf-flink-compare.XXXXXX")
+fi
+cleanup() {
+  if [[ $KEEP != 1 ]]; then rm -rf "$work"; else echo "kept: $work" >&2; fi
+}
+trap cleanup EXIT
+
+log() { echo "== $*" >&2; }
+
+# --- build -----------------------------------------------------------------
+if [[ $SKIP_BUILD != 1 ]]; then
+  log "building the StreamForge release binary"
+  (cd "$root" && cargo build --release --quiet)
+  log "building the Flink job (mvn package; offline first, online if jars are missing)"
+  if ! (cd "$here" && mvn -q -B -o package >"$work/mvn-offline.log" 2>&1); then
+    (cd "$here" && mvn -q -B package >"$work/mvn.log" 2>&1) || {
+      cat "$work/mvn-offline.log" "$work/mvn.log" >&2
+      echo "the Flink job did not build" >&2
+      exit 2
+    }
+  fi
+fi
+[[ -x $bin ]] || { echo "missing $bin" >&2; exit 2; }
+[[ -f $here/target/flink-peer.jar ]] || { echo "missing $here/target/flink-peer.jar" >&2; exit 2; }
+flink_core=("$here"/target/lib/flink-core-[0-9]*.jar)
+flink_version=$(basename "${flink_core[0]}" .jar)
+flink_version=${flink_version#flink-core-}
+java_version=$(java -version 2>&1 | head -1)
+
+# --- measuring ---------------------------------------------------------------
+# measure OUT CMD...: runs CMD and writes "wall_s user_s sys_s peak_rss_kib" to OUT.
+measure() {
+  local out=$1
+  shift
+  if [[ -x /usr/bin/time && ${USE_GNU_TIME:-1} == 1 ]]; then
+    /usr/bin/time -f "%e %U %S %M" -o "$out" "$@"
+    return
+  fi
+  # Without GNU time: wall clock from date, CPU from the shell's children
+  # times (times), peak RSS by polling VmHWM.
+  local t0 c0 c1 hwm=0 v pid rc=0
+  t0=$(date +%s.%N)
+  times > "$work/.times"
+  c0=$(children_cpu < "$work/.times")
+  "$@" &
+  pid=$!
+  while kill -0 "$pid" 2>/dev/null; do
+    v=$(awk '/^VmHWM:/ {print $2}' "/proc/$pid/status" 2>/dev/null || true)
+    if [[ -n $v ]] && (( v > hwm )); then hwm=$v; fi
+    sleep 0.1
+  done
+  wait "$pid" || rc=$?
+  times > "$work/.times"
+  c1=$(children_cpu < "$work/.times")
+  awk -v t0="$t0" -v t1="$(date +%s.%N)" -v c0="$c0" -v c1="$c1" -v m="$hwm" \
+    'BEGIN { split(c0, a, " "); split(c1, b, " "); printf "%.2f %.2f %.2f %d\n", t1 - t0, b[1] - a[1], b[2] - a[2], m }' > "$out"
+  return "$rc"
+}
+# "user sys" seconds from the output of `times` (run in this shell, not in a
+# subshell, which would count only its own children): the children's line.
+children_cpu() {
+  tail -1 | awk '{
+    for (i = 1; i <= 2; i++) { split($i, p, "m"); sub("s", "", p[2]); v[i] = p[1] * 60 + p[2] }
+    printf "%.2f %.2f", v[1], v[2] }'
+}
+
+# --- data ------------------------------------------------------------------
+generate() {
+  local dir=$1 dup=$2
+  log "generating $EVENTS events into $dir ($PARTITIONS files, duplicate rate $dup)"
+  "$bin" produce --out-dir "$dir" --partitions "$PARTITIONS" --count "$EVENTS" --rate "$RATE" \
+    --users "$USERS" --seed "$SEED" --disorder "$DISORDER" \
+    --anomaly-rate 0 --late-rate 0 --duplicate-rate "$dup" --progress false 2> "$dir.produce.log"
+}
+
+# --- runs ------------------------------------------------------------------
+# run_streamforge NAME DATA: leaves NAME.time, NAME.log, NAME.jsonl.
+run_streamforge() {
+  local name=$1 data=$2 state
+  state=$work/$name.state
+  log "StreamForge ($name): run --source files:$data --sink embedded --bounded"
+  measure "$work/$name.time" "$bin" run --source "files:$data" --sink embedded --bounded \
+    --state-dir "$state" --anomaly-log "$state/anomalies.log" --progress false 2> "$work/$name.log" ||
+    { tail -20 "$work/$name.log" >&2; echo "StreamForge failed ($name)" >&2; exit 2; }
+  "$bin" results --sink embedded --state-dir "$state" > "$work/$name.jsonl" 2>> "$work/$name.log"
+  rm -rf "$state"
+}
+
+# run_flink NAME DATA PARALLELISM [--dedup]: leaves NAME.time, NAME.log, NAME.jsonl, NAME.timings.
+run_flink() {
+  local name=$1 data=$2 p=$3
+  shift 3
+  log "Flink $flink_version ($name): parallelism $p $*"
+  # shellcheck disable=SC2086 # FLINK_JAVA_OPTS is a list of options
+  measure "$work/$name.time" java $FLINK_JAVA_OPTS -cp "$here/target/flink-peer.jar:$here/target/lib/*" \
+    dev.streamforge.peer.FlinkHopJob --input "$data" --output "$work/$name.jsonl" \
+    --parallelism "$p" --timings "$work/$name.timings" --launched-ms "$(date +%s%3N)" "$@" \
+    2> "$work/$name.log" ||
+    { tail -40 "$work/$name.log" >&2; echo "the Flink job failed ($name)" >&2; exit 2; }
+}
+
+# key NAME KEY: a value from NAME.timings.
+key() { awk -F= -v k="$2" '$1 == k {print $2}' "$work/$1.timings"; }
+
+# check NAME REF: 0 when NAME.jsonl equals REF.jsonl byte for byte.
+failures=0
+declare -A verdict
+check() {
+  local name=$1 ref=$2
+  if [[ -s $work/$ref.jsonl ]] && cmp -s "$work/$ref.jsonl" "$work/$name.jsonl"; then
+    verdict[$name]="identical ($(wc -l < "$work/$name.jsonl") windows)"
+  else
+    verdict[$name]="**DIFFERENT**"
+    failures=$((failures + 1))
+    echo "!! $name differs from $ref:" >&2
+    diff "$work/$ref.jsonl" "$work/$name.jsonl" | head -20 >&2 || true
+  fi
+}
+
+load_start=$(cut -d' ' -f1-3 /proc/loadavg)
+generate "$work/clean" 0
+run_streamforge sf "$work/clean"
+flink_runs=()
+for p in $FLINK_PARALLELISM; do
+  run_flink "flink-p$p" "$work/clean" "$p"
+  check "flink-p$p" sf
+  flink_runs+=("flink-p$p")
+done
+if [[ $DEDUP == 1 ]]; then
+  rm -rf "$work/clean"
+  generate "$work/dups" 0.02
+  run_streamforge sf-dedup "$work/dups"
+  run_flink flink-dedup "$work/dups" 1 --dedup
+  check flink-dedup sf-dedup
+fi
+load_end=$(cut -d' ' -f1-3 /proc/loadavg)
+
+# --- report ----------------------------------------------------------------
+# field NAME N: the Nth field of NAME.time (1 wall, 2 user, 3 sys, 4 peak RSS KiB).
+field() { awk -v n="$2" '{print $n}' "$work/$1.time"; }
+# StreamForge's own job time: "streamforge: N records in 9.60s (...)".
+sf_job_s() {
+  sed -n 's/^streamforge: [0-9]* records in \([0-9.]*\)\([mµu]*s\) .*/\1 \2/p' "$work/$1.log" |
+    awk '{ f = ($2 == "ms") ? 1e-3 : ($2 == "s") ? 1 : 1e-6; printf "%.2f", $1 * f }'
+}
+fmt_rate() { awk -v n="$EVENTS" -v s="$1" 'BEGIN { if (s > 0) printf "%.0f", n / s; else print "-" }'; }
+fmt_ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.1f×", a / b; else print "-" }'; }
+cpu() { awk -v u="$(field "$1" 2)" -v s="$(field "$1" 3)" 'BEGIN {printf "%.1f", u + s}'; }
+rss() { awk -v k="$(field "$1" 4)" 'BEGIN {printf "%.0f", k / 1024}'; }
+ms_s() { awk -v m="$1" 'BEGIN { if (m < 0) print "-"; else printf "%.2f", m / 1000 }'; }
+
+# One table: StreamForge column and one column per Flink run.
+table() {
+  local sf=$1
+  shift
+  local runs=("$@") r header sep
+  header="| | StreamForge"
+  sep="| --- | ---"
+  for r in "${runs[@]}"; do
+    header+=" | Flink, parallelism $(key "$r" parallelism)"
+    if [[ $(key "$r" dedup) == true ]]; then header+=", ROW_NUMBER dedup"; fi
+    sep+=" | ---"
+  done
+  echo "$header |"
+  echo "$sep |"
+  row() { local label=$1; shift; local line="| $label"; for v in "$@"; do line+=" | $v"; done; echo "$line |"; }
+  local sfjob sfwall
+  sfjob=$(sf_job_s "$sf")
+  sfwall=$(field "$sf" 1)
+  local vals=()
+  vals=(); for r in "${runs[@]}"; do vals+=("${verdict[$r]}"); done
+  row "results equal to StreamForge's" "(reference)" "${vals[@]}"
+  vals=(); for r in "${runs[@]}"; do vals+=("$(ms_s "$(key "$r" launch_to_main_ms)") s"); done
+  row "JVM start (launch → main)" "—" "${vals[@]}"
+  vals=(); for r in "${runs[@]}"; do vals+=("$(ms_s "$(key "$r" main_to_submit_ms)") s"); done
+  row "table environment + DDL (main → query submitted)" "—" "${vals[@]}"
+  vals=(); for r in "${runs[@]}"; do
+    vals+=("$(ms_s $(( $(key "$r" submit_to_results_written_ms) - $(key "$r" flink_net_runtime_ms) ))) s"); done
+  row "planning, MiniCluster start, collect (submitted → results written, minus job)" "—" "${vals[@]}"
+  vals=(); for r in "${runs[@]}"; do vals+=("$(ms_s "$(key "$r" flink_net_runtime_ms)") s"); done
+  row "**job** (StreamForge: its run; Flink: the JobMaster's net runtime, created → finished)" "$sfjob s" "${vals[@]}"
+  vals=(); for r in "${runs[@]}"; do vals+=("$(fmt_rate "$(ms_s "$(key "$r" flink_net_runtime_ms)")")"); done
+  row "**events/s, job**" "$(fmt_rate "$sfjob")" "${vals[@]}"
+  vals=(); for r in "${runs[@]}"; do vals+=("$(field "$r" 1) s"); done
+  row "process wall time (launch → exit)" "$sfwall s" "${vals[@]}"
+  vals=(); for r in "${runs[@]}"; do vals+=("$(fmt_rate "$(field "$r" 1)")"); done
+  row "events/s, process wall time" "$(fmt_rate "$sfwall")" "${vals[@]}"
+  vals=(); for r in "${runs[@]}"; do vals+=("$(cpu "$r") s"); done
+  row "CPU user+sys, whole process" "$(cpu "$sf") s" "${vals[@]}"
+  vals=(); for r in "${runs[@]}"; do vals+=("$(rss "$r") MiB"); done
+  row "peak RSS" "$(rss "$sf") MiB" "${vals[@]}"
+  vals=(); for r in "${runs[@]}"; do
+    vals+=("$(fmt_ratio "$(ms_s "$(key "$r" flink_net_runtime_ms)")" "$sfjob")"); done
+  row "**StreamForge ÷ Flink, events/s (job)**" "" "${vals[@]}"
+  vals=(); for r in "${runs[@]}"; do vals+=("$(fmt_ratio "$(field "$r" 1)" "$sfwall")"); done
+  row "StreamForge ÷ Flink, events/s (process wall)" "" "${vals[@]}"
+  vals=(); for r in "${runs[@]}"; do vals+=("$(fmt_ratio "$(cpu "$r")" "$(cpu "$sf")")"); done
+  row "Flink ÷ StreamForge, CPU seconds" "" "${vals[@]}"
+}
+
+{
+  echo "## StreamForge vs Apache Flink: same job, same data, same machine"
+  echo
+  echo "- machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
+  echo "- load average at start: $load_start; at end: $load_end (other work on the same cores makes every figure a lower bound)"
+  echo "- date: $(date -u +%Y-%m-%dT%H:%M:%SZ); StreamForge $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo '?'); Apache Flink $flink_version (Flink SQL, local MiniCluster in one JVM, no checkpointing); $java_version; JVM options: ${FLINK_JAVA_OPTS:-none (JVM ergonomics)}"
+  echo "- data: $EVENTS clean events (no anomalies, no duplicates, no late events; disorder ≤ $DISORDER ms within each partition, inside the 5 s bound) in $PARTITIONS JSON-lines files, $USERS users, $RATE events/s of event time; \`streamforge produce --out-dir\`"
+  echo "- job: HOP window slide 30 s, size 60 s; COUNT(*), SUM(amount) as DECIMAL(18,2), COUNT(DISTINCT user_id); watermark = max event time − 5 s per partition, minimum over partitions"
+  echo "- StreamForge: \`streamforge run --source files:DIR --sink embedded --bounded\` (default checkpoints: every 5 s or 2M events, with fsync), then \`streamforge results\`"
+  echo "- Flink: \`FlinkHopJob\` (bench/peers/flink): one filesystem/json table per file, UNION ALL, window TVF; results collected, sorted and written in the same format by the job itself"
+  echo "- equality: the result files are compared byte for byte (\`cmp\`)"
+  echo
+  table sf "${flink_runs[@]}"
+  if [[ $DEDUP == 1 ]]; then
+    echo
+    echo "### Extra: 2 % duplicates, deduplicated by event_id in both"
+    echo
+    echo "Same settings, duplicate rate 0.02 (exact copies of a recent event). StreamForge drops ids it has seen (bounded by its dedup horizon); Flink keeps the first row per event_id with \`ROW_NUMBER() OVER (PARTITION BY event_id ORDER BY proctime)\` (unbounded state: no TTL)."
+    echo
+    table sf-dedup flink-dedup
+  fi
+}
+
+if (( failures > 0 )); then
+  echo "FAIL: $failures Flink result(s) differ from StreamForge's" >&2
+  exit 1
+fi
+echo "PASS: every Flink result equals StreamForge's" >&2
