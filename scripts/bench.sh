@@ -2,11 +2,14 @@
 # Benchmarks that print figures (never timed tests). Writes bench-out/report.md.
 #
 #   scripts/bench.sh core          # core path, one thread, in-memory payloads
+#   scripts/bench.sh scaling       # state size, checkpoint pause, recovery time, RSS
+#                                  # at 10k, 100k and 1M distinct users per window
 #   scripts/bench.sh e2e           # Kafka -> StreamForge -> ClickHouse on the local stack
-#   scripts/bench.sh               # both
+#   scripts/bench.sh               # all three
 #
 # Knobs: BENCH_CORE_EVENTS (20000000), BENCH_E2E_EVENTS (10000000),
-# BENCH_CHECKPOINT (5s).
+# BENCH_CHECKPOINT (5s), BENCH_SCALING_USERS (10000,100000,1000000),
+# BENCH_SCALING_RESTARTS (3).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -41,6 +44,20 @@ core() {
     echo "Command: \`$bin bench core --events $events\`"
     echo
     "$bin" bench core --events "$events" --json "$out/core.json"
+  } | tee -a "$report"
+}
+
+scaling() {
+  local users=${BENCH_SCALING_USERS:-10000,100000,1000000}
+  local restarts=${BENCH_SCALING_RESTARTS:-3}
+  echo "== scaling: $users distinct users per window" >&2
+  {
+    echo "## State scaling (one thread; recovery is a real restart of \`streamforge run\`)"
+    echo
+    echo "Command: \`$bin bench scaling --users $users --restarts $restarts\`"
+    echo
+    "$bin" bench scaling --users "$users" --restarts "$restarts" --json "$out/scaling.json"
+    echo
   } | tee -a "$report"
 }
 
@@ -103,8 +120,9 @@ e2e() {
 
 case $what in
   core) core ;;
+  scaling) scaling ;;
   e2e) e2e ;;
-  all) core; e2e ;;
-  *) echo "usage: scripts/bench.sh [core|e2e|all]" >&2; exit 2 ;;
+  all) core; scaling; e2e ;;
+  *) echo "usage: scripts/bench.sh [core|scaling|e2e|all]" >&2; exit 2 ;;
 esac
 echo "report: $report" >&2

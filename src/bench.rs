@@ -223,3 +223,496 @@ impl CoreBenchReport {
         )
     }
 }
+
+// ---------------------------------------------------------------------------
+// `streamforge bench scaling`: state size, checkpoint pause and recovery time
+// at a given number of distinct users per window.
+// ---------------------------------------------------------------------------
+
+#[derive(Debug, Clone)]
+pub struct ScalingBenchOptions {
+    /// Distinct users per 60 s window to aim for (the generator draws users at
+    /// random from a pool sized so that a window holds about this many).
+    pub distinct_users: u64,
+    /// Accepted events per distinct user per window (> 1).
+    pub events_per_user: f64,
+    pub partitions: u32,
+    /// Checkpoints taken (and timed) once the state is at its steady size.
+    pub checkpoints: usize,
+    /// Real process restarts of `binary` against the state directory.
+    pub restarts: usize,
+    /// The `streamforge` binary to restart (default: this one).
+    pub binary: Option<std::path::PathBuf>,
+}
+
+impl Default for ScalingBenchOptions {
+    fn default() -> Self {
+        ScalingBenchOptions {
+            distinct_users: 100_000,
+            events_per_user: 2.0,
+            partitions: 4,
+            checkpoints: 10,
+            restarts: 3,
+            binary: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct RestartSample {
+    /// Spawn of `streamforge run` to the first batch processed after the
+    /// restore (seen in its /metrics).
+    pub to_first_event_ms: f64,
+    /// Peak RSS of the restarted process when it had processed its first batch.
+    pub peak_rss_mib: f64,
+}
+
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct ScalingBenchReport {
+    pub distinct_users_target: u64,
+    pub user_pool: u64,
+    pub rate_per_partition: u64,
+    pub partitions: u32,
+    pub events_processed: u64,
+    pub seconds_processing: f64,
+    /// Largest `user_cnt` of the windows emitted after the warm-up.
+    pub distinct_users_per_window_max: u64,
+    /// Windows still open (able to change) in the last checkpoint.
+    pub open_windows: usize,
+    /// Sum over the open windows of their distinct users.
+    pub user_window_pairs: u64,
+    pub panes: usize,
+    pub user_entries: usize,
+    pub dedup_ids: usize,
+    pub checkpoint_bytes: usize,
+    pub checkpoint_bytes_windows: usize,
+    pub checkpoint_bytes_dedup: usize,
+    /// checkpoint bytes / sum over open windows of distinct users.
+    pub bytes_per_distinct_user_per_open_window: f64,
+    /// checkpoint bytes / distinct users of one window (max).
+    pub bytes_per_distinct_user: f64,
+    pub checkpoints: usize,
+    pub checkpoint_pause_p50_ms: f64,
+    pub checkpoint_pause_p99_ms: f64,
+    pub checkpoint_pause_max_ms: f64,
+    /// The part of the pause spent taking the snapshot (p50).
+    pub snapshot_p50_ms: f64,
+    /// In this process: open the store, read, crc-check and decode the newest checkpoint.
+    pub load_ms: f64,
+    /// In this process: rebuild the engine from the decoded state.
+    pub restore_ms: f64,
+    pub restarts: Vec<RestartSample>,
+    pub recovery_p50_ms: f64,
+    pub recovery_max_ms: f64,
+    /// Peak RSS of the benchmark process (building the state, checkpoints).
+    pub peak_rss_mib: f64,
+}
+
+/// Size of the user pool that gives `distinct` expected distinct users when
+/// `k * distinct` users are drawn uniformly at random from it.
+fn user_pool(distinct: u64, k: f64) -> u64 {
+    // Expected distinct after m draws from U: U (1 - e^{-m/U}). With x = N/U:
+    // solve (1 - e^{-k x}) = x on (0, 1) by bisection.
+    let (mut lo, mut hi) = (1e-9f64, 1.0f64);
+    for _ in 0..100 {
+        let x = (lo + hi) / 2.0;
+        if 1.0 - (-k * x).exp() > x {
+            lo = x;
+        } else {
+            hi = x;
+        }
+    }
+    (distinct as f64 / lo).round() as u64
+}
+
+/// Distinct users of each window still in the state, from a snapshot (pane
+/// user lists are sorted).
+fn open_window_users(snap: &crate::window::WindowsSnapshot, spec: &WindowSpec) -> Vec<u64> {
+    let per_window = (spec.size_ms / spec.slide_ms.max(1)).max(1);
+    let panes: std::collections::BTreeMap<i64, &Vec<crate::dedup::Fp>> =
+        snap.panes.iter().map(|(k, _, _, u)| (*k, u)).collect();
+    let (Some(first), Some(last)) = (panes.keys().next(), panes.keys().last()) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for start in *first..=*last {
+        let mut union: std::collections::HashSet<crate::dedup::Fp> = Default::default();
+        for k in start..start + per_window {
+            if let Some(users) = panes.get(&k) {
+                union.extend(users.iter().copied());
+            }
+        }
+        out.push(union.len() as u64);
+    }
+    out
+}
+
+fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// `streamforge_events_read_total` from a /metrics endpoint, None while it
+/// does not answer.
+fn events_read(port: u16) -> Option<u64> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    body.lines()
+        .find(|l| l.starts_with("streamforge_events_read_total "))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<f64>().ok())
+        .map(|v| v as u64)
+}
+
+fn peak_rss_of(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Restarts `streamforge run` on the generator against `state_dir` (which
+/// holds a checkpoint of the same input) and times it from spawn to the
+/// first batch it processed after the restore.
+fn restart_once(
+    binary: &std::path::Path,
+    gen: &GeneratorConfig,
+    state_dir: &std::path::Path,
+) -> anyhow::Result<RestartSample> {
+    use anyhow::{bail, Context};
+    let port = free_port()?;
+    let log_path = state_dir.join(format!("restart-{port}.log"));
+    let log = std::fs::File::create(&log_path)?;
+    let set = |k: &str, v: String| ["--set".to_string(), format!("source.generator.{k}={v}")];
+    let mut cmd = std::process::Command::new(binary);
+    cmd.args(["run", "--config", "/dev/null", "--source", "generator"])
+        .arg("--state-dir")
+        .arg(state_dir)
+        .arg("--anomaly-log")
+        .arg(state_dir.join("anomalies.log"))
+        .args(["--checkpoint-interval", "1h", "--checkpoint-events", "0"])
+        .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
+        .args(["--progress", "false", "--set", "batch_size=256"])
+        .args(set("seed", gen.seed.to_string()))
+        .args(set("partitions", gen.partitions.to_string()))
+        .args(set("rate", gen.rate.to_string()))
+        .args(set("start_time_ms", gen.start_time_ms.to_string()))
+        .args(set("users", gen.users.to_string()))
+        .args(set("anomaly_share", gen.anomaly_share.to_string()))
+        .args(set("duplicate_share", gen.duplicate_share.to_string()))
+        .args(set("late_share", gen.late_share.to_string()))
+        .args(set("disorder_ms", gen.disorder_ms.to_string()))
+        .args(set(
+            "events_per_partition",
+            gen.events_per_partition.unwrap_or(u64::MAX).to_string(),
+        ))
+        .env("RUST_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(log);
+    for (k, _) in std::env::vars() {
+        if k.starts_with(crate::config::ENV_PREFIX) || k == "STREAMFORGE_CONFIG" {
+            cmd.env_remove(k);
+        }
+    }
+    let started = Instant::now();
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("cannot start {}", binary.display()))?;
+    let outcome = loop {
+        if let Some(n) = events_read(port) {
+            if n > 0 {
+                break Ok(started.elapsed());
+            }
+        }
+        if let Some(status) = child.try_wait()? {
+            break Err(anyhow::anyhow!("the restarted job exited early ({status})"));
+        }
+        if started.elapsed() > Duration::from_secs(300) {
+            break Err(anyhow::anyhow!("no event processed within 300 s"));
+        }
+        std::thread::sleep(Duration::from_micros(500));
+    };
+    let rss = peak_rss_of(child.id());
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+    let elapsed = match outcome {
+        Ok(d) => d,
+        Err(e) => bail!("{e}; its log ({}):\n{text}", log_path.display()),
+    };
+    if !text.contains("recovering from checkpoint") {
+        bail!(
+            "the restarted job did not restore a checkpoint; its log ({}):\n{text}",
+            log_path.display()
+        );
+    }
+    let _ = std::fs::remove_file(&log_path);
+    Ok(RestartSample {
+        to_first_event_ms: elapsed.as_secs_f64() * 1e3,
+        peak_rss_mib: rss as f64 / (1024.0 * 1024.0),
+    })
+}
+
+pub fn scaling(opts: &ScalingBenchOptions) -> anyhow::Result<ScalingBenchReport> {
+    use crate::source::generator::GeneratorSource;
+    use crate::source::Source;
+    anyhow::ensure!(
+        opts.events_per_user > 1.0,
+        "--events-per-user must be above 1"
+    );
+    anyhow::ensure!(opts.partitions > 0, "partitions must be at least 1");
+    let spec = WindowSpec::DEFAULT;
+    let window_events = opts.distinct_users as f64 * opts.events_per_user;
+    let rate = (window_events / (opts.partitions as f64 * spec.size_ms as f64 / 1e3)).ceil() as u64;
+    // Warm-up: longer than the state horizon (size + allowed lateness + slide
+    // + watermark bound), so panes and dedup ids are at their steady size;
+    // then one checkpoint per 6 s of event time.
+    let warmup_s = ((spec.size_ms + spec.allowed_lateness_ms + 2 * spec.slide_ms) / 1000) as u64;
+    let per_partition = rate * (warmup_s + 6 * opts.checkpoints as u64);
+    let gen = GeneratorConfig {
+        seed: 1,
+        partitions: opts.partitions,
+        events_per_partition: Some(per_partition + rate * 3_600),
+        rate,
+        users: user_pool(opts.distinct_users, opts.events_per_user),
+        anomaly_share: 0.01,
+        duplicate_share: 0.02,
+        late_share: 0.0,
+        disorder_ms: 2_000,
+        ..GeneratorConfig::default()
+    };
+    let source_id = GeneratorSource::new(gen.clone())
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .id();
+    let dir = tempfile::tempdir()?;
+    let store = CheckpointStore::open(dir.path(), 3)?;
+    let mut engine = Engine::new(spec, opts.partitions as usize);
+    let mut out: Vec<WindowRow> = Vec::new();
+    let mut data: Vec<u8> = Vec::with_capacity(64 * 200);
+    let mut next = vec![0u64; opts.partitions as usize];
+    let mut busy = Duration::ZERO;
+    let mut pauses = Vec::new();
+    let mut snapshots = Vec::new();
+    let mut max_window_users = 0u64;
+    let mut last_bytes = 0usize;
+    let mut last_snapshot = None;
+    let mut processed = 0u64;
+    let checkpoint_at: Vec<u64> = (1..=opts.checkpoints as u64)
+        .map(|i| rate * (warmup_s + 6 * i))
+        .collect();
+    let mut offset = 0u64;
+    for (id, target) in (1u64..).zip(checkpoint_at) {
+        // Untimed generation of 64 events per partition at a time, then timed processing.
+        while offset < target {
+            let n = 64.min(target - offset);
+            data.clear();
+            let mut spans = Vec::with_capacity(n as usize * opts.partitions as usize);
+            for o in offset..offset + n {
+                for p in 0..opts.partitions {
+                    let s = data.len();
+                    gen.payload(p, o, &mut data);
+                    spans.push((p, s, data.len()));
+                }
+            }
+            let t = Instant::now();
+            let now_s = crate::time::now_ms() / 1000;
+            for &(p, s, e) in &spans {
+                engine.process(p as usize, &data[s..e], now_s, &mut out);
+            }
+            engine.flush_updates(now_s, &mut out);
+            busy += t.elapsed();
+            processed += spans.len() as u64;
+            offset += n;
+            for p in next.iter_mut() {
+                *p = offset;
+            }
+            if offset > rate * warmup_s {
+                for r in &out {
+                    max_window_users = max_window_users.max(r.user_cnt);
+                }
+            }
+            out.clear();
+        }
+        let t = Instant::now();
+        let snapshot = engine.snapshot();
+        let t_snap = t.elapsed();
+        let checkpoint = Checkpoint {
+            id,
+            created_ms: crate::time::now_ms(),
+            source_id: source_id.clone(),
+            offsets: next
+                .iter()
+                .enumerate()
+                .map(|(p, o)| (p as u32, *o))
+                .collect(),
+            anomaly_log_len: 0,
+            engine: snapshot,
+            pending: Vec::new(),
+        };
+        last_bytes = store.commit(&checkpoint)?;
+        pauses.push(t.elapsed());
+        snapshots.push(t_snap);
+        last_snapshot = Some(checkpoint.engine);
+    }
+    let (panes, user_entries, dedup_ids) = engine.state_stats();
+    let peak_rss = peak_rss_bytes();
+    drop(engine);
+    drop(store);
+    let snap = last_snapshot.expect("at least one checkpoint");
+    let window_users = open_window_users(&snap.windows, &spec);
+    let pairs: u64 = window_users.iter().sum();
+    let windows_bytes = crate::checkpoint::codec::encode(&snap.windows)?.len() - 18;
+    let dedup_bytes = crate::checkpoint::codec::encode(&snap.dedup)?.len() - 18;
+    drop(snap);
+
+    // In-process recovery, for the breakdown. sled releases its file lock
+    // from a background thread after the last handle drops: wait for it.
+    std::thread::sleep(Duration::from_secs(3));
+    let t = Instant::now();
+    let store = CheckpointStore::open(dir.path(), 3)?;
+    let (latest, _) = store.load_latest()?;
+    let latest = latest.expect("the checkpoint just written");
+    let load = t.elapsed();
+    let t = Instant::now();
+    let restored = Engine::restore(spec, opts.partitions as usize, latest.engine)
+        .map_err(anyhow::Error::msg)?;
+    let restore = t.elapsed();
+    drop(restored);
+    drop(store);
+    std::thread::sleep(Duration::from_secs(3));
+
+    let binary = match &opts.binary {
+        Some(b) => b.clone(),
+        None => std::env::current_exe()?,
+    };
+    let mut restarts = Vec::new();
+    for _ in 0..opts.restarts {
+        restarts.push(restart_once(&binary, &gen, dir.path())?);
+    }
+    let mut rec: Vec<Duration> = restarts
+        .iter()
+        .map(|r| Duration::from_secs_f64(r.to_first_event_ms / 1e3))
+        .collect();
+    rec.sort();
+    let total = busy + pauses.iter().sum::<Duration>();
+    pauses.sort();
+    snapshots.sort();
+    Ok(ScalingBenchReport {
+        distinct_users_target: opts.distinct_users,
+        user_pool: gen.users,
+        rate_per_partition: rate,
+        partitions: opts.partitions,
+        events_processed: processed,
+        seconds_processing: total.as_secs_f64(),
+        distinct_users_per_window_max: max_window_users,
+        open_windows: window_users.len(),
+        user_window_pairs: pairs,
+        panes,
+        user_entries,
+        dedup_ids,
+        checkpoint_bytes: last_bytes,
+        checkpoint_bytes_windows: windows_bytes,
+        checkpoint_bytes_dedup: dedup_bytes,
+        bytes_per_distinct_user_per_open_window: last_bytes as f64 / pairs.max(1) as f64,
+        bytes_per_distinct_user: last_bytes as f64 / max_window_users.max(1) as f64,
+        checkpoints: pauses.len(),
+        checkpoint_pause_p50_ms: percentile_ms(&pauses, 0.5),
+        checkpoint_pause_p99_ms: percentile_ms(&pauses, 0.99),
+        checkpoint_pause_max_ms: pauses.last().map_or(0.0, |d| d.as_secs_f64() * 1e3),
+        snapshot_p50_ms: percentile_ms(&snapshots, 0.5),
+        load_ms: load.as_secs_f64() * 1e3,
+        restore_ms: restore.as_secs_f64() * 1e3,
+        recovery_p50_ms: percentile_ms(&rec, 0.5),
+        recovery_max_ms: rec.last().map_or(0.0, |d| d.as_secs_f64() * 1e3),
+        restarts,
+        peak_rss_mib: peak_rss as f64 / (1024.0 * 1024.0),
+    })
+}
+
+impl ScalingBenchReport {
+    /// One row of the scaling table (see `markdown_header`).
+    pub fn markdown_row(&self) -> String {
+        let rss_restarted = self
+            .restarts
+            .iter()
+            .map(|r| r.peak_rss_mib)
+            .fold(0.0, f64::max);
+        format!(
+            "| {} | {} | {} | {:.1} MB | {:.1} MB / {:.1} MB | {:.1} | {:.1} | {:.0} / {:.0} ms | {:.0} ms + {:.0} ms | {:.0} / {:.0} ms | {:.0} MiB | {:.0} MiB |",
+            self.distinct_users_target,
+            self.distinct_users_per_window_max,
+            self.open_windows,
+            self.checkpoint_bytes as f64 / 1e6,
+            self.checkpoint_bytes_windows as f64 / 1e6,
+            self.checkpoint_bytes_dedup as f64 / 1e6,
+            self.bytes_per_distinct_user_per_open_window,
+            self.bytes_per_distinct_user,
+            self.checkpoint_pause_p50_ms,
+            self.checkpoint_pause_p99_ms,
+            self.load_ms,
+            self.restore_ms,
+            self.recovery_p50_ms,
+            self.recovery_max_ms,
+            self.peak_rss_mib,
+            rss_restarted,
+        )
+    }
+
+    pub fn markdown_header() -> &'static str {
+        "| distinct users per window (target) | measured (max) | open windows | checkpoint bytes | of which user sets / dedup ids | bytes per distinct user per open window | bytes per distinct user of a window | checkpoint pause p50 / p99 | in-process load + restore | recovery: process start to first event, p50 / max | peak RSS (building) | peak RSS (restarted) |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+    }
+}
+
+/// Runs `scaling` for each value of `users`. With more than one value, each
+/// runs in a fresh `streamforge bench scaling` process, so peak RSS is per
+/// scale, not the largest so far.
+pub fn scaling_suite(
+    opts: &ScalingBenchOptions,
+    users: &[u64],
+) -> anyhow::Result<Vec<ScalingBenchReport>> {
+    use anyhow::Context;
+    if let [one] = users {
+        let opts = ScalingBenchOptions {
+            distinct_users: *one,
+            ..opts.clone()
+        };
+        return Ok(vec![scaling(&opts)?]);
+    }
+    let exe = std::env::current_exe()?;
+    let binary = opts.binary.clone().unwrap_or_else(|| exe.clone());
+    let dir = tempfile::tempdir()?;
+    let mut reports = Vec::new();
+    for &n in users {
+        eprintln!("bench scaling: {n} distinct users per window (fresh process)");
+        let json = dir.path().join(format!("{n}.json"));
+        let status = std::process::Command::new(&exe)
+            .args(["bench", "scaling", "--users", &n.to_string()])
+            .args(["--events-per-user", &opts.events_per_user.to_string()])
+            .args(["--checkpoints", &opts.checkpoints.to_string()])
+            .args(["--restarts", &opts.restarts.to_string()])
+            .arg("--binary")
+            .arg(&binary)
+            .arg("--json")
+            .arg(&json)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .context("cannot start the benchmark process")?;
+        anyhow::ensure!(
+            status.success(),
+            "bench scaling --users {n} failed ({status})"
+        );
+        let text = std::fs::read_to_string(&json)?;
+        reports.push(serde_json::from_str(&text)?);
+    }
+    Ok(reports)
+}

@@ -169,6 +169,29 @@ enum BenchCommand {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// State scaling: checkpoint bytes, pause, recovery time (a real restart
+    /// of `streamforge run` against the state directory) and peak RSS.
+    Scaling {
+        /// Distinct users per window; several (comma-separated) run one after
+        /// another, each in a fresh process.
+        #[arg(long, value_delimiter = ',', default_value = "10000,100000,1000000")]
+        users: Vec<u64>,
+        /// Accepted events per distinct user per window.
+        #[arg(long, default_value_t = 2.0)]
+        events_per_user: f64,
+        /// Checkpoints timed once the state is at its steady size.
+        #[arg(long, default_value_t = 10)]
+        checkpoints: usize,
+        /// Process restarts timed per scale.
+        #[arg(long, default_value_t = 3)]
+        restarts: usize,
+        /// The streamforge binary to restart (default: this one).
+        #[arg(long)]
+        binary: Option<PathBuf>,
+        /// Also write the figures as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
 }
 
 #[derive(Args, Clone, Default)]
@@ -716,6 +739,36 @@ fn bench(command: BenchCommand) -> anyhow::Result<ExitCode> {
             println!("{}", report.markdown());
             if let Some(path) = json {
                 std::fs::write(&path, serde_json::to_string_pretty(&report)?)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+            }
+        }
+        BenchCommand::Scaling {
+            users,
+            events_per_user,
+            checkpoints,
+            restarts,
+            binary,
+            json,
+        } => {
+            let opts = crate::bench::ScalingBenchOptions {
+                events_per_user,
+                checkpoints,
+                restarts,
+                binary,
+                ..Default::default()
+            };
+            let reports = crate::bench::scaling_suite(&opts, &users)?;
+            println!("{}", crate::bench::ScalingBenchReport::markdown_header());
+            for r in &reports {
+                println!("{}", r.markdown_row());
+            }
+            if let Some(path) = json {
+                let value = if let [one] = reports.as_slice() {
+                    serde_json::to_string_pretty(one)?
+                } else {
+                    serde_json::to_string_pretty(&reports)?
+                };
+                std::fs::write(&path, value)
                     .with_context(|| format!("cannot write {}", path.display()))?;
             }
         }
