@@ -146,6 +146,11 @@ struct ProduceArgs {
     /// Partitions (files) for --out-dir.
     #[arg(long, default_value_t = 4, requires = "out_dir")]
     partitions: u32,
+    /// Kafka record timestamps: `send` (the time of sending, Kafka's default)
+    /// or `event` (each record's event time; brokers refuse stamps too far in
+    /// the future: log.message.timestamp.after.max.ms).
+    #[arg(long, value_parser = ["send", "event"], default_value = "send")]
+    timestamps: String,
     /// Progress line on stderr (default: when stderr is a terminal).
     #[arg(long)]
     progress: Option<bool>,
@@ -691,6 +696,7 @@ fn produce(args: ProduceArgs) -> anyhow::Result<ExitCode> {
         progress: args
             .progress
             .unwrap_or_else(|| std::io::stderr().is_terminal()),
+        event_timestamps: args.timestamps == "event",
     };
     let (report, target) = match &args.out_dir {
         Some(dir) => (

@@ -98,22 +98,25 @@ pub(super) fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     args.endpoints.apply(&mut ov)?;
     let cfg = Config::load(args.common.config.as_deref(), &ov)?.config;
     let spec = cfg.window.spec();
-    let mut source: Box<dyn Source> = match cfg.source.kind {
-        SourceKind::Kafka => {
-            let mut settings = kafka::load_settings(&cfg.source.kafka_config)?;
-            settings.start = if args.from_earliest {
-                "earliest".to_string()
-            } else {
-                replay::read_from_ms(&spec, from_ms, to_ms).to_string()
-            };
-            // Never touch the live job's consumer group.
-            settings.commit_offsets = false;
-            Box::new(KafkaSource::new(&settings)?)
-        }
-        SourceKind::Files => Box::new(FileSource::new(&cfg.source.files)?),
-        SourceKind::Generator => bail!(
-            "replay reads a log that holds the history: use --source kafka or --source files:PATH; the generator is not one"
-        ),
+    let read_from = replay::read_from_ms(&spec, from_ms, to_ms);
+    let mut open = |from_earliest: bool| -> anyhow::Result<Box<dyn Source>> {
+        Ok(match cfg.source.kind {
+            SourceKind::Kafka => {
+                let mut settings = kafka::load_settings(&cfg.source.kafka_config)?;
+                settings.start = if from_earliest {
+                    "earliest".to_string()
+                } else {
+                    read_from.to_string()
+                };
+                // Never touch the live job's consumer group.
+                settings.commit_offsets = false;
+                Box::new(KafkaSource::new(&settings)?)
+            }
+            SourceKind::Files => Box::new(FileSource::new(&cfg.source.files)?),
+            SourceKind::Generator => bail!(
+                "replay reads a log that holds the history: use --source kafka or --source files:PATH; the generator is not one"
+            ),
+        })
     };
     let mut sink = build_sink(&cfg)?;
     let opts = ReplayOptions {
@@ -124,8 +127,9 @@ pub(super) fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
             .progress
             .unwrap_or_else(|| std::io::stderr().is_terminal()),
         allow_open: args.allow_open,
+        from_earliest: args.from_earliest,
     };
-    let report = replay::replay(&spec, &opts, source.as_mut(), sink.as_mut())?;
+    let report = replay::replay(&spec, &opts, &mut open, sink.as_mut())?;
     let mut out = std::io::stdout().lock();
     report.print_diff(&mut out)?;
     eprintln!("{}", report.summary());
@@ -139,8 +143,14 @@ pub(super) fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     }
     for (p, read) in &report.partitions {
         eprintln!(
-            "  partition {p}: offsets {}..{} read",
-            read.start, read.next
+            "  partition {p}: offsets {}..{} read{}",
+            read.start,
+            read.next,
+            if report.read_from_earliest {
+                " (from its first record)"
+            } else {
+                ""
+            }
         );
     }
     if !report.open.is_empty() {
@@ -247,6 +257,7 @@ pub(super) fn anomalies(command: AnomaliesCommand) -> anyhow::Result<ExitCode> {
                 from_files: Some(files),
                 stop: Arc::new(AtomicBool::new(false)),
                 progress: false,
+                event_timestamps: false,
             })
             .map_err(|e| anyhow!("anomalies replay: producing the repaired records failed: {e:#}. Running the same command again is safe: copies are duplicates by event_id"))?;
             eprintln!(

@@ -73,6 +73,9 @@ pub struct ProduceOptions {
     pub stop: Arc<AtomicBool>,
     /// A progress line on stderr every second.
     pub progress: bool,
+    /// Stamp each record with its event time (when the payload has a valid
+    /// one) instead of the time it is sent.
+    pub event_timestamps: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -557,6 +560,7 @@ pub fn produce(opts: &ProduceOptions) -> anyhow::Result<ProduceReport> {
         last_check: Instant::now(),
         down_since: None,
     };
+    let mut stamps: Vec<Option<i64>> = Vec::new();
     'records: while !opts.stop.load(Ordering::Relaxed) && opts.count.is_none_or(|c| sent < c) {
         pacer.wait(sent, &producer);
         let Some(partition) = feed.next_record(&mut payload)? else {
@@ -569,6 +573,21 @@ pub fn produce(opts: &ProduceOptions) -> anyhow::Result<ProduceReport> {
             .payload(payload.as_slice());
         if keyed {
             record = record.key(key.as_slice());
+        }
+        if opts.event_timestamps {
+            // A record without a valid event time takes the previous one of
+            // its partition, so that the broker's time index stays in event
+            // time (offsets-for-times lookups, replays).
+            let slot = partition as usize;
+            if stamps.len() <= slot {
+                stamps.resize(slot + 1, None);
+            }
+            if let Ok(event) = crate::event::parse_event(&payload) {
+                stamps[slot] = Some(event.event_time_ms);
+            }
+            if let Some(t) = stamps[slot] {
+                record = record.timestamp(t);
+            }
         }
         loop {
             match producer.send(record) {
@@ -752,6 +771,7 @@ mod tests {
             from_files: None,
             stop: Arc::new(AtomicBool::new(false)),
             progress: false,
+            event_timestamps: false,
         }
     }
 

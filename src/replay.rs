@@ -11,11 +11,15 @@
 //! just past `to`, is what picks up records that arrived late, including
 //! anomalies repaired and produced again (`streamforge anomalies replay`).
 //!
-//! Assumption (checked where it can be): a record's Kafka timestamp is not
-//! earlier than its event time minus the out-of-orderness bound. That holds
-//! when producers stamp records when they send them (Kafka's default
-//! `CreateTime`) or with the event time. Where a producer broke it,
-//! `--from-earliest` reads every partition from its first record.
+//! Assumption, checked: a record's Kafka timestamp is not earlier than its
+//! event time minus the out-of-orderness bound. That holds when producers
+//! stamp records when they send them after the event happened (Kafka's
+//! default `CreateTime`) or with the event time. The replay checks every
+//! record it reads; if one breaks the rule (a producer stamping before the
+//! event time, e.g. simulated events far ahead of the clock), the start found
+//! by timestamp cannot be trusted and the replay reads every partition from
+//! its first record instead, and says so. `--from-earliest` does that from
+//! the start.
 //!
 //! # How it counts
 //!
@@ -62,6 +66,9 @@ use crate::window::{WindowRow, WindowSpec, Windows};
 /// Live versions stay below this; replay versions are multiples of it.
 pub const REPLAY_VERSION_UNIT: u64 = 1 << 20;
 
+/// Records read before each partition's start, to check it.
+const PROBE: u64 = 10_000;
+
 /// How many times a failing sink write is retried before the replay gives up.
 const WRITE_ATTEMPTS: u32 = 8;
 
@@ -72,6 +79,8 @@ pub struct ReplayOptions {
     pub to_ms: i64,
     /// Print the differences; write nothing.
     pub dry_run: bool,
+    /// Read every partition from its first record.
+    pub from_earliest: bool,
     /// A progress line on stderr.
     pub progress: bool,
     /// The live job is stopped or finished: also write windows it could
@@ -102,6 +111,14 @@ pub struct PartitionRead {
     pub first_event_ms: Option<i64>,
     /// Highest event time of the valid events read.
     pub max_event_ms: Option<i64>,
+    /// Valid events whose record timestamp is more than the bound before
+    /// their event time: the start found by timestamp cannot be trusted.
+    pub stamped_early: u64,
+    /// Records read before the start, only to check it.
+    pub probed: u64,
+    /// Of those, records that belong to the range or break the stamping
+    /// rule: the start cannot be trusted.
+    pub probe_in_range: u64,
 }
 
 #[derive(Debug, Default)]
@@ -123,6 +140,8 @@ pub struct ReplayReport {
     pub stale: Vec<WindowRow>,
     pub version: u64,
     pub written: bool,
+    /// Every partition was read from its first record.
+    pub read_from_earliest: bool,
     pub elapsed: Duration,
 }
 
@@ -167,7 +186,7 @@ impl ReplayReport {
 pub fn replay(
     spec: &WindowSpec,
     opts: &ReplayOptions,
-    source: &mut dyn Source,
+    open: &mut dyn FnMut(bool) -> anyhow::Result<Box<dyn Source>>,
     sink: &mut dyn Sink,
 ) -> anyhow::Result<ReplayReport> {
     spec.validate()
@@ -182,94 +201,41 @@ pub fn replay(
     let started = Instant::now();
     let replay_started_ms = crate::time::now_ms();
     let (first, last) = window_range(spec, opts.from_ms, opts.to_ms);
-    // Events outside [first, last + size) touch no recomputed window.
-    let (lo, hi) = (first, last + spec.size_ms);
-    let mut report = ReplayReport::default();
 
-    let starts = source
-        .start(&BTreeMap::new(), true)
-        .map_err(|e| anyhow::anyhow!("replay: cannot position the source: {e}"))?;
-    for (&p, &o) in &starts {
-        report.partitions.insert(
-            p,
-            PartitionRead {
-                start: o,
-                next: o,
-                log_start: source.log_start(p),
-                ..PartitionRead::default()
-            },
+    let mut from_earliest = opts.from_earliest;
+    let (mut report, windows) = loop {
+        // Where the configuration starts each partition (by timestamp, or the
+        // first record); then read from a little before that, to check the
+        // records just before the start.
+        let (starts, log_starts) = {
+            let mut source = open(from_earliest)?;
+            let starts = source
+                .start(&BTreeMap::new(), true)
+                .map_err(|e| anyhow::anyhow!("replay: cannot position the source: {e}"))?;
+            let log_starts: BTreeMap<u32, u64> =
+                starts.keys().map(|p| (*p, source.log_start(*p))).collect();
+            (starts, log_starts)
+        };
+        let mut source = open(from_earliest)?;
+        let (report, windows) = read_input(spec, opts, source.as_mut(), &starts, &log_starts)?;
+        let suspect: Vec<u32> = report
+            .partitions
+            .iter()
+            .filter(|(_, r)| r.start > r.log_start && (r.stamped_early > 0 || r.probe_in_range > 0))
+            .map(|(p, _)| *p)
+            .collect();
+        if from_earliest || suspect.is_empty() {
+            break (report, windows);
+        }
+        warn!(
+            partitions = ?suspect,
+            "replay: records carry Kafka timestamps more than the out-of-orderness bound before their event time (or records just before the start belong to the range), so the start found by timestamp cannot be trusted; reading every partition from its first record instead"
         );
-    }
-    info!(
-        from = %crate::time::format_rfc3339_ms(opts.from_ms),
-        to = %crate::time::format_rfc3339_ms(opts.to_ms),
-        first_window = %crate::time::format_rfc3339_ms(first),
-        last_window = %crate::time::format_rfc3339_ms(last),
-        starts = ?starts,
-        "replay: reading the source to its current end"
-    );
+        from_earliest = true;
+    };
+    report.read_from_earliest = from_earliest;
 
-    let seed = dedup::new_seed();
-    let mut ids = Dedup::default();
-    let mut windows = Windows::new(*spec);
-    let mut batch = RecordBatch::default();
-    let mut last_progress = Instant::now();
-    loop {
-        let done = (0..source.partition_count() as u32)
-            .all(|p| source.state(p) == PartitionState::Finished);
-        if done {
-            break;
-        }
-        batch.clear();
-        source
-            .poll(&mut batch, 4096, Duration::from_millis(200))
-            .map_err(|e| anyhow::anyhow!("replay: reading the source failed: {e}"))?;
-        for (meta, payload) in batch.iter() {
-            report.records += 1;
-            let read = report.partitions.entry(meta.partition).or_default();
-            read.next = meta.offset + 1;
-            let event = match parse_event(payload) {
-                Ok(e) => e,
-                Err(reason) => {
-                    *report
-                        .anomalies
-                        .entry(reason.as_str().to_string())
-                        .or_default() += 1;
-                    continue;
-                }
-            };
-            let t = event.event_time_ms;
-            read.first_event_ms.get_or_insert(t);
-            read.max_event_ms = Some(read.max_event_ms.map_or(t, |m| m.max(t)));
-            if t < lo || t >= hi {
-                continue;
-            }
-            if !ids.insert(dedup::fingerprint(seed, &event.event_id), spec.pane_of(t)) {
-                report.duplicates += 1;
-                continue;
-            }
-            report.in_range += 1;
-            windows.add(
-                t,
-                dedup::fingerprint(seed, &event.user_id),
-                event.amount_cents,
-                i64::MIN,
-            );
-        }
-        if opts.progress && last_progress.elapsed() >= Duration::from_secs(1) {
-            last_progress = Instant::now();
-            eprint!(
-                "\rreplay: {} records read, {} events in range, {:.0?} ",
-                report.records,
-                report.in_range,
-                started.elapsed()
-            );
-        }
-    }
-    if opts.progress {
-        eprintln!();
-    }
-
+    let mut windows = windows;
     let mut rows = Vec::new();
     windows.advance(i64::MAX, replay_started_ms / 1000, &mut rows);
     let recomputed: BTreeMap<i64, WindowRow> = rows
@@ -363,6 +329,134 @@ pub fn replay(
         "replay finished"
     );
     Ok(report)
+}
+
+/// Reads the source from its configured start to its current end into a
+/// fresh window state.
+/// Reads the source from `starts` to its current end into a fresh window
+/// state. Up to [`PROBE`] records before each start are read too, only to
+/// check the start (see [`PartitionRead::probe_in_range`]).
+fn read_input(
+    spec: &WindowSpec,
+    opts: &ReplayOptions,
+    source: &mut dyn Source,
+    starts: &BTreeMap<u32, u64>,
+    log_starts: &BTreeMap<u32, u64>,
+) -> anyhow::Result<(ReplayReport, Windows)> {
+    let (first, last) = window_range(spec, opts.from_ms, opts.to_ms);
+    // Events outside [first, last + size) touch no recomputed window.
+    let (lo, hi) = (first, last + spec.size_ms);
+    let started = Instant::now();
+    let mut report = ReplayReport::default();
+    let mut resume = BTreeMap::new();
+    for (&p, &o) in starts {
+        let log_start = log_starts.get(&p).copied().unwrap_or(0);
+        resume.insert(p, o.saturating_sub(PROBE).max(log_start));
+        report.partitions.insert(
+            p,
+            PartitionRead {
+                start: o,
+                next: o,
+                log_start,
+                ..PartitionRead::default()
+            },
+        );
+    }
+    source
+        .start(&resume, true)
+        .map_err(|e| anyhow::anyhow!("replay: cannot position the source: {e}"))?;
+    info!(
+        from = %crate::time::format_rfc3339_ms(opts.from_ms),
+        to = %crate::time::format_rfc3339_ms(opts.to_ms),
+        first_window = %crate::time::format_rfc3339_ms(first),
+        last_window = %crate::time::format_rfc3339_ms(last),
+        starts = ?starts,
+        "replay: reading the source to its current end"
+    );
+
+    let seed = dedup::new_seed();
+    let mut ids = Dedup::default();
+    let mut windows = Windows::new(*spec);
+    let mut batch = RecordBatch::default();
+    let mut last_progress = Instant::now();
+    loop {
+        let done = (0..source.partition_count() as u32)
+            .all(|p| source.state(p) == PartitionState::Finished);
+        if done {
+            break;
+        }
+        batch.clear();
+        source
+            .poll(&mut batch, 4096, Duration::from_millis(200))
+            .map_err(|e| anyhow::anyhow!("replay: reading the source failed: {e}"))?;
+        for (meta, payload) in batch.iter() {
+            let read = report.partitions.entry(meta.partition).or_default();
+            read.next = read.next.max(meta.offset + 1);
+            if meta.offset < read.start {
+                read.probed += 1;
+            } else {
+                report.records += 1;
+            }
+            let event = match parse_event(payload) {
+                Ok(e) => e,
+                Err(reason) => {
+                    if meta.offset >= read.start {
+                        *report
+                            .anomalies
+                            .entry(reason.as_str().to_string())
+                            .or_default() += 1;
+                    }
+                    continue;
+                }
+            };
+            let t = event.event_time_ms;
+            if meta.offset < read.start {
+                // A probe record, before the start: it must not belong to
+                // the range, and its stamp must follow the rule.
+                if t >= lo
+                    || (meta.timestamp_ms != i64::MIN
+                        && t > meta.timestamp_ms.saturating_add(spec.out_of_orderness_ms))
+                {
+                    read.probe_in_range += 1;
+                }
+                continue;
+            }
+            read.first_event_ms.get_or_insert(t);
+            read.max_event_ms = Some(read.max_event_ms.map_or(t, |m| m.max(t)));
+            if meta.timestamp_ms != i64::MIN
+                && t > meta.timestamp_ms.saturating_add(spec.out_of_orderness_ms)
+            {
+                read.stamped_early += 1;
+            }
+            if t < lo || t >= hi {
+                continue;
+            }
+            if !ids.insert(dedup::fingerprint(seed, &event.event_id), spec.pane_of(t)) {
+                report.duplicates += 1;
+                continue;
+            }
+            report.in_range += 1;
+            windows.add(
+                t,
+                dedup::fingerprint(seed, &event.user_id),
+                event.amount_cents,
+                i64::MIN,
+            );
+        }
+        if opts.progress && last_progress.elapsed() >= Duration::from_secs(1) {
+            last_progress = Instant::now();
+            eprint!(
+                "\rreplay: {} records read, {} events in range, {:.0?} ",
+                report.records,
+                report.in_range,
+                started.elapsed()
+            );
+        }
+    }
+    if opts.progress {
+        eprintln!();
+    }
+    Ok((report, windows))
 }
 
 /// The earliest time (ms) from which windows are complete, when retention

@@ -136,6 +136,7 @@ fn options(settings: KafkaSettings, count: u64) -> ProduceOptions {
         from_files: None,
         stop: Arc::new(AtomicBool::new(false)),
         progress: false,
+        event_timestamps: false,
     }
 }
 

@@ -243,6 +243,81 @@ fn replay_before_or_during_the_live_run_gives_the_same_table() {
     assert_anomalies_exactly_once(&case.log, &case.data.expected_anomalies());
 }
 
+/// The start offsets the replay reported, per partition, and whether it
+/// read from the first records.
+fn starts_reported(out: &Output) -> (Vec<u64>, bool) {
+    let log = stderr_of(out);
+    let starts = log
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("partition "))
+        .filter_map(|l| l.split_once(": offsets "))
+        .map(|(_, rest)| rest.split("..").next().unwrap().parse().unwrap())
+        .collect();
+    (starts, log.contains("(from its first record)"))
+}
+
+#[test]
+fn replay_finds_its_start_by_timestamp_when_records_carry_their_event_time() {
+    let case = Case::with_produce_args(shape(36), &["--timestamps", "event"]);
+    ok(&case.run_cmd().output().unwrap());
+    case.assert_exact();
+    let (from, to) = (T0_MS + 240_000, T0_MS + 360_000);
+    let (first_s, last_s) = ((T0_MS + 210_000) / 1000, (T0_MS + 330_000) / 1000);
+    case.clickhouse(&format!(
+        "INSERT INTO {{table}} VALUES ({first_s}, {}, 1, 1.00, 1, 999, now())",
+        first_s + 60
+    ));
+    let out = case.replay(from, to, &[]);
+    let (starts, from_first) = starts_reported(&out);
+    assert_eq!(starts.len(), 3, "{}", stderr_of(&out));
+    // About 8,200 records of each partition lie before the first window's
+    // data: the replay skipped them.
+    assert!(
+        starts.iter().all(|s| *s > 5_000) && !from_first,
+        "{}",
+        stderr_of(&out)
+    );
+    let want = merged(
+        &case.data.expected_results(),
+        &window_lines(accepted_and_late(&case)),
+        first_s,
+        last_s,
+    );
+    assert_same_results(&case.results(), &want);
+}
+
+#[test]
+fn replay_reads_from_the_first_records_when_stamps_come_before_event_times() {
+    // Event times half an hour ahead of the clock, stamped when sent: the
+    // start found by timestamp would skip the whole range.
+    let t0 = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+        / 30_000
+        + 60)
+        * 30_000;
+    let case = Case::new(Shape {
+        t0_ms: t0,
+        ..shape(37)
+    });
+    let out = case.replay(t0 + 120_000, t0 + 300_000, &[]);
+    let (starts, from_first) = starts_reported(&out);
+    assert!(
+        from_first && starts.iter().all(|s| *s == 0),
+        "{}",
+        stderr_of(&out)
+    );
+    assert!(
+        stderr_of(&out).contains("cannot be trusted"),
+        "{}",
+        stderr_of(&out)
+    );
+    let all = window_lines(accepted_and_late(&case));
+    let want = merged(&[], &all, (t0 + 90_000) / 1000, (t0 + 270_000) / 1000);
+    assert_same_results(&case.results(), &want);
+}
+
 /// The amount of a `bad_amount` line of the data set written as a negative
 /// JSON number, in cents, and its event time: what the repair makes valid.
 fn negative_amount_event(payload: &str) -> Option<Counted> {

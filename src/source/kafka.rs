@@ -1051,7 +1051,12 @@ impl Source for KafkaSource {
                             continue;
                         }
                     }
-                    batch.push(p as u32, offset, message.payload().unwrap_or(&[]));
+                    batch.push_timestamped(
+                        p as u32,
+                        offset,
+                        message.timestamp().to_millis().unwrap_or(i64::MIN),
+                        message.payload().unwrap_or(&[]),
+                    );
                     self.next[slot] = offset + 1;
                     self.eof[slot] = false;
                     if self

@@ -51,6 +51,9 @@ pub enum PartitionState {
 pub struct RecordMeta {
     pub partition: u32,
     pub offset: u64,
+    /// The record's own timestamp (Kafka's), epoch ms; `i64::MIN` when the
+    /// source has none.
+    pub timestamp_ms: i64,
     start: usize,
     end: usize,
 }
@@ -78,9 +81,25 @@ impl RecordBatch {
     }
 
     pub fn push(&mut self, partition: u32, offset: u64, payload: &[u8]) {
+        self.push_timestamped(partition, offset, i64::MIN, payload);
+    }
+
+    pub fn push_timestamped(
+        &mut self,
+        partition: u32,
+        offset: u64,
+        timestamp_ms: i64,
+        payload: &[u8],
+    ) {
         let start = self.data.len();
         self.data.extend_from_slice(payload);
-        self.push_written(partition, offset, start);
+        self.records.push(RecordMeta {
+            partition,
+            offset,
+            timestamp_ms,
+            start,
+            end: self.data.len(),
+        });
     }
 
     /// Lets a source write a payload straight into the buffer: call
@@ -90,6 +109,7 @@ impl RecordBatch {
         self.records.push(RecordMeta {
             partition,
             offset,
+            timestamp_ms: i64::MIN,
             start,
             end: self.data.len(),
         });

@@ -73,6 +73,11 @@ pub fn unique(prefix: &str) -> String {
 
 impl Case {
     pub fn new(shape: Shape) -> Case {
+        Case::with_produce_args(shape, &[])
+    }
+
+    /// A case whose data set is produced with these extra `produce` flags.
+    pub fn with_produce_args(shape: Shape, extra: &[&str]) -> Case {
         require_stack();
         let tmp = tempfile::tempdir().unwrap();
         let data = make_dataset(&tmp.path().join("in"), &shape);
@@ -84,18 +89,17 @@ impl Case {
             table: unique("metrics"),
             topic,
             data,
-            tmp: tmp,
+            tmp,
         };
-        let out = case
-            .cmd(&[
-                "produce",
-                "--rate",
-                "0",
-                "--from-files",
-                case.data.dir.to_str().unwrap(),
-            ])
-            .output()
-            .unwrap();
+        let mut args = vec![
+            "produce",
+            "--rate",
+            "0",
+            "--from-files",
+            case.data.dir.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let out = case.cmd(&args).output().unwrap();
         assert!(
             out.status.success(),
             "produce failed: {}",
