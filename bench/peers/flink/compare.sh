@@ -264,7 +264,7 @@ table() {
   echo
   echo "- machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
   echo "- load average at start: $load_start; at end: $load_end (other work on the same cores makes every figure a lower bound)"
-  echo "- date: $(date -u +%Y-%m-%dT%H:%M:%SZ); StreamForge $(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo '?'); Apache Flink $flink_version (Flink SQL, local MiniCluster in one JVM, no checkpointing); $java_version; JVM options: ${FLINK_JAVA_OPTS:-none (JVM ergonomics)}"
+  echo "- date: $(date -u +%Y-%m-%dT%H:%M:%SZ); StreamForge $(git -C "$root" describe --always --dirty 2>/dev/null || echo '?') (the binary is built from the working tree); Apache Flink $flink_version (Flink SQL, local MiniCluster in one JVM, no checkpointing); $java_version; JVM options: ${FLINK_JAVA_OPTS:-none (JVM ergonomics)}"
   echo "- data: $EVENTS clean events (no anomalies, no duplicates, no late events; disorder ≤ $DISORDER ms within each partition, inside the 5 s bound) in $PARTITIONS JSON-lines files, $USERS users, $RATE events/s of event time; \`streamforge produce --out-dir\`"
   echo "- job: HOP window slide 30 s, size 60 s; COUNT(*), SUM(amount) as DECIMAL(18,2), COUNT(DISTINCT user_id); watermark = max event time − 5 s per partition, minimum over partitions"
   echo "- StreamForge: \`streamforge run --source files:DIR --sink embedded --bounded\` (default checkpoints: every 5 s or 2M events, with fsync), then \`streamforge results\`"
