@@ -5,7 +5,13 @@
 //! environment variable arms points by name, using the `fail` crate's syntax:
 //! `FAILPOINTS='checkpoint::commit::before_flush=return'` makes the process
 //! abort there, like a `kill -9` at that instruction; `3*off->return` aborts on
-//! the fourth pass. Names follow `module::operation::moment`.
+//! the fourth pass. Names follow `module::operation::moment`. Several points
+//! are separated by `;`.
+//!
+//! A few points are not crash points but test-only knobs read with [`value`]:
+//! `sink::clickhouse::insert_chunk_rows=return(1)` makes the ClickHouse sink
+//! split each batch into INSERTs of one row, so that a crash can land after
+//! part of a batch (`sink::clickhouse::between_chunks`).
 
 /// Aborts the process when the point `name` is armed.
 #[inline(always)]
@@ -17,6 +23,19 @@ pub fn crash_point(name: &str) {
     }
     #[cfg(not(feature = "failpoints"))]
     let _ = name;
+}
+
+/// The argument of the point `name` when it is armed with `return(ARG)`;
+/// always `None` without the `failpoints` feature.
+#[inline(always)]
+pub fn value(name: &str) -> Option<String> {
+    #[cfg(feature = "failpoints")]
+    return fail::eval(name, |arg| arg).flatten();
+    #[cfg(not(feature = "failpoints"))]
+    {
+        let _ = name;
+        None
+    }
 }
 
 /// Arms the points named in `FAILPOINTS` for the life of the process.

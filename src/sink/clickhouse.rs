@@ -1172,29 +1172,44 @@ impl Sink for ClickHouseSink {
             self.ensure_schema()?;
             self.schema_ok = true;
         }
-        let action = match rows.len() {
-            1 => "inserting 1 row".to_string(),
-            n => format!("inserting {n} rows"),
-        };
-        let mut body = String::with_capacity(rows.len() * 160);
-        for row in rows {
-            encode_row(row, &mut body).map_err(|detail| {
-                self.failure(
-                    &action,
-                    Failed {
-                        kind: Failure::Rejected,
-                        detail,
-                    },
-                )
-            })?;
-        }
         let columns: Vec<&str> = COLUMNS.iter().map(|(name, _)| *name).collect();
         let sql = format!(
             "INSERT INTO {} ({}) FORMAT JSONEachRow",
             self.quoted,
             columns.join(", ")
         );
-        self.run(&action, Some(&sql), body, false).map(drop)
+        // One INSERT (one atomic block) per batch. Fault-injection tests can
+        // split a batch into several INSERTs, to crash after part of it.
+        let chunk_rows = crate::failpoint::value("sink::clickhouse::insert_chunk_rows")
+            .and_then(|v| v.parse::<usize>().ok())
+            .filter(|n| *n > 0)
+            .unwrap_or(rows.len());
+        crate::failpoint::crash_point("sink::clickhouse::before_insert");
+        let mut chunks = rows.chunks(chunk_rows).peekable();
+        while let Some(chunk) = chunks.next() {
+            let action = match chunk.len() {
+                1 => "inserting 1 row".to_string(),
+                n => format!("inserting {n} rows"),
+            };
+            let mut body = String::with_capacity(chunk.len() * 160);
+            for row in chunk {
+                encode_row(row, &mut body).map_err(|detail| {
+                    self.failure(
+                        &action,
+                        Failed {
+                            kind: Failure::Rejected,
+                            detail,
+                        },
+                    )
+                })?;
+            }
+            self.run(&action, Some(&sql), body, false)?;
+            if chunks.peek().is_some() {
+                crate::failpoint::crash_point("sink::clickhouse::between_chunks");
+            }
+        }
+        crate::failpoint::crash_point("sink::clickhouse::after_insert");
+        Ok(())
     }
 
     fn read_final(&mut self) -> Result<Vec<WindowRow>, SinkError> {
