@@ -173,6 +173,24 @@ impl AnomalyLog {
     }
 }
 
+/// An I/O failure on the log at `path`, worded for the operator: what
+/// failed, why, and what to do. The job stops on it; the log past the last
+/// checkpoint's length is truncated on restart, so each anomaly is still
+/// logged once.
+pub fn io_failure(action: &str, path: &Path, error: &io::Error) -> String {
+    let advice = if crate::checkpoint::is_no_space(error) {
+        "The filesystem holding it is full: free space there (or move the file to a bigger filesystem and \
+         point --anomaly-log at its new place), then restart"
+    } else {
+        "Check the disk and the file's permissions, then restart"
+    };
+    format!(
+        "cannot {action} the anomaly log {}: {error}. {advice}; the job resumes from its last checkpoint \
+         and logs each anomaly once",
+        path.display()
+    )
+}
+
 fn ensure_parent(path: &Path) -> io::Result<()> {
     match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => std::fs::create_dir_all(p),

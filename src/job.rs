@@ -172,7 +172,13 @@ pub fn run(
             );
             let engine =
                 Engine::restore(spec, partitions, cp.engine).map_err(anyhow::Error::msg)?;
-            let anomalies = AnomalyLog::resume(&cfg.anomaly_log, cp.anomaly_log_len)?;
+            let anomalies =
+                AnomalyLog::resume(&cfg.anomaly_log, cp.anomaly_log_len).with_context(|| {
+                    format!(
+                        "cannot reopen the anomaly log {}",
+                        cfg.anomaly_log.display()
+                    )
+                })?;
             report.restored_from = Some(cp.id);
             metrics.restarts_recovered.inc();
             (engine, anomalies, cp.offsets, cp.pending, cp.id + 1)
@@ -383,11 +389,12 @@ impl Job<'_> {
                     event_time,
                     &ctx.detected_at,
                 )
-                .with_context(|| {
-                    format!(
-                        "cannot append to the anomaly log {}",
-                        self.anomalies.path().display()
-                    )
+                .map_err(|e| {
+                    anyhow::anyhow!(crate::anomaly::io_failure(
+                        "append to",
+                        self.anomalies.path(),
+                        &e
+                    ))
                 })?;
             self.metrics.anomaly(reason);
         }
@@ -611,11 +618,12 @@ impl Job<'_> {
                 rows: rows.clone(),
             });
         }
-        let anomaly_log_len = self.anomalies.sync().with_context(|| {
-            format!(
-                "cannot sync the anomaly log {}",
-                self.anomalies.path().display()
-            )
+        let anomaly_log_len = self.anomalies.sync().map_err(|e| {
+            anyhow::anyhow!(crate::anomaly::io_failure(
+                "sync",
+                self.anomalies.path(),
+                &e
+            ))
         })?;
         crash_point("job::barrier::after_anomaly_sync");
         let checkpoint = Checkpoint {
@@ -633,9 +641,14 @@ impl Job<'_> {
             pending: self.pending.clone(),
         };
         let bytes = self.store.commit(&checkpoint).with_context(|| {
+            let resume_from = if id > 1 {
+                format!("checkpoint {}, the last committed one", id - 1)
+            } else {
+                "the beginning of the input (no checkpoint was committed yet)".to_string()
+            };
             format!(
                 "checkpoint {id} could not be committed; the job stops so that nothing is written to the sink \
-                 before it is recorded"
+                 before it is recorded, and a restart resumes from {resume_from}"
             )
         })?;
         crash_point("job::barrier::after_commit");

@@ -23,6 +23,7 @@ pub mod codec;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -35,12 +36,9 @@ pub use codec::CodecError;
 
 #[derive(Debug, Error)]
 pub enum CheckpointError {
-    #[error(
-        "cannot open the checkpoint store at {path}: {source}. Is another streamforge job using this \
-         state directory? Stop it, or pick another --state-dir"
-    )]
+    #[error("cannot open the checkpoint store at {path}: {source}. {}", open_advice(.source))]
     Open { path: PathBuf, source: sled::Error },
-    #[error("checkpoint store I/O failed at {path}: {source}. Check the disk (space, permissions) and restart")]
+    #[error("checkpoint store I/O failed at {path}: {source}. {}", io_advice(.source))]
     Io { path: PathBuf, source: sled::Error },
     #[error("checkpoint {id} is corrupt: {source}")]
     Corrupt { id: u64, source: CodecError },
@@ -48,6 +46,37 @@ pub enum CheckpointError {
     NotFound(u64),
     #[error("cannot encode the checkpoint: {0}")]
     Encode(CodecError),
+}
+
+/// Whether `e` says the filesystem (or the user's quota) is full.
+pub fn is_no_space(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::StorageFull
+        || e.raw_os_error() == Some(libc::ENOSPC)
+        || e.raw_os_error() == Some(libc::EDQUOT)
+}
+
+fn sled_no_space(e: &sled::Error) -> bool {
+    matches!(e, sled::Error::Io(io) if is_no_space(io))
+}
+
+const NO_SPACE_ADVICE: &str = "The filesystem holding the state directory is full: free space on it, or \
+    move the state directory to a bigger filesystem (and point --state-dir at it), then restart. The job \
+    resumes from its last committed checkpoint; nothing is lost";
+
+fn io_advice(e: &sled::Error) -> &'static str {
+    if sled_no_space(e) {
+        NO_SPACE_ADVICE
+    } else {
+        "Check the disk (space, permissions) and restart"
+    }
+}
+
+fn open_advice(e: &sled::Error) -> &'static str {
+    if sled_no_space(e) {
+        NO_SPACE_ADVICE
+    } else {
+        "Is another streamforge job using this state directory? Stop it, or pick another --state-dir"
+    }
 }
 
 /// One batch of window rows emitted between two barriers, waiting for the
@@ -98,6 +127,21 @@ pub struct CheckpointStore {
     db: sled::Db,
     path: PathBuf,
     keep: usize,
+    /// Set by an I/O error. sled's own drop then flushes in a loop that can
+    /// wait forever for a write the full disk cannot take, so a failed store
+    /// is leaked rather than dropped (see `Drop`).
+    failed: AtomicBool,
+}
+
+impl Drop for CheckpointStore {
+    fn drop(&mut self) {
+        if self.failed.load(Ordering::Relaxed) {
+            // Keeps one handle alive for good: sled never runs its final
+            // flush. Everything durable is already on disk; what was not is
+            // exactly what a crash would lose, which recovery handles.
+            std::mem::forget(self.db.clone());
+        }
+    }
 }
 
 impl CheckpointStore {
@@ -115,10 +159,12 @@ impl CheckpointStore {
             db,
             path,
             keep: keep.max(1),
+            failed: AtomicBool::new(false),
         })
     }
 
     fn io(&self, source: sled::Error) -> CheckpointError {
+        self.failed.store(true, Ordering::Relaxed);
         CheckpointError::Io {
             path: self.path.clone(),
             source,
