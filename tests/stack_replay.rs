@@ -92,6 +92,17 @@ fn merged(live: &[String], all: &[String], first_s: i64, last_s: i64) -> Vec<Str
     table.into_values().collect()
 }
 
+/// The table after a replay of the windows starting in `[first_s, last_s]`
+/// on a case whose live job ran: live outside, accepted plus late inside.
+fn replayed_table(case: &Case, first_s: i64, last_s: i64) -> Vec<String> {
+    merged(
+        &case.data.expected_results(),
+        &window_lines(accepted_and_late(case)),
+        first_s,
+        last_s,
+    )
+}
+
 fn accepted_and_late(case: &Case) -> Vec<Counted> {
     case.data
         .accepted()
@@ -141,8 +152,7 @@ fn replay_repairs_a_damaged_table_counts_late_events_and_is_idempotent() {
     );
 
     let live = case.data.expected_results();
-    let all = window_lines(accepted_and_late(&case));
-    let want = merged(&live, &all, first_s, last_s);
+    let want = replayed_table(&case, first_s, last_s);
     assert_ne!(
         want, live,
         "the range must hold late events for this test to mean something"
@@ -197,12 +207,7 @@ fn replay_before_or_during_the_live_run_gives_the_same_table() {
     let case = Case::new(shape(33));
     case.replay(from, to, &[]);
     ok(&case.run_cmd().output().unwrap());
-    let want = merged(
-        &case.data.expected_results(),
-        &window_lines(accepted_and_late(&case)),
-        first_s,
-        last_s,
-    );
+    let want = replayed_table(&case, first_s, last_s);
     assert_same_results(&case.results(), &want);
     assert_anomalies_exactly_once(&case.log, &case.data.expected_anomalies());
 
@@ -233,12 +238,7 @@ fn replay_before_or_during_the_live_run_gives_the_same_table() {
         "{}",
         stderr_of(&replay)
     );
-    let want = merged(
-        &case.data.expected_results(),
-        &window_lines(accepted_and_late(&case)),
-        first_s,
-        last_s,
-    );
+    let want = replayed_table(&case, first_s, last_s);
     assert_same_results(&case.results(), &want);
     assert_anomalies_exactly_once(&case.log, &case.data.expected_anomalies());
 }
@@ -277,12 +277,7 @@ fn replay_finds_its_start_by_timestamp_when_records_carry_their_event_time() {
         "{}",
         stderr_of(&out)
     );
-    let want = merged(
-        &case.data.expected_results(),
-        &window_lines(accepted_and_late(&case)),
-        first_s,
-        last_s,
-    );
+    let want = replayed_table(&case, first_s, last_s);
     assert_same_results(&case.results(), &want);
 }
 
