@@ -41,10 +41,92 @@ fn parse_event_corpus_never_panics_and_round_trips() {
     assert!(valid > 0, "the corpus should hold valid events too");
 }
 
+/// The checkpoint_decode target's two modes: the bytes as a stored frame, and
+/// as the payload of a frame with a valid crc (reaching bincode's decoding).
 #[test]
 fn checkpoint_decode_corpus_is_rejected_or_decoded_without_panic() {
+    let mut decoded = 0;
     for file in corpus("checkpoint_decode") {
         let data = std::fs::read(&file).unwrap();
-        let _ = codec::decode::<Checkpoint>(&data);
+        if codec::decode::<Checkpoint>(&data).is_ok() {
+            decoded += 1;
+        }
+        let mut frame = Vec::with_capacity(18 + data.len());
+        frame.extend_from_slice(b"SFCK");
+        frame.extend_from_slice(&1u16.to_be_bytes());
+        frame.extend_from_slice(&(data.len() as u64).to_be_bytes());
+        frame.extend_from_slice(&crc32fast::hash(&data).to_be_bytes());
+        frame.extend_from_slice(&data);
+        if let Ok(checkpoint) = codec::decode::<Checkpoint>(&frame) {
+            decoded += 1;
+            let again = codec::encode(&checkpoint).unwrap();
+            assert_eq!(
+                codec::decode::<Checkpoint>(&again).as_ref(),
+                Ok(&checkpoint),
+                "{}",
+                file.display()
+            );
+        }
+    }
+    assert!(decoded > 0, "the corpus should hold valid checkpoints too");
+}
+
+/// Writes realistic checkpoints (as stored frames, and as bare payloads for
+/// the target's framed mode) into the checkpoint corpus, so a campaign starts
+/// from the real format instead of guessing it. Run by hand after a change of
+/// the checkpoint format:
+/// `cargo test --test fuzz_corpus -- --ignored write_checkpoint_seeds`
+#[test]
+#[ignore = "writes files; run by hand when the checkpoint format changes"]
+fn write_checkpoint_seeds() {
+    use streamforge::checkpoint::PendingBatch;
+    use streamforge::engine::Engine;
+    use streamforge::window::WindowSpec;
+
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/checkpoint_decode");
+    let ev = |id: u32, user: u32, t: i64| {
+        format!(
+            r#"{{"event_id":"e{id}","order_id":"o","user_id":"u{user}","amount":"1.50","event_time":{t}}}"#
+        )
+    };
+    let mut out = Vec::new();
+    let mut engine = Engine::with_seed(WindowSpec::DEFAULT, 2, 7);
+    let checkpoint = |engine: &Engine, id: u64, pending: Vec<PendingBatch>| Checkpoint {
+        id,
+        created_ms: 1_764_064_800_000 + id as i64,
+        source_id: "generator:seed=1".into(),
+        offsets: [(0, 10 * id), (1, 3)].into_iter().collect(),
+        anomaly_log_len: 120 * id,
+        engine: engine.snapshot(),
+        pending,
+    };
+    let mut seeds = vec![("empty", checkpoint(&engine, 1, vec![]))];
+    for i in 0..6 {
+        engine.process(
+            (i % 2) as usize,
+            ev(i, i % 3, 10_000 + i as i64 * 700).as_bytes(),
+            0,
+            &mut out,
+        );
+    }
+    seeds.push(("open_panes", checkpoint(&engine, 2, vec![])));
+    for i in 6..12 {
+        engine.process(
+            (i % 2) as usize,
+            ev(i, i % 4, 75_000 + i as i64 * 900).as_bytes(),
+            0,
+            &mut out,
+        );
+    }
+    assert!(!out.is_empty(), "windows fired");
+    let pending = vec![PendingBatch {
+        checkpoint_id: 3,
+        rows: out.clone(),
+    }];
+    seeds.push(("fired_and_pending", checkpoint(&engine, 3, pending)));
+    for (name, cp) in seeds {
+        let frame = codec::encode(&cp).unwrap();
+        std::fs::write(dir.join(format!("{name}.frame")), &frame).unwrap();
+        std::fs::write(dir.join(format!("{name}.payload")), &frame[18..]).unwrap();
     }
 }

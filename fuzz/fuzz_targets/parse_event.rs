@@ -8,7 +8,8 @@ use streamforge::event::parse_event;
 fuzz_target!(|data: &[u8]| {
     if let Ok(event) = parse_event(data) {
         let again = event.to_json();
-        let reparsed = parse_event(again.as_bytes()).expect("the canonical form of a valid event parses");
+        let reparsed =
+            parse_event(again.as_bytes()).expect("the canonical form of a valid event parses");
         assert_eq!(event, reparsed);
     }
 });

@@ -14,6 +14,14 @@ const HEADER: usize = 4 + 2 + 8 + 4;
 /// Upper bound on what bincode may allocate while decoding one checkpoint,
 /// in case a frame with a valid crc still carries absurd lengths.
 const DECODE_LIMIT: usize = 8 << 30;
+/// bincode checks each declared length against its limit *before* it
+/// allocates (claiming the decoded size in memory), but 8 GiB let a payload of
+/// a few bytes declare a 3 GB string and get it allocated (found by the
+/// `checkpoint_decode` fuzz target). A valid payload never decodes to more
+/// than ~16 times its size (a 1-byte varint becomes a 16-byte u128, a 4-byte
+/// pane a 64-byte tuple), so each decode is limited to this many times its
+/// payload, rounded up to a power of four.
+const DECODE_FACTOR: usize = 32;
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum CodecError {
@@ -81,10 +89,31 @@ pub fn verify(frame: &[u8]) -> Result<&[u8], CodecError> {
     Ok(payload)
 }
 
+/// Decodes with a limit proportional to the payload (see `DECODE_FACTOR`);
+/// bincode takes its limit as a type parameter, hence one arm per size class.
+fn decode_limited<T: DeserializeOwned>(
+    payload: &[u8],
+) -> Result<(T, usize), bincode::error::DecodeError> {
+    use bincode::config::standard;
+    use bincode::serde::decode_from_slice;
+    let need = payload
+        .len()
+        .saturating_mul(DECODE_FACTOR)
+        .saturating_add(64 << 10);
+    macro_rules! size_classes {
+        ($($bits:literal)*) => {
+            $(if need <= 1usize << $bits {
+                return decode_from_slice(payload, standard().with_limit::<{ 1usize << $bits }>());
+            })*
+        };
+    }
+    size_classes!(18 20 22 24 26 28 30 32);
+    decode_from_slice(payload, config())
+}
+
 pub fn decode<T: DeserializeOwned>(frame: &[u8]) -> Result<T, CodecError> {
     let payload = verify(frame)?;
-    let (value, used) = bincode::serde::decode_from_slice(payload, config())
-        .map_err(|e| CodecError::Decode(e.to_string()))?;
+    let (value, used) = decode_limited(payload).map_err(|e| CodecError::Decode(e.to_string()))?;
     if used != payload.len() {
         return Err(CodecError::Decode(format!(
             "{} trailing bytes after the state",
@@ -139,6 +168,72 @@ mod tests {
         for len in 0..frame.len() {
             assert!(decode::<Sample>(&frame[..len]).is_err());
         }
+    }
+
+    fn frame_of(payload: &[u8]) -> Vec<u8> {
+        let mut frame = Vec::new();
+        frame.extend_from_slice(MAGIC);
+        frame.extend_from_slice(&FORMAT.to_be_bytes());
+        frame.extend_from_slice(&(payload.len() as u64).to_be_bytes());
+        frame.extend_from_slice(&crc32fast::hash(payload).to_be_bytes());
+        frame.extend_from_slice(payload);
+        frame
+    }
+
+    /// Fuzz finding (checkpoint_decode, fuzz/corpus/checkpoint_decode/
+    /// oom-huge-string-length): a payload with a valid crc whose string
+    /// declares 3 GB made bincode allocate them before finding the bytes
+    /// missing. It must be refused by the limit, before any allocation.
+    #[test]
+    fn a_huge_declared_length_is_refused_before_allocating() {
+        let mut payload = vec![7, 0]; // a = 7, b = []
+        payload.push(253); // c: a string of 2^31 + 1 bytes...
+        payload.extend_from_slice(&((1u64 << 31) + 1).to_le_bytes());
+        payload.extend_from_slice(b"...of which 22 follow");
+        match decode::<Sample>(&frame_of(&payload)) {
+            Err(CodecError::Decode(msg)) => assert!(msg.contains("Limit"), "{msg}"),
+            other => panic!("expected a limit error, got {other:?}"),
+        }
+        let checkpoint = std::fs::read(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("fuzz/corpus/checkpoint_decode/oom-huge-string-length"),
+        )
+        .unwrap();
+        match decode::<crate::checkpoint::Checkpoint>(&frame_of(&checkpoint)) {
+            Err(CodecError::Decode(msg)) => assert!(msg.contains("Limit"), "{msg}"),
+            other => panic!("expected a limit error, got {other:?}"),
+        }
+    }
+
+    /// The limit is proportional to the payload: state whose decoded form is
+    /// many times its encoded size (tiny values in wide types) still decodes.
+    #[test]
+    fn dense_valid_state_fits_the_limit() {
+        let dense = Sample {
+            a: 0,
+            b: vec![(0, 0); 200_000],
+            c: String::new(),
+        };
+        assert_eq!(decode::<Sample>(&encode(&dense).unwrap()).unwrap(), dense);
+        let rows = crate::checkpoint::PendingBatch {
+            checkpoint_id: 0,
+            rows: vec![
+                crate::window::WindowRow {
+                    window_start: 0,
+                    window_end: 0,
+                    order_cnt: 0,
+                    gmv_cents: 0,
+                    user_cnt: 0,
+                    version: 0,
+                    updated_at: 0,
+                };
+                100_000
+            ],
+        };
+        assert_eq!(
+            decode::<crate::checkpoint::PendingBatch>(&encode(&rows).unwrap()).unwrap(),
+            rows
+        );
     }
 
     proptest! {
