@@ -10,8 +10,21 @@
 //!
 //! Each checkpoint is framed (`codec`: length + crc32 over bincode) and written
 //! with the deletion of the ones beyond `keep` in one sled batch, then
-//! `flush()`ed: it counts only once `commit` returns. Keys are the checkpoint
-//! id, big-endian, so iteration is in id order.
+//! `flush()`ed: it counts only once `commit` returns.
+//!
+//! # Layout
+//!
+//! The frame is stored in pieces of at most [`CHUNK_BYTES`], under the keys
+//! `id ++ piece number` (big-endian u64 and u32, so iteration is in id, then
+//! piece, order); reading a checkpoint concatenates its pieces, and the
+//! frame's length and crc catch a missing or damaged one. Why pieces: sled
+//! 0.34 stores a tree node bigger than 1/4 of its 512 KiB segment as a
+//! separate "blob" file, and never deletes blob files (sled issue #786), so
+//! one value per checkpoint leaked a file the size of every checkpoint ever
+//! committed and filled the disk. A leaf holds at most 17 entries, so with
+//! 4 KiB pieces no node reaches that size and sled reclaims the space of
+//! dropped checkpoints. A key of the id alone (one whole frame) is the layout
+//! of older state directories, still read and dropped.
 //!
 //! # Recovery
 //!
@@ -46,6 +59,24 @@ pub enum CheckpointError {
     NotFound(u64),
     #[error("cannot encode the checkpoint: {0}")]
     Encode(CodecError),
+}
+
+/// The largest piece of a frame stored under one key (see the module docs).
+pub const CHUNK_BYTES: usize = 4096;
+
+/// The key of piece `piece` of checkpoint `id`.
+fn chunk_key(id: u64, piece: u32) -> [u8; 12] {
+    let mut key = [0u8; 12];
+    key[..8].copy_from_slice(&id.to_be_bytes());
+    key[8..].copy_from_slice(&piece.to_be_bytes());
+    key
+}
+
+/// The checkpoint id a key belongs to.
+fn key_id(key: &[u8]) -> Option<u64> {
+    key.get(..8)
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map(u64::from_be_bytes)
 }
 
 /// Whether `e` says the filesystem (or the user's quota) is full.
@@ -173,14 +204,45 @@ impl CheckpointStore {
 
     /// Ids present, oldest first.
     pub fn ids(&self) -> Result<Vec<u64>, CheckpointError> {
+        // One lookup per checkpoint, not one per piece: jump to the next id.
         let mut ids = Vec::new();
-        for key in self.db.iter().keys() {
-            let key = key.map_err(|e| self.io(e))?;
-            if let Ok(bytes) = <[u8; 8]>::try_from(key.as_ref()) {
-                ids.push(u64::from_be_bytes(bytes));
+        let mut from = Some(0u64);
+        while let Some(start) = from {
+            let Some(key) = self
+                .db
+                .range(start.to_be_bytes()..)
+                .keys()
+                .next()
+                .transpose()
+                .map_err(|e| self.io(e))?
+            else {
+                break;
+            };
+            match key_id(&key) {
+                Some(id) => {
+                    ids.push(id);
+                    from = id.checked_add(1);
+                }
+                // A key shorter than an id is not ours. Padded with zeros it
+                // sorts right after itself: go on from there.
+                None => {
+                    let mut padded = [0u8; 8];
+                    padded[..key.len()].copy_from_slice(&key);
+                    from = Some(u64::from_be_bytes(padded));
+                }
             }
         }
         Ok(ids)
+    }
+
+    /// Every key holding a piece of checkpoint `id` (or its whole frame, in
+    /// the older layout), in order.
+    fn keys_of(&self, id: u64) -> Result<Vec<sled::IVec>, CheckpointError> {
+        self.db
+            .scan_prefix(id.to_be_bytes())
+            .keys()
+            .collect::<Result<_, _>>()
+            .map_err(|e| self.io(e))
     }
 
     /// Writes `checkpoint` and drops the ones beyond `keep`, atomically, then
@@ -188,12 +250,20 @@ impl CheckpointStore {
     pub fn commit(&self, checkpoint: &Checkpoint) -> Result<usize, CheckpointError> {
         let frame = codec::encode(checkpoint).map_err(CheckpointError::Encode)?;
         let mut batch = sled::Batch::default();
-        batch.insert(&checkpoint.id.to_be_bytes(), frame.as_slice());
+        // Leftovers of an attempt at this id that never became durable.
+        for key in self.keys_of(checkpoint.id)? {
+            batch.remove(key);
+        }
+        for (piece, bytes) in frame.chunks(CHUNK_BYTES).enumerate() {
+            batch.insert(&chunk_key(checkpoint.id, piece as u32), bytes);
+        }
         let ids = self.ids()?;
         let older: Vec<u64> = ids.into_iter().filter(|id| *id < checkpoint.id).collect();
         let drop_count = (older.len() + 1).saturating_sub(self.keep);
         for id in older.iter().take(drop_count) {
-            batch.remove(&id.to_be_bytes());
+            for key in self.keys_of(*id)? {
+                batch.remove(key);
+            }
         }
         failpoint::crash_point("checkpoint::commit::before_write");
         self.db.apply_batch(batch).map_err(|e| self.io(e))?;
@@ -203,12 +273,20 @@ impl CheckpointStore {
         Ok(frame.len())
     }
 
+    /// The stored frame of checkpoint `id`: its pieces, concatenated.
     pub fn raw(&self, id: u64) -> Result<Vec<u8>, CheckpointError> {
-        self.db
-            .get(id.to_be_bytes())
-            .map_err(|e| self.io(e))?
-            .map(|v| v.to_vec())
-            .ok_or(CheckpointError::NotFound(id))
+        let mut frame = Vec::new();
+        let mut found = false;
+        for item in self.db.scan_prefix(id.to_be_bytes()) {
+            let (_, value) = item.map_err(|e| self.io(e))?;
+            frame.extend_from_slice(&value);
+            found = true;
+        }
+        if found {
+            Ok(frame)
+        } else {
+            Err(CheckpointError::NotFound(id))
+        }
     }
 
     pub fn load(&self, id: u64) -> Result<Checkpoint, CheckpointError> {
@@ -258,12 +336,17 @@ impl CheckpointStore {
     /// Flips one byte in the middle of a stored checkpoint: the demo's and the
     /// tests' way to show that a corrupt checkpoint is detected and skipped.
     pub fn corrupt(&self, id: u64) -> Result<(), CheckpointError> {
-        let mut raw = self.raw(id)?;
-        let at = raw.len() / 2;
-        raw[at] ^= 0x5a;
-        self.db
-            .insert(id.to_be_bytes(), raw)
-            .map_err(|e| self.io(e))?;
+        let mut at = self.raw(id)?.len() / 2;
+        for item in self.db.scan_prefix(id.to_be_bytes()) {
+            let (key, value) = item.map_err(|e| self.io(e))?;
+            if at < value.len() {
+                let mut value = value.to_vec();
+                value[at] ^= 0x5a;
+                self.db.insert(key, value).map_err(|e| self.io(e))?;
+                break;
+            }
+            at -= value.len();
+        }
         self.db.flush().map_err(|e| self.io(e))?;
         Ok(())
     }
@@ -315,6 +398,103 @@ mod tests {
         assert_eq!(latest.unwrap(), checkpoint(2));
         assert_eq!(skipped.len(), 1);
         assert!(matches!(skipped[0], CheckpointError::Corrupt { id: 3, .. }));
+    }
+
+    /// A checkpoint of about `kib` KiB (its pending rows make the size).
+    fn big_checkpoint(id: u64, kib: usize) -> Checkpoint {
+        let row = |i: usize| crate::window::WindowRow {
+            window_start: i as i64 * 30,
+            window_end: i as i64 * 30 + 60,
+            order_cnt: id * 1_000_003 + i as u64,
+            gmv_cents: (id as u128) << 70 | i as u128,
+            user_cnt: i as u64 * 7919,
+            version: id,
+            updated_at: 1_764_064_800,
+        };
+        Checkpoint {
+            pending: vec![PendingBatch {
+                checkpoint_id: id,
+                rows: (0..kib * 1024 / 40).map(row).collect(),
+            }],
+            ..checkpoint(id)
+        }
+    }
+
+    fn dir_bytes(dir: &Path) -> u64 {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .map(|e| {
+                let m = e.metadata().unwrap();
+                if m.is_dir() {
+                    dir_bytes(&e.path())
+                } else {
+                    m.len()
+                }
+            })
+            .sum()
+    }
+
+    #[test]
+    fn a_big_checkpoint_is_stored_in_pieces_and_read_back_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CheckpointStore::open(dir.path(), 3).unwrap();
+        let cp = big_checkpoint(1, 300);
+        let frame = codec::encode(&cp).unwrap();
+        assert!(frame.len() > 250 * 1024, "{}", frame.len());
+        assert_eq!(store.commit(&cp).unwrap(), frame.len());
+        let values: Vec<usize> = store.db.iter().values().map(|v| v.unwrap().len()).collect();
+        assert_eq!(values.len(), frame.len().div_ceil(CHUNK_BYTES));
+        assert!(values.iter().all(|n| *n <= CHUNK_BYTES));
+        assert_eq!(store.raw(1).unwrap(), frame);
+        assert_eq!(store.ids().unwrap(), vec![1]);
+        assert_eq!(store.load(1).unwrap(), cp);
+        // Damage in any piece is caught.
+        store.corrupt(1).unwrap();
+        assert!(matches!(
+            store.load(1),
+            Err(CheckpointError::Corrupt { id: 1, .. })
+        ));
+    }
+
+    #[test]
+    fn big_checkpoints_do_not_fill_the_disk() {
+        // With one sled value per checkpoint, sled kept a blob file of every
+        // checkpoint ever committed: 80 checkpoints of 1 MiB left 80 MiB.
+        let dir = tempfile::tempdir().unwrap();
+        let store = CheckpointStore::open(dir.path(), 3).unwrap();
+        let size = codec::encode(&big_checkpoint(1, 1024)).unwrap().len() as u64;
+        for id in 1..=80 {
+            store.commit(&big_checkpoint(id, 1024)).unwrap();
+        }
+        assert_eq!(store.ids().unwrap(), vec![78, 79, 80]);
+        assert_eq!(store.load(80).unwrap(), big_checkpoint(80, 1024));
+        let blobs = std::fs::read_dir(dir.path().join("checkpoints/blobs"))
+            .map(|d| d.count())
+            .unwrap_or(0);
+        assert_eq!(blobs, 0, "sled stored nodes as blob files");
+        let used = dir_bytes(dir.path());
+        assert!(
+            used < 30 * size,
+            "{used} bytes on disk for 3 live checkpoints of {size} bytes"
+        );
+    }
+
+    #[test]
+    fn a_state_directory_of_the_older_layout_is_read_and_cleaned() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = CheckpointStore::open(dir.path(), 2).unwrap();
+        // Before pieces: the whole frame under the id alone.
+        for id in 1..=2 {
+            let frame = codec::encode(&checkpoint(id)).unwrap();
+            store.db.insert(id.to_be_bytes(), frame).unwrap();
+        }
+        assert_eq!(store.ids().unwrap(), vec![1, 2]);
+        assert_eq!(store.load_latest().unwrap().0.unwrap(), checkpoint(2));
+        store.commit(&checkpoint(3)).unwrap();
+        store.commit(&checkpoint(4)).unwrap();
+        assert_eq!(store.ids().unwrap(), vec![3, 4]);
+        assert_eq!(store.db.len(), 2);
     }
 
     #[test]
