@@ -105,6 +105,9 @@ fn io_advice(e: &sled::Error) -> &'static str {
 fn open_advice(e: &sled::Error) -> &'static str {
     if sled_no_space(e) {
         NO_SPACE_ADVICE
+    } else if matches!(e, sled::Error::Corruption { .. }) {
+        "The store's files are damaged. Move the state directory aside and start again from the \
+         beginning of the input (the sink's idempotence absorbs the recomputed rows)"
     } else {
         "Is another streamforge job using this state directory? Stop it, or pick another --state-dir"
     }
@@ -175,9 +178,56 @@ impl Drop for CheckpointStore {
     }
 }
 
+/// Removes the snapshot files sled left unfinished in the store at `path`,
+/// unless another process holds the store. Returns the ones removed.
+///
+/// sled 0.34 writes a snapshot of its page table at every open, as
+/// `snap.<lsn>.generating`, and renames it when complete. An open that dies
+/// before the rename (a crash, or a full disk) leaves that file behind, and
+/// every later open takes it for the newest snapshot and fails with "Read
+/// corrupted data": one restart on a full disk made the state directory
+/// unusable. The file was never complete, so removing it is safe: sled uses
+/// the previous snapshot or replays its log. It is done under sled's own
+/// lock (`flock` on `db`), so a running job's file is never touched.
+fn remove_unfinished_snapshots(path: &Path) -> std::io::Result<Vec<PathBuf>> {
+    use std::os::fd::AsRawFd;
+    let db = match std::fs::File::open(path.join("db")) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    // SAFETY: flock on a descriptor this function owns; released on close.
+    if unsafe { libc::flock(db.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        // In use: sled's open reports that, and its files are not ours to touch.
+        return Ok(Vec::new());
+    }
+    let mut removed = Vec::new();
+    for entry in std::fs::read_dir(path)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("snap.") && name.ends_with(".generating") {
+            std::fs::remove_file(entry.path())?;
+            removed.push(entry.path());
+        }
+    }
+    drop(db);
+    Ok(removed)
+}
+
 impl CheckpointStore {
     pub fn open(dir: &Path, keep: usize) -> Result<Self, CheckpointError> {
         let path = dir.join("checkpoints");
+        for file in remove_unfinished_snapshots(&path).map_err(|e| CheckpointError::Open {
+            path: path.clone(),
+            source: sled::Error::Io(e),
+        })? {
+            tracing::warn!(
+                file = %file.display(),
+                "removed an unfinished sled snapshot left by an interrupted start (it would make the store \
+                 unreadable)"
+            );
+        }
         let db = sled::Config::new()
             .path(&path)
             .mode(sled::Mode::LowSpace)
@@ -495,6 +545,29 @@ mod tests {
         store.commit(&checkpoint(4)).unwrap();
         assert_eq!(store.ids().unwrap(), vec![3, 4]);
         assert_eq!(store.db.len(), 2);
+    }
+
+    #[test]
+    fn an_unfinished_sled_snapshot_does_not_make_the_store_unreadable() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = CheckpointStore::open(dir.path(), 3).unwrap();
+            store.commit(&checkpoint(1)).unwrap();
+        }
+        // What an open interrupted by a crash or a full disk leaves behind.
+        let leftover = dir
+            .path()
+            .join("checkpoints/snap.7FFFFFFFFFFFFFFF.generating");
+        std::fs::write(&leftover, b"").unwrap();
+        let store = CheckpointStore::open(dir.path(), 3).unwrap();
+        assert!(!leftover.exists());
+        assert_eq!(store.load_latest().unwrap().0.unwrap(), checkpoint(1));
+        // A store in use is left alone.
+        std::fs::write(&leftover, b"").unwrap();
+        assert!(remove_unfinished_snapshots(&dir.path().join("checkpoints"))
+            .unwrap()
+            .is_empty());
+        assert!(leftover.exists());
     }
 
     #[test]
