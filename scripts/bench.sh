@@ -9,12 +9,12 @@
 #
 # Knobs: BENCH_CORE_EVENTS (20000000), BENCH_E2E_EVENTS (10000000),
 # BENCH_CHECKPOINT (5s), BENCH_SCALING_USERS (10000,100000,1000000),
-# BENCH_SCALING_RESTARTS (3).
+# BENCH_SCALING_RESTARTS (3), BENCH_OUT (bench-out: the report directory).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 what=${1:-all}
-out=bench-out
+out=${BENCH_OUT:-bench-out}
 mkdir -p "$out"
 report=$out/report.md
 bin=target/release/streamforge
