@@ -800,3 +800,216 @@ fn clickhouse_refusing_connections_mid_run_is_retried_and_results_stay_exact() {
     }
     case.assert_exact();
 }
+
+// ---------------------------------------------------------------------------
+// A full filesystem under the state directory or the anomaly log
+// ---------------------------------------------------------------------------
+
+/// A small tmpfs mounted by the test (it runs as root), unmounted on drop.
+struct Tmpfs {
+    dir: PathBuf,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (e.g. `1m`) on `dir`. A failure fails the
+    /// test: the fault must be tested, never silently skipped.
+    fn mount(dir: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(dir).unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .output();
+        match out {
+            Ok(out) if out.status.success() => Tmpfs {
+                dir: dir.to_path_buf(),
+            },
+            other => panic!(
+                "cannot mount a {size} tmpfs on {} ({}): this test fills a small filesystem under the job and \
+                 needs root (or CAP_SYS_ADMIN) to mount one. Run it as root; it is not skipped",
+                dir.display(),
+                match other {
+                    Ok(out) => format!("{}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim()),
+                    Err(e) => e.to_string(),
+                }
+            ),
+        }
+    }
+
+    /// Changes the size, keeping the files: how an operator frees space.
+    fn resize(&self, size: &str) {
+        let out = Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "cannot grow the tmpfs on {}: {}",
+            self.dir.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn free_bytes(&self) -> u64 {
+        let path = std::ffi::CString::new(self.dir.to_str().unwrap()).unwrap();
+        // SAFETY: statvfs fills the struct it is given.
+        unsafe {
+            let mut s: libc::statvfs = std::mem::zeroed();
+            assert_eq!(libc::statvfs(path.as_ptr(), &mut s), 0);
+            s.f_bavail * s.f_frsize
+        }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let ok = Command::new("umount")
+            .arg(&self.dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+        }
+    }
+}
+
+/// Ids of the checkpoints a run reported committed.
+fn committed_ids(log: &str) -> Vec<u64> {
+    log.lines()
+        .filter(|l| l.contains("checkpoint committed"))
+        .filter_map(|l| field(l, "checkpoint")?.parse().ok())
+        .collect()
+}
+
+/// Asserts that a run stopped on a full disk the way an operator needs: exit
+/// status 1 (no panic, no abort, no hang: `finish` has a deadline), and an
+/// error that names `path` and says what to do.
+fn assert_stopped_on_full_disk(status: ExitStatus, log: &str, path: &Path) {
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "the job did not stop with an error: {status}\n{log}"
+    );
+    assert!(!log.contains("panicked"), "the job panicked:\n{log}");
+    let error = log
+        .lines()
+        .find(|l| l.starts_with("error: "))
+        .unwrap_or_else(|| panic!("no error line:\n{log}"));
+    let sizes: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("checkpoint committed"))
+        .filter_map(|l| field(l, "bytes"))
+        .collect();
+    eprintln!("stopped on a full disk after checkpoints of {sizes:?} bytes: {error}");
+    for words in [
+        "No space left on device",
+        path.to_str().unwrap(),
+        "is full: free space",
+        "then restart",
+    ] {
+        assert!(error.contains(words), "`{words}` missing from: {error}");
+    }
+}
+
+/// Every checkpoint in the store verifies.
+fn assert_checkpoints_all_good(case: &Case) -> String {
+    let out = case
+        .cmd(&[
+            "checkpoint",
+            "list",
+            "--state-dir",
+            case.state.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "checkpoint list failed: {}\n{listing}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!listing.contains("CORRUPT"), "{listing}");
+    listing
+}
+
+#[test]
+fn a_full_filesystem_under_the_state_directory_stops_the_job_and_recovery_is_exact() {
+    // 100 events per second of event time per partition: ~30,000 live
+    // dedup ids at the peak, checkpoints of a few hundred KB.
+    let case = Case::with_shape(Shape {
+        partitions: 3,
+        per_partition: 20_000,
+        step_ms: 10,
+        seed: 301,
+        ..Shape::default()
+    });
+    // Room for the first checkpoints, not for the store's working size.
+    let fs = Tmpfs::mount(&case.state, "1m");
+
+    let (status, log) = case.run("");
+    assert_stopped_on_full_disk(status, &log, &case.state.join("checkpoints"));
+    let committed = committed_ids(&log);
+    let with_state = log
+        .lines()
+        .filter(|l| l.contains("checkpoint committed"))
+        .filter_map(|l| field(l, "bytes")?.parse::<u64>().ok())
+        .any(|bytes| bytes > 10_000);
+    assert!(
+        with_state,
+        "the filesystem filled before a checkpoint with state; the test wants a job that resumes:\n{log}"
+    );
+    let last = *committed.last().unwrap();
+    assert!(
+        log.contains(&format!(
+            "a restart resumes from checkpoint {last}, the last committed one"
+        )),
+        "{log}"
+    );
+
+    // Restarted while the disk is still full (what a supervisor does): it
+    // must fail the same clean way, and leave the store usable.
+    let (status, again) = case.run("");
+    assert_stopped_on_full_disk(status, &again, &case.state.join("checkpoints"));
+
+    fs.resize("256m");
+    assert!(fs.free_bytes() > 100 << 20);
+    assert_checkpoints_all_good(&case);
+    let (status, log) = case.run("");
+    assert_success(status, &log);
+    let line = log
+        .lines()
+        .find(|l| l.contains("recovering from checkpoint"))
+        .unwrap_or_else(|| panic!("no recovery after space came back:\n{log}"));
+    let from: u64 = field(line, "checkpoint").unwrap().parse().unwrap();
+    assert!(
+        from >= last,
+        "recovered from {from}, older than {last}:\n{log}"
+    );
+    case.assert_exact();
+    drop(fs);
+}
+
+#[test]
+fn a_full_filesystem_under_the_anomaly_log_stops_the_job_and_recovery_is_exact() {
+    let mut case = Case::new(302);
+    let logs = case.tmp.path().join("logs");
+    // Room for the anomalies of a first checkpoint or two (~250 bytes each),
+    // not for the ~2,700 of the data set.
+    let fs = Tmpfs::mount(&logs, "64k");
+    case.log = logs.join("anomalies.log");
+
+    let (status, log) = case.run("");
+    assert_stopped_on_full_disk(status, &log, &case.log);
+    assert!(!committed_ids(&log).is_empty(), "{log}");
+
+    let (status, again) = case.run("");
+    assert_stopped_on_full_disk(status, &again, &case.log);
+
+    fs.resize("16m");
+    assert_checkpoints_all_good(&case);
+    let (status, log) = case.run("");
+    assert_success(status, &log);
+    assert!(log.contains("recovering from checkpoint"), "{log}");
+    case.assert_exact();
+    drop(fs);
+}
