@@ -4,12 +4,18 @@
 #   scripts/bench.sh core          # core path, one thread, in-memory payloads
 #   scripts/bench.sh scaling       # state size, checkpoint pause, recovery time, RSS
 #                                  # at 10k, 100k and 1M distinct users per window
-#   scripts/bench.sh e2e           # Kafka -> StreamForge -> ClickHouse on the local stack
-#   scripts/bench.sh               # all three
+#   scripts/bench.sh e2e           # Kafka -> StreamForge -> ClickHouse on the local stack:
+#                                  # throughput from a preloaded topic, then latency
+#   scripts/bench.sh latency       # only the end-to-end latency at a fixed rate
+#   scripts/bench.sh               # all
 #
 # Knobs: BENCH_CORE_EVENTS (20000000), BENCH_E2E_EVENTS (10000000),
 # BENCH_CHECKPOINT (5s), BENCH_SCALING_USERS (10000,100000,1000000),
-# BENCH_SCALING_RESTARTS (3), BENCH_OUT (bench-out: the report directory).
+# BENCH_SCALING_RESTARTS (3), BENCH_LATENCY_RATE (2000 events/s),
+# BENCH_LATENCY_SECONDS (300), BENCH_LATENCY_CHECKPOINT (1s),
+# BENCH_LATENCY_WINDOW / BENCH_LATENCY_SLIDE (10s / 5s: more windows per
+# minute; the latency does not depend on the window size),
+# BENCH_OUT (bench-out: the report directory).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -59,6 +65,77 @@ scaling() {
     "$bin" bench scaling --users "$users" --restarts "$restarts" --json "$out/scaling.json"
     echo
   } | tee -a "$report"
+}
+
+# End-to-end latency at a fixed moderate rate, on live data: the producer
+# paces events whose event time is the wall clock, the job runs unbounded,
+# and a poller asks ClickHouse every 100 ms which windows are visible. For
+# each window the latency is (first seen in ClickHouse) - (window end): the
+# time from the append of the window's last event to its row being visible.
+# It includes, by design, the watermark bound (5 s) and up to one checkpoint
+# interval (the sink is written after each checkpoint).
+latency() {
+  local rate=${BENCH_LATENCY_RATE:-2000} secs=${BENCH_LATENCY_SECONDS:-300}
+  local interval=${BENCH_LATENCY_CHECKPOINT:-1s}
+  local size=${BENCH_LATENCY_WINDOW:-10s} slide=${BENCH_LATENCY_SLIDE:-5s}
+  local ch=${CLICKHOUSE_URL:-http://127.0.0.1:8123/}
+  scripts/stack.sh up >&2
+  local topic state
+  topic=latency_$(date +%s)
+  state=$(mktemp -d)
+  scripts/stack.sh topic "$topic" 4 >&2
+  export KAFKA_TOPIC=$topic KAFKA_GROUP_ID=$topic CLICKHOUSE_TABLE=$topic STREAMFORGE_CONFIG=/dev/null
+  echo "== latency: $rate events/s for $secs s, windows $size/$slide, checkpoint every $interval" >&2
+  "$bin" run --source kafka --sink clickhouse --state-dir "$state" \
+    --anomaly-log "$state/anomalies.log" --checkpoint-interval "$interval" \
+    --set "window.size=$size" --set "window.slide=$slide" 2> "$out/latency-job.log" &
+  local job=$!
+  sleep 5 # the job creates the table and joins the group
+  local t_start t_end now ws we
+  t_start=$(date +%s%3N)
+  "$bin" produce --rate "$rate" --count $((rate * secs)) 2> "$out/latency-produce.log" &
+  local producer=$!
+  declare -A seen=()
+  while kill -0 "$producer" 2>/dev/null; do
+    now=$(date +%s%3N)
+    while read -r ws we; do
+      if [[ -n "$ws" && -z "${seen[$ws]:-}" ]]; then seen[$ws]="$we $now"; fi
+    done < <(curl -s --max-time 2 "$ch" --data-binary \
+      "SELECT DISTINCT toUnixTimestamp(window_start), toUnixTimestamp(window_end) FROM streamforge.$topic FORMAT TabSeparated" || true)
+    sleep 0.1
+  done
+  wait "$producer" || true
+  t_end=$(date +%s%3N)
+  kill -INT "$job" 2>/dev/null || true
+  wait "$job" || true
+  # Windows that closed while events flowed: end after the first full window,
+  # before the producer stopped.
+  local size_ms
+  size_ms=$(( $(echo "$size" | tr -dc 0-9) * 1000 ))
+  local lat
+  lat=$(for ws in "${!seen[@]}"; do
+          read -r we now <<< "${seen[$ws]}"
+          if (( we * 1000 >= t_start + size_ms && we * 1000 <= t_end )); then
+            echo $(( now - we * 1000 ))
+          fi
+        done | sort -n)
+  {
+    echo "## End-to-end latency: event append to row visible in ClickHouse"
+    echo
+    echo "Commands: \`streamforge run --source kafka --sink clickhouse --checkpoint-interval $interval --set window.size=$size --set window.slide=$slide\` and \`streamforge produce --rate $rate --count $((rate * secs))\` (event time = wall clock), ClickHouse polled every 100 ms"
+    echo
+    echo "$lat" | awk -v rate="$rate" 'NF { v[n++] = $1 } END {
+      if (n == 0) { print "no window closed during the run"; exit }
+      p50 = v[int((n - 1) * 0.5 + 0.5)]; p99 = v[int((n - 1) * 0.99 + 0.5)]
+      print "| metric | value |"; print "| --- | --- |"
+      printf "| rate | %d events/s |\n", rate
+      printf "| windows measured | %d |\n", n
+      printf "| window end -> row visible, p50 / p99 / max | %d / %d / %d ms |\n", p50, p99, v[n - 1]
+      printf "| min | %d ms |\n", v[0]
+    }'
+    echo
+  } | tee -a "$report"
+  rm -rf "$state"
 }
 
 e2e() {
@@ -121,8 +198,9 @@ e2e() {
 case $what in
   core) core ;;
   scaling) scaling ;;
-  e2e) e2e ;;
+  e2e) e2e; latency ;;
+  latency) latency ;;
   all) core; scaling; e2e ;;
-  *) echo "usage: scripts/bench.sh [core|scaling|e2e|all]" >&2; exit 2 ;;
+  *) echo "usage: scripts/bench.sh [core|scaling|e2e|latency|all]" >&2; exit 2 ;;
 esac
 echo "report: $report" >&2
