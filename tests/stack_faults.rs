@@ -79,7 +79,6 @@ fn unique(prefix: &str) -> String {
 struct Case {
     tmp: tempfile::TempDir,
     data: DataSet,
-    topic: String,
     table: String,
     state: PathBuf,
     log: PathBuf,
@@ -137,7 +136,6 @@ impl Case {
             job_clickhouse: tmp.path().join("clickhouse-job.yaml"),
             direct_clickhouse: tmp.path().join("clickhouse-direct.yaml"),
             kafka,
-            topic,
             data,
             tmp,
         };
@@ -322,8 +320,6 @@ impl Drop for Case {
         }) {
             let _ = sink.drop_table();
         }
-        let _ = &self.tmp;
-        let _ = &self.topic;
     }
 }
 
