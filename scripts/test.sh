@@ -3,10 +3,12 @@
 # stack (Kafka KRaft + ClickHouse, see scripts/stack.sh), runs every test
 # (unit, property, embedded end to end, Kafka/ClickHouse integration and
 # fault injection, with crash points compiled in), replays the fuzz corpus,
-# stops the stack, and prints how many tests ran.
+# fuzzes each target for a bounded time, stops the stack, and prints how many
+# tests ran.
 #
 #   scripts/test.sh            # everything
 #   SKIP_STACK=1 scripts/test.sh   # reuse a stack you started yourself
+#   SKIP_FUZZ=1 scripts/test.sh    # without the bounded fuzzing (FUZZ_SECONDS=45)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -31,13 +33,37 @@ cargo test --no-fail-fast --features failpoints --all-targets 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 
+# Bounded fuzzing (scripts/fuzz.sh): each cargo-fuzz target for FUZZ_SECONDS
+# (default 45 s) from the committed corpus. A crash fails the run; a machine
+# where cargo-fuzz cannot be installed skips it and says so. SKIP_FUZZ=1 skips
+# it. Costs on a clean machine: cargo-fuzz install ~1 min, the sanitizer
+# build of the targets ~10 min on 2 idle cores (cached under CI, like the
+# test build), then the fuzzing itself.
+fuzz_status=0
+if [[ "${SKIP_FUZZ:-0}" != 1 ]]; then
+  echo "== fuzz: each target for ${FUZZ_SECONDS:-45} s (scripts/fuzz.sh)"
+  fuzz_dir=$PWD/fuzz/target
+  [[ -n "${CI:-}" ]] && fuzz_dir=$HOME/.cache/streamforge/fuzz-target
+  set +e
+  FUZZ_TARGET_DIR=$fuzz_dir scripts/fuzz.sh "${FUZZ_SECONDS:-45}"
+  fuzz_status=$?
+  set -e
+  if [[ $fuzz_status -eq 3 ]]; then
+    echo "fuzz: SKIPPED (cargo-fuzz could not be installed on this machine)"
+    fuzz_status=0
+  fi
+fi
+
 passed=$(grep -Eo 'test result: [A-Za-z]+\. [0-9]+ passed' "$log" | awk '{s+=$4} END {print s+0}')
 failed=$(grep -Eo '; [0-9]+ failed' "$log" | awk '{s+=$2} END {print s+0}')
 binaries=$(grep -c 'test result:' "$log" || true)
 echo
 echo "== summary: $binaries test binaries"
 echo "$passed passed, $failed failed"
-if [[ $status -ne 0 || $failed -ne 0 || $passed -eq 0 ]]; then
+if [[ $fuzz_status -ne 0 ]]; then
+  echo "fuzzing FAILED (scripts/fuzz.sh exit $fuzz_status; inputs under fuzz/artifacts/)" >&2
+fi
+if [[ $status -ne 0 || $failed -ne 0 || $passed -eq 0 || $fuzz_status -ne 0 ]]; then
   echo "test suite FAILED (cargo exit $status)" >&2
   exit 1
 fi
