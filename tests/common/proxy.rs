@@ -6,10 +6,12 @@
 //! than the sink's timeout before forwarding it (a slow server: the request
 //! still reaches ClickHouse, late, as it would), or to refuse connections.
 //!
-//! Switching modes closes every connection in flight, so that the client's
-//! pooled keep-alive connections cannot bypass the new mode: the next request
-//! opens a new connection and meets it. The counters say what the proxy did,
-//! so a test can check that its fault was actually met.
+//! A switch takes effect at the next request: it waits until each piped
+//! connection is between requests (the server answered last, and nothing
+//! moved for a moment), then closes it, so that the client's pooled
+//! keep-alive connections cannot bypass the new mode and no request in
+//! flight is cut. The counters say what the proxy did, so a test can check
+//! that its fault was actually met.
 //!
 //! Plain `std::net` with a thread per connection: a job makes a handful of
 //! requests a second.
@@ -44,18 +46,50 @@ pub struct Counts {
 }
 
 /// The body of an injected 500: the shape of a ClickHouse error that may pass.
-pub const BODY_500: &str =
-    "Code: 241. DB::Exception: Memory limit (total) exceeded: injected by the test's \
-                            fault proxy. (MEMORY_LIMIT_EXCEEDED)\n";
+pub const BODY_500: &str = concat!(
+    "Code: 241. DB::Exception: Memory limit (total) exceeded: ",
+    "injected by the test's fault proxy. (MEMORY_LIMIT_EXCEEDED)\n"
+);
+
+/// One piped connection: both sockets, and which way bytes moved last.
+struct Link {
+    number: u64,
+    client: TcpStream,
+    server: TcpStream,
+    /// Transfer sequence numbers (0 = never), to order the two directions.
+    last_up: AtomicU64,
+    last_down: AtomicU64,
+    /// When bytes last moved either way (or the link opened), ms since the
+    /// proxy started.
+    last_moved_ms: AtomicU64,
+}
+
+impl Link {
+    /// Between two requests: the server spoke last (or the client never
+    /// spoke) and nothing moved for a moment.
+    fn idle(&self, now_ms: u64) -> bool {
+        let up = self.last_up.load(Ordering::SeqCst);
+        let down = self.last_down.load(Ordering::SeqCst);
+        let quiet = now_ms.saturating_sub(self.last_moved_ms.load(Ordering::SeqCst)) >= 20;
+        quiet && (down > up || up == 0)
+    }
+
+    fn close(&self) {
+        let _ = self.client.shutdown(Shutdown::Both);
+        let _ = self.server.shutdown(Shutdown::Both);
+    }
+}
 
 struct Shared {
     mode: Mutex<Mode>,
-    /// Both ends of every piped connection, by connection number, to close
-    /// them on a mode switch.
-    live: Mutex<Vec<(u64, TcpStream)>>,
+    started: Instant,
+    /// Every piped connection, to close them on a mode switch.
+    live: Mutex<Vec<Arc<Link>>>,
     stop: AtomicBool,
     /// Connections piped so far (also their numbers in `live`).
     forwarded: AtomicU64,
+    /// Numbers the transfers of every link, in order.
+    transfers: AtomicU64,
     failed_500: AtomicU64,
     delayed: AtomicU64,
     refusing_passes: AtomicU64,
@@ -74,9 +108,11 @@ impl FaultProxy {
         let addr = listener.local_addr().unwrap();
         let shared = Arc::new(Shared {
             mode: Mutex::new(Mode::Forward),
+            started: Instant::now(),
             live: Mutex::new(Vec::new()),
             stop: AtomicBool::new(false),
             forwarded: AtomicU64::new(0),
+            transfers: AtomicU64::new(1),
             failed_500: AtomicU64::new(0),
             delayed: AtomicU64::new(0),
             refusing_passes: AtomicU64::new(0),
@@ -98,11 +134,26 @@ impl FaultProxy {
         format!("http://{}", self.addr)
     }
 
-    /// Switches mode and closes every connection in flight.
+    /// Switches mode; returns once every piped connection has finished its
+    /// request in flight and is closed (at most 10 s: then it is cut).
     pub fn set_mode(&self, mode: Mode) {
         *self.shared.mode.lock().unwrap() = mode;
-        for (_, stream) in self.shared.live.lock().unwrap().drain(..) {
-            let _ = stream.shutdown(Shutdown::Both);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let now_ms = self.shared.now_ms();
+            let mut live = self.shared.live.lock().unwrap();
+            live.retain(|link| {
+                let done = link.idle(now_ms) || Instant::now() >= deadline;
+                if done {
+                    link.close();
+                }
+                !done
+            });
+            if live.is_empty() {
+                return;
+            }
+            drop(live);
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
 
@@ -116,11 +167,17 @@ impl FaultProxy {
     }
 }
 
+impl Shared {
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64 + 1
+    }
+}
+
 impl Drop for FaultProxy {
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::Relaxed);
-        for (_, stream) in self.shared.live.lock().unwrap().drain(..) {
-            let _ = stream.shutdown(Shutdown::Both);
+        for link in self.shared.live.lock().unwrap().drain(..) {
+            link.close();
         }
         if let Some(t) = self.accept.take() {
             let _ = t.join();
@@ -185,37 +242,61 @@ fn handle(client: TcpStream, upstream: SocketAddr, mode: Mode, shared: Arc<Share
     }
 }
 
-fn forward(client: TcpStream, upstream: SocketAddr, shared: &Shared) {
+fn forward(client: TcpStream, upstream: SocketAddr, shared: &Arc<Shared>) {
     let Ok(server) = TcpStream::connect(upstream) else {
         return;
     };
-    let id = shared.forwarded.fetch_add(1, Ordering::Relaxed);
-    {
-        let mut live = shared.live.lock().unwrap();
-        for s in [&client, &server] {
-            if let Ok(clone) = s.try_clone() {
-                live.push((id, clone));
-            }
-        }
-    }
-    if let (Ok(client_r), Ok(server_r)) = (client.try_clone(), server.try_clone()) {
-        let up = std::thread::spawn(move || pipe(client_r, server));
-        pipe(server_r, client);
-        let _ = up.join();
-    }
-    shared.live.lock().unwrap().retain(|(n, _)| *n != id);
+    let (Ok(client_r), Ok(server_r), Ok(client_w), Ok(server_w)) = (
+        client.try_clone(),
+        server.try_clone(),
+        client.try_clone(),
+        server.try_clone(),
+    ) else {
+        return;
+    };
+    let link = Arc::new(Link {
+        number: shared.forwarded.fetch_add(1, Ordering::Relaxed),
+        client,
+        server,
+        last_up: AtomicU64::new(0),
+        last_down: AtomicU64::new(0),
+        last_moved_ms: AtomicU64::new(shared.now_ms()),
+    });
+    shared.live.lock().unwrap().push(link.clone());
+    let (l, s) = (link.clone(), shared.clone());
+    let up = std::thread::spawn(move || pipe(client_r, server_w, &l, &l.last_up, &s));
+    pipe(server_r, client_w, &link, &link.last_down, shared);
+    let _ = up.join();
+    shared
+        .live
+        .lock()
+        .unwrap()
+        .retain(|other| other.number != link.number);
 }
 
-/// Copies until end of stream, then passes the end on.
-fn pipe(mut from: TcpStream, mut to: TcpStream) {
+/// Copies until end of stream, then passes the end on; notes each transfer
+/// in `direction` (the link's `last_up` or `last_down`).
+fn pipe(
+    mut from: TcpStream,
+    mut to: TcpStream,
+    link: &Link,
+    direction: &AtomicU64,
+    shared: &Shared,
+) {
     let mut buf = [0u8; 16 * 1024];
     loop {
         match from.read(&mut buf) {
             Ok(0) | Err(_) => break,
             Ok(n) => {
+                direction.store(
+                    shared.transfers.fetch_add(1, Ordering::SeqCst),
+                    Ordering::SeqCst,
+                );
+                link.last_moved_ms.store(shared.now_ms(), Ordering::SeqCst);
                 if to.write_all(&buf[..n]).is_err() {
                     break;
                 }
+                link.last_moved_ms.store(shared.now_ms(), Ordering::SeqCst);
             }
         }
     }
