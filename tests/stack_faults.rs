@@ -36,6 +36,7 @@ use std::process::{Child, Command, ExitStatus};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
+use common::stack::{repo, require_stack, unique};
 use common::*;
 use proxy::{FaultProxy, Mode};
 
@@ -45,35 +46,6 @@ const RUN_DEADLINE: Duration = Duration::from_secs(300);
 const LINE_DEADLINE: Duration = Duration::from_secs(180);
 
 const DATABASE: &str = "streamforge_test";
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn require_stack() {
-    let out = Command::new(repo().join("scripts/stack.sh"))
-        .arg("status")
-        .output()
-        .expect("running scripts/stack.sh status");
-    assert!(
-        out.status.success(),
-        "the local stack is not running: start it with `scripts/stack.sh up` (scripts/test.sh does)\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn unique(prefix: &str) -> String {
-    format!(
-        "{prefix}_{}_{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-            % 1_000_000_000_000
-    )
-}
 
 /// A test's own data set, topic, table, state directory and anomaly log.
 struct Case {
