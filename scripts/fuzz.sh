@@ -19,13 +19,16 @@
 #
 # Knobs: FUZZ_MAX_LEN (bytes per input, default 4096), FUZZ_NICE (default 10),
 # FUZZ_RSS_MB (default 2048: an input that allocates more is a finding),
-# FUZZ_MERGE=1 (after the run, add the inputs that reach new coverage to the
-# committed corpus; review and commit them), FUZZ_TARGET_DIR (the build's
+# FUZZ_MERGE=1 (after the run, add to the committed corpus the fewest inputs
+# that reach the edges it does not cover yet: a set cover over edges, hit
+# counts ignored, which keeps it to a few hundred small files; review and
+# commit them), FUZZ_TARGET_DIR (the build's
 # target directory, default fuzz/target; CARGO_TARGET_DIR is ignored so the
 # sanitizer build never mixes with the test build).
 #
 # Exit status: 0 no crash; 1 a target crashed; 2 the targets did not build;
-# 3 cargo-fuzz could not be installed (scripts/test.sh reports that as skipped).
+# 3 cargo-fuzz could not be installed, or the stable fallback could not build
+# the targets (scripts/test.sh reports that as skipped).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 unset CARGO_TARGET_DIR
@@ -47,11 +50,14 @@ fi
 if cargo +nightly --version >/dev/null 2>&1; then
   toolchain=(+nightly)
   sanitizer=(--sanitizer address)
+  build_failed=2
 else
   echo "== no nightly toolchain: fuzzing with stable and no sanitizer"
   toolchain=()
   sanitizer=(--sanitizer none)
   export RUSTC_BOOTSTRAP=1
+  # The tests build the same crate: a failure here is the toolchain's.
+  build_failed=3
 fi
 
 cd fuzz
@@ -69,7 +75,7 @@ for t in "${targets[@]}"; do
     --target-dir "$target_dir" "$t" > "$target_dir/build-$t.log" 2>&1; then
     tail -n 30 "$target_dir/build-$t.log" >&2
     echo "fuzz target $t did not build" >&2
-    exit 2
+    exit "$build_failed"
   fi
 done
 echo "   built in $(( $(date +%s) - start )) s"
@@ -102,7 +108,7 @@ for t in "${targets[@]}"; do
     before=$(find "corpus/$t" -type f | wc -l)
     cargo "${toolchain[@]}" fuzz run "${sanitizer[@]}" --target-dir "$target_dir" \
       "$t" "corpus/$t" "$work" -- \
-      -merge=1 -max_len="$max_len" > "$target_dir/merge-$t.log" 2>&1
+      -set_cover_merge=1 -use_counters=0 -max_len="$max_len" > "$target_dir/merge-$t.log" 2>&1
     after=$(find "corpus/$t" -type f | wc -l)
     echo "   merged into fuzz/corpus/$t: $before -> $after files"
   fi

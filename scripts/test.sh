@@ -49,7 +49,7 @@ if [[ "${SKIP_FUZZ:-0}" != 1 ]]; then
   fuzz_status=$?
   set -e
   if [[ $fuzz_status -eq 3 ]]; then
-    echo "fuzz: SKIPPED (cargo-fuzz could not be installed on this machine)"
+    echo "fuzz: SKIPPED (no toolchain for cargo-fuzz on this machine; see above)"
     fuzz_status=0
   fi
 fi
