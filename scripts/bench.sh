@@ -7,6 +7,8 @@
 #   scripts/bench.sh e2e           # Kafka -> StreamForge -> ClickHouse on the local stack:
 #                                  # throughput from a preloaded topic, then latency
 #   scripts/bench.sh latency       # only the end-to-end latency at a fixed rate
+#   scripts/bench.sh flink         # the same job in Apache Flink SQL on the same data,
+#                                  # outputs checked equal (bench/peers/flink/compare.sh)
 #   scripts/bench.sh               # all
 #
 # Knobs: BENCH_CORE_EVENTS (20000000), BENCH_E2E_EVENTS (10000000),
@@ -195,12 +197,18 @@ e2e() {
   echo
 } > "$report"
 
+flink() {
+  echo "== flink: the same job in Apache Flink on the same data" >&2
+  bench/peers/flink/compare.sh | tee -a "$report"
+}
+
 case $what in
   core) core ;;
+  flink) flink ;;
   scaling) scaling ;;
   e2e) e2e; latency ;;
   latency) latency ;;
-  all) core; scaling; e2e ;;
-  *) echo "usage: scripts/bench.sh [core|scaling|e2e|latency|all]" >&2; exit 2 ;;
+  all) core; scaling; e2e; flink ;;
+  *) echo "usage: scripts/bench.sh [core|scaling|e2e|latency|flink|all]" >&2; exit 2 ;;
 esac
 echo "report: $report" >&2
