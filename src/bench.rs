@@ -716,3 +716,39 @@ pub fn scaling_suite(
     }
     Ok(reports)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dedup::Fp;
+    use crate::window::WindowsSnapshot;
+
+    #[test]
+    fn the_user_pool_gives_the_target_distinct_count_in_expectation() {
+        for (n, k) in [(10_000u64, 2.0f64), (100_000, 10.0), (1_000, 1.5)] {
+            let pool = user_pool(n, k) as f64;
+            let expected = pool * (1.0 - (-k * n as f64 / pool).exp());
+            assert!((expected - n as f64).abs() < 1.0, "{n} {k}: {expected}");
+        }
+        // Two draws per user: a pool 1.255x the target.
+        assert_eq!(user_pool(1_000_000, 2.0) / 1_000, 1_255);
+    }
+
+    #[test]
+    fn open_windows_count_distinct_users_over_their_panes() {
+        let u = |n: u64| Fp { hi: n, lo: 0 };
+        let snap = WindowsSnapshot {
+            panes: vec![
+                (10, 2, 200, vec![u(1), u(2)]),
+                (11, 2, 200, vec![u(2), u(3)]),
+                (12, 1, 100, vec![u(9)]),
+            ],
+            ..Default::default()
+        };
+        // 60 s windows of two 30 s panes: [10, 11], [11, 12], [12, 13].
+        assert_eq!(
+            open_window_users(&snap, &WindowSpec::DEFAULT),
+            vec![3, 3, 1]
+        );
+    }
+}
