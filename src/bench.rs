@@ -128,13 +128,7 @@ pub fn core(opts: &CoreBenchOptions) -> anyhow::Result<CoreBenchReport> {
             next[p as usize] += 1;
             spans.push((p, start, data.len()));
         }
-        let t = Instant::now();
-        let now_s = crate::time::now_ms() / 1000;
-        for &(p, s, e) in &spans {
-            engine.process(p as usize, &data[s..e], now_s, &mut out);
-        }
-        engine.flush_updates(now_s, &mut out);
-        busy += t.elapsed();
+        busy += process_spans(&mut engine, &data, &spans, &mut out);
         processed += n;
         since_checkpoint += n;
         windows += out.len();
@@ -524,13 +518,7 @@ pub fn scaling(opts: &ScalingBenchOptions) -> anyhow::Result<ScalingBenchReport>
                     spans.push((p, s, data.len()));
                 }
             }
-            let t = Instant::now();
-            let now_s = crate::time::now_ms() / 1000;
-            for &(p, s, e) in &spans {
-                engine.process(p as usize, &data[s..e], now_s, &mut out);
-            }
-            engine.flush_updates(now_s, &mut out);
-            busy += t.elapsed();
+            busy += process_spans(&mut engine, &data, &spans, &mut out);
             processed += spans.len() as u64;
             offset += n;
             for p in next.iter_mut() {
@@ -715,6 +703,23 @@ pub fn scaling_suite(
         reports.push(serde_json::from_str(&text)?);
     }
     Ok(reports)
+}
+
+/// Runs the engine over the payloads `spans` point to in `data`, as one
+/// batch, and returns the time it took.
+fn process_spans(
+    engine: &mut Engine,
+    data: &[u8],
+    spans: &[(u32, usize, usize)],
+    out: &mut Vec<WindowRow>,
+) -> Duration {
+    let t = Instant::now();
+    let now_s = crate::time::now_ms() / 1000;
+    for &(p, s, e) in spans {
+        engine.process(p as usize, &data[s..e], now_s, out);
+    }
+    engine.flush_updates(now_s, out);
+    t.elapsed()
 }
 
 #[cfg(test)]
