@@ -64,7 +64,12 @@ pub struct CoreBenchReport {
 
 /// Peak resident set size of this process, from /proc (Linux).
 pub fn peak_rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
+    peak_rss_from("/proc/self/status")
+}
+
+/// `VmHWM` of a /proc status file, in bytes (0 when unreadable).
+fn peak_rss_from(status: &str) -> u64 {
+    std::fs::read_to_string(status)
         .ok()
         .and_then(|s| {
             s.lines()
@@ -363,15 +368,7 @@ fn events_read(port: u16) -> Option<u64> {
 }
 
 fn peak_rss_of(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024)
+    peak_rss_from(&format!("/proc/{pid}/status"))
 }
 
 /// Restarts `streamforge run` on the generator against `state_dir` (which
