@@ -129,7 +129,8 @@ pub struct ReplayReport {
     pub duplicates: u64,
     pub anomalies: BTreeMap<String, u64>,
     pub partitions: BTreeMap<u32, PartitionRead>,
-    /// Window starts (epoch s) written or, with --dry-run, to be written.
+    /// Windows whose values change: the sink's row (if any) and the replay's.
+    /// All recomputed windows are written (unless --dry-run), changed or not.
     pub changed: Vec<(Option<WindowRow>, WindowRow)>,
     pub unchanged: usize,
     /// Windows skipped because the input did not hold all their records.
