@@ -421,6 +421,41 @@ struct Failed {
     detail: String,
 }
 
+/// How often a request is sent again at once after a connection closed
+/// without an answer (see [`closed_unanswered`]).
+const STALE_RETRIES: u32 = 2;
+
+/// Whether `error` is a connection that closed (or was reset) after the
+/// request went out and before any answer came: what a reused keep-alive
+/// connection the server just dropped looks like. A server that is down
+/// refuses the connection instead, which this is not.
+fn closed_unanswered(error: &reqwest::Error) -> bool {
+    if error.is_timeout() || error.is_connect() {
+        return false;
+    }
+    let mut next: Option<&dyn std::error::Error> = Some(error);
+    while let Some(e) = next {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::UnexpectedEof
+            ) {
+                return true;
+            }
+        }
+        // hyper's words for a connection closed before the answer.
+        if e.to_string()
+            .contains("connection closed before message completed")
+        {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}
+
 /// Describes a transport error: the top-level error without its URL (which
 /// would repeat the query), then the innermost cause.
 fn transport_failure(error: reqwest::Error) -> Failed {
@@ -1055,7 +1090,27 @@ impl ClickHouseSink {
         if !self.user.is_empty() || self.password.is_some() {
             request = request.basic_auth(&self.user, self.password.as_ref().map(|p| &p.0));
         }
-        let response = request.body(body).send().map_err(transport_failure)?;
+        let mut request = request.body(body);
+        // A pooled keep-alive connection the server (or a proxy) closed just
+        // as this request went out fails with nothing answered. Every
+        // request this sink sends is idempotent (inserts are keyed and
+        // versioned), so it is sent again, at once, on a new connection,
+        // rather than reported as an outage.
+        let mut stale_retries = 0;
+        let response = loop {
+            let again = (stale_retries < STALE_RETRIES)
+                .then(|| request.try_clone())
+                .flatten();
+            match request.send() {
+                Ok(response) => break response,
+                Err(e) if again.is_some() && closed_unanswered(&e) => {
+                    stale_retries += 1;
+                    tracing::debug!(error = %e, attempt = stale_retries, "ClickHouse closed the connection without an answer; sending again");
+                    request = again.expect("checked above");
+                }
+                Err(e) => return Err(transport_failure(e)),
+            }
+        };
         let status = response.status();
         let header_code = response
             .headers()
@@ -1672,6 +1727,64 @@ mod tests {
     fn tsv_fields_unescape() {
         assert_eq!(tsv_unescape(r"DateTime(\'UTC\')"), "DateTime('UTC')");
         assert_eq!(tsv_unescape(r"a\tb\\c\n"), "a\tb\\c\n");
+    }
+
+    /// A loopback HTTP server that, for each connection in turn, reads one
+    /// request and then either closes without answering (`false`) or
+    /// answers `200 Ok.` (`true`). Returns its URL and the number of
+    /// connections it took.
+    fn scripted_server(script: Vec<bool>) -> (String, std::thread::JoinHandle<usize>) {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let server = std::thread::spawn(move || {
+            let mut taken = 0;
+            for answer in script {
+                let (mut conn, _) = listener.accept().unwrap();
+                taken += 1;
+                let mut data = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !data.ends_with(b"SELECT 1") {
+                    match conn.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => data.extend_from_slice(&buf[..n]),
+                    }
+                }
+                if answer {
+                    conn.write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nOk.",
+                    )
+                    .unwrap();
+                }
+            }
+            taken
+        });
+        (url, server)
+    }
+
+    #[test]
+    fn a_connection_closed_without_an_answer_is_sent_again_at_once() {
+        let (url, server) = scripted_server(vec![false, false, true]);
+        let settings = ClickHouseSettings {
+            url,
+            ..Default::default()
+        };
+        let sink = ClickHouseSink::connect(&settings).unwrap();
+        assert_eq!(sink.query_text("SELECT 1").unwrap(), "Ok.");
+        assert_eq!(server.join().unwrap(), 3);
+    }
+
+    #[test]
+    fn a_server_that_never_answers_is_an_outage_after_the_retries() {
+        let (url, server) = scripted_server(vec![false; 1 + STALE_RETRIES as usize]);
+        let settings = ClickHouseSettings {
+            url,
+            ..Default::default()
+        };
+        let sink = ClickHouseSink::connect(&settings).unwrap();
+        let error = sink.query_text("SELECT 1").unwrap_err().to_string();
+        assert!(error.contains("(retryable)"), "{error}");
+        assert_eq!(server.join().unwrap(), 1 + STALE_RETRIES as usize);
     }
 
     #[test]
