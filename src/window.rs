@@ -24,11 +24,12 @@
 //! * `fired`: the windows fired and not final yet, with their last version and
 //!   whether an update is waiting to be emitted.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::dedup::{Fp, FpBuild};
+use crate::dedup::Fp;
+use crate::fptable::FpSet;
 
 /// Window geometry and lateness, all in milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,6 +71,12 @@ impl WindowSpec {
     #[inline]
     pub fn window_final_at(&self, w: i64) -> i64 {
         self.window_end(w).saturating_add(self.allowed_lateness_ms)
+    }
+
+    /// The last window index whose end `watermark` has reached.
+    #[inline]
+    pub fn last_due_window(&self, watermark: i64) -> i64 {
+        watermark.div_euclid(self.slide_ms) - self.panes_per_window()
     }
 
     /// True when an event at `t_ms` can no longer change any window, i.e. it
@@ -146,7 +153,7 @@ impl WindowRow {
     }
 }
 
-type UserSet = HashSet<Fp, FpBuild>;
+type UserSet = FpSet;
 
 #[derive(Default)]
 struct Pane {
@@ -206,12 +213,21 @@ impl Windows {
         pane.users.insert(user);
 
         let n = self.spec.panes_per_window();
+        let first = k - n + 1;
         match self.fired_upto {
-            None => self.fired_upto = Some(k - n + 1),
-            Some(upto) if k - n + 1 < upto => {
-                // Some windows holding this pane have already fired: those
-                // not final yet must be emitted again.
-                for w in (k - n + 1)..=k.min(upto - 1) {
+            None => self.fired_upto = Some(first),
+            Some(upto) if first < upto => {
+                // Windows below `fired_upto` whose end the watermark has not
+                // reached were never fired: `fired_upto` was set by an
+                // earlier-read but later-in-time first event. Their firing
+                // decision is still ahead.
+                let due = self.spec.last_due_window(watermark);
+                if due < upto - 1 {
+                    self.fired_upto = Some(first.max(due + 1));
+                }
+                // Windows the watermark did reach have fired (or were found
+                // empty): those not final yet must be emitted again.
+                for w in first..=k.min(upto - 1).min(due) {
                     if watermark < self.spec.window_final_at(w) {
                         self.fired
                             .entry(w)
@@ -224,6 +240,15 @@ impl Windows {
                 }
             }
             Some(_) => {}
+        }
+    }
+
+    /// Starts loading the memory [`Windows::add`] of `user` at `t_ms` will
+    /// touch, if its pane exists.
+    #[inline]
+    pub fn prefetch(&self, t_ms: i64, user: Fp) {
+        if let Some(pane) = self.panes.get(&self.spec.pane_of(t_ms)) {
+            pane.users.prefetch(user);
         }
     }
 
@@ -342,7 +367,7 @@ impl Windows {
             single.map_or(0, |s| s.len())
         } else {
             for (_, pane) in self.panes.range(w..w + n) {
-                self.scratch.extend(pane.users.iter().copied());
+                self.scratch.extend(pane.users.iter());
             }
             self.scratch.len()
         } as u64;
@@ -372,7 +397,7 @@ impl Windows {
                 .panes
                 .iter()
                 .map(|(k, p)| {
-                    let mut users: Vec<Fp> = p.users.iter().copied().collect();
+                    let mut users: Vec<Fp> = p.users.iter().collect();
                     // Sorted so equal state encodes to equal bytes.
                     users.sort_unstable();
                     (*k, p.order_cnt, p.gmv_cents, users)
@@ -386,7 +411,7 @@ impl Windows {
     pub fn restore(spec: WindowSpec, snapshot: WindowsSnapshot) -> Self {
         let mut windows = Windows::new(spec);
         for (k, order_cnt, gmv_cents, users) in snapshot.panes {
-            let mut set = UserSet::with_capacity_and_hasher(users.len(), Default::default());
+            let mut set = UserSet::with_capacity(users.len());
             set.extend(users);
             windows.panes.insert(
                 k,
@@ -446,6 +471,36 @@ mod tests {
         let rows = fire(&mut w, 90_000);
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0].window_start, 30);
+    }
+
+    #[test]
+    fn an_earlier_event_read_after_the_first_does_not_fire_its_window() {
+        let mut w = Windows::new(SPEC);
+        // The first event read is in pane 1 (windows 0 and 1); an earlier
+        // one, read next, is in pane 0 (windows -1 and 0). The watermark has
+        // reached no window end: nothing has fired, nothing is an update.
+        w.add(35_000, u(1), 100, i64::MIN);
+        w.add(25_000, u(2), 100, 20_000);
+        let mut out = Vec::new();
+        w.emit_dirty(0, &mut out);
+        assert!(out.is_empty(), "{out:?}");
+        assert_eq!(
+            w.next_fire_at(),
+            Some(30_000),
+            "window [-30,30) fires first"
+        );
+        assert!(fire(&mut w, 29_999).is_empty());
+        let rows = fire(&mut w, 30_000);
+        assert_eq!(rows.len(), 1);
+        assert_eq!(
+            (rows[0].window_start, rows[0].version, rows[0].order_cnt),
+            (-30, 1, 1)
+        );
+        let rows = fire(&mut w, 60_000);
+        assert_eq!(
+            (rows[0].window_start, rows[0].version, rows[0].order_cnt),
+            (0, 1, 2)
+        );
     }
 
     #[test]
