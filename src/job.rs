@@ -34,7 +34,7 @@ use tracing::{error, info, warn};
 use crate::anomaly::AnomalyLog;
 use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointStore, PendingBatch};
 use crate::config::Config;
-use crate::engine::{Counters, Engine, Verdict};
+use crate::engine::{Counters, Engine, Lookahead, Prepared, Verdict};
 use crate::failpoint::crash_point;
 use crate::sink::{Backoff, Sink, SinkEvent, SinkWriter};
 use crate::source::{PartitionState, RecordBatch, Source, SourceError};
@@ -348,13 +348,17 @@ impl Job<'_> {
             detected_at: format_rfc3339_ms(now),
         };
         let mut processed = self.release_held(&ctx)?;
-        for (meta, payload) in batch.iter() {
+        // Each record is parsed a few records ahead of its turn, so the
+        // state lookups of several records overlap (see `Lookahead`); a
+        // record held back below is parsed again when it is released.
+        let mut records = Lookahead::new(batch.iter());
+        while let Some((meta, payload, prepared)) = records.next(&self.engine) {
             let p = meta.partition as usize;
             if !self.held.get(p).is_none_or(|h| h.is_empty()) || self.is_ahead(p) {
                 self.hold(p, meta.offset, payload);
                 continue;
             }
-            self.handle(p, meta.offset, payload, &ctx)?;
+            self.handle(p, meta.offset, payload, prepared, &ctx)?;
             processed += 1;
         }
         if processed == 0 {
@@ -367,17 +371,18 @@ impl Job<'_> {
         Ok(())
     }
 
-    /// One record through the engine; its anomaly, if any, to the log.
+    /// One record (`payload`, prepared by the engine) through the engine;
+    /// its anomaly, if any, to the log.
     fn handle(
         &mut self,
         p: usize,
         offset: u64,
         payload: &[u8],
+        prepared: Prepared,
         ctx: &RecordCtx,
     ) -> anyhow::Result<()> {
         if let Verdict::Anomaly(reason, event_time) =
-            self.engine
-                .process(p, payload, ctx.now_s, &mut self.emitted)
+            self.engine.apply(p, prepared, ctx.now_s, &mut self.emitted)
         {
             self.anomalies
                 .append(
@@ -453,7 +458,8 @@ impl Job<'_> {
             for p in 0..self.held.len() {
                 while !self.held[p].is_empty() && !self.is_ahead(p) {
                     if let Some((offset, payload)) = self.held[p].pop_front() {
-                        self.handle(p, offset, &payload, ctx)?;
+                        let prepared = self.engine.prepare(&payload);
+                        self.handle(p, offset, &payload, prepared, ctx)?;
                         processed += 1;
                     }
                 }

@@ -28,6 +28,7 @@ pub mod dedup;
 pub mod engine;
 pub mod event;
 pub mod failpoint;
+pub mod fptable;
 pub mod job;
 pub mod produce;
 pub mod replay;
