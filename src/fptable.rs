@@ -19,8 +19,8 @@
 //! two cache lines.
 //!
 //! Keys are never removed one by one: dedup forgets a whole pane at a time
-//! with [`FpMap::retain`], which rebuilds the array sequentially, and a pane's
-//! user set is dropped whole.
+//! with [`FpMap::retain`], one sequential pass in place, and a pane's user
+//! set is dropped whole.
 
 use crate::dedup::Fp;
 
@@ -206,22 +206,73 @@ impl FpMap {
         }
     }
 
-    /// Keeps exactly the entries for which `keep` is true, in one
-    /// sequential pass, then moves them to an array fit for their number.
+    /// Keeps exactly the entries for which `keep` is true (each is asked
+    /// once), in place: one sequential pass, without a second array, so
+    /// purging a pane never doubles the memory of the table.
+    ///
+    /// Removal is by backward shift (Knuth's Algorithm R): the hole a
+    /// removed key leaves is filled by a later key of the same run whose
+    /// home slot does not lie between the hole and itself, which keeps every
+    /// key reachable from its home with no tombstones. The pass starts just
+    /// after an empty slot, so no run wraps around its start and a key only
+    /// ever moves to a slot the pass has not reached yet.
     pub fn retain(&mut self, mut keep: impl FnMut(Fp, u32) -> bool) {
         if self.zero.is_some_and(|v| !keep(Fp { hi: 0, lo: 0 }, v)) {
             self.zero = None;
         }
-        let mut old = std::mem::take(&mut self.slots);
-        let mut kept = 0;
-        for slot in old.iter_mut().filter(|s| !s.is_empty()) {
-            if keep(slot.key(), slot.value) {
-                kept += 1;
+        if self.used == 0 {
+            return;
+        }
+        let cap = self.slots.len();
+        let mask = cap - 1;
+        // The load is at most 5/8: there is an empty slot.
+        let start = self.slots.iter().position(Slot::is_empty).unwrap_or(0);
+        let mut step = 1;
+        while step < cap {
+            let i = (start + step) & mask;
+            let slot = self.slots[i];
+            if slot.is_empty() || keep(slot.key(), slot.value) {
+                step += 1;
             } else {
-                *slot = Slot::default();
+                // Slot i now holds a key shifted back from later in the
+                // run, or nothing: look at it again.
+                self.remove_at(i);
             }
         }
-        self.move_from(old, slots_for(kept));
+        if self.used * 32 < cap * 5 && cap > MIN_SLOTS {
+            // Below a quarter of the load limit: a smaller array (the copy
+            // is small next to the one it replaces).
+            let old = std::mem::take(&mut self.slots);
+            self.move_from(old, slots_for(self.used));
+        }
+    }
+
+    /// Empties slot `hole` and shifts later keys of its run back over it.
+    fn remove_at(&mut self, mut hole: usize) {
+        let mask = self.slots.len() - 1;
+        self.slots[hole] = Slot::default();
+        self.used -= 1;
+        let mut j = hole;
+        loop {
+            j = (j + 1) & mask;
+            let slot = self.slots[j];
+            if slot.is_empty() {
+                return;
+            }
+            let home = self.home(slot.hi);
+            // The key at j may move to the hole unless its home lies
+            // cyclically in (hole, j]: then the hole is before its home.
+            let stays = if hole <= j {
+                hole < home && home <= j
+            } else {
+                hole < home || home <= j
+            };
+            if !stays {
+                self.slots[hole] = slot;
+                self.slots[j] = Slot::default();
+                hole = j;
+            }
+        }
     }
 
     /// Removes every key, keeping the array.
