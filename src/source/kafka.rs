@@ -320,6 +320,15 @@ pub(crate) fn client_config(
         config.set("queue.buffering.max.messages", "500000");
         config.set("queue.buffering.max.kbytes", "262144");
     }
+    if role == Role::Consumer {
+        // librdkafka stops fetching a partition whose local queue holds
+        // `queued.min.messages` (100k) and then waits this long before it
+        // asks the broker again: 1 s by default. A job that drains 100k
+        // records in a fraction of that sat idle the rest of the second.
+        // Measured on a preloaded topic: 151k -> 786k events/s end to end
+        // (docs/performance.md). Overridable in `properties`.
+        config.set("fetch.queue.backoff.ms", "10");
+    }
     for (key, value) in &settings.properties {
         let value = match value.strip_prefix("env:") {
             Some(var) => std::env::var(var).map_err(|_| {
@@ -1340,6 +1349,7 @@ mod tests {
         assert_eq!(config.get("enable.auto.commit"), Some("false"));
         assert_eq!(config.get("auto.offset.reset"), Some("error"));
         assert_eq!(config.get("enable.partition.eof"), Some("true"));
+        assert_eq!(config.get("fetch.queue.backoff.ms"), Some("10"));
         let producer = client_config(&s, Role::Producer).unwrap();
         assert_eq!(producer.get("enable.idempotence"), Some("true"));
         assert_eq!(producer.get("acks"), Some("all"));
@@ -1361,6 +1371,15 @@ mod tests {
         let err = client_config(&s, Role::Producer).err().unwrap().to_string();
         assert!(err.contains("STREAMFORGE_TEST_SURELY_UNSET_VAR"), "{err}");
         std::env::remove_var(var);
+    }
+
+    #[test]
+    fn tuning_defaults_give_way_to_the_settings_file() {
+        let mut s = KafkaSettings::default();
+        s.properties
+            .insert("fetch.queue.backoff.ms".into(), "250".into());
+        let config = client_config(&s, Role::Consumer).unwrap();
+        assert_eq!(config.get("fetch.queue.backoff.ms"), Some("250"));
     }
 
     #[test]
