@@ -90,14 +90,16 @@ impl Case {
             String::from_utf8_lossy(&out.stderr)
         );
         let kafka = tmp.path().join("kafka.yaml");
-        // A small fetch queue, so that the job keeps needing the broker
-        // after its first checkpoints (librdkafka prefetches megabytes).
+        // A small fetch queue refilled once a second (librdkafka's own
+        // default backoff; the job's default is 10 ms), so that the job
+        // keeps needing the broker for several seconds and checkpoints
+        // while a fault is on: about 256 KB per partition per second.
         std::fs::write(
             &kafka,
             format!(
                 "brokers: 127.0.0.1:9092\ntopic: {topic}\ngroup_id: {topic}-group\nproperties:\n  \
                  queued.max.messages.kbytes: \"256\"\n  fetch.max.bytes: \"1048576\"\n  \
-                 max.partition.fetch.bytes: \"65536\"\n"
+                 max.partition.fetch.bytes: \"65536\"\n  fetch.queue.backoff.ms: \"1000\"\n"
             ),
         )
         .unwrap();

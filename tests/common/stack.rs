@@ -143,12 +143,14 @@ impl Case {
 
     pub fn run_cmd(&self) -> Command {
         let mut args = self.run_args();
-        // A small fetch queue, so that the job still needs the broker after
-        // its first checkpoint (by default librdkafka prefetches megabytes).
+        // A small fetch queue refilled once a second (librdkafka's own
+        // default backoff; the job's default is 10 ms), so that the job
+        // still needs the broker for several checkpoints after its first
+        // (by default librdkafka prefetches megabytes at once).
         let settings = self.tmp.path().join("kafka.yaml");
         std::fs::write(
             &settings,
-            "brokers: 127.0.0.1:9092\ntopic: placeholder\nproperties:\n  queued.max.messages.kbytes: \"256\"\n  fetch.max.bytes: \"1048576\"\n  message.max.bytes: \"1000000\"\n  max.partition.fetch.bytes: \"65536\"\n",
+            "brokers: 127.0.0.1:9092\ntopic: placeholder\nproperties:\n  queued.max.messages.kbytes: \"256\"\n  fetch.max.bytes: \"1048576\"\n  message.max.bytes: \"1000000\"\n  max.partition.fetch.bytes: \"65536\"\n  fetch.queue.backoff.ms: \"1000\"\n",
         )
         .unwrap();
         args.push("--set".into());
