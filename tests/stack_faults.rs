@@ -697,6 +697,12 @@ fn sink_fault_mid_run(
     run.wait_for("checkpoint committed");
     proxy.set_mode(fault);
     let failing = run.wait_for("sink unavailable");
+    assert!(
+        !run.log.contains("end of the bounded input"),
+        "the job read all its input before the sink failed; the data set is too small \
+         or the job is no longer paced by the test's Kafka settings:\n{}",
+        run.log
+    );
     for _ in 0..2 {
         let line = run.wait_for("checkpoint committed|waiting for the sink to acknowledge");
         assert!(
