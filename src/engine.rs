@@ -112,8 +112,6 @@ pub struct Engine {
     dedup: Dedup,
     watermarks: Watermarks,
     seed: u64,
-    /// Cached `windows.next_fire_at()`, so the hot path compares two integers.
-    next_fire_at: i64,
     pub counters: Counters,
 }
 
@@ -141,17 +139,14 @@ impl Engine {
         watermarks: Watermarks,
         seed: u64,
     ) -> Self {
-        let mut engine = Engine {
+        Engine {
             spec,
             windows,
             dedup,
             watermarks,
             seed,
-            next_fire_at: i64::MAX,
             counters: Counters::default(),
-        };
-        engine.refresh_next_fire();
-        engine
+        }
     }
 
     /// Restores from a checkpoint. Fails when the window geometry changed
@@ -287,9 +282,6 @@ impl Engine {
             return Verdict::Duplicate;
         }
         self.windows.add(t, event.user, event.amount_cents, wm);
-        // The first event sets the next window to fire; an earlier one read
-        // after it (disorder, another partition) may move it back.
-        self.refresh_next_fire();
         self.counters.accepted += 1;
         Verdict::Accepted
     }
@@ -330,17 +322,15 @@ impl Engine {
 
     fn on_watermark(&mut self, now_s: i64, out: &mut Vec<WindowRow>) {
         let wm = self.watermarks.current();
-        if wm >= self.next_fire_at || wm == i64::MAX {
+        // The next window to fire is derived, not cached: an accepted event
+        // may move it (the first one sets it, an earlier one read after it
+        // moves it back), and deriving it is as cheap as a cached compare.
+        if wm == i64::MAX || self.windows.next_fire_at().is_some_and(|at| wm >= at) {
             let before = out.len();
             self.windows.advance(wm, now_s, out);
             self.count_emitted(&out[before..]);
             self.dedup.purge_before(self.windows.first_live_pane(wm));
-            self.refresh_next_fire();
         }
-    }
-
-    fn refresh_next_fire(&mut self) {
-        self.next_fire_at = self.windows.next_fire_at().unwrap_or(i64::MAX);
     }
 }
 

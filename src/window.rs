@@ -277,7 +277,7 @@ impl Windows {
                 None => return,
             }
         } else {
-            watermark.div_euclid(self.spec.slide_ms) - n
+            self.spec.last_due_window(watermark)
         };
         if limit < upto {
             return;
