@@ -1090,7 +1090,7 @@ impl ClickHouseSink {
         if !self.user.is_empty() || self.password.is_some() {
             request = request.basic_auth(&self.user, self.password.as_ref().map(|p| &p.0));
         }
-        let mut request = request.body(body);
+        let request = request.body(body);
         // A pooled keep-alive connection the server (or a proxy) closed just
         // as this request went out fails with nothing answered. Every
         // request this sink sends is idempotent (inserts are keyed and
@@ -1098,15 +1098,14 @@ impl ClickHouseSink {
         // rather than reported as an outage.
         let mut stale_retries = 0;
         let response = loop {
-            let again = (stale_retries < STALE_RETRIES)
-                .then(|| request.try_clone())
-                .flatten();
-            match request.send() {
+            let attempt = request
+                .try_clone()
+                .expect("a request with an in-memory body can be cloned");
+            match attempt.send() {
                 Ok(response) => break response,
-                Err(e) if again.is_some() && closed_unanswered(&e) => {
+                Err(e) if stale_retries < STALE_RETRIES && closed_unanswered(&e) => {
                     stale_retries += 1;
                     tracing::debug!(error = %e, attempt = stale_retries, "ClickHouse closed the connection without an answer; sending again");
-                    request = again.expect("checked above");
                 }
                 Err(e) => return Err(transport_failure(e)),
             }
