@@ -719,8 +719,6 @@ pub fn scaling_suite(
     Ok(reports)
 }
 
-/// Runs the engine over the payloads `spans` point to in `data`, as one
-/// batch, and returns the time it took.
 /// Runs one chunk through the engine, as the job does (lookahead, then one
 /// flush); returns the wall time and this thread's CPU time it took.
 fn process_spans(

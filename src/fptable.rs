@@ -311,10 +311,6 @@ impl FpSet {
         self.0.insert(fp, 0)
     }
 
-    pub fn contains(&self, fp: Fp) -> bool {
-        self.0.contains(fp)
-    }
-
     #[inline]
     pub fn prefetch(&self, fp: Fp) {
         self.0.prefetch(fp);
@@ -328,20 +324,12 @@ impl FpSet {
         self.0.is_empty()
     }
 
-    pub fn reserve(&mut self, additional: usize) {
-        self.0.reserve(additional);
-    }
-
     pub fn clear(&mut self) {
         self.0.clear();
     }
 
     pub fn iter(&self) -> impl Iterator<Item = Fp> + '_ {
         self.0.iter().map(|(fp, _)| fp)
-    }
-
-    pub fn allocated_bytes(&self) -> usize {
-        self.0.allocated_bytes()
     }
 }
 
