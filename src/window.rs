@@ -179,6 +179,8 @@ pub struct WindowsSnapshot {
 
 pub struct Windows {
     spec: WindowSpec,
+    /// `spec.panes_per_window()`, kept: the hot path should not divide.
+    panes_per_window: i64,
     panes: BTreeMap<i64, Pane>,
     fired: BTreeMap<i64, FiredWindow>,
     /// None until the first event: windows before it were never candidates.
@@ -191,6 +193,7 @@ impl Windows {
     pub fn new(spec: WindowSpec) -> Self {
         Windows {
             spec,
+            panes_per_window: spec.panes_per_window(),
             panes: BTreeMap::new(),
             fired: BTreeMap::new(),
             fired_upto: None,
@@ -206,13 +209,18 @@ impl Windows {
     /// job watermark when it arrived.
     #[inline]
     pub fn add(&mut self, t_ms: i64, user: Fp, cents: u64, watermark: i64) {
-        let k = self.spec.pane_of(t_ms);
+        self.add_to_pane(self.spec.pane_of(t_ms), user, cents, watermark);
+    }
+
+    /// [`Windows::add`] for a caller that knows the event's pane.
+    #[inline]
+    pub fn add_to_pane(&mut self, k: i64, user: Fp, cents: u64, watermark: i64) {
         let pane = self.panes.entry(k).or_default();
         pane.order_cnt += 1;
         pane.gmv_cents += cents as u128;
         pane.users.insert(user);
 
-        let n = self.spec.panes_per_window();
+        let n = self.panes_per_window;
         let first = k - n + 1;
         match self.fired_upto {
             None => self.fired_upto = Some(first),
@@ -243,11 +251,11 @@ impl Windows {
         }
     }
 
-    /// Starts loading the memory [`Windows::add`] of `user` at `t_ms` will
-    /// touch, if its pane exists.
+    /// Starts loading the memory [`Windows::add_to_pane`] of `user` to pane
+    /// `k` will touch, if the pane exists.
     #[inline]
-    pub fn prefetch(&self, t_ms: i64, user: Fp) {
-        if let Some(pane) = self.panes.get(&self.spec.pane_of(t_ms)) {
+    pub fn prefetch(&self, k: i64, user: Fp) {
+        if let Some(pane) = self.panes.get(&k) {
             pane.users.prefetch(user);
         }
     }
@@ -256,7 +264,8 @@ impl Windows {
     /// the watermark with it before calling [`Windows::advance`].
     #[inline]
     pub fn next_fire_at(&self) -> Option<i64> {
-        self.fired_upto.map(|w| self.spec.window_end(w))
+        self.fired_upto
+            .map(|w| (w + self.panes_per_window) * self.spec.slide_ms)
     }
 
     /// Fires every window whose end the watermark reached, emits dirty
