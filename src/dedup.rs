@@ -129,16 +129,25 @@ impl Dedup {
     }
 
     pub fn snapshot(&self) -> DedupSnapshot {
-        let mut by_pane: std::collections::BTreeMap<i64, Vec<Fp>> = Default::default();
-        for (id, rel) in self.seen.iter() {
-            by_pane.entry(self.base + rel as i64).or_default().push(id);
+        // Live ids expire with a few panes: a short list, searched linearly,
+        // beats a map lookup per id.
+        let mut by_pane: Vec<(u32, Vec<Fp>)> = Vec::new();
+        for (id, rel) in self.seen.iter_by_home() {
+            match by_pane.iter_mut().find(|(r, _)| *r == rel) {
+                Some((_, ids)) => ids.push(id),
+                None => by_pane.push((rel, vec![id])),
+            }
         }
-        for ids in by_pane.values_mut() {
-            // Sorted so equal state encodes to equal bytes.
-            ids.sort_unstable();
-        }
+        by_pane.sort_unstable_by_key(|(rel, _)| *rel);
         DedupSnapshot {
-            expiry: by_pane.into_iter().collect(),
+            expiry: by_pane
+                .into_iter()
+                .map(|(rel, mut ids)| {
+                    // Sorted so equal state encodes to equal bytes.
+                    crate::fptable::sort_canonical(&mut ids);
+                    (self.base + rel as i64, ids)
+                })
+                .collect(),
         }
     }
 

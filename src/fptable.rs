@@ -52,6 +52,10 @@ fn is_zero(fp: Fp) -> bool {
     fp.hi == 0 && fp.lo == 0
 }
 
+/// 2⁶⁴ / φ, odd: multiplying by it mixes every bit of a key into the top
+/// bits, which pick the home slot.
+const FIBONACCI: u64 = 0x9E37_79B9_7F4A_7C15;
+
 /// Smallest array, in slots.
 const MIN_SLOTS: usize = 16;
 
@@ -105,7 +109,7 @@ impl FpMap {
         // small ones, and the top bits of a product mix every bit of `hi`.
         // `slots.len()` is a power of two of at least MIN_SLOTS here.
         let bits = self.slots.len().trailing_zeros();
-        (hi.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - bits)) as usize
+        (hi.wrapping_mul(FIBONACCI) >> (64 - bits)) as usize
     }
 
     /// Asks the CPU to start loading the cache line `fp` would be found in
@@ -282,6 +286,31 @@ impl FpMap {
         self.zero = None;
     }
 
+    /// Every entry, in the order of its home slot except within a run of
+    /// keys that share slots: nearly [`canonical order`](sort_canonical),
+    /// so sorting what it yields costs about one pass.
+    pub fn iter_by_home(&self) -> impl Iterator<Item = (Fp, u32)> + '_ {
+        // A key before its home slot wrapped around the end of the array;
+        // such keys can only sit in the run that starts at slot 0, and they
+        // go last, where their homes are.
+        let wrapped = move |(i, slot): &(usize, &Slot)| self.home(slot.hi) > *i;
+        let occupied = self.slots.iter().enumerate().filter(|(_, s)| !s.is_empty());
+        let first_run = self
+            .slots
+            .iter()
+            .enumerate()
+            .take_while(|(_, s)| !s.is_empty());
+        self.zero
+            .map(|v| (Fp { hi: 0, lo: 0 }, v))
+            .into_iter()
+            .chain(
+                occupied
+                    .filter(move |e| !wrapped(e))
+                    .chain(first_run.filter(wrapped))
+                    .map(|(_, s)| (s.key(), s.value)),
+            )
+    }
+
     /// Every entry, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = (Fp, u32)> + '_ {
         self.zero
@@ -293,6 +322,37 @@ impl FpMap {
                     .filter(|s| !s.is_empty())
                     .map(|s| (s.key(), s.value)),
             )
+    }
+}
+
+/// Where a fingerprint comes in canonical order: the order of the tables'
+/// home slots (Fibonacci-mixed `hi`), then `lo`. The mixing is a bijection,
+/// so this is a total order that depends only on the keys.
+#[inline]
+fn canonical_rank(fp: &Fp) -> (u64, u32) {
+    (fp.hi.wrapping_mul(FIBONACCI), fp.lo)
+}
+
+/// Sorts fingerprints into canonical order, so that equal sets encode to
+/// equal bytes. Keys taken from a table by [`FpMap::iter_by_home`] are
+/// nearly in that order already, and an insertion sort puts them right in
+/// about one pass (a comparison sort of the millions of dedup ids took most
+/// of a checkpoint's pause). Input far from that order falls back to a
+/// comparison sort once the moves exceed a few per key.
+pub fn sort_canonical(keys: &mut [Fp]) {
+    let budget = 4 * keys.len() + 64;
+    let mut moves = 0;
+    for i in 1..keys.len() {
+        let mut j = i;
+        while j > 0 && canonical_rank(&keys[j - 1]) > canonical_rank(&keys[j]) {
+            keys.swap(j - 1, j);
+            j -= 1;
+            moves += 1;
+        }
+        if moves > budget {
+            keys.sort_unstable_by_key(canonical_rank);
+            return;
+        }
     }
 }
 
@@ -330,6 +390,11 @@ impl FpSet {
 
     pub fn iter(&self) -> impl Iterator<Item = Fp> + '_ {
         self.0.iter().map(|(fp, _)| fp)
+    }
+
+    /// See [`FpMap::iter_by_home`].
+    pub fn iter_by_home(&self) -> impl Iterator<Item = Fp> + '_ {
+        self.0.iter_by_home().map(|(fp, _)| fp)
     }
 }
 
@@ -455,11 +520,98 @@ mod tests {
                 }
                 prop_assert_eq!(m.len(), model.len());
                 let mut got: Vec<(Fp, u32)> = m.iter().collect();
+                let mut by_home: Vec<(Fp, u32)> = m.iter_by_home().collect();
                 let mut want: Vec<(Fp, u32)> = model.iter().map(|(k, v)| (*k, *v)).collect();
                 got.sort();
+                by_home.sort();
                 want.sort();
-                prop_assert_eq!(got, want);
+                prop_assert_eq!(&got, &want);
+                prop_assert_eq!(by_home, want);
             }
         }
+
+        /// Canonical order is the order of the rank, whatever the input
+        /// order: nearly sorted (a table's home order, including keys that
+        /// wrapped around its end) or not at all (the fallback).
+        #[test]
+        fn canonical_order_is_the_rank_order(
+            keys in proptest::collection::hash_set((any::<u64>(), 0u32..4), 0..3000),
+            wrap in any::<bool>(),
+        ) {
+            let mut m = FpMap::new();
+            for &(hi, lo) in &keys {
+                // With `wrap`, keys crowd the last home slots so that runs
+                // wrap around the end of the array.
+                let hi = if wrap { hi | (u64::MAX << 58) } else { hi };
+                m.insert(fp(hi.wrapping_mul(FIBONACCI_INVERSE), lo), 0);
+            }
+            let mut want: Vec<Fp> = m.iter().map(|(k, _)| k).collect();
+            want.sort_unstable_by_key(canonical_rank);
+            let mut near: Vec<Fp> = m.iter_by_home().map(|(k, _)| k).collect();
+            sort_canonical(&mut near);
+            prop_assert_eq!(&near, &want);
+            let mut shuffled: Vec<Fp> = m.iter().map(|(k, _)| k).collect();
+            shuffled.sort_unstable_by_key(|k| k.lo ^ (k.hi as u32));
+            sort_canonical(&mut shuffled);
+            prop_assert_eq!(&shuffled, &want);
+        }
+    }
+
+    /// The multiplicative inverse of `FIBONACCI` modulo 2⁶⁴: a test picks a
+    /// key's rank (and so its home slot) by multiplying by it.
+    const FIBONACCI_INVERSE: u64 = {
+        // Newton's iteration doubles the correct low bits each step.
+        let mut x: u64 = FIBONACCI;
+        let mut i = 0;
+        while i < 6 {
+            x = x.wrapping_mul(2u64.wrapping_sub(FIBONACCI.wrapping_mul(x)));
+            i += 1;
+        }
+        x
+    };
+
+    #[test]
+    fn the_inverse_inverts() {
+        assert_eq!(FIBONACCI.wrapping_mul(FIBONACCI_INVERSE), 1);
+    }
+
+    #[test]
+    fn a_table_in_home_order_sorts_without_the_fallback() {
+        // 100k uniform keys: the insertion sort must finish within its
+        // budget, which is what makes snapshots cheap.
+        let mut m = FpMap::new();
+        let mut x = 0x1234_5678_9abc_def1u64;
+        for _ in 0..100_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            m.insert(fp(x, x as u32), 0);
+        }
+        // And a run that wraps: keys whose home is the last slot.
+        for lo in 0..4 {
+            m.insert(fp(u64::MAX.wrapping_mul(FIBONACCI_INVERSE), lo), 0);
+        }
+        let mut keys: Vec<Fp> = m.iter_by_home().map(|(k, _)| k).collect();
+        let moves = insertion_moves(&keys);
+        assert!(moves < keys.len(), "{moves} moves for {} keys", keys.len());
+        sort_canonical(&mut keys);
+        assert!(keys
+            .windows(2)
+            .all(|w| canonical_rank(&w[0]) < canonical_rank(&w[1])));
+    }
+
+    /// The swaps an insertion sort into canonical order makes (inversions).
+    fn insertion_moves(keys: &[Fp]) -> usize {
+        let mut v = keys.to_vec();
+        let mut moves = 0;
+        for i in 1..v.len() {
+            let mut j = i;
+            while j > 0 && canonical_rank(&v[j - 1]) > canonical_rank(&v[j]) {
+                v.swap(j - 1, j);
+                j -= 1;
+                moves += 1;
+            }
+        }
+        moves
     }
 }

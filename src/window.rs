@@ -406,9 +406,9 @@ impl Windows {
                 .panes
                 .iter()
                 .map(|(k, p)| {
-                    let mut users: Vec<Fp> = p.users.iter().collect();
+                    let mut users: Vec<Fp> = p.users.iter_by_home().collect();
                     // Sorted so equal state encodes to equal bytes.
-                    users.sort_unstable();
+                    crate::fptable::sort_canonical(&mut users);
                     (*k, p.order_cnt, p.gmv_cents, users)
                 })
                 .collect(),
