@@ -21,6 +21,11 @@
 //! Keys are never removed one by one: dedup forgets a whole pane at a time
 //! with [`FpMap::retain`], one sequential pass in place, and a pane's user
 //! set is dropped whole.
+//!
+//! Snapshots list keys in *canonical order* ([`sort_canonical`]): by home
+//! slot, then `lo`. A table's own slot order is nearly that order, so a
+//! snapshot costs a pass over the table and an insertion sort that moves
+//! few keys, not a comparison sort of millions.
 
 use crate::dedup::Fp;
 
