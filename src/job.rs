@@ -32,6 +32,7 @@ use anyhow::{bail, Context};
 use tracing::{error, info, warn};
 
 use crate::anomaly::AnomalyLog;
+use crate::checkpoint::committer::Committer;
 use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointStore, PendingBatch};
 use crate::config::Config;
 use crate::engine::{Counters, Engine, Lookahead, Prepared, Verdict};
@@ -89,7 +90,10 @@ struct Job<'a> {
     opts: &'a JobOptions,
     source: Box<dyn Source>,
     writer: SinkWriter,
-    store: CheckpointStore,
+    committer: Committer,
+    /// The checkpoint the committer is writing, and what to do once it is
+    /// durable. Set exactly when the committer has one in flight.
+    in_flight: Option<InFlight>,
     engine: Engine,
     anomalies: AnomalyLog,
     source_id: String,
@@ -112,6 +116,19 @@ struct Job<'a> {
     sink_failed: Option<String>,
     metrics: Arc<Metrics>,
     report: JobReport,
+}
+
+/// A checkpoint handed to the committer, with what the job does once it is
+/// durable.
+struct InFlight {
+    id: u64,
+    /// Its rows, for the sink.
+    rows: Vec<WindowRow>,
+    offsets: BTreeMap<u32, u64>,
+    /// How long processing stopped for it.
+    pause: Duration,
+    /// The job watermark its snapshot holds.
+    watermark: i64,
 }
 
 /// Runs the job until the input ends (bounded) or a stop is requested.
@@ -222,12 +239,15 @@ pub fn run(
     }
     crash_point("job::recovery::after_resend");
 
+    let committer =
+        Committer::spawn(store).context("cannot start the checkpoint committer thread")?;
     let mut job = Job {
         cfg,
         opts,
         source,
         writer,
-        store,
+        committer,
+        in_flight: None,
         engine,
         anomalies,
         source_id,
@@ -266,12 +286,12 @@ impl Job<'_> {
         loop {
             if self.opts.stop.load(Ordering::Relaxed) {
                 info!("stop requested: committing a final checkpoint");
-                self.barrier(true)?;
+                self.barrier(true, true)?;
                 self.drain_sink(Some(self.opts.shutdown_grace))?;
-                return self.barrier(false);
+                return self.barrier(false, true);
             }
             if let Some(error) = self.sink_failed.take() {
-                self.barrier(true)?;
+                self.barrier(true, true)?;
                 bail!(
                     "the sink rejected a write for good: {error}. Pending rows are kept in the checkpoint; \
                      fix the sink and restart the job"
@@ -309,12 +329,13 @@ impl Job<'_> {
                     continue;
                 }
                 Err(SourceError::Fatal(e)) => {
-                    self.barrier(false)?;
+                    self.barrier(false, true)?;
                     bail!("{e}");
                 }
             }
             self.process(&batch)?;
             self.update_partitions();
+            self.finish_commit(false)?;
             self.service_sink()?;
 
             let due_by_time = self.last_barrier.elapsed() >= self.cfg.checkpoint.interval.0
@@ -322,7 +343,7 @@ impl Job<'_> {
             let due_by_count = self.cfg.checkpoint.interval_events > 0
                 && self.records_since_barrier >= self.cfg.checkpoint.interval_events;
             if due_by_time || due_by_count {
-                self.barrier(false)?;
+                self.barrier(false, false)?;
             }
             if self.opts.progress && last_progress.elapsed() >= Duration::from_millis(500) {
                 last_progress = Instant::now();
@@ -334,9 +355,9 @@ impl Job<'_> {
             if self.opts.bounded && finished {
                 self.report.finished_input = true;
                 info!("end of the bounded input: emitting every window");
-                self.barrier(true)?;
+                self.barrier(true, true)?;
                 self.drain_sink(None)?;
-                return self.barrier(false);
+                return self.barrier(false, true);
             }
         }
     }
@@ -575,6 +596,9 @@ impl Job<'_> {
     /// Waits until the sink acknowledged every pending row (or `limit`
     /// passed, or a stop was requested).
     fn drain_sink(&mut self, limit: Option<Duration>) -> anyhow::Result<()> {
+        // Rows of a checkpoint still being committed are not with the sink
+        // yet.
+        self.finish_commit(true)?;
         let started = Instant::now();
         let mut said = false;
         while !self.pending.is_empty() {
@@ -606,16 +630,22 @@ impl Job<'_> {
         Ok(())
     }
 
-    /// Commits one checkpoint, then hands the new rows to the sink.
-    /// `final_flush` forces the watermark's consequences out first.
-    fn barrier(&mut self, final_flush: bool) -> anyhow::Result<()> {
+    /// Takes a checkpoint: the snapshot here, on the job thread; the
+    /// encoding, write and flush on the committer's. Its rows go to the sink
+    /// once it is durable ([`Job::finish_commit`]): right away when `wait`
+    /// (stop, end of input, errors), otherwise when the main loop sees the
+    /// committer done. `final_flush` forces the watermark's consequences out
+    /// first.
+    fn barrier(&mut self, final_flush: bool, wait: bool) -> anyhow::Result<()> {
+        let started = Instant::now();
+        // One checkpoint in flight at a time, committed in id order.
+        self.finish_commit(true)?;
         let now_s = now_ms() / 1000;
         self.engine.flush_updates(now_s, &mut self.emitted);
         if !self.changed && self.emitted.is_empty() && !final_flush {
             self.last_barrier = Instant::now();
             return Ok(());
         }
-        let started = Instant::now();
         let id = self.next_checkpoint_id;
         let rows = std::mem::take(&mut self.emitted);
         if !rows.is_empty() {
@@ -632,56 +662,85 @@ impl Job<'_> {
             ))
         })?;
         crash_point("job::barrier::after_anomaly_sync");
+        let offsets: BTreeMap<u32, u64> = self
+            .next_offsets
+            .iter()
+            .enumerate()
+            .map(|(p, o)| (p as u32, *o))
+            .collect();
         let checkpoint = Checkpoint {
             id,
             created_ms: now_ms(),
             source_id: self.source_id.clone(),
-            offsets: self
-                .next_offsets
-                .iter()
-                .enumerate()
-                .map(|(p, o)| (p as u32, *o))
-                .collect(),
+            offsets: offsets.clone(),
             anomaly_log_len,
             engine: self.engine.snapshot(),
             pending: self.pending.clone(),
         };
-        let bytes = self.store.commit(&checkpoint).with_context(|| {
-            let resume_from = if id > 1 {
-                format!("checkpoint {}, the last committed one", id - 1)
-            } else {
-                "the beginning of the input (no checkpoint was committed yet)".to_string()
-            };
-            format!(
-                "checkpoint {id} could not be committed; the job stops so that nothing is written to the sink \
-                 before it is recorded, and a restart resumes from {resume_from}"
-            )
-        })?;
-        crash_point("job::barrier::after_commit");
-        let pause = started.elapsed();
-        if !rows.is_empty() {
-            self.writer.submit(id, rows);
-        }
-        crash_point("job::barrier::after_submit");
-        self.source.commit_advisory(&checkpoint.offsets);
-        for (partition, lag) in self.source.lag() {
-            self.metrics.set_lag(partition, lag);
-        }
+        self.committer
+            .start(checkpoint)
+            .with_context(|| commit_failed(id))?;
+        self.in_flight = Some(InFlight {
+            id,
+            rows,
+            offsets,
+            pause: started.elapsed(),
+            watermark: self.engine.watermark(),
+        });
         self.next_checkpoint_id += 1;
         self.changed = false;
         self.records_since_barrier = 0;
         self.last_barrier = Instant::now();
+        if wait {
+            self.finish_commit(true)?;
+        }
+        Ok(())
+    }
+
+    /// Completes the checkpoint in flight once the committer reports it
+    /// durable: only then are its rows handed to the sink and its offsets
+    /// committed to the consumer group. With `block`, waits for it; without,
+    /// returns at once when it is not done yet.
+    fn finish_commit(&mut self, block: bool) -> anyhow::Result<()> {
+        let commit = if block {
+            self.committer.wait()
+        } else {
+            self.committer.try_finished()
+        };
+        let Some(commit) = commit else {
+            return Ok(());
+        };
+        let Some(flight) = self.in_flight.take() else {
+            bail!(
+                "checkpoint {} was committed but the job did not know it was in flight (a bug: please report it \
+                 with the log); restart the job to resume from the last checkpoint",
+                commit.id
+            );
+        };
+        let id = flight.id;
+        let bytes = commit.result.with_context(|| commit_failed(id))?;
+        crash_point("job::barrier::after_commit");
+        if !flight.rows.is_empty() {
+            self.writer.submit(id, flight.rows);
+        }
+        crash_point("job::barrier::after_submit");
+        self.source.commit_advisory(&flight.offsets);
+        for (partition, lag) in self.source.lag() {
+            self.metrics.set_lag(partition, lag);
+        }
+        let pause = flight.pause;
         self.report.checkpoints += 1;
         self.report.last_checkpoint_id = id;
         self.report.checkpoint_pauses.push(pause);
         self.report.checkpoint_bytes = bytes;
-        self.metrics.checkpoint(id, pause, bytes);
+        self.metrics.checkpoint(id, pause, commit.took, bytes);
         let pending_rows: usize = self.pending.iter().map(|b| b.rows.len()).sum();
         info!(
             checkpoint = id,
             bytes,
             pause_ms = format!("{:.2}", pause.as_secs_f64() * 1e3),
-            watermark = %telemetry::format_watermark(self.engine.watermark()),
+            commit_ms = format!("{:.2}", commit.took.as_secs_f64() * 1e3),
+            watermark = %telemetry::format_watermark(flight.watermark),
             pending_rows,
             "checkpoint committed"
         );
@@ -707,4 +766,17 @@ impl Job<'_> {
             }
         );
     }
+}
+
+/// What the job says when checkpoint `id` cannot be committed.
+fn commit_failed(id: u64) -> String {
+    let resume_from = if id > 1 {
+        format!("checkpoint {}, the last committed one", id - 1)
+    } else {
+        "the beginning of the input (no checkpoint was committed yet)".to_string()
+    };
+    format!(
+        "checkpoint {id} could not be committed; the job stops so that nothing is written to the sink \
+         before it is recorded, and a restart resumes from {resume_from}"
+    )
 }

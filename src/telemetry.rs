@@ -74,6 +74,7 @@ pub struct Metrics {
     pub watermark_lag_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
     pub consumer_lag: Family<PartitionLabel, Gauge>,
     pub checkpoint_duration: Histogram,
+    pub checkpoint_commit_duration: Histogram,
     pub checkpoint_bytes: Gauge,
     pub last_checkpoint_id: Gauge,
     pub last_checkpoint_time: Gauge,
@@ -109,6 +110,7 @@ impl Metrics {
             watermark_lag_seconds: Gauge::default(),
             consumer_lag: Family::default(),
             checkpoint_duration: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
+            checkpoint_commit_duration: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
             checkpoint_bytes: Gauge::default(),
             last_checkpoint_id: Gauge::default(),
             last_checkpoint_time: Gauge::default(),
@@ -178,9 +180,15 @@ impl Metrics {
             );
             r.register_with_unit(
                 "checkpoint_duration",
-                "Pause of the job per checkpoint (snapshot, encode, commit, flush)",
+                "Pause of processing per checkpoint (waiting for the previous commit, then the snapshot)",
                 Unit::Seconds,
                 m.checkpoint_duration.clone(),
+            );
+            r.register_with_unit(
+                "checkpoint_commit_duration",
+                "Encoding, writing and flushing a checkpoint, on the committer thread while processing goes on",
+                Unit::Seconds,
+                m.checkpoint_commit_duration.clone(),
             );
             r.register_with_unit(
                 "checkpoint_size",
@@ -263,8 +271,10 @@ impl Metrics {
         self.state_dedup_ids.set(ids as i64);
     }
 
-    pub fn checkpoint(&self, id: u64, pause: Duration, bytes: usize) {
+    pub fn checkpoint(&self, id: u64, pause: Duration, commit: Duration, bytes: usize) {
         self.checkpoint_duration.observe(pause.as_secs_f64());
+        self.checkpoint_commit_duration
+            .observe(commit.as_secs_f64());
         self.checkpoint_bytes.set(bytes as i64);
         self.last_checkpoint_id.set(id as i64);
         let now = crate::time::now_ms();

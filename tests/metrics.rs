@@ -93,6 +93,7 @@ fn a_running_job_serves_metrics_health_and_readiness() {
     assert_eq!(anomalies as usize, data.expected_anomalies().len());
     assert!(value(&body, "streamforge_last_checkpoint_id") >= 1.0);
     assert!(body.contains("streamforge_checkpoint_duration_seconds_bucket"));
+    assert!(body.contains("streamforge_checkpoint_commit_duration_seconds_bucket"));
     assert_eq!(get(&addr, "/health").0, "HTTP/1.1 200 OK");
     // Caught up with the files and the sink is fine: ready, after the next batch.
     let mut ready = String::new();

@@ -33,6 +33,7 @@
 //! does not verify is never used.
 
 pub mod codec;
+pub mod committer;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -59,6 +60,11 @@ pub enum CheckpointError {
     NotFound(u64),
     #[error("cannot encode the checkpoint: {0}")]
     Encode(CodecError),
+    #[error(
+        "the checkpoint committer thread ended before checkpoint {0} was committed \
+         (a bug: please report it with the log); restart the job to resume from the last checkpoint"
+    )]
+    CommitterGone(u64),
 }
 
 /// The largest piece of a frame stored under one key (see the module docs).
@@ -410,7 +416,7 @@ mod tests {
 
     const SPEC: WindowSpec = WindowSpec::DEFAULT;
 
-    fn checkpoint(id: u64) -> Checkpoint {
+    pub(super) fn checkpoint(id: u64) -> Checkpoint {
         Checkpoint {
             id,
             created_ms: 1,
