@@ -54,8 +54,10 @@ if [[ "${SKIP_FUZZ:-0}" != 1 ]]; then
   fi
 fi
 
-passed=$(grep -Eo 'test result: [A-Za-z]+\. [0-9]+ passed' "$log" | awk '{s+=$4} END {print s+0}')
-failed=$(grep -Eo '; [0-9]+ failed' "$log" | awk '{s+=$2} END {print s+0}')
+# `|| true`: with pipefail, a grep that matches nothing (no test ran, e.g. the
+# build failed) would end the script here, before it says so.
+passed=$({ grep -Eo 'test result: [A-Za-z]+\. [0-9]+ passed' "$log" || true; } | awk '{s+=$4} END {print s+0}')
+failed=$({ grep -Eo '; [0-9]+ failed' "$log" || true; } | awk '{s+=$2} END {print s+0}')
 binaries=$(grep -c 'test result:' "$log" || true)
 echo
 echo "== summary: $binaries test binaries"

@@ -325,6 +325,7 @@ impl Job<'_> {
                         warn!(error = %e, "source unavailable; retrying with backoff, no data is lost");
                     }
                     std::thread::sleep(delay);
+                    self.finish_commit(false)?;
                     self.service_sink()?;
                     continue;
                 }
