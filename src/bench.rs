@@ -115,7 +115,7 @@ pub fn core(opts: &CoreBenchOptions) -> anyhow::Result<CoreBenchReport> {
     };
     let spec = WindowSpec::DEFAULT;
     let dir = tempfile::tempdir()?;
-    let mut committer = Committer::spawn(CheckpointStore::open(dir.path(), 3)?)?;
+    let mut committer: Committer<()> = Committer::spawn(CheckpointStore::open(dir.path(), 3)?)?;
     let mut commits = Vec::new();
     let mut engine = Engine::new(spec, opts.partitions as usize);
     let mut out: Vec<WindowRow> = Vec::new();
@@ -172,19 +172,22 @@ pub fn core(opts: &CoreBenchOptions) -> anyhow::Result<CoreBenchReport> {
             if let Some(commit) = committer.wait() {
                 max_bytes = max_bytes.max(committed(commit, &mut commits)?);
             }
-            committer.start(Checkpoint {
-                id: checkpoint_id,
-                created_ms: crate::time::now_ms(),
-                source_id: "bench".into(),
-                offsets: next
-                    .iter()
-                    .enumerate()
-                    .map(|(p, o)| (p as u32, *o))
-                    .collect(),
-                anomaly_log_len: 0,
-                engine: engine.snapshot(),
-                pending: Vec::new(),
-            })?;
+            committer.start(
+                Checkpoint {
+                    id: checkpoint_id,
+                    created_ms: crate::time::now_ms(),
+                    source_id: "bench".into(),
+                    offsets: next
+                        .iter()
+                        .enumerate()
+                        .map(|(p, o)| (p as u32, *o))
+                        .collect(),
+                    anomaly_log_len: 0,
+                    engine: engine.snapshot(),
+                    pending: Vec::new(),
+                },
+                (),
+            )?;
             pauses.push(t.elapsed());
         }
     }
@@ -742,7 +745,7 @@ pub fn scaling_suite(
 }
 
 /// The frame size of a finished commit, its time noted in `commits`.
-fn committed(commit: Commit, commits: &mut Vec<Duration>) -> anyhow::Result<usize> {
+fn committed(commit: Commit<()>, commits: &mut Vec<Duration>) -> anyhow::Result<usize> {
     commits.push(commit.took);
     Ok(commit.result?)
 }

@@ -90,10 +90,9 @@ struct Job<'a> {
     opts: &'a JobOptions,
     source: Box<dyn Source>,
     writer: SinkWriter,
-    committer: Committer,
-    /// The checkpoint the committer is writing, and what to do once it is
-    /// durable. Set exactly when the committer has one in flight.
-    in_flight: Option<InFlight>,
+    /// Commits checkpoints; each carries what the job does once it is
+    /// durable.
+    committer: Committer<InFlight>,
     engine: Engine,
     anomalies: AnomalyLog,
     source_id: String,
@@ -118,10 +117,8 @@ struct Job<'a> {
     report: JobReport,
 }
 
-/// A checkpoint handed to the committer, with what the job does once it is
-/// durable.
+/// What the job does once a checkpoint handed to the committer is durable.
 struct InFlight {
-    id: u64,
     /// Its rows, for the sink.
     rows: Vec<WindowRow>,
     offsets: BTreeMap<u32, u64>,
@@ -247,7 +244,6 @@ pub fn run(
         source,
         writer,
         committer,
-        in_flight: None,
         engine,
         anomalies,
         source_id,
@@ -678,16 +674,15 @@ impl Job<'_> {
             engine: self.engine.snapshot(),
             pending: self.pending.clone(),
         };
-        self.committer
-            .start(checkpoint)
-            .with_context(|| commit_failed(id))?;
-        self.in_flight = Some(InFlight {
-            id,
+        let flight = InFlight {
             rows,
             offsets,
             pause: started.elapsed(),
             watermark: self.engine.watermark(),
-        });
+        };
+        self.committer
+            .start(checkpoint, flight)
+            .with_context(|| commit_failed(id))?;
         self.next_checkpoint_id += 1;
         self.changed = false;
         self.records_since_barrier = 0;
@@ -711,14 +706,7 @@ impl Job<'_> {
         let Some(commit) = commit else {
             return Ok(());
         };
-        let Some(flight) = self.in_flight.take() else {
-            bail!(
-                "checkpoint {} was committed but the job did not know it was in flight (a bug: please report it \
-                 with the log); restart the job to resume from the last checkpoint",
-                commit.id
-            );
-        };
-        let id = flight.id;
+        let (id, flight) = (commit.id, commit.tag);
         let bytes = commit.result.with_context(|| commit_failed(id))?;
         crash_point("job::barrier::after_commit");
         if !flight.rows.is_empty() {

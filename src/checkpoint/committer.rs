@@ -20,27 +20,38 @@ use std::time::{Duration, Instant};
 
 use super::{Checkpoint, CheckpointError, CheckpointStore};
 
-/// The outcome of one commit.
+/// The outcome of one commit, with what the caller gave [`Committer::start`]
+/// along with the checkpoint.
 #[derive(Debug)]
-pub struct Commit {
+pub struct Commit<T> {
     pub id: u64,
     /// The frame's size when the checkpoint is durable.
     pub result: Result<usize, CheckpointError>,
     /// Encoding, writing and flushing, on the committer's thread.
     pub took: Duration,
+    pub tag: T,
 }
 
-pub struct Committer {
+/// What the thread reports for one checkpoint.
+struct Done {
+    result: Result<usize, CheckpointError>,
+    took: Duration,
+}
+
+/// Commits checkpoints on its thread. `T` is what the caller needs once a
+/// checkpoint is durable (the job: its rows and offsets); it stays on the
+/// caller's side and comes back in the [`Commit`].
+pub struct Committer<T> {
     to_thread: Option<mpsc::SyncSender<Checkpoint>>,
-    from_thread: mpsc::Receiver<Commit>,
-    in_flight: Option<u64>,
+    from_thread: mpsc::Receiver<Done>,
+    in_flight: Option<(u64, T)>,
     thread: Option<JoinHandle<()>>,
 }
 
-impl Committer {
+impl<T> Committer<T> {
     /// Moves `store` to a new thread that commits what [`Committer::start`]
     /// is given, in order.
-    pub fn spawn(store: CheckpointStore) -> std::io::Result<Committer> {
+    pub fn spawn(store: CheckpointStore) -> std::io::Result<Committer<T>> {
         let (to_thread, jobs) = mpsc::sync_channel::<Checkpoint>(1);
         let (done, from_thread) = mpsc::channel();
         let thread = std::thread::Builder::new()
@@ -49,15 +60,11 @@ impl Committer {
                 for checkpoint in jobs {
                     let started = Instant::now();
                     let result = store.commit(&checkpoint);
-                    let commit = Commit {
-                        id: checkpoint.id,
-                        result,
-                        took: started.elapsed(),
-                    };
+                    let took = started.elapsed();
                     // Dropped before it is reported: the snapshot's memory
                     // is free by the time the job starts the next one.
                     drop(checkpoint);
-                    if done.send(commit).is_err() {
+                    if done.send(Done { result, took }).is_err() {
                         break;
                     }
                 }
@@ -75,17 +82,18 @@ impl Committer {
 
     /// The id of the checkpoint being committed, if any.
     pub fn in_flight(&self) -> Option<u64> {
-        self.in_flight
+        self.in_flight.as_ref().map(|(id, _)| *id)
     }
 
-    /// Starts committing `checkpoint`. The one before must be finished
-    /// ([`Committer::wait`]): one checkpoint at a time, in id order.
-    pub fn start(&mut self, checkpoint: Checkpoint) -> Result<(), CheckpointError> {
+    /// Starts committing `checkpoint`; `tag` comes back with its
+    /// [`Commit`]. The one before must be finished ([`Committer::wait`]):
+    /// one checkpoint at a time, in id order.
+    pub fn start(&mut self, checkpoint: Checkpoint, tag: T) -> Result<(), CheckpointError> {
         assert!(
             self.in_flight.is_none(),
             "checkpoint {} started while {:?} is still being committed",
             checkpoint.id,
-            self.in_flight
+            self.in_flight()
         );
         let id = checkpoint.id;
         let sent = self
@@ -95,46 +103,45 @@ impl Committer {
         if !sent {
             return Err(CheckpointError::CommitterGone(id));
         }
-        self.in_flight = Some(id);
+        self.in_flight = Some((id, tag));
         Ok(())
     }
 
     /// The finished commit, if the one in flight is done; never blocks.
-    pub fn try_finished(&mut self) -> Option<Commit> {
-        let id = self.in_flight?;
+    pub fn try_finished(&mut self) -> Option<Commit<T>> {
+        self.in_flight.as_ref()?;
         match self.from_thread.try_recv() {
-            Ok(commit) => Some(self.finished(commit)),
+            Ok(done) => self.finished(Ok(done)),
             Err(mpsc::TryRecvError::Empty) => None,
-            Err(mpsc::TryRecvError::Disconnected) => Some(self.gone(id)),
+            Err(mpsc::TryRecvError::Disconnected) => self.finished(Err(())),
         }
     }
 
     /// Waits for the commit in flight; `None` when there is none.
-    pub fn wait(&mut self) -> Option<Commit> {
-        let id = self.in_flight?;
-        Some(match self.from_thread.recv() {
-            Ok(commit) => self.finished(commit),
-            Err(mpsc::RecvError) => self.gone(id),
-        })
+    pub fn wait(&mut self) -> Option<Commit<T>> {
+        self.in_flight.as_ref()?;
+        self.finished(self.from_thread.recv().map_err(|_| ()))
     }
 
-    fn finished(&mut self, commit: Commit) -> Commit {
-        self.in_flight = None;
-        commit
-    }
-
-    /// The thread ended without reporting (it can only have panicked).
-    fn gone(&mut self, id: u64) -> Commit {
-        self.in_flight = None;
-        Commit {
-            id,
+    /// The commit in flight, finished with what the thread reported, or
+    /// with an error when the thread ended without reporting (it can only
+    /// have panicked).
+    fn finished(&mut self, done: Result<Done, ()>) -> Option<Commit<T>> {
+        let (id, tag) = self.in_flight.take()?;
+        let done = done.unwrap_or(Done {
             result: Err(CheckpointError::CommitterGone(id)),
             took: Duration::ZERO,
-        }
+        });
+        Some(Commit {
+            id,
+            result: done.result,
+            took: done.took,
+            tag,
+        })
     }
 }
 
-impl Drop for Committer {
+impl<T> Drop for Committer<T> {
     /// Lets the commit in flight finish, then ends the thread and closes the
     /// store.
     fn drop(&mut self) {
@@ -157,10 +164,11 @@ mod tests {
             Committer::spawn(CheckpointStore::open(dir.path(), 2).unwrap()).unwrap();
         assert!(committer.wait().is_none(), "nothing in flight");
         for id in 1..=3 {
-            committer.start(checkpoint(id)).unwrap();
+            committer.start(checkpoint(id), id * 7).unwrap();
             assert_eq!(committer.in_flight(), Some(id));
             let commit = committer.wait().expect("one in flight");
             assert_eq!(commit.id, id);
+            assert_eq!(commit.tag, id * 7, "the tag comes back with its commit");
             assert!(commit.result.unwrap() > 0);
             assert_eq!(committer.in_flight(), None);
         }
@@ -177,7 +185,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut committer =
             Committer::spawn(CheckpointStore::open(dir.path(), 2).unwrap()).unwrap();
-        committer.start(checkpoint(1)).unwrap();
+        committer.start(checkpoint(1), ()).unwrap();
         let commit = loop {
             if let Some(commit) = committer.try_finished() {
                 break commit;
