@@ -1907,6 +1907,29 @@ mod tests {
         ]
     }
 
+    /// The event of generated fields, in field order.
+    fn event_of(
+        (event_id, order_id, user_id, amount_cents, event_time_ms, city, category): (
+            String,
+            String,
+            String,
+            u64,
+            i64,
+            String,
+            String,
+        ),
+    ) -> Event<'static> {
+        Event {
+            event_id: event_id.into(),
+            order_id: order_id.into(),
+            user_id: user_id.into(),
+            amount_cents,
+            event_time_ms,
+            city: city.into(),
+            category: category.into(),
+        }
+    }
+
     fn any_event() -> impl Strategy<Value = Event<'static>> {
         (
             any_text(128).prop_filter("event_id needs 1..=128 chars", |s| !s.is_empty()),
@@ -1917,19 +1940,7 @@ mod tests {
             any_text(40),
             any_text(40),
         )
-            .prop_map(
-                |(event_id, order_id, user_id, amount_cents, event_time_ms, city, category)| {
-                    Event {
-                        event_id: event_id.into(),
-                        order_id: order_id.into(),
-                        user_id: user_id.into(),
-                        amount_cents,
-                        event_time_ms,
-                        city: city.into(),
-                        category: category.into(),
-                    }
-                },
-            )
+            .prop_map(event_of)
     }
 
     /// Writes `cents / 100` as a decimal mantissa and exponent: `zeros` extra
@@ -2173,19 +2184,7 @@ mod tests {
             plain(40),
             plain(40),
         )
-            .prop_map(
-                |(event_id, order_id, user_id, amount_cents, event_time_ms, city, category)| {
-                    Event {
-                        event_id: event_id.into(),
-                        order_id: order_id.into(),
-                        user_id: user_id.into(),
-                        amount_cents,
-                        event_time_ms,
-                        city: city.into(),
-                        category: category.into(),
-                    }
-                },
-            )
+            .prop_map(event_of)
     }
 
     /// The flat scanner on the scalar string scan, as for a payload that is

@@ -345,7 +345,14 @@ fn canonical_rank(fp: &Fp) -> (u64, u32) {
 /// of a checkpoint's pause). Input far from that order falls back to a
 /// comparison sort once the moves exceed a few per key.
 pub fn sort_canonical(keys: &mut [Fp]) {
-    let budget = 4 * keys.len() + 64;
+    if insertion_sort(keys, 4 * keys.len() + 64).is_none() {
+        keys.sort_unstable_by_key(canonical_rank);
+    }
+}
+
+/// Insertion sort into canonical order; the moves it made, or `None` once
+/// they exceed `budget` (the keys are then partly sorted).
+fn insertion_sort(keys: &mut [Fp], budget: usize) -> Option<usize> {
     let mut moves = 0;
     for i in 1..keys.len() {
         let mut j = i;
@@ -355,10 +362,10 @@ pub fn sort_canonical(keys: &mut [Fp]) {
             moves += 1;
         }
         if moves > budget {
-            keys.sort_unstable_by_key(canonical_rank);
-            return;
+            return None;
         }
     }
+    Some(moves)
 }
 
 /// A set of fingerprints: an [`FpMap`] whose values are unused.
@@ -607,16 +614,6 @@ mod tests {
 
     /// The swaps an insertion sort into canonical order makes (inversions).
     fn insertion_moves(keys: &[Fp]) -> usize {
-        let mut v = keys.to_vec();
-        let mut moves = 0;
-        for i in 1..v.len() {
-            let mut j = i;
-            while j > 0 && canonical_rank(&v[j - 1]) > canonical_rank(&v[j]) {
-                v.swap(j - 1, j);
-                j -= 1;
-                moves += 1;
-            }
-        }
-        moves
+        insertion_sort(&mut keys.to_vec(), usize::MAX).expect("no budget")
     }
 }
