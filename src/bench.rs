@@ -185,6 +185,8 @@ pub fn core(opts: &CoreBenchOptions) -> anyhow::Result<CoreBenchReport> {
                     anomaly_log_len: 0,
                     engine: engine.snapshot(),
                     pending: Vec::new(),
+                    source_identity: None,
+                    bounded_end: None,
                 },
                 (),
             )?;
@@ -585,6 +587,8 @@ pub fn scaling(opts: &ScalingBenchOptions) -> anyhow::Result<ScalingBenchReport>
             anomaly_log_len: 0,
             engine: snapshot,
             pending: Vec::new(),
+            source_identity: None,
+            bounded_end: None,
         };
         last_bytes = store.commit(&checkpoint)?;
         pauses.push(t.elapsed());

@@ -151,6 +151,14 @@ pub struct WindowConfig {
     /// A partition whose event time runs this far ahead of the slowest
     /// active one pauses until the others catch up (watermark alignment).
     pub alignment_drift: Dur,
+    /// Wrong clocks: an event time further ahead of its record's own
+    /// timestamp (Kafka) is `implausible_event_time`; `0` turns it off.
+    pub max_ahead_of_record_time: Dur,
+    /// Wrong clocks: an event time this far ahead of everything seen waits
+    /// for its partition's next records to confirm it (docs/semantics.md);
+    /// absent: out_of_orderness + size - slide + allowed_lateness; `0`
+    /// turns it off.
+    pub max_time_jump: Option<Dur>,
 }
 
 impl Default for WindowConfig {
@@ -162,11 +170,25 @@ impl Default for WindowConfig {
             allowed_lateness: Dur(Duration::from_secs(30)),
             idle_timeout: Dur(Duration::from_secs(10)),
             alignment_drift: Dur(Duration::from_secs(10)),
+            max_ahead_of_record_time: Dur(Duration::from_secs(3600)),
+            max_time_jump: None,
         }
     }
 }
 
 impl WindowConfig {
+    /// The wrong-clock rules these settings ask for.
+    pub fn time_guard(&self) -> crate::job::TimeGuard {
+        let off_if_zero = |ms: i64| if ms == 0 { i64::MAX } else { ms };
+        crate::job::TimeGuard {
+            max_ahead_of_record_ms: off_if_zero(self.max_ahead_of_record_time.ms()),
+            max_jump_ms: match self.max_time_jump {
+                Some(d) => off_if_zero(d.ms()),
+                None => crate::job::TimeGuard::default_max_jump_ms(&self.spec()),
+            },
+        }
+    }
+
     pub fn spec(&self) -> WindowSpec {
         WindowSpec {
             size_ms: self.size.ms(),

@@ -1,16 +1,32 @@
 //! Deduplication by `event_id` (SPEC §3), with memory bounded by event time.
 //!
-//! An id is remembered from the moment its event is accepted until the
-//! watermark makes that event late: once every window it belongs to is final
-//! (`watermark >= last window end + allowed lateness`), a second copy would be
-//! a `late_event` anomaly anyway, so the id can be forgotten. Memory is
-//! therefore bounded by the number of events inside that horizon, never by the
-//! length of the stream.
+//! # The rule
+//!
+//! Two events with the same `event_id` are the same event when their panes
+//! (`floor(event_time / slide)`) are less than `size / slide` apart, that is
+//! when their event times are less than about one window size apart: the
+//! first one read counts, the other is a duplicate. A copy re-sent with an
+//! event time further away than that is a distinct event. The rule depends
+//! on event times only, never on when the job happened to forget an id, so
+//! the live job, a restart, `replay` and `verify` all agree on it (before it,
+//! a copy re-stamped later than its original's windows could be counted
+//! twice live and once by a replay). docs/semantics.md states it for users.
+//!
+//! # Memory
+//!
+//! An id is remembered until no copy it could match can still count: a copy
+//! within the horizon lies at most `size / slide - 1` panes after the
+//! original, and a copy counts only while its own pane is live (not late).
+//! So an id goes when the first live pane is more than that many panes past
+//! the pane it was accepted in; memory is bounded by the events of a few
+//! windows, never by the length of the stream. Lateness is checked before
+//! duplicates, so a copy arriving after its windows are final is always
+//! `late_event`, never silently accepted twice.
 //!
 //! # Layout
 //!
-//! One [`FpMap`] from fingerprint to the pane whose expiry frees it: one
-//! 16-byte slot per id, at a load of 5/16 to 5/8. Expired ids are dropped
+//! One [`FpMap`] from fingerprint to the pane of the copy that was counted:
+//! one 16-byte slot per id, at a load of 5/16 to 5/8. Expired ids are dropped
 //! with one sequential `retain` pass when a pane expires (once per slide of
 //! event time), which is far cheaper than one random-access removal per id.
 //! The engine prefetches an id's slot a few events ahead of its insert
@@ -61,33 +77,51 @@ pub fn new_seed() -> u64 {
     std::collections::hash_map::RandomState::new().hash_one(crate::time::now_ms())
 }
 
-#[derive(Default)]
 pub struct Dedup {
-    /// Fingerprint -> pane index (relative to `base`) at whose expiry it goes.
+    /// Fingerprint -> pane (relative to `base`) of the copy that counted.
     seen: FpMap,
     /// Pane indexes are stored relative to this, to fit in 32 bits.
     base: i64,
     /// Smallest pane still holding ids, to skip needless purges.
     oldest: Option<i64>,
+    /// Copies whose panes are less than this apart are one event: the
+    /// window's pane count (`size / slide`).
+    horizon_panes: i64,
 }
 
-/// The checkpointed form: ids grouped by their expiry pane.
+/// The checkpointed form: ids grouped by the pane of the copy that counted.
 #[derive(Serialize, Deserialize, Default, Debug, Clone, PartialEq)]
 pub struct DedupSnapshot {
     pub expiry: Vec<(i64, Vec<Fp>)>,
 }
 
 impl Dedup {
-    /// Records `id` as accepted, to expire with `pane`. Returns false if the id
-    /// was already live, in which case the event is a duplicate.
+    /// Empty, for windows of `horizon_panes` panes (`size / slide`).
+    pub fn new(horizon_panes: i64) -> Self {
+        Dedup {
+            seen: FpMap::new(),
+            base: 0,
+            oldest: None,
+            horizon_panes: horizon_panes.max(1),
+        }
+    }
+
+    /// Counts the event with fingerprint `id` in `pane` unless a copy within
+    /// the horizon counted already (see the module docs). Returns false when
+    /// the event is a duplicate.
     #[inline]
     pub fn insert(&mut self, id: Fp, pane: i64) -> bool {
         if self.seen.is_empty() {
             self.base = pane - (1 << 30);
         }
         let rel = pane.saturating_sub(self.base).clamp(0, u32::MAX as i64) as u32;
-        if !self.seen.insert(id, rel) {
-            return false;
+        if let Some(counted) = self.seen.insert_or_get(id, rel) {
+            if (i64::from(*counted) - i64::from(rel)).abs() < self.horizon_panes {
+                return false;
+            }
+            // A distinct event under the rule: it is now the copy that
+            // later ones are compared with.
+            *counted = rel;
         }
         if self.oldest.is_none_or(|o| pane < o) {
             self.oldest = Some(pane);
@@ -101,12 +135,14 @@ impl Dedup {
         self.seen.prefetch(id);
     }
 
-    /// Forgets every id whose pane is below `first_live_pane`.
+    /// Forgets every id no copy can match any more, given that panes below
+    /// `first_live_pane` are final (see the module docs).
     pub fn purge_before(&mut self, first_live_pane: i64) {
-        if self.oldest.is_none_or(|o| o >= first_live_pane) {
+        let keep_from = first_live_pane.saturating_sub(self.horizon_panes - 1);
+        if self.oldest.is_none_or(|o| o >= keep_from) {
             return;
         }
-        let limit = first_live_pane
+        let limit = keep_from
             .saturating_sub(self.base)
             .clamp(0, u32::MAX as i64) as u32;
         let mut oldest = u32::MAX;
@@ -151,8 +187,8 @@ impl Dedup {
         }
     }
 
-    pub fn restore(snapshot: DedupSnapshot) -> Self {
-        let mut dedup = Dedup::default();
+    pub fn restore(horizon_panes: i64, snapshot: DedupSnapshot) -> Self {
+        let mut dedup = Dedup::new(horizon_panes);
         let total = snapshot.expiry.iter().map(|(_, ids)| ids.len()).sum();
         dedup.seen = FpMap::with_capacity(total);
         for (pane, ids) in snapshot.expiry {
@@ -172,39 +208,94 @@ mod tests {
         fingerprint(7, s)
     }
 
+    /// Windows of two panes (60 s windows sliding by 30 s).
+    const PANES: i64 = 2;
+
     #[test]
-    fn second_insert_is_a_duplicate_until_purged() {
-        let mut d = Dedup::default();
+    fn copies_less_than_a_window_apart_are_one_event() {
+        let mut d = Dedup::new(PANES);
         let id = fp("e-1");
         assert!(d.insert(id, 10));
-        assert!(!d.insert(id, 10));
-        assert!(!d.insert(id, 11), "the pane does not matter, the id does");
-        d.purge_before(10);
-        assert!(!d.insert(id, 10), "pane 10 is still live");
+        assert!(!d.insert(id, 10), "same pane");
+        assert!(!d.insert(id, 11), "the next pane: less than a window apart");
+        assert!(!d.insert(id, 9), "the pane before, likewise");
+        assert!(d.insert(id, 12), "two panes on: a distinct event");
+        assert!(
+            !d.insert(id, 13),
+            "compared with the copy that counted last"
+        );
+        assert!(!d.insert(id, 11));
+        assert!(d.insert(id, 10));
+    }
+
+    #[test]
+    fn an_id_is_kept_as_long_as_a_live_copy_could_match_it() {
+        let mut d = Dedup::new(PANES);
+        let id = fp("e-1");
+        assert!(d.insert(id, 10));
+        // Pane 10 is final, but a copy in pane 11 (still live) must match.
         d.purge_before(11);
-        assert!(d.is_empty());
+        assert!(!d.insert(id, 11));
+        d.purge_before(12);
+        assert!(d.is_empty(), "no live pane is within reach of pane 10");
         assert!(d.insert(id, 12));
     }
 
     #[test]
-    fn purge_keeps_exactly_the_live_panes() {
-        let mut d = Dedup::default();
+    fn purge_keeps_exactly_what_can_still_match() {
+        let mut d = Dedup::new(PANES);
         for i in 0..1000 {
             d.insert(fp(&format!("e-{i}")), 100 + i % 10);
         }
-        d.purge_before(105);
-        assert_eq!(d.len(), 500);
-        assert!(!d.insert(fp("e-5"), 200), "pane 105 is live");
-        assert!(d.insert(fp("e-4"), 200), "pane 104 was purged");
+        d.purge_before(106);
+        assert_eq!(d.len(), 500, "panes 105.. are kept");
+        assert!(!d.insert(fp("e-5"), 106), "pane 105 is kept for pane 106");
+        assert!(d.insert(fp("e-4"), 106), "pane 104 was dropped");
+    }
+
+    /// The rule against a model that never forgets: as long as purges only
+    /// drop panes below the first live one and no copy is inserted into a
+    /// final pane (the engine rejects those as late first), the verdicts
+    /// are the model's.
+    #[test]
+    fn purging_never_changes_a_verdict() {
+        let mut rng = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        for horizon in 1..4 {
+            let mut d = Dedup::new(horizon);
+            let mut model: std::collections::HashMap<u64, i64> = Default::default();
+            let mut first_live = 0i64;
+            for _ in 0..20_000 {
+                if next() % 50 == 0 {
+                    first_live += 1;
+                    d.purge_before(first_live);
+                }
+                let pane = first_live + (next() % 4) as i64;
+                let key = next() % 300;
+                let want = match model.get(&key) {
+                    Some(p) if (p - pane).abs() < horizon => false,
+                    _ => {
+                        model.insert(key, pane);
+                        true
+                    }
+                };
+                assert_eq!(d.insert(fp(&format!("e-{key}")), pane), want);
+            }
+        }
     }
 
     #[test]
     fn snapshot_round_trips() {
-        let mut d = Dedup::default();
+        let mut d = Dedup::new(PANES);
         for i in 0..100 {
             d.insert(fp(&format!("e-{i}")), i % 7);
         }
-        let restored = Dedup::restore(d.snapshot());
+        let restored = Dedup::restore(PANES, d.snapshot());
         assert_eq!(restored.len(), 100);
         assert_eq!(restored.snapshot(), d.snapshot());
     }

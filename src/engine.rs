@@ -34,6 +34,20 @@ pub enum Verdict {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Prepared(Result<Parsed, Reason>);
 
+impl Prepared {
+    /// A record already judged an anomaly before the engine (for example by
+    /// the job's wrong-clock guard): `apply` counts and returns it as such.
+    pub fn rejected(reason: Reason) -> Self {
+        Prepared(Err(reason))
+    }
+
+    /// The event time of a valid event; `None` for an anomaly.
+    #[inline]
+    pub fn event_time_ms(&self) -> Option<i64> {
+        self.0.as_ref().ok().map(|e| e.event_time_ms)
+    }
+}
+
 /// What the stateful steps need of an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Parsed {
@@ -117,6 +131,9 @@ pub struct EngineSnapshot {
 
 pub struct Engine {
     spec: WindowSpec,
+    /// `spec.storable_event_times()`: valid event times outside are
+    /// `event_time_out_of_range`.
+    storable: (i64, i64),
     /// How long after its start a pane's last window is final:
     /// `window_final_at(k) == k * slide + pane_final_after_ms`. Kept so that
     /// the lateness test of every event is a multiply and a compare.
@@ -126,6 +143,13 @@ pub struct Engine {
     watermarks: Watermarks,
     seed: u64,
     pub counters: Counters,
+}
+
+impl EngineSnapshot {
+    /// See [`WindowsSnapshot::note_emitted`].
+    pub fn note_emitted(&mut self, rows: &[WindowRow]) {
+        self.windows.note_emitted(&self.spec, rows);
+    }
 }
 
 impl Engine {
@@ -139,7 +163,7 @@ impl Engine {
         Self::assemble(
             spec,
             Windows::new(spec),
-            Dedup::default(),
+            Dedup::new(spec.panes_per_window()),
             Watermarks::new(spec.out_of_orderness_ms, partitions),
             seed,
         )
@@ -154,6 +178,7 @@ impl Engine {
     ) -> Self {
         Engine {
             spec,
+            storable: spec.storable_event_times(),
             pane_final_after_ms: spec.window_final_at(0),
             windows,
             dedup,
@@ -189,7 +214,7 @@ impl Engine {
         Ok(Self::assemble(
             spec,
             Windows::restore(spec, snap.windows),
-            Dedup::restore(snap.dedup),
+            Dedup::restore(spec.panes_per_window(), snap.dedup),
             Watermarks::restore(spec.out_of_orderness_ms, clocks, snap.watermark),
             snap.seed,
         ))
@@ -257,6 +282,9 @@ impl Engine {
             Ok(e) => e,
             Err(reason) => return Prepared(Err(reason)),
         };
+        if event.event_time_ms < self.storable.0 || event.event_time_ms > self.storable.1 {
+            return Prepared(Err(Reason::EventTimeOutOfRange));
+        }
         Prepared(Ok(Parsed {
             event_time_ms: event.event_time_ms,
             pane: self.spec.pane_of(event.event_time_ms),
@@ -337,6 +365,42 @@ impl Engine {
         }
     }
 
+    /// The end of a bounded input: every partition finished, the watermark
+    /// at +inf, every window with data emitted. What this changes is not
+    /// meant to be checkpointed: take the snapshot before, and record the
+    /// rows with [`EngineSnapshot::note_emitted`].
+    pub fn end_of_input(&mut self, now_s: i64, out: &mut Vec<WindowRow>) {
+        for p in 0..self.watermarks.clocks().len() {
+            self.watermarks.set_finished(p);
+        }
+        self.watermarks.set_ceiling(i64::MAX);
+        self.flush_updates(now_s, out);
+        self.on_watermark(now_s, out);
+    }
+
+    /// Takes part of partitions discovered while running, up to
+    /// `partitions` in all (see `watermark`).
+    pub fn grow(&mut self, partitions: usize) {
+        self.watermarks.grow(partitions);
+    }
+
+    /// The watermark the partition clocks allow, before the ceiling.
+    pub fn frontier(&self) -> i64 {
+        self.watermarks.frontier()
+    }
+
+    /// Caps the watermark (partition discovery, see `watermark`).
+    pub fn set_watermark_ceiling(&mut self, ceiling: i64, now_s: i64, out: &mut Vec<WindowRow>) {
+        if self.watermarks.set_ceiling(ceiling) {
+            self.on_watermark(now_s, out);
+        }
+    }
+
+    /// Number of partitions the engine keeps a clock for.
+    pub fn partitions(&self) -> usize {
+        self.watermarks.clocks().len()
+    }
+
     /// Marks a partition idle or active again.
     pub fn set_idle(&mut self, partition: usize, idle: bool, now_s: i64, out: &mut Vec<WindowRow>) {
         if self.watermarks.set_idle(partition, idle) {
@@ -394,11 +458,11 @@ mod tests {
         let mut e = Engine::new(SPEC, 1);
         let mut out = Vec::new();
         assert_eq!(
-            e.process(0, &ev("a", "u1", "1.00", 10_000), 0, &mut out),
+            e.process(0, &ev("a", "u1", "1.00", 100_000), 0, &mut out),
             Verdict::Accepted
         );
         assert_eq!(
-            e.process(0, &ev("a", "u1", "1.00", 10_000), 0, &mut out),
+            e.process(0, &ev("a", "u1", "1.00", 100_000), 0, &mut out),
             Verdict::Duplicate
         );
         assert!(matches!(
@@ -408,15 +472,45 @@ mod tests {
         // Move the watermark far ahead: the old event is now late, and so is
         // its copy (its dedup id was forgotten with its windows).
         assert_eq!(
-            e.process(0, &ev("b", "u2", "1.00", 1_000_000), 0, &mut out),
+            e.process(0, &ev("b", "u2", "1.00", 2_000_000), 0, &mut out),
             Verdict::Accepted
         );
         assert_eq!(
-            e.process(0, &ev("a", "u1", "1.00", 10_000), 0, &mut out),
-            Verdict::Anomaly(Reason::LateEvent, Some(10_000))
+            e.process(0, &ev("a", "u1", "1.00", 100_000), 0, &mut out),
+            Verdict::Anomaly(Reason::LateEvent, Some(100_000))
         );
         assert_eq!(out.len(), 2, "the two windows of event a fired");
         assert!(out.iter().all(|r| r.order_cnt == 1 && r.gmv_cents == 100));
+    }
+
+    #[test]
+    fn only_events_whose_windows_a_datetime_holds_are_accepted() {
+        let mut e = Engine::new(SPEC, 1);
+        let mut out = Vec::new();
+        let (first, last) = SPEC.storable_event_times();
+        assert_eq!(
+            first, 30_000,
+            "[0, 30 s) also belongs to the window at -30 s"
+        );
+        // The last window holding `last` ends at or before the last second
+        // a DateTime holds, and the next one would not.
+        let end = SPEC.pane_of(last) * SPEC.slide_ms + SPEC.size_ms;
+        let max_ms = (u32::MAX as i64) * 1000;
+        assert!(end <= max_ms && end + SPEC.slide_ms > max_ms, "{end}");
+        // Before 2106 the parser's own range (up to 2099) applies first.
+        let max = crate::time::MAX_EVENT_TIME_MS;
+        assert!(max < last);
+        let out_of_range = Verdict::Anomaly(Reason::EventTimeOutOfRange, None);
+        for (t, want) in [
+            (0, out_of_range),
+            (29_999, out_of_range),
+            (30_000, Verdict::Accepted),
+            (max, Verdict::Accepted),
+            (max + 1, Verdict::Anomaly(Reason::BadEventTime, None)),
+        ] {
+            let verdict = e.process(0, &ev(&format!("e{t}"), "u", "1.00", t), 0, &mut out);
+            assert_eq!(verdict, want, "t = {t}");
+        }
     }
 
     #[test]

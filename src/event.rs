@@ -180,6 +180,15 @@ pub enum Reason {
     BadAmount,
     /// `event_time` is not a valid timestamp, or outside the accepted range.
     BadEventTime,
+    /// Decided by the engine from the window settings: a window holding the
+    /// event would start before 1970-01-01T00:00:00Z or end after
+    /// 2106-02-07T06:28:15Z, which the sinks' `DateTime` columns cannot hold.
+    EventTimeOutOfRange,
+    /// Decided by the job before the engine: the event time is implausibly
+    /// far ahead of the record's own timestamp, or a jump ahead of everything
+    /// else the job has seen that the partition's next record contradicts
+    /// (docs/semantics.md, "Wrong clocks").
+    ImplausibleEventTime,
     /// Decided by the windows, not by [`parse_event`]: the event is later
     /// than the allowed lateness of every window it belongs to.
     LateEvent,
@@ -187,7 +196,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, in a stable order (useful for metrics and tests).
-    pub const ALL: [Reason; 19] = [
+    pub const ALL: [Reason; 21] = [
         Reason::MalformedJson,
         Reason::NotAnObject,
         Reason::MissingField(Field::EventId),
@@ -206,6 +215,8 @@ impl Reason {
         Reason::BadType(Field::Category),
         Reason::BadAmount,
         Reason::BadEventTime,
+        Reason::EventTimeOutOfRange,
+        Reason::ImplausibleEventTime,
         Reason::LateEvent,
     ];
 
@@ -232,6 +243,8 @@ impl Reason {
             Reason::BadType(Field::Category) => "bad_type:category",
             Reason::BadAmount => "bad_amount",
             Reason::BadEventTime => "bad_event_time",
+            Reason::EventTimeOutOfRange => "event_time_out_of_range",
+            Reason::ImplausibleEventTime => "implausible_event_time",
             Reason::LateEvent => "late_event",
         }
     }

@@ -185,12 +185,20 @@ impl FpMap {
     /// was inserted (false: present already, its value unchanged).
     #[inline]
     pub fn insert(&mut self, fp: Fp, value: u32) -> bool {
+        self.insert_or_get(fp, value).is_none()
+    }
+
+    /// Inserts `fp` with `value` unless it is present, in one probe. Returns
+    /// `None` when it was inserted, or the present entry's value to read or
+    /// change.
+    #[inline]
+    pub fn insert_or_get(&mut self, fp: Fp, value: u32) -> Option<&mut u32> {
         if is_zero(fp) {
-            if self.zero.is_some() {
-                return false;
+            if self.zero.is_none() {
+                self.zero = Some(value);
+                return None;
             }
-            self.zero = Some(value);
-            return true;
+            return self.zero.as_mut();
         }
         if (self.used + 1) * 8 > self.slots.len() * 5 {
             self.reserve(1);
@@ -198,18 +206,17 @@ impl FpMap {
         let mask = self.slots.len() - 1;
         let mut i = self.home(fp.hi);
         loop {
-            let slot = &mut self.slots[i];
-            if slot.is_empty() {
-                *slot = Slot {
+            if self.slots[i].is_empty() {
+                self.slots[i] = Slot {
                     hi: fp.hi,
                     lo: fp.lo,
                     value,
                 };
                 self.used += 1;
-                return true;
+                return None;
             }
-            if slot.hi == fp.hi && slot.lo == fp.lo {
-                return false;
+            if self.slots[i].hi == fp.hi && self.slots[i].lo == fp.lo {
+                return Some(&mut self.slots[i].value);
             }
             i = (i + 1) & mask;
         }

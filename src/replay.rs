@@ -376,7 +376,7 @@ fn read_input(
     );
 
     let seed = dedup::new_seed();
-    let mut ids = Dedup::default();
+    let mut ids = Dedup::new(spec.panes_per_window());
     let mut windows = Windows::new(*spec);
     let mut batch = RecordBatch::default();
     let mut last_progress = Instant::now();

@@ -84,6 +84,9 @@ pub struct Metrics {
     pub state_panes: Gauge,
     pub state_user_entries: Gauge,
     pub state_dedup_ids: Gauge,
+    /// Records read but held back, by why: `alignment` (the partition runs
+    /// ahead) or `unconfirmed_time` (a time jump waiting for confirmation).
+    pub held_records: Family<ReasonLabel, Gauge>,
     last: Mutex<Counters>,
     pub ready: AtomicBool,
     last_checkpoint_ms: AtomicI64,
@@ -120,6 +123,7 @@ impl Metrics {
             state_panes: Gauge::default(),
             state_user_entries: Gauge::default(),
             state_dedup_ids: Gauge::default(),
+            held_records: Family::default(),
             last: Mutex::new(Counters::default()),
             ready: AtomicBool::new(false),
             last_checkpoint_ms: AtomicI64::new(0),
@@ -234,6 +238,11 @@ impl Metrics {
                 "Event ids remembered for deduplication",
                 m.state_dedup_ids.clone(),
             );
+            r.register(
+                "held_records",
+                "Records read but held back, by reason (alignment, unconfirmed_time)",
+                m.held_records.clone(),
+            );
         }
         m
     }
@@ -280,6 +289,20 @@ impl Metrics {
         let now = crate::time::now_ms();
         self.last_checkpoint_ms.store(now, Ordering::Relaxed);
         self.last_checkpoint_time.set(now / 1000);
+    }
+
+    /// Records held back, by reason (see `held_records`).
+    pub fn set_held(&self, alignment: usize, unconfirmed_time: usize) {
+        for (reason, n) in [
+            ("alignment", alignment),
+            ("unconfirmed_time", unconfirmed_time),
+        ] {
+            self.held_records
+                .get_or_create(&ReasonLabel {
+                    reason: reason.to_string(),
+                })
+                .set(n as i64);
+        }
     }
 
     pub fn set_lag(&self, partition: u32, lag: i64) {

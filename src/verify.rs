@@ -536,10 +536,10 @@ mod tests {
         fn partition_count(&self) -> usize {
             self.parts.len()
         }
-        fn start(
+        fn open(
             &mut self,
             _resume: &BTreeMap<u32, u64>,
-            _bounded: bool,
+            _end: crate::source::End<'_>,
         ) -> Result<BTreeMap<u32, u64>, SourceError> {
             self.next.iter_mut().for_each(|n| *n = 0);
             Ok((0..self.parts.len() as u32).map(|p| (p, 0)).collect())

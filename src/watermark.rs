@@ -5,12 +5,26 @@
 //! partitions that may still deliver data at or below it:
 //!
 //! * a partition that has seen nothing yet holds the job watermark at -inf;
-//! * a *finished* partition (the end of a bounded input) no longer holds it;
+//! * a *finished* partition (a bounded input at its end) no longer holds it;
 //! * a partition that is caught up to the end of what its source has (live
 //!   input) for longer than the idle timeout stops holding it back until it
 //!   has data again. A partition with a backlog is never idle, however long it
 //!   waits its turn, which is what makes replays and restarts after an outage
 //!   compute the same windows as a live run.
+//!
+//! Finished and idle are runtime facts, never checkpointed: a later run on the
+//! same state (more data appended after a bounded run, a restart) re-learns
+//! them from its own source. Only the event-time clocks and the watermark
+//! reached are state.
+//!
+//! # The ceiling
+//!
+//! A source whose partitions can be added while it runs (Kafka) discovers them
+//! periodically. The watermark may not move past what was known at the start
+//! of the last completed discovery: otherwise records produced to a partition
+//! created just before could arrive after the watermark passed their windows.
+//! The job sets [`Watermarks::set_ceiling`] to the uncapped watermark
+//! ([`Watermarks::frontier`]) it saw when the discovery started.
 //!
 //! `i64::MIN` stands for -inf and `i64::MAX` for +inf.
 
@@ -20,7 +34,9 @@ use serde::{Deserialize, Serialize};
 pub struct PartitionClock {
     /// Highest event time seen, or `i64::MIN` before any event.
     pub max_event_ms: i64,
-    /// No more data will ever come (bounded input at its end).
+    /// No more data will come in this run (bounded input at its end).
+    /// Runtime-only: the next run on the same state may find more.
+    #[serde(skip)]
     pub finished: bool,
     /// Excluded from the minimum because caught up for the idle timeout.
     /// Runtime-only: a restarted job re-learns idleness.
@@ -42,6 +58,8 @@ pub struct Watermarks {
     bound_ms: i64,
     clocks: Vec<PartitionClock>,
     current: i64,
+    /// The watermark does not move past this (see the module docs).
+    ceiling: i64,
 }
 
 impl Watermarks {
@@ -61,6 +79,7 @@ impl Watermarks {
             bound_ms,
             clocks,
             current,
+            ceiling: i64::MAX,
         };
         w.recompute();
         w
@@ -88,8 +107,8 @@ impl Watermarks {
         self.recompute()
     }
 
-    /// Marks a partition finished (end of bounded input) or idle (caught up
-    /// for the idle timeout). Returns true when the job watermark moved.
+    /// Marks a partition finished (end of bounded input). Returns true when
+    /// the job watermark moved.
     pub fn set_finished(&mut self, partition: usize) -> bool {
         match self.clocks.get_mut(partition) {
             Some(c) if !c.finished => {
@@ -100,6 +119,8 @@ impl Watermarks {
         }
     }
 
+    /// Marks a partition idle (caught up for the idle timeout) or active.
+    /// Returns true when the job watermark moved.
     pub fn set_idle(&mut self, partition: usize, idle: bool) -> bool {
         match self.clocks.get_mut(partition) {
             Some(c) if c.idle != idle => {
@@ -108,6 +129,22 @@ impl Watermarks {
             }
             _ => false,
         }
+    }
+
+    /// Adds partitions (discovered while running) until there are
+    /// `partitions`. A new partition has seen nothing, so it holds the job
+    /// watermark where it is until it has data or goes idle.
+    pub fn grow(&mut self, partitions: usize) {
+        if partitions > self.clocks.len() {
+            self.clocks.resize(partitions, PartitionClock::default());
+        }
+    }
+
+    /// Caps the job watermark (see the module docs). Returns true when the
+    /// job watermark moved.
+    pub fn set_ceiling(&mut self, ceiling: i64) -> bool {
+        self.ceiling = ceiling;
+        self.recompute()
     }
 
     pub fn clocks(&self) -> &[PartitionClock] {
@@ -124,7 +161,9 @@ impl Watermarks {
         }
     }
 
-    fn recompute(&mut self) -> bool {
+    /// The watermark the clocks allow, before the ceiling and before the
+    /// rule that the watermark never goes back.
+    pub fn frontier(&self) -> i64 {
         let mut min: Option<i64> = None;
         let mut any_idle = false;
         for c in &self.clocks {
@@ -133,7 +172,7 @@ impl Watermarks {
                 min = Some(min.map_or(w, |m: i64| m.min(w)));
             }
         }
-        let next = match min {
+        match min {
             Some(w) => w,
             // Every partition finished: the input is over.
             None if !any_idle => i64::MAX,
@@ -146,7 +185,11 @@ impl Watermarks {
                 .map(|c| c.max_event_ms.saturating_sub(self.bound_ms))
                 .max()
                 .unwrap_or(i64::MIN),
-        };
+        }
+    }
+
+    fn recompute(&mut self) -> bool {
+        let next = self.frontier().min(self.ceiling);
         // The watermark never goes back (a partition leaving idleness must
         // not un-fire windows).
         if next > self.current {

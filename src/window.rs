@@ -96,6 +96,24 @@ impl WindowSpec {
         x.div_euclid(self.slide_ms) - n + 1
     }
 
+    /// The event times (epoch ms, both inclusive) whose every window is
+    /// storable: starts at or after the epoch and ends no later than
+    /// [`MAX_STORABLE_SECOND`]. An event outside is an
+    /// `event_time_out_of_range` anomaly, decided when it is parsed, so
+    /// that no sink ever meets a window it cannot hold.
+    pub fn storable_event_times(&self) -> (i64, i64) {
+        // The first window holding `t` starts at (pane(t) - n + 1) * slide.
+        let first = (self.panes_per_window() - 1) * self.slide_ms;
+        // The last one starts at pane(t) * slide and ends `size` later.
+        let last_pane = (MAX_STORABLE_SECOND * 1000 - self.size_ms).div_euclid(self.slide_ms);
+        (first, (last_pane + 1) * self.slide_ms - 1)
+    }
+
+    /// The window index of a row's `window_start` (epoch seconds).
+    pub fn window_of_start(&self, window_start_s: i64) -> i64 {
+        (window_start_s * 1000).div_euclid(self.slide_ms)
+    }
+
     /// Checks the invariants the pane arithmetic relies on.
     pub fn validate(&self) -> Result<(), String> {
         let mut problems = Vec::new();
@@ -121,6 +139,10 @@ impl WindowSpec {
         }
     }
 }
+
+/// The last second a window may end at: what a ClickHouse `DateTime`
+/// (epoch seconds as UInt32) holds, 2106-02-07T06:28:15Z.
+pub const MAX_STORABLE_SECOND: i64 = u32::MAX as i64;
 
 /// One emitted window result: the row every sink stores, keyed by
 /// `window_start`, highest `version` wins.
@@ -175,6 +197,31 @@ pub struct WindowsSnapshot {
     pub panes: Vec<(i64, u64, u128, Vec<Fp>)>,
     pub fired: Vec<(i64, FiredWindow)>,
     pub fired_upto: Option<i64>,
+}
+
+impl WindowsSnapshot {
+    /// Records that `rows` were emitted after this snapshot was taken, by a
+    /// step whose effects are not state (the end of a bounded input): every
+    /// later emission of those windows gets a higher version. A window not
+    /// fired yet is entered with that version; firing it later adds one.
+    pub fn note_emitted(&mut self, spec: &WindowSpec, rows: &[WindowRow]) {
+        for row in rows {
+            let w = spec.window_of_start(row.window_start);
+            match self.fired.binary_search_by_key(&w, |(k, _)| *k) {
+                Ok(i) => self.fired[i].1.version = self.fired[i].1.version.max(row.version),
+                Err(i) => self.fired.insert(
+                    i,
+                    (
+                        w,
+                        FiredWindow {
+                            version: row.version,
+                            dirty: false,
+                        },
+                    ),
+                ),
+            }
+        }
+    }
 }
 
 pub struct Windows {

@@ -99,6 +99,8 @@ fn write_checkpoint_seeds() {
         anomaly_log_len: 120 * id,
         engine: engine.snapshot(),
         pending,
+        source_identity: None,
+        bounded_end: None,
     };
     let mut seeds = vec![("empty", checkpoint(&engine, 1, vec![]))];
     for i in 0..6 {

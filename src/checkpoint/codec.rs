@@ -9,7 +9,8 @@ use serde::{de::DeserializeOwned, Serialize};
 use thiserror::Error;
 
 const MAGIC: &[u8; 4] = b"SFCK";
-const FORMAT: u16 = 1;
+/// 2: the checkpoint names the source's identity and a bounded run's end.
+const FORMAT: u16 = 2;
 const HEADER: usize = 4 + 2 + 8 + 4;
 /// Upper bound on what bincode may allocate while decoding one checkpoint,
 /// in case a frame with a valid crc still carries absurd lengths.

@@ -143,6 +143,14 @@ pub struct Checkpoint {
     pub engine: EngineSnapshot,
     /// Emitted rows not yet acknowledged by the sink, oldest first.
     pub pending: Vec<PendingBatch>,
+    /// What the input is beyond its name, where the source can tell (Kafka:
+    /// cluster and topic ids): a topic recreated under the same name is not
+    /// resumed at the old offsets.
+    pub source_identity: Option<String>,
+    /// A bounded run in progress: the offsets it stops at, so that a run
+    /// resumed after a crash stops where the one that was started would have.
+    /// `None` once a bounded run is complete, and in live runs.
+    pub bounded_end: Option<BTreeMap<u32, u64>>,
 }
 
 /// What `list` shows without decoding the whole state.
@@ -425,6 +433,8 @@ mod tests {
             anomaly_log_len: id,
             engine: Engine::with_seed(SPEC, 1, 1).snapshot(),
             pending: vec![],
+            source_identity: None,
+            bounded_end: None,
         }
     }
 

@@ -1,6 +1,10 @@
 //! The file source (SPEC §7): each file is one partition, each line one
 //! payload, the offset is the 0-based line number.
 //!
+//! A bounded run ends at the lines each file holds when it starts (counted
+//! then, or given back by a checkpoint when a bounded run resumes), so lines
+//! appended while it runs are left for the next run.
+//!
 //! Given a directory, its regular files (hidden ones skipped) are the
 //! partitions in natural order (`part-2` before `part-10`); given a list, the
 //! list's order. Lines are passed on raw, malformed or not; a final line with
@@ -17,7 +21,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::{PartitionState, RecordBatch, Source, SourceError};
+use super::{End, PartitionState, RecordBatch, Source, SourceError};
 
 /// Lines read from one partition before moving to the next.
 const CHUNK: usize = 256;
@@ -27,6 +31,8 @@ struct Part {
     name: String,
     reader: Option<BufReader<File>>,
     next_offset: u64,
+    /// Bounded run: the line count it stops at.
+    end: Option<u64>,
     /// Partial last line waiting for its newline (unbounded mode).
     carry: Vec<u8>,
     at_eof: bool,
@@ -135,6 +141,7 @@ impl FileSource {
                 path,
                 reader: None,
                 next_offset: 0,
+                end: None,
                 carry: Vec::new(),
                 at_eof: false,
                 paused: false,
@@ -151,6 +158,27 @@ impl FileSource {
     pub fn paths(&self) -> Vec<&Path> {
         self.parts.iter().map(|p| p.path.as_path()).collect()
     }
+}
+
+/// The records a file holds now: its lines, the last one counted even
+/// without a newline.
+fn count_lines(path: &Path) -> Result<u64, SourceError> {
+    let mut file = File::open(path).map_err(|e| {
+        SourceError::Fatal(format!("file source: cannot open {}: {e}", path.display()))
+    })?;
+    let mut buf = vec![0u8; 1 << 20];
+    let (mut lines, mut last) = (0u64, b'\n');
+    loop {
+        let n = std::io::Read::read(&mut file, &mut buf).map_err(|e| {
+            SourceError::Fatal(format!("file source: reading {}: {e}", path.display()))
+        })?;
+        if n == 0 {
+            break;
+        }
+        lines += memchr::memchr_iter(b'\n', &buf[..n]).count() as u64;
+        last = buf[n - 1];
+    }
+    Ok(lines + u64::from(last != b'\n'))
 }
 
 fn open_at(path: &Path, line: u64) -> Result<BufReader<File>, SourceError> {
@@ -188,22 +216,35 @@ impl Source for FileSource {
         self.parts.len()
     }
 
-    fn start(
+    fn open(
         &mut self,
         resume: &BTreeMap<u32, u64>,
-        bounded: bool,
+        end: End<'_>,
     ) -> Result<BTreeMap<u32, u64>, SourceError> {
-        self.bounded = bounded;
+        self.bounded = !matches!(end, End::Never);
         let mut starts = BTreeMap::new();
         for (i, part) in self.parts.iter_mut().enumerate() {
             let at = resume.get(&(i as u32)).copied().unwrap_or(0);
             part.reader = Some(open_at(&part.path, at)?);
             part.next_offset = at;
+            part.end = match end {
+                End::Never => None,
+                End::Now => Some(count_lines(&part.path)?),
+                End::At(ends) => Some(ends.get(&(i as u32)).copied().unwrap_or(at)),
+            };
             part.carry.clear();
-            part.at_eof = false;
+            part.at_eof = part.end.is_some_and(|e| at >= e);
             starts.insert(i as u32, at);
         }
         Ok(starts)
+    }
+
+    fn end_offsets(&self) -> Option<BTreeMap<u32, u64>> {
+        self.parts
+            .iter()
+            .enumerate()
+            .map(|(i, p)| p.end.map(|e| (i as u32, e)))
+            .collect()
     }
 
     fn poll(
@@ -264,6 +305,10 @@ fn read_chunk(
     if (part.at_eof && bounded) || part.paused {
         return Ok(());
     }
+    if part.end.is_some_and(|end| part.next_offset >= end) {
+        part.at_eof = true;
+        return Ok(());
+    }
     let Some(reader) = part.reader.as_mut() else {
         return Ok(());
     };
@@ -291,6 +336,10 @@ fn read_chunk(
         batch.push_written(partition, part.next_offset, start);
         part.next_offset += 1;
         part.at_eof = false;
+        if part.end.is_some_and(|end| part.next_offset >= end) {
+            part.at_eof = true;
+            return Ok(());
+        }
     }
     Ok(())
 }

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{PartitionState, RecordBatch, Source, SourceError};
+use super::{End, PartitionState, RecordBatch, Source, SourceError};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -87,6 +87,12 @@ impl GeneratorConfig {
     fn base_time(&self, offset: u64) -> i64 {
         let rate = self.rate.max(1);
         self.start_time_ms + (offset as i128 * 1000 / rate as i128) as i64
+    }
+
+    /// The record timestamp of `offset`: when the simulated producer sent
+    /// it (the event time before disorder), like Kafka's `CreateTime`.
+    pub fn send_time(&self, offset: u64) -> i64 {
+        self.base_time(offset)
     }
 
     /// Writes the payload at `(partition, offset)` to `out`.
@@ -171,7 +177,10 @@ impl GeneratorConfig {
 pub struct GeneratorSource {
     config: GeneratorConfig,
     next: Vec<u64>,
-    end: Option<u64>,
+    /// Where each partition stops: `events_per_partition`, or a resumed
+    /// bounded run's ends.
+    end: Vec<Option<u64>>,
+    bounded: bool,
     cursor: usize,
     name: String,
 }
@@ -185,7 +194,8 @@ impl GeneratorSource {
         }
         Ok(GeneratorSource {
             next: vec![0; config.partitions as usize],
-            end: None,
+            end: vec![None; config.partitions as usize],
+            bounded: false,
             cursor: 0,
             name: format!("generator:{}", config.seed),
             config,
@@ -219,19 +229,23 @@ impl Source for GeneratorSource {
         self.config.partitions as usize
     }
 
-    fn start(
+    fn open(
         &mut self,
         resume: &BTreeMap<u32, u64>,
-        bounded: bool,
+        end: End<'_>,
     ) -> Result<BTreeMap<u32, u64>, SourceError> {
-        self.end = self.config.events_per_partition;
-        if bounded && self.end.is_none() {
+        self.bounded = !matches!(end, End::Never);
+        if matches!(end, End::Now) && self.config.events_per_partition.is_none() {
             return Err(SourceError::Fatal(
                 "generator: a bounded run needs source.generator.events_per_partition".into(),
             ));
         }
         for (p, next) in self.next.iter_mut().enumerate() {
             *next = resume.get(&(p as u32)).copied().unwrap_or(0);
+            self.end[p] = match end {
+                End::At(ends) => Some(ends.get(&(p as u32)).copied().unwrap_or(*next)),
+                _ => self.config.events_per_partition,
+            };
         }
         Ok(self
             .next
@@ -239,6 +253,17 @@ impl Source for GeneratorSource {
             .enumerate()
             .map(|(p, o)| (p as u32, *o))
             .collect())
+    }
+
+    fn end_offsets(&self) -> Option<BTreeMap<u32, u64>> {
+        if !self.bounded {
+            return None;
+        }
+        self.end
+            .iter()
+            .enumerate()
+            .map(|(p, e)| e.map(|e| (p as u32, e)))
+            .collect()
     }
 
     fn poll(
@@ -255,12 +280,12 @@ impl Source for GeneratorSource {
             let mut took = 0;
             while took < 64 && batch.len() < max {
                 let offset = self.next[p];
-                if self.end.is_some_and(|end| offset >= end) {
+                if self.end[p].is_some_and(|end| offset >= end) {
                     break;
                 }
                 let start = batch.buffer().len();
                 self.config.payload(p as u32, offset, batch.buffer());
-                batch.push_written(p as u32, offset, start);
+                batch.push_written_at(p as u32, offset, self.config.send_time(offset), start);
                 self.next[p] += 1;
                 took += 1;
             }
@@ -274,8 +299,11 @@ impl Source for GeneratorSource {
     }
 
     fn state(&self, partition: u32) -> PartitionState {
-        match (self.next.get(partition as usize), self.end) {
-            (Some(next), Some(end)) if *next >= end => PartitionState::Finished,
+        let p = partition as usize;
+        match (self.next.get(p), self.end.get(p).copied().flatten()) {
+            (Some(next), Some(end)) if *next >= end && self.bounded => PartitionState::Finished,
+            // A live run over a finite stream: it has all there is.
+            (Some(next), Some(end)) if *next >= end => PartitionState::CaughtUp,
             (Some(_), _) => PartitionState::Backlog,
             (None, _) => PartitionState::Finished,
         }

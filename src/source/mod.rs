@@ -106,10 +106,21 @@ impl RecordBatch {
     /// [`RecordBatch::buffer`], append the bytes, then this with the length
     /// the buffer had before.
     pub fn push_written(&mut self, partition: u32, offset: u64, start: usize) {
+        self.push_written_at(partition, offset, i64::MIN, start);
+    }
+
+    /// [`RecordBatch::push_written`] with the record's own timestamp.
+    pub fn push_written_at(
+        &mut self,
+        partition: u32,
+        offset: u64,
+        timestamp_ms: i64,
+        start: usize,
+    ) {
         self.records.push(RecordMeta {
             partition,
             offset,
-            timestamp_ms: i64::MIN,
+            timestamp_ms,
             start,
             end: self.data.len(),
         });
@@ -126,10 +137,31 @@ impl RecordBatch {
     }
 }
 
+/// Where a run stops reading.
+#[derive(Debug, Clone, Copy)]
+pub enum End<'a> {
+    /// Never: follow the input as it grows (a live run).
+    Never,
+    /// At the end of the input as it stands now (a bounded run starting).
+    Now,
+    /// At these offsets (a bounded run resumed after a crash stops where the
+    /// run that was started would have). A partition not named here was not
+    /// part of that run: it ends where it starts.
+    At(&'a BTreeMap<u32, u64>),
+}
+
 pub trait Source: Send {
     /// Identifies the input, e.g. `kafka:orders_stream` or `files:a.jsonl,b.jsonl`.
     /// A checkpoint taken on one input is never resumed on another.
     fn id(&self) -> String;
+
+    /// What makes this input *this* log beyond its name, where the source
+    /// can tell: for Kafka the cluster id and the topic id, which change
+    /// when the topic is deleted and created again. Read at `open`; `None`
+    /// when unknown.
+    fn identity(&self) -> Option<String> {
+        None
+    }
 
     /// The `source` field of anomaly records for `partition`: topic or file.
     fn source_name(&self, partition: u32) -> &str;
@@ -137,14 +169,28 @@ pub trait Source: Send {
     fn partition_count(&self) -> usize;
 
     /// Positions every partition: at `resume[p]` where given (a checkpoint),
-    /// else at the configured start. `bounded` fixes the end of the input now
-    /// (end of file, high watermark). Returns the start offset of every
-    /// partition.
+    /// else at the configured start, and fixes where reading stops. Returns
+    /// the start offset of every partition.
+    fn open(
+        &mut self,
+        resume: &BTreeMap<u32, u64>,
+        end: End<'_>,
+    ) -> Result<BTreeMap<u32, u64>, SourceError>;
+
+    /// [`Source::open`] for a live (`bounded == false`) or a bounded run
+    /// ending at the input's end as it stands now.
     fn start(
         &mut self,
         resume: &BTreeMap<u32, u64>,
         bounded: bool,
-    ) -> Result<BTreeMap<u32, u64>, SourceError>;
+    ) -> Result<BTreeMap<u32, u64>, SourceError> {
+        self.open(resume, if bounded { End::Now } else { End::Never })
+    }
+
+    /// The end offsets fixed by a bounded `open`, per partition.
+    fn end_offsets(&self) -> Option<BTreeMap<u32, u64>> {
+        None
+    }
 
     /// Appends up to `max` records to `batch`, waiting at most `timeout` when
     /// nothing is available.
@@ -177,4 +223,17 @@ pub trait Source: Send {
     /// Advisory: publish the checkpointed offsets where lag tools look (the
     /// Kafka consumer group). The checkpoint stays the truth.
     fn commit_advisory(&mut self, _next_offsets: &BTreeMap<u32, u64>) {}
+
+    /// How often a live run should look for partitions added while it
+    /// reads (Kafka topics grow; a file set does not): `None` for never.
+    fn discovery_interval(&self) -> Option<Duration> {
+        None
+    }
+
+    /// Looks for partitions added since `open` and reads each new one from
+    /// its earliest offset. Returns the partition count now. Called by the
+    /// job at the discovery interval of a live run.
+    fn discover(&mut self) -> Result<usize, SourceError> {
+        Ok(self.partition_count())
+    }
 }

@@ -1,0 +1,157 @@
+//! Where each partition stands, as the watermark needs it (SPEC §4).
+//!
+//! Idleness is decided from what the source says about each partition now,
+//! never from a flag left over from an earlier batch:
+//!
+//! * a partition with a record in the batch being processed has data: before
+//!   any record of the batch is processed, it stops being idle and its idle
+//!   timer restarts, so partitions waking up together (or one drained within
+//!   one poll) never see each other's records move the watermark past them;
+//! * a partition the source calls caught up is idle once it has been for the
+//!   idle timeout with no record since;
+//! * a partition with a backlog is never idle;
+//! * a partition at the end of a bounded input no longer holds the watermark
+//!   (like an idle one: the end itself is not state, see `barrier`).
+//!
+//! A partition whose only held record waits for confirmation (see `intake`)
+//! is caught up for this purpose: what it holds cannot be decided by waiting
+//! for the others.
+//!
+//! Live Kafka runs also look for partitions added to the topic (see
+//! `watermark` for why the watermark is capped at each discovery).
+
+use tracing::{debug, info};
+
+use super::{Job, Slot};
+use crate::source::{PartitionState, RecordBatch};
+
+impl Job<'_> {
+    /// Marks every partition with a record in `batch` as having data.
+    pub(super) fn wake(&mut self, batch: &RecordBatch) {
+        let mut last = u32::MAX;
+        let now_s = self.clock.wall_ms() / 1000;
+        for (meta, _) in batch.iter() {
+            if meta.partition == last {
+                continue;
+            }
+            last = meta.partition;
+            let p = meta.partition as usize;
+            if let Some(slot) = self.slots.get_mut(p) {
+                slot.caught_up_since = None;
+                self.engine.set_idle(p, false, now_s, &mut self.emitted);
+            }
+        }
+    }
+
+    /// After a batch: caught-up partitions go idle after the timeout,
+    /// finished ones (bounded) stop holding the watermark, and the
+    /// readiness flag follows.
+    pub(super) fn update_partitions(&mut self) {
+        let now = self.clock.now();
+        let now_s = self.clock.wall_ms() / 1000;
+        let idle_after = self.cfg.window.idle_timeout.0;
+        let mut caught_up = true;
+        for p in 0..self.slots.len() {
+            let waits_for_confirmation = self.slots[p].held.unconfirmed_at().is_some();
+            let holds_backlog = !self.slots[p].held.is_empty() && !waits_for_confirmation;
+            let state = match self.source.state(p as u32) {
+                // Records the source is done with but the job still holds
+                // (alignment) are a backlog.
+                PartitionState::Finished | PartitionState::CaughtUp if holds_backlog => {
+                    PartitionState::Backlog
+                }
+                state => state,
+            };
+            match state {
+                PartitionState::Finished => {
+                    self.engine.set_idle(p, true, now_s, &mut self.emitted);
+                }
+                PartitionState::CaughtUp => {
+                    let since = *self.slots[p].caught_up_since.get_or_insert(now);
+                    if now.saturating_sub(since) >= idle_after {
+                        self.engine.set_idle(p, true, now_s, &mut self.emitted);
+                    }
+                }
+                PartitionState::Backlog => {
+                    caught_up = false;
+                    self.slots[p].caught_up_since = None;
+                    self.engine.set_idle(p, false, now_s, &mut self.emitted);
+                }
+            }
+        }
+        // Ready: recovered, caught up with the input, and the sink takes writes.
+        let ready = caught_up && self.sink_waiting_since.is_none() && self.sink_failed.is_none();
+        self.metrics
+            .ready
+            .store(ready, std::sync::atomic::Ordering::Relaxed);
+        self.publish_held();
+    }
+
+    /// A bounded run has read everything: every partition is at its end and
+    /// holds nothing but records waiting for a confirmation that no further
+    /// input can bring.
+    pub(super) fn input_done(&self) -> bool {
+        (0..self.slots.len()).all(|p| {
+            let held = &self.slots[p].held;
+            self.source.state(p as u32) == PartitionState::Finished
+                && (held.is_empty() || held.unconfirmed_at().is_some())
+        })
+    }
+
+    /// At the discovery interval: asks the source for new partitions; each
+    /// one found is read from its earliest offset and holds the watermark
+    /// until it has data or goes idle.
+    pub(super) fn discover_partitions(&mut self) {
+        let now = self.clock.now();
+        let Some(discovery) = self.discovery.as_mut() else {
+            return;
+        };
+        if now.saturating_sub(discovery.last) < discovery.interval {
+            return;
+        }
+        discovery.last = now;
+        let frontier = self.engine.frontier();
+        match self.source.discover() {
+            Ok(count) => {
+                if count > self.slots.len() {
+                    for p in self.slots.len()..count {
+                        let slot = Slot {
+                            next_offset: self.source.log_start(p as u32),
+                            ..Slot::default()
+                        };
+                        info!(
+                            partition = p,
+                            from_offset = slot.next_offset,
+                            "new partition taking part in the watermark"
+                        );
+                        self.slots.push(slot);
+                    }
+                    self.engine.grow(count);
+                    self.changed = true;
+                }
+                if let Some(discovery) = self.discovery.as_mut() {
+                    discovery.ceiling = frontier;
+                }
+                self.refresh_ceiling();
+            }
+            Err(e) => {
+                // The watermark stays capped where it was until a discovery
+                // succeeds: nothing is known about partitions meanwhile.
+                debug!(error = %e, "partition discovery failed; retrying at the next interval");
+            }
+        }
+    }
+
+    /// Publishes how many records are held, and why.
+    fn publish_held(&self) {
+        let (mut alignment, mut unconfirmed) = (0usize, 0usize);
+        for slot in &self.slots {
+            if slot.held.unconfirmed_at().is_some() {
+                unconfirmed += slot.held.len();
+            } else {
+                alignment += slot.held.len();
+            }
+        }
+        self.metrics.set_held(alignment, unconfirmed);
+    }
+}

@@ -1,0 +1,974 @@
+//! The Kafka source: a topic's partitions, read at the offsets the job asks
+//! for, with the job's checkpoint as the only truth about progress.
+//!
+//! The job, not Kafka, owns the offsets (SPEC §5): partitions are assigned
+//! explicitly (`assign()`, never `subscribe()`), each with its start offset
+//! inside the assignment, so there is no rebalance and no group-managed
+//! position. Nothing is committed automatically; after each checkpoint the
+//! job may publish its offsets to the consumer group (`commit_advisory`) so
+//! that standard lag tools work, but a restart always resumes from the
+//! checkpoint.
+//!
+//! # Layout
+//!
+//! - `settings`: [`KafkaSettings`] / [`load_settings`]:
+//!   `config/kafka_config.yaml`, the `KAFKA_*` environment overrides and
+//!   `env:VAR` secrets.
+//! - `client`: what every client shares (the producer too): librdkafka
+//!   configurations, log routing, start-up retries, error classes.
+//! - `identity`: the cluster and topic ids a checkpoint is tied to.
+//! - this file: [`KafkaSource`], the [`Source`] implementation.
+//!
+//! # Where a partition stands
+//!
+//! `state()` must never call the broker (it runs after every batch), and it
+//! must never call a partition with a backlog caught up, or the watermark
+//! would skip it (see `watermark`). A partition is caught up when the last
+//! thing librdkafka said about it was "end of partition" and no record came
+//! after that. librdkafka says so when its fetch position reaches the end
+//! *as the consumer sees it under its isolation level*: the last stable
+//! offset with `read_committed`, past commit and abort markers and aborted
+//! records, which are never handed out. Comparing our next offset with the
+//! high watermark instead would never call a partition whose log ends in a
+//! transaction marker caught up. While the brokers are unreachable nothing is
+//! known, so every partition reports a backlog.
+//!
+//! # Partitions added while running
+//!
+//! A live run calls [`Source::discover`] at the discovery interval: a fresh
+//! metadata request; each new partition is added to the assignment at its
+//! earliest offset and logged. The job caps the watermark at what it knew
+//! when the discovery started (see `watermark`), so records produced to a new
+//! partition after it was created are never late because it was found late.
+//!
+//! # Errors
+//!
+//! Connection problems (transport failure, all brokers down, timeouts,
+//! leader changes) are [`SourceError::Transient`]: librdkafka reconnects by
+//! itself and resumes fetching at its current position, so the job only backs
+//! off and polls again; nothing is lost or read twice (records below our
+//! position are dropped as a second guard). An offset that no longer exists
+//! (retention deleted data the checkpoint still needs) is fatal, naming the
+//! partition, the offset and the earliest offset available: jumping over the
+//! gap silently would break exactly-once.
+
+mod client;
+mod identity;
+mod settings;
+
+pub(crate) use client::{
+    classify, client_config, connect_topic, fetch_all_watermarks, remember_error, retry_startup,
+    route_log, Attempt, ClientCtx, ErrorClass, Role,
+};
+pub use settings::{
+    is_secret_key, load_settings, redacted, IsolationLevel, KafkaSettings, StartAt, STARTUP_RETRY,
+};
+
+use std::collections::BTreeMap;
+use std::ffi::CString;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Offset, TopicPartitionList};
+use tracing::{debug, info, warn};
+
+use super::{End, PartitionState, RecordBatch, Source, SourceError};
+
+/// While the brokers are down, how often `poll` asks whether they are back.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+
+/// Longest wait for the metadata of one discovery round: a slow answer only
+/// delays the next round (and, through the ceiling, the watermark).
+const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Where one partition stands.
+#[derive(Debug, Clone)]
+struct Part {
+    /// Next offset to hand out.
+    next: u64,
+    /// Bounded run: the offset it stops at.
+    end: Option<u64>,
+    /// Bounded run: at its end (and paused).
+    finished: bool,
+    /// Paused by the job (event-time alignment).
+    paused: bool,
+    /// The last thing librdkafka said about the partition was "end of
+    /// partition" (at the end readable under the isolation level).
+    eof: bool,
+    /// Highest high watermark fetched by us (start, recovery, discovery).
+    known_high: i64,
+    /// Earliest available offset when the partition was opened.
+    log_start: u64,
+}
+
+impl Part {
+    fn at(next: u64, known_high: i64, log_start: u64, end: Option<u64>) -> Self {
+        Part {
+            next,
+            end,
+            finished: false,
+            paused: false,
+            eof: false,
+            known_high,
+            log_start,
+        }
+    }
+}
+
+/// A Kafka topic as a [`Source`].
+pub struct KafkaSource {
+    consumer: BaseConsumer<ClientCtx>,
+    settings: KafkaSettings,
+    topic_c: CString,
+    parts: Vec<Part>,
+    /// A bounded run: partitions stop at their `end`.
+    bounded: bool,
+    /// Cluster and topic ids, read at `open`.
+    identity: Option<String>,
+    /// Set when the brokers became unreachable; cleared when data flows or a
+    /// probe succeeds.
+    down_since: Option<Instant>,
+    last_probe: Instant,
+    last_committed: Option<BTreeMap<u32, u64>>,
+}
+
+impl KafkaSource {
+    /// Connects and reads the topic's partitions, waiting up to
+    /// [`STARTUP_RETRY`] for unreachable brokers.
+    pub fn new(settings: &KafkaSettings) -> Result<Self, SourceError> {
+        Self::with_startup_timeout(settings, STARTUP_RETRY)
+    }
+
+    pub fn with_startup_timeout(
+        settings: &KafkaSettings,
+        give_up_after: Duration,
+    ) -> Result<Self, SourceError> {
+        settings.validate().map_err(|problems| {
+            SourceError::Fatal(format!("kafka settings: {}", problems.join("; ")))
+        })?;
+        let consumer: BaseConsumer<ClientCtx> = client_config(settings, Role::Consumer)?
+            .create_with_context(ClientCtx::default())
+            .map_err(|e| SourceError::Fatal(format!("kafka: cannot create the consumer: {e}")))?;
+        let last_error = || consumer.context().last_error();
+        let partitions = connect_topic(consumer.client(), settings, give_up_after, &last_error)?;
+        Ok(KafkaSource {
+            topic_c: CString::new(settings.topic.as_str())
+                .map_err(|_| SourceError::Fatal("kafka: topic name contains a NUL byte".into()))?,
+            consumer,
+            settings: settings.clone(),
+            parts: vec![Part::at(0, -1, 0, None); partitions as usize],
+            bounded: false,
+            identity: None,
+            down_since: None,
+            last_probe: Instant::now(),
+            last_committed: None,
+        })
+    }
+
+    pub fn topic(&self) -> &str {
+        &self.settings.topic
+    }
+
+    fn partitions(&self) -> u32 {
+        self.parts.len() as u32
+    }
+
+    /// Consumer lag per partition: records readable after our position, from
+    /// what librdkafka cached with its last fetches (no network call). The
+    /// position is librdkafka's, which moves past transaction markers and
+    /// aborted records too, so a log ending in a marker shows no phantom
+    /// lag.
+    pub fn consumer_lag(&self) -> Vec<(u32, i64)> {
+        let positions = self.positions();
+        (0..self.partitions())
+            .map(|p| {
+                let part = &self.parts[p as usize];
+                let high = self.high_watermark(p).unwrap_or(0);
+                let mut at = part.next as i64;
+                if let Some(pos) = positions.get(&p) {
+                    at = at.max(*pos);
+                }
+                // Caught up under the isolation level: what is left is not
+                // readable (an open transaction's records, markers).
+                let lag = if part.eof { 0 } else { (high - at).max(0) };
+                (p, lag)
+            })
+            .collect()
+    }
+
+    /// librdkafka's application position per partition (no network call).
+    fn positions(&self) -> BTreeMap<u32, i64> {
+        let Ok(tpl) = self.consumer.position() else {
+            return BTreeMap::new();
+        };
+        tpl.elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(o) if o >= 0 => Some((e.partition() as u32, o)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The best known high watermark without a network call: librdkafka's
+    /// cached value (updated by every fetch response) or ours.
+    fn high_watermark(&self, partition: u32) -> Option<i64> {
+        let (mut low, mut high) = (-1i64, -1i64);
+        // SAFETY: the client pointer is valid for the life of `self.consumer`,
+        // the topic is a NUL-terminated string that outlives the call, and
+        // librdkafka only writes the two i64 out-parameters. The function only
+        // reads librdkafka's cache under its own lock.
+        let err = unsafe {
+            rdkafka::bindings::rd_kafka_get_watermark_offsets(
+                self.consumer.client().native_ptr(),
+                self.topic_c.as_ptr(),
+                partition as i32,
+                &mut low,
+                &mut high,
+            )
+        };
+        let cached = if RDKafkaErrorCode::from(err) == RDKafkaErrorCode::NoError && high >= 0 {
+            high
+        } else {
+            -1
+        };
+        let best = cached.max(
+            self.parts
+                .get(partition as usize)
+                .map_or(-1, |p| p.known_high),
+        );
+        (best >= 0).then_some(best)
+    }
+
+    fn timeout(&self) -> Duration {
+        self.settings.metadata_timeout.0
+    }
+
+    /// Start offsets for partitions the checkpoint does not name.
+    fn resolve_start(
+        &self,
+        at: StartAt,
+        watermarks: &[(i64, i64)],
+    ) -> Result<Vec<u64>, SourceError> {
+        match at {
+            StartAt::Earliest => Ok(watermarks
+                .iter()
+                .map(|(low, _)| (*low).max(0) as u64)
+                .collect()),
+            StartAt::Latest => Ok(watermarks
+                .iter()
+                .map(|(_, high)| (*high).max(0) as u64)
+                .collect()),
+            StartAt::Time(ms) => {
+                let mut tpl = TopicPartitionList::new();
+                for p in 0..self.partitions() {
+                    tpl.add_partition_offset(&self.settings.topic, p as i32, Offset::Offset(ms))
+                        .map_err(|e| {
+                            SourceError::Fatal(format!("kafka: offsets for times: {e}"))
+                        })?;
+                }
+                let found = retry_startup(
+                    "looking up offsets for the start time",
+                    &self.settings.brokers,
+                    STARTUP_RETRY,
+                    &|| self.consumer.context().last_error(),
+                    || {
+                        self.consumer
+                            .offsets_for_times(tpl.clone(), self.timeout())
+                            .map_err(|e| Attempt::Retry(e.to_string()))
+                    },
+                )?;
+                let mut starts: Vec<u64> = watermarks
+                    .iter()
+                    .map(|(_, high)| (*high).max(0) as u64)
+                    .collect();
+                for elem in found.elements() {
+                    let p = elem.partition() as usize;
+                    // Offset::End (nothing at or after the time): the high
+                    // watermark, already in place.
+                    if let (Some(slot), Offset::Offset(o)) = (starts.get_mut(p), elem.offset()) {
+                        if o >= 0 {
+                            *slot = o as u64;
+                        }
+                    }
+                }
+                Ok(starts)
+            }
+        }
+    }
+
+    /// Builds the fatal error for a position outside the log.
+    fn out_of_range_error(&self, context: &str) -> SourceError {
+        let topic = &self.settings.topic;
+        let mut lost = Vec::new();
+        for p in 0..self.partitions() {
+            let part = &self.parts[p as usize];
+            if part.finished {
+                continue;
+            }
+            let next = part.next;
+            match self.consumer.fetch_watermarks(topic, p as i32, self.timeout()) {
+                Ok((low, high)) if (next as i64) < low || (next as i64) > high => lost.push(format!(
+                    "partition {p}: offset {next} is not available (earliest available offset {low}, end {high})"
+                )),
+                _ => {}
+            }
+        }
+        let which = if lost.is_empty() {
+            format!("a partition's position is outside its log ({context})")
+        } else {
+            lost.join("; ")
+        };
+        SourceError::Fatal(format!(
+            "kafka topic {topic}: {which}. Retention deleted records the checkpoint still needs (or the topic \
+             was recreated); StreamForge does not skip them silently. To accept the loss, start again with a \
+             fresh state directory and `start: earliest`"
+        ))
+    }
+
+    fn mark_down(&mut self, error: &str) {
+        if self.down_since.is_none() {
+            self.down_since = Some(Instant::now());
+            self.last_probe = Instant::now();
+            warn!(
+                brokers = %self.settings.brokers,
+                topic = %self.settings.topic,
+                error,
+                "Kafka broker unavailable; librdkafka keeps reconnecting and resumes at the current position"
+            );
+        }
+    }
+
+    fn mark_up(&mut self) {
+        if let Some(since) = self.down_since.take() {
+            info!(
+                brokers = %self.settings.brokers,
+                topic = %self.settings.topic,
+                down_for = ?since.elapsed(),
+                "Kafka broker reachable again"
+            );
+        }
+    }
+
+    /// While down: asks the brokers for every high watermark (at most once a
+    /// second). Success means they are back, with fresh marks for `state()`.
+    fn probe(&mut self) -> bool {
+        if self.last_probe.elapsed() < PROBE_EVERY {
+            return false;
+        }
+        self.last_probe = Instant::now();
+        let timeout = self.timeout().min(Duration::from_secs(1));
+        match fetch_all_watermarks(
+            self.consumer.client(),
+            &self.settings.topic,
+            self.partitions(),
+            timeout,
+        ) {
+            Ok(marks) => {
+                for (part, (_, high)) in self.parts.iter_mut().zip(marks) {
+                    part.known_high = part.known_high.max(high);
+                }
+                self.mark_up();
+                true
+            }
+            Err(e) => {
+                debug!(error = %e, "Kafka broker still unavailable");
+                false
+            }
+        }
+    }
+
+    /// Bounded run: stop fetching a partition that reached its end.
+    fn finish(&mut self, partition: u32) {
+        let Some(part) = self.parts.get_mut(partition as usize) else {
+            return;
+        };
+        if part.finished {
+            return;
+        }
+        part.finished = true;
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(&self.settings.topic, partition as i32);
+        if let Err(e) = self.consumer.pause(&tpl) {
+            debug!(partition, error = %e, "could not pause a finished partition");
+        }
+    }
+
+    /// Reads every partition's low and high watermark, retrying while the
+    /// brokers are unreachable.
+    fn watermarks_at_start(&self) -> Result<Vec<(i64, i64)>, SourceError> {
+        retry_startup(
+            "reading watermarks",
+            &self.settings.brokers,
+            STARTUP_RETRY,
+            &|| self.consumer.context().last_error(),
+            || {
+                fetch_all_watermarks(
+                    self.consumer.client(),
+                    &self.settings.topic,
+                    self.partitions(),
+                    self.timeout(),
+                )
+                .map_err(|e| Attempt::Retry(e.to_string()))
+            },
+        )
+    }
+
+    /// Errors queued while connecting (refused connections before the
+    /// broker answered) are history: drops them before reading.
+    fn drain_stale_events(&self) {
+        for _ in 0..10_000 {
+            match self.consumer.poll(Duration::ZERO) {
+                None => break,
+                Some(Err(e)) => debug!(error = %e, "discarding an error queued before start"),
+                Some(Ok(m)) => debug!(
+                    partition = m.partition(),
+                    offset = m.offset(),
+                    "discarding a stale record"
+                ),
+            }
+        }
+    }
+
+    /// The start offset of every partition, checked against what the log
+    /// still holds.
+    fn start_offsets(
+        &self,
+        resume: &BTreeMap<u32, u64>,
+        watermarks: &[(i64, i64)],
+    ) -> Result<BTreeMap<u32, u64>, SourceError> {
+        let topic = &self.settings.topic;
+        // A partition a checkpoint does not know (the topic grew since) holds
+        // only records the job has never seen: all of them.
+        let configured = if resume.is_empty() {
+            self.resolve_start(self.settings.start_at()?, watermarks)?
+        } else {
+            self.resolve_start(StartAt::Earliest, watermarks)?
+        };
+        let mut starts = BTreeMap::new();
+        let mut problems = Vec::new();
+        for p in 0..self.partitions() {
+            let (low, high) = watermarks[p as usize];
+            let at = match resume.get(&p) {
+                Some(&o) => {
+                    if (o as i64) < low || (o as i64) > high {
+                        problems.push(format!(
+                            "partition {p}: the checkpoint resumes at offset {o} but the log holds offsets \
+                             {low}..{high} (earliest available offset {low})"
+                        ));
+                    }
+                    o
+                }
+                None => {
+                    if !resume.is_empty() {
+                        warn!(partition = p, offset = configured[p as usize], "partition not in the checkpoint (added since?); reading it from its earliest offset");
+                    }
+                    configured[p as usize]
+                }
+            };
+            starts.insert(p, at);
+        }
+        if !problems.is_empty() {
+            return Err(SourceError::Fatal(format!(
+                "kafka topic {topic}: {}. Retention deleted records the checkpoint still needs (or the topic \
+                 was recreated); StreamForge does not skip them silently. To accept the loss, start again with \
+                 a fresh state directory and `start: earliest`",
+                problems.join("; ")
+            )));
+        }
+        Ok(starts)
+    }
+
+    /// Adds partitions to the consumer's assignment, each at its offset.
+    /// The start offset travels inside the assignment; no seek afterwards
+    /// (seeking a just-assigned partition races librdkafka's own fetch start
+    /// and fails with "erroneous state").
+    fn assign(&self, offsets: &BTreeMap<u32, u64>, incremental: bool) -> Result<(), SourceError> {
+        let topic = &self.settings.topic;
+        let mut tpl = TopicPartitionList::with_capacity(offsets.len());
+        for (p, o) in offsets {
+            tpl.add_partition_offset(topic, *p as i32, Offset::Offset(*o as i64))
+                .map_err(|e| SourceError::Fatal(format!("kafka: building the assignment: {e}")))?;
+        }
+        let result = if incremental {
+            self.consumer.incremental_assign(&tpl)
+        } else {
+            self.consumer.assign(&tpl)
+        };
+        result
+            .map_err(|e| SourceError::Fatal(format!("kafka: assigning partitions of {topic}: {e}")))
+    }
+}
+
+impl Source for KafkaSource {
+    fn log_start(&self, partition: u32) -> u64 {
+        self.parts
+            .get(partition as usize)
+            .map_or(0, |p| p.log_start)
+    }
+
+    fn lag(&self) -> Vec<(u32, i64)> {
+        self.consumer_lag()
+    }
+
+    fn id(&self) -> String {
+        format!("kafka:{}", self.settings.topic)
+    }
+
+    fn identity(&self) -> Option<String> {
+        self.identity.clone()
+    }
+
+    fn source_name(&self, _partition: u32) -> &str {
+        &self.settings.topic
+    }
+
+    fn partition_count(&self) -> usize {
+        self.parts.len()
+    }
+
+    fn open(
+        &mut self,
+        resume: &BTreeMap<u32, u64>,
+        end: End<'_>,
+    ) -> Result<BTreeMap<u32, u64>, SourceError> {
+        let topic = self.settings.topic.clone();
+        if let Some((p, _)) = resume.iter().find(|(p, _)| **p >= self.partitions()) {
+            return Err(SourceError::Fatal(format!(
+                "kafka topic {topic} has {} partitions but the checkpoint has offsets for partition {p}; \
+                 partitions cannot be removed, so the topic was recreated. Use a fresh state directory",
+                self.partitions()
+            )));
+        }
+        let watermarks = self.watermarks_at_start()?;
+        let starts = self.start_offsets(resume, &watermarks)?;
+        self.drain_stale_events();
+        let paused: Vec<u32> = (0..self.partitions())
+            .filter(|p| self.parts[*p as usize].paused)
+            .collect();
+        for p in paused {
+            self.set_paused(p, false);
+        }
+        self.assign(&starts, false)?;
+
+        self.bounded = !matches!(end, End::Never);
+        self.parts = (0..self.partitions())
+            .map(|p| {
+                let (low, high) = watermarks[p as usize];
+                let next = starts[&p];
+                let end = match end {
+                    End::Never => None,
+                    End::Now => Some(high.max(0) as u64),
+                    End::At(ends) => Some(ends.get(&p).copied().unwrap_or(next)),
+                };
+                Part::at(next, high, low.max(0) as u64, end)
+            })
+            .collect();
+        self.down_since = None;
+        for p in 0..self.partitions() {
+            let part = &self.parts[p as usize];
+            if part.end.is_some_and(|end| part.next >= end) {
+                self.finish(p);
+            }
+        }
+        self.identity = identity::describe(self.consumer.client(), &topic, self.timeout());
+        let end_offsets = self.end_offsets();
+        info!(
+            brokers = %self.settings.brokers,
+            topic = %topic,
+            identity = self.identity.as_deref().unwrap_or("unknown"),
+            group = %self.settings.group_id,
+            partitions = self.partitions(),
+            isolation_level = self.settings.isolation_level.as_property(),
+            start_offsets = ?starts,
+            from_checkpoint = !resume.is_empty(),
+            start = %self.settings.start,
+            bounded_end_offsets = ?end_offsets,
+            properties = ?redacted(&self.settings.properties),
+            "Kafka source started"
+        );
+        Ok(starts)
+    }
+
+    fn end_offsets(&self) -> Option<BTreeMap<u32, u64>> {
+        if !self.bounded {
+            return None;
+        }
+        self.parts
+            .iter()
+            .enumerate()
+            .map(|(p, part)| part.end.map(|e| (p as u32, e)))
+            .collect()
+    }
+
+    fn poll(
+        &mut self,
+        batch: &mut RecordBatch,
+        max: usize,
+        timeout: Duration,
+    ) -> Result<(), SourceError> {
+        if self.bounded && self.parts.iter().all(|p| p.finished) {
+            return Ok(());
+        }
+        let deadline = Instant::now() + timeout;
+        let before = batch.len();
+        let mut transient: Option<String> = None;
+        while batch.len() < max {
+            // Wait only while nothing has arrived; then take what is queued.
+            let wait = if batch.len() == before && transient.is_none() {
+                deadline.saturating_duration_since(Instant::now())
+            } else {
+                Duration::ZERO
+            };
+            let Some(result) = self.consumer.poll(wait) else {
+                // Nothing (or only an internal event such as a commit result).
+                if wait.is_zero() || Instant::now() >= deadline {
+                    break;
+                }
+                continue;
+            };
+            match result {
+                Ok(message) => {
+                    let taken = take(&mut self.parts, &self.settings.topic, &message, batch)?;
+                    drop(message);
+                    if let Taken::AtEnd(p) = taken {
+                        self.finish(p);
+                    }
+                }
+                Err(KafkaError::PartitionEOF(p)) => {
+                    if let Some(part) = usize::try_from(p).ok().and_then(|p| self.parts.get_mut(p))
+                    {
+                        part.eof = true;
+                        if self.bounded {
+                            // Everything readable before the current end has
+                            // been delivered, and the current end is past ours.
+                            self.finish(p as u32);
+                        }
+                    }
+                }
+                Err(KafkaError::MessageConsumption(code)) => match classify(code) {
+                    ErrorClass::Transient => {
+                        debug!(error = %code, "Kafka consumer error (transient)");
+                        transient = Some(code.to_string());
+                    }
+                    ErrorClass::OutOfRange => {
+                        return Err(self.out_of_range_error(&code.to_string()));
+                    }
+                    ErrorClass::Fatal => {
+                        // The error callback saw the same event, with librdkafka's
+                        // detailed reason.
+                        let detail = self
+                            .consumer
+                            .context()
+                            .last_error()
+                            .unwrap_or_else(|| code.to_string());
+                        return Err(SourceError::Fatal(format!(
+                            "kafka topic {} on {}: consumer error: {detail}",
+                            self.settings.topic, self.settings.brokers
+                        )));
+                    }
+                },
+                Err(e) => {
+                    return Err(SourceError::Fatal(format!(
+                        "kafka topic {} on {}: {e}",
+                        self.settings.topic, self.settings.brokers
+                    )));
+                }
+            }
+        }
+        let got = batch.len() > before;
+        if let Some(error) = transient {
+            self.mark_down(&error);
+            if !got {
+                return Err(SourceError::Transient(format!(
+                    "kafka brokers {} unavailable: {error}",
+                    self.settings.brokers
+                )));
+            }
+            return Ok(());
+        }
+        if got {
+            self.mark_up();
+        } else if self.down_since.is_some() && !self.probe() {
+            return Err(SourceError::Transient(format!(
+                "kafka brokers {} still unavailable",
+                self.settings.brokers
+            )));
+        }
+        Ok(())
+    }
+
+    fn state(&self, partition: u32) -> PartitionState {
+        let Some(part) = self.parts.get(partition as usize) else {
+            return PartitionState::Finished;
+        };
+        if self.bounded && part.finished {
+            return PartitionState::Finished;
+        }
+        // Unknown is a backlog: while the brokers are away, or while the
+        // partition is paused (librdkafka stops fetching it).
+        if self.down_since.is_some() || part.paused || !part.eof {
+            return PartitionState::Backlog;
+        }
+        PartitionState::CaughtUp
+    }
+
+    /// librdkafka drops what it had fetched for a paused partition and
+    /// fetches again from the position after the last record returned when
+    /// it is resumed: nothing is lost or repeated.
+    fn set_paused(&mut self, partition: u32, paused: bool) {
+        let Some(part) = self.parts.get_mut(partition as usize) else {
+            return;
+        };
+        if part.paused == paused {
+            return;
+        }
+        part.paused = paused;
+        if part.finished {
+            // Bounded and at its end: stays paused.
+            return;
+        }
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(&self.settings.topic, partition as i32);
+        let result = if paused {
+            self.consumer.pause(&tpl)
+        } else {
+            self.consumer.resume(&tpl)
+        };
+        if let Err(e) = result {
+            // Not pausing only costs memory: the job holds what arrives.
+            debug!(partition, paused, error = %e, "could not pause/resume a partition");
+        }
+    }
+
+    fn commit_advisory(&mut self, next_offsets: &BTreeMap<u32, u64>) {
+        if !self.settings.commit_offsets || self.last_committed.as_ref() == Some(next_offsets) {
+            return;
+        }
+        let mut tpl = TopicPartitionList::with_capacity(next_offsets.len());
+        for (p, o) in next_offsets {
+            if let Err(e) =
+                tpl.add_partition_offset(&self.settings.topic, *p as i32, Offset::Offset(*o as i64))
+            {
+                debug!(error = %e, "advisory commit: bad offset");
+                return;
+            }
+        }
+        match self.consumer.commit(&tpl, CommitMode::Async) {
+            Ok(()) => {
+                self.last_committed = Some(next_offsets.clone());
+            }
+            Err(e) => {
+                debug!(error = %e, "advisory offset commit not sent; the checkpoint stays the truth")
+            }
+        }
+    }
+
+    fn discovery_interval(&self) -> Option<Duration> {
+        let interval = self.settings.partition_discovery_interval.0;
+        (!self.bounded && !interval.is_zero()).then_some(interval)
+    }
+
+    fn discover(&mut self) -> Result<usize, SourceError> {
+        let topic = self.settings.topic.clone();
+        let metadata = self
+            .consumer
+            .fetch_metadata(Some(&topic), DISCOVERY_TIMEOUT)
+            .map_err(|e| SourceError::Transient(format!("kafka: partition discovery: {e}")))?;
+        let count = metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic && t.error().is_none())
+            .map_or(0, |t| t.partitions().len() as u32);
+        if count <= self.partitions() {
+            return Ok(self.parts.len());
+        }
+        let mut added = BTreeMap::new();
+        for p in self.partitions()..count {
+            let (low, high) = self
+                .consumer
+                .fetch_watermarks(&topic, p as i32, DISCOVERY_TIMEOUT)
+                .map_err(|e| {
+                    SourceError::Transient(format!("kafka: watermarks of new partition {p}: {e}"))
+                })?;
+            added.insert(p, (low.max(0) as u64, high));
+        }
+        let offsets: BTreeMap<u32, u64> = added.iter().map(|(p, (low, _))| (*p, *low)).collect();
+        self.assign(&offsets, true)?;
+        for (p, (low, high)) in added {
+            info!(topic = %topic, partition = p, from_offset = low, high_watermark = high, "partition discovered; reading it from its earliest offset");
+            self.parts.push(Part::at(low, high, low, None));
+        }
+        Ok(self.parts.len())
+    }
+}
+
+/// What became of one fetched record.
+enum Taken {
+    Kept,
+    Dropped,
+    /// Kept or not, the partition reached its bounded end.
+    AtEnd(u32),
+}
+
+/// Hands one fetched record to `batch`, or drops it when it is below the
+/// partition's position or past a bounded run's end.
+fn take(
+    parts: &mut [Part],
+    topic: &str,
+    message: &rdkafka::message::BorrowedMessage<'_>,
+    batch: &mut RecordBatch,
+) -> Result<Taken, SourceError> {
+    let p = message.partition();
+    let Some(part) = usize::try_from(p).ok().and_then(|i| parts.get_mut(i)) else {
+        return Err(SourceError::Fatal(format!(
+            "kafka: a record for partition {p} of {topic}, which has {} partitions",
+            parts.len()
+        )));
+    };
+    let offset = message.offset() as u64;
+    if offset < part.next {
+        // Never hand a record out twice.
+        debug!(
+            partition = p,
+            offset,
+            next = part.next,
+            "dropping a record below the position"
+        );
+        return Ok(Taken::Dropped);
+    }
+    if part.end.is_some_and(|end| offset >= end) {
+        // Past the end fixed at start: not ours to read.
+        return Ok(Taken::AtEnd(p as u32));
+    }
+    batch.push_timestamped(
+        p as u32,
+        offset,
+        message.timestamp().to_millis().unwrap_or(i64::MIN),
+        message.payload().unwrap_or(&[]),
+    );
+    part.next = offset + 1;
+    part.eof = false;
+    if part.end.is_some_and(|end| part.next >= end) {
+        return Ok(Taken::AtEnd(p as u32));
+    }
+    Ok(Taken::Kept)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Dur;
+    use rdkafka::ClientConfig;
+
+    /// Polls until `done` or the deadline, collecting records; transient
+    /// errors are counted, fatal ones fail the test.
+    fn poll_until(
+        src: &mut KafkaSource,
+        seen: &mut Vec<(u32, u64, Vec<u8>)>,
+        mut done: impl FnMut(&KafkaSource, &[(u32, u64, Vec<u8>)], usize) -> bool,
+    ) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut transients = 0;
+        let mut batch = RecordBatch::default();
+        while !done(src, seen, transients) {
+            assert!(Instant::now() < deadline, "timed out; read {}", seen.len());
+            batch.clear();
+            match src.poll(&mut batch, 64, Duration::from_millis(100)) {
+                Ok(()) => seen.extend(
+                    batch
+                        .iter()
+                        .map(|(m, p)| (m.partition, m.offset, p.to_vec())),
+                ),
+                Err(e) if e.is_transient() => transients += 1,
+                Err(e) => panic!("fatal: {e}"),
+            }
+        }
+        transients
+    }
+
+    #[test]
+    fn a_broker_outage_is_transient_and_reading_resumes_without_loss_or_duplicates() {
+        use rdkafka::mocking::MockCluster;
+        use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+
+        let cluster = MockCluster::new(1).unwrap();
+        cluster.create_topic("outage", 2, 1).unwrap();
+        let brokers = cluster.bootstrap_servers();
+        let produce = |from: u64, n: u64| {
+            let producer: BaseProducer = ClientConfig::new()
+                .set("bootstrap.servers", &brokers)
+                .create()
+                .unwrap();
+            for i in from..from + n {
+                let payload = format!("r{i}");
+                producer
+                    .send(
+                        BaseRecord::<(), _>::to("outage")
+                            .partition((i % 2) as i32)
+                            .payload(&payload),
+                    )
+                    .unwrap();
+            }
+            producer.flush(Duration::from_secs(10)).unwrap();
+        };
+        produce(0, 100);
+        let settings = KafkaSettings {
+            brokers: brokers.clone(),
+            topic: "outage".into(),
+            ..Default::default()
+        };
+        let mut src =
+            KafkaSource::with_startup_timeout(&settings, Duration::from_secs(10)).unwrap();
+        src.start(&BTreeMap::new(), false).unwrap();
+        let all_caught_up =
+            |s: &KafkaSource| (0..2).all(|p| s.state(p) == PartitionState::CaughtUp);
+        let mut seen = Vec::new();
+        poll_until(&mut src, &mut seen, |s, _, _| all_caught_up(s));
+        assert_eq!(seen.len(), 100);
+
+        cluster.broker_down(1).unwrap();
+        poll_until(&mut src, &mut seen, |_, _, transients| transients > 0);
+        // Nothing is known while the broker is away: no partition is idle.
+        assert_eq!(src.state(0), PartitionState::Backlog);
+        assert_eq!(src.state(1), PartitionState::Backlog);
+
+        cluster.broker_up(1).unwrap();
+        produce(100, 100);
+        poll_until(&mut src, &mut seen, |s, seen, _| {
+            seen.len() >= 200 && all_caught_up(s)
+        });
+        seen.sort();
+        let want: Vec<(u32, u64, Vec<u8>)> = (0..200u64)
+            .map(|i| ((i % 2) as u32, i / 2, format!("r{i}").into_bytes()))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        assert_eq!(seen, want);
+    }
+
+    #[test]
+    fn unreachable_brokers_give_up_with_a_clear_message() {
+        let s = KafkaSettings {
+            // Nothing listens on port 1.
+            brokers: "127.0.0.1:1".into(),
+            metadata_timeout: Dur(Duration::from_millis(500)),
+            ..Default::default()
+        };
+        let started = Instant::now();
+        let err = KafkaSource::with_startup_timeout(&s, Duration::from_secs(2))
+            .err()
+            .unwrap();
+        assert!(!err.is_transient());
+        let text = err.to_string();
+        assert!(
+            text.contains("cannot reach the brokers 127.0.0.1:1"),
+            "{text}"
+        );
+        assert!(text.contains("scripts/stack.sh up"), "{text}");
+        assert!(started.elapsed() < Duration::from_secs(10));
+    }
+}
