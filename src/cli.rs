@@ -610,6 +610,16 @@ fn checkpoint(command: CheckpointCommand) -> anyhow::Result<ExitCode> {
             );
             println!("source           {}", cp.source_id);
             println!("offsets (next)   {}", format_offsets(&cp.offsets));
+            match &cp.bounded_end {
+                Some(end) => println!(
+                    "bounded run      in progress, ends at {}",
+                    format_offsets(end)
+                ),
+                None => println!("bounded run      none in progress"),
+            }
+            if let Some(identity) = &cp.source_identity {
+                println!("source identity  {identity}");
+            }
             println!(
                 "watermark        {}",
                 telemetry::format_watermark(cp.engine.watermark)
@@ -629,9 +639,8 @@ fn checkpoint(command: CheckpointCommand) -> anyhow::Result<ExitCode> {
             );
             for (p, clock) in cp.engine.clocks.iter().enumerate() {
                 println!(
-                    "partition {p:<5}  max event time {}{}",
-                    telemetry::format_watermark(clock.max_event_ms),
-                    if clock.finished { " (finished)" } else { "" }
+                    "partition {p:<5}  max event time {}",
+                    telemetry::format_watermark(clock.max_event_ms)
                 );
             }
         }

@@ -401,6 +401,20 @@ impl Engine {
         self.watermarks.clocks().len()
     }
 
+    /// Marks a partition's part of a bounded input read: it still holds the
+    /// watermark, but no longer paces alignment (see `watermark`).
+    pub fn end_partition(&mut self, partition: usize, now_s: i64, out: &mut Vec<WindowRow>) {
+        if self.watermarks.set_ended(partition) {
+            self.on_watermark(now_s, out);
+        }
+    }
+
+    /// The event time alignment paces partitions by (see `watermark`).
+    #[inline]
+    pub fn alignment_floor(&self) -> i64 {
+        self.watermarks.alignment_floor()
+    }
+
     /// Marks a partition idle or active again.
     pub fn set_idle(&mut self, partition: usize, idle: bool, now_s: i64, out: &mut Vec<WindowRow>) {
         if self.watermarks.set_idle(partition, idle) {

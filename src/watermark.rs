@@ -5,7 +5,13 @@
 //! partitions that may still deliver data at or below it:
 //!
 //! * a partition that has seen nothing yet holds the job watermark at -inf;
-//! * a *finished* partition (a bounded input at its end) no longer holds it;
+//! * a partition at the end of a bounded input (*ended*) still holds it at
+//!   its clock, as it would if more of its data existed: a later run on the
+//!   same state may bring that data, and must find it on time, exactly as one
+//!   run over all the data would. It no longer paces watermark alignment
+//!   ([`Watermarks::alignment_floor`]), so the other partitions read on;
+//! * at the end of the whole bounded input every partition is *finished* and
+//!   the watermark is +inf (what that emits is not state, see `job`);
 //! * a partition that is caught up to the end of what its source has (live
 //!   input) for longer than the idle timeout stops holding it back until it
 //!   has data again. A partition with a backlog is never idle, however long it
@@ -38,6 +44,10 @@ pub struct PartitionClock {
     /// Runtime-only: the next run on the same state may find more.
     #[serde(skip)]
     pub finished: bool,
+    /// This partition's part of a bounded input is read; others may still
+    /// be reading. Runtime-only.
+    #[serde(skip)]
+    pub ended: bool,
     /// Excluded from the minimum because caught up for the idle timeout.
     /// Runtime-only: a restarted job re-learns idleness.
     #[serde(skip)]
@@ -49,6 +59,7 @@ impl Default for PartitionClock {
         PartitionClock {
             max_event_ms: i64::MIN,
             finished: false,
+            ended: false,
             idle: false,
         }
     }
@@ -60,6 +71,8 @@ pub struct Watermarks {
     current: i64,
     /// The watermark does not move past this (see the module docs).
     ceiling: i64,
+    /// See [`Watermarks::alignment_floor`].
+    alignment_floor: i64,
 }
 
 impl Watermarks {
@@ -80,6 +93,7 @@ impl Watermarks {
             clocks,
             current,
             ceiling: i64::MAX,
+            alignment_floor: i64::MAX,
         };
         w.recompute();
         w
@@ -119,6 +133,27 @@ impl Watermarks {
         }
     }
 
+    /// Marks a partition's part of a bounded input read (see the module
+    /// docs). Returns true when the job watermark moved.
+    pub fn set_ended(&mut self, partition: usize) -> bool {
+        match self.clocks.get_mut(partition) {
+            Some(c) if !c.ended => {
+                c.ended = true;
+                self.recompute()
+            }
+            _ => false,
+        }
+    }
+
+    /// The highest event time of the slowest partition still delivering
+    /// (neither idle nor ended), `i64::MIN` while one has seen nothing, and
+    /// `i64::MAX` when none is delivering: what watermark alignment paces
+    /// the partitions by.
+    #[inline]
+    pub fn alignment_floor(&self) -> i64 {
+        self.alignment_floor
+    }
+
     /// Marks a partition idle (caught up for the idle timeout) or active.
     /// Returns true when the job watermark moved.
     pub fn set_idle(&mut self, partition: usize, idle: bool) -> bool {
@@ -137,6 +172,7 @@ impl Watermarks {
     pub fn grow(&mut self, partitions: usize) {
         if partitions > self.clocks.len() {
             self.clocks.resize(partitions, PartitionClock::default());
+            self.recompute();
         }
     }
 
@@ -189,6 +225,13 @@ impl Watermarks {
     }
 
     fn recompute(&mut self) -> bool {
+        self.alignment_floor = self
+            .clocks
+            .iter()
+            .filter(|c| !c.idle && !c.ended && !c.finished)
+            .map(|c| c.max_event_ms)
+            .min()
+            .unwrap_or(i64::MAX);
         let next = self.frontier().min(self.ceiling);
         // The watermark never goes back (a partition leaving idleness must
         // not un-fire windows).

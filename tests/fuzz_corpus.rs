@@ -53,7 +53,7 @@ fn checkpoint_decode_corpus_is_rejected_or_decoded_without_panic() {
         }
         let mut frame = Vec::with_capacity(18 + data.len());
         frame.extend_from_slice(b"SFCK");
-        frame.extend_from_slice(&1u16.to_be_bytes());
+        frame.extend_from_slice(&codec::FORMAT.to_be_bytes());
         frame.extend_from_slice(&(data.len() as u64).to_be_bytes());
         frame.extend_from_slice(&crc32fast::hash(&data).to_be_bytes());
         frame.extend_from_slice(&data);
@@ -106,7 +106,7 @@ fn write_checkpoint_seeds() {
     for i in 0..6 {
         engine.process(
             (i % 2) as usize,
-            ev(i, i % 3, 10_000 + i as i64 * 700).as_bytes(),
+            ev(i, i % 3, 110_000 + i as i64 * 700).as_bytes(),
             0,
             &mut out,
         );
@@ -115,7 +115,7 @@ fn write_checkpoint_seeds() {
     for i in 6..12 {
         engine.process(
             (i % 2) as usize,
-            ev(i, i % 4, 75_000 + i as i64 * 900).as_bytes(),
+            ev(i, i % 4, 175_000 + i as i64 * 900).as_bytes(),
             0,
             &mut out,
         );

@@ -20,7 +20,7 @@ fuzz_target!(|data: &[u8]| {
 
     let mut frame = Vec::with_capacity(18 + data.len());
     frame.extend_from_slice(b"SFCK");
-    frame.extend_from_slice(&1u16.to_be_bytes());
+    frame.extend_from_slice(&codec::FORMAT.to_be_bytes());
     frame.extend_from_slice(&(data.len() as u64).to_be_bytes());
     frame.extend_from_slice(&crc32fast::hash(data).to_be_bytes());
     frame.extend_from_slice(data);

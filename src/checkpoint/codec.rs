@@ -10,7 +10,7 @@ use thiserror::Error;
 
 const MAGIC: &[u8; 4] = b"SFCK";
 /// 2: the checkpoint names the source's identity and a bounded run's end.
-const FORMAT: u16 = 2;
+pub const FORMAT: u16 = 2;
 const HEADER: usize = 4 + 2 + 8 + 4;
 /// Upper bound on what bincode may allocate while decoding one checkpoint,
 /// in case a frame with a valid crc still carries absurd lengths.

@@ -24,9 +24,10 @@
 //!    watermark reaching its time minus `max_time_jump`) also confirms it;
 //!    the watermark is capped there meanwhile, so a confirmed record is never
 //!    late for having waited. At the end of a bounded input, a record still
-//!    unconfirmed is confirmed, unless a later record contradicts it; that
-//!    end is not state (see `job`), so a later run with more data decides it
-//!    again. A partition's first record with no record timestamp and no
+//!    unconfirmed is confirmed, unless a later record contradicts it or,
+//!    with nothing after it, it is further ahead of what the job has seen
+//!    than `max_ahead_of_record_time`; that end is not state (see `job`), so
+//!    a later run with more data decides it again. A partition's first record with no record timestamp and no
 //!    watermark to compare with is unconfirmed too.
 //!
 //! The default `max_time_jump` (out-of-orderness + window size − slide +
@@ -88,23 +89,28 @@ impl TimeGuard {
     }
 
     /// Rule 2: whether an event at `t_ms` must wait for confirmation, given
-    /// `known` (the larger of its partition's clock and the job watermark,
-    /// `i64::MIN` when nothing is known) and whether its record carries a
-    /// timestamp that rule 1 accepted.
+    /// `known`, the larger of its partition's clock and the job watermark
+    /// (`i64::MIN` when nothing is known: a partition's first event waits
+    /// too, even with a record timestamp, which producers often copy from
+    /// the event time itself).
     #[inline]
-    pub fn is_unconfirmed(&self, t_ms: i64, known: i64, has_record_time: bool) -> bool {
+    pub fn is_unconfirmed(&self, t_ms: i64, known: i64) -> bool {
         if known == i64::MIN {
-            return !has_record_time && self.max_jump_ms != i64::MAX;
+            return self.max_jump_ms != i64::MAX;
         }
         t_ms > known.saturating_add(self.max_jump_ms)
     }
 
     /// Decides an unconfirmed event at `t_ms` from the event times of the
     /// valid records after it in its partition (`later`, in offset order).
+    /// At the end of the input with nothing after it, the record is
+    /// confirmed unless it is further ahead of `known` (what the job had
+    /// seen) than a record timestamp would allow.
     pub fn decide(
         &self,
         t_ms: i64,
         mut later: impl Iterator<Item = i64>,
+        known: i64,
         end_of_input: bool,
     ) -> Decision {
         let agrees = |v: i64| v >= t_ms.saturating_sub(self.max_jump_ms);
@@ -113,7 +119,13 @@ impl TimeGuard {
             (Some(_), Some(b)) if agrees(b) => Decision::Confirm,
             (Some(_), Some(_)) => Decision::Reject,
             (Some(_), None) if end_of_input => Decision::Reject,
-            (None, None) if end_of_input => Decision::Confirm,
+            (None, None) if end_of_input => {
+                if known == i64::MIN || t_ms <= known.saturating_add(self.max_ahead_of_record_ms) {
+                    Decision::Confirm
+                } else {
+                    Decision::Reject
+                }
+            }
             _ => Decision::Wait,
         }
     }
@@ -123,8 +135,6 @@ impl TimeGuard {
 #[derive(Debug, Clone)]
 pub struct HeldRecord {
     pub offset: u64,
-    /// The record's own timestamp, epoch ms; `i64::MIN` when none.
-    pub timestamp_ms: i64,
     pub payload: Vec<u8>,
     /// Parsed when it was read; rule 1 already applied.
     pub prepared: Prepared,
@@ -213,18 +223,25 @@ mod tests {
     fn record_time_rule() {
         let ok = GUARD.against_record_time(Prepared::rejected(Reason::BadAmount), 0);
         assert_eq!(ok, Prepared::rejected(Reason::BadAmount));
-        assert!(GUARD.is_unconfirmed(200_000, 100_000, true));
-        assert!(!GUARD.is_unconfirmed(165_000, 100_000, true));
-        assert!(GUARD.is_unconfirmed(1, i64::MIN, false));
-        assert!(!GUARD.is_unconfirmed(1, i64::MIN, true));
+        assert!(GUARD.is_unconfirmed(200_000, 100_000));
+        assert!(!GUARD.is_unconfirmed(165_000, 100_000));
+        assert!(GUARD.is_unconfirmed(1, i64::MIN), "nothing known yet");
     }
 
     #[test]
     fn decisions() {
         let t = 1_000_000;
-        let d = |later: &[i64], end| GUARD.decide(t, later.iter().copied(), end);
+        let d = |later: &[i64], end| GUARD.decide(t, later.iter().copied(), t - 100_000, end);
         assert_eq!(d(&[], false), Decision::Wait);
         assert_eq!(d(&[], true), Decision::Confirm);
+        let far = |known| GUARD.decide(t, std::iter::empty(), known, true);
+        assert_eq!(far(t - 3_600_000), Decision::Confirm);
+        assert_eq!(
+            far(t - 3_600_001),
+            Decision::Reject,
+            "alone at the end, far ahead"
+        );
+        assert_eq!(far(i64::MIN), Decision::Confirm, "nothing to compare with");
         assert_eq!(d(&[t - 65_000], false), Decision::Confirm);
         assert_eq!(d(&[t - 65_001], false), Decision::Wait);
         assert_eq!(d(&[t - 65_001], true), Decision::Reject);

@@ -542,7 +542,7 @@ impl Job<'_> {
             }
             if !self.slots[p].held.is_empty()
                 || self.is_ahead(p)
-                || self.is_unconfirmed(p, &prepared, meta.timestamp_ms)
+                || self.is_unconfirmed(p, &prepared)
             {
                 self.hold(p, &meta, payload, prepared);
                 continue;
@@ -600,14 +600,15 @@ impl Job<'_> {
     }
 
     /// Event-time alignment: a partition whose clock runs more than
-    /// `alignment_drift` ahead of the slowest active partition waits (its
-    /// records are held and the source pauses it) until the others catch up.
-    /// Partitions then advance together, as in a live run, so whether an
-    /// event is late does not depend on how the source happened to interleave
-    /// its partitions.
+    /// `alignment_drift` ahead of the slowest partition still delivering
+    /// waits (its records are held and the source pauses it) until the
+    /// others catch up. Partitions then advance together, as in a live run,
+    /// so whether an event is late does not depend on how the source happened
+    /// to interleave its partitions.
+    #[inline]
     fn is_ahead(&self, p: usize) -> bool {
-        let wm = self.engine.watermark();
-        if wm == i64::MAX {
+        let floor = self.engine.alignment_floor();
+        if floor == i64::MAX {
             return false;
         }
         let Some(clock) = self.engine.clock(p) else {
@@ -616,31 +617,30 @@ impl Job<'_> {
         if clock.max_event_ms == i64::MIN || clock.finished {
             return false;
         }
-        let slowest = if wm == i64::MIN {
-            i64::MIN
-        } else {
-            wm.saturating_add(self.cfg.window.out_of_orderness.ms())
-        };
-        clock.max_event_ms > slowest.saturating_add(self.cfg.window.alignment_drift.ms())
+        clock.max_event_ms > floor.saturating_add(self.cfg.window.alignment_drift.ms())
     }
 
     /// Whether a valid event must wait for confirmation (see `intake`).
-    fn is_unconfirmed(&self, p: usize, prepared: &Prepared, record_ms: i64) -> bool {
+    fn is_unconfirmed(&self, p: usize, prepared: &Prepared) -> bool {
         let Some(t) = prepared.event_time_ms() else {
             return false;
         };
+        self.guard.is_unconfirmed(t, self.known_time(p))
+    }
+
+    /// What the job knows of event time at partition `p`: the larger of its
+    /// clock and the job watermark (`i64::MIN`: nothing).
+    fn known_time(&self, p: usize) -> i64 {
         let clock = self.engine.clock(p).map_or(i64::MIN, |c| c.max_event_ms);
-        let known = clock.max(self.engine.watermark());
-        self.guard.is_unconfirmed(t, known, record_ms != i64::MIN)
+        clock.max(self.engine.watermark())
     }
 
     fn hold(&mut self, p: usize, meta: &RecordMeta, payload: &[u8], prepared: Prepared) {
         let first = self.slots[p].held.is_empty();
-        let unconfirmed = first && self.is_unconfirmed(p, &prepared, meta.timestamp_ms);
+        let unconfirmed = first && self.is_unconfirmed(p, &prepared);
         let slot = &mut self.slots[p];
         slot.held.push(HeldRecord {
             offset: meta.offset,
-            timestamp_ms: meta.timestamp_ms,
             payload: payload.to_vec(),
             prepared,
         });
@@ -699,10 +699,14 @@ impl Job<'_> {
                 break;
             }
             let mut prepared = head.prepared;
-            if self.is_unconfirmed(p, &head.prepared, head.timestamp_ms) {
+            if self.is_unconfirmed(p, &head.prepared) {
                 let t = head.prepared.event_time_ms().unwrap_or(i64::MIN);
+                let known = self.known_time(p);
                 let held = &self.slots[p].held;
-                match self.guard.decide(t, held.later_times(), end_of_input) {
+                match self
+                    .guard
+                    .decide(t, held.later_times(), known, end_of_input)
+                {
                     Decision::Wait => {
                         if held.unconfirmed_at().is_none() {
                             self.slots[p].held.mark_unconfirmed(t);

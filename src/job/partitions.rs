@@ -10,8 +10,9 @@
 //! * a partition the source calls caught up is idle once it has been for the
 //!   idle timeout with no record since;
 //! * a partition with a backlog is never idle;
-//! * a partition at the end of a bounded input no longer holds the watermark
-//!   (like an idle one: the end itself is not state, see `barrier`).
+//! * a partition at the end of a bounded input still holds the watermark at
+//!   its clock (a later run may bring more of its data, see `watermark`) but
+//!   no longer paces alignment; one that never had data is simply idle.
 //!
 //! A partition whose only held record waits for confirmation (see `intake`)
 //! is caught up for this purpose: what it holds cannot be decided by waiting
@@ -64,7 +65,15 @@ impl Job<'_> {
             };
             match state {
                 PartitionState::Finished => {
-                    self.engine.set_idle(p, true, now_s, &mut self.emitted);
+                    let seen_nothing = self
+                        .engine
+                        .clock(p)
+                        .is_none_or(|c| c.max_event_ms == i64::MIN);
+                    if seen_nothing {
+                        self.engine.set_idle(p, true, now_s, &mut self.emitted);
+                    } else {
+                        self.engine.end_partition(p, now_s, &mut self.emitted);
+                    }
                 }
                 PartitionState::CaughtUp => {
                     let since = *self.slots[p].caught_up_since.get_or_insert(now);

@@ -509,3 +509,146 @@ pub fn kill9(child: &mut Child) {
     }
     let _ = child.wait();
 }
+
+/// A job running live (not bounded) with its metrics listener, watched
+/// through its metrics rather than its log text, and stopped with SIGTERM.
+pub struct LiveJob {
+    pub child: Child,
+    pub addr: String,
+    /// Every line the job wrote to stderr so far (drained by a thread, so
+    /// the job never blocks on a full pipe).
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl LiveJob {
+    /// Spawns `cmd` (a `run` command without `--bounded`) with a metrics
+    /// listener on a free loopback port.
+    pub fn spawn(cmd: &mut Command) -> LiveJob {
+        use std::io::{BufRead, BufReader};
+        cmd.args(["--metrics-addr", "127.0.0.1:0"]);
+        let mut child = spawn(cmd);
+        let stderr = child.stderr.take().unwrap();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(rest) = line.split("address=").nth(1) {
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_string());
+                    }
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let addr = rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .unwrap_or_else(|_| {
+                panic!(
+                    "the job did not say where it serves metrics; log:\n{}",
+                    log.lock().unwrap().join("\n")
+                )
+            });
+        LiveJob { child, addr, log }
+    }
+
+    /// The job's `/metrics` text.
+    pub fn metrics(&self) -> String {
+        use std::io::{Read, Write};
+        let Ok(mut s) = std::net::TcpStream::connect(&self.addr) else {
+            return String::new();
+        };
+        let _ = write!(
+            s,
+            "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        );
+        let mut text = String::new();
+        let _ = s.read_to_string(&mut text);
+        text.split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default()
+    }
+
+    /// The sum of every sample of metric `name` (labels ignored); 0 when
+    /// absent.
+    pub fn metric(&self, name: &str) -> f64 {
+        metric_sum(&self.metrics(), name)
+    }
+
+    /// Polls the metrics until `done` holds, failing with the job's log
+    /// after `limit`.
+    pub fn wait_for(
+        &mut self,
+        what: &str,
+        limit: std::time::Duration,
+        mut done: impl FnMut(&LiveJob) -> bool,
+    ) {
+        let deadline = std::time::Instant::now() + limit;
+        while !done(self) {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "the job ended ({status}) before {what}; log:\n{}",
+                    self.log.lock().unwrap().join("\n")
+                );
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting for {what}; metrics:\n{}\nlog:\n{}",
+                self.metrics(),
+                self.log.lock().unwrap().join("\n")
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    /// SIGTERM, then waits for a clean exit.
+    pub fn stop(mut self) {
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let status = self.child.wait().unwrap();
+        // Let the reader thread take the last lines.
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(
+            status.success(),
+            "the job exited {status} on SIGTERM; log:\n{}",
+            self.log.lock().unwrap().join("\n")
+        );
+    }
+}
+
+/// The sum of every sample of metric `name` in a Prometheus text body.
+pub fn metric_sum(body: &str, name: &str) -> f64 {
+    body.lines()
+        .filter(|l| {
+            l.starts_with(name) && matches!(l.as_bytes().get(name.len()), Some(b' ') | Some(b'{'))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// The folder of a case from outside (`tests/cases/NAME`).
+pub fn case_dir(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/cases")
+        .join(name)
+}
+
+/// A case's expected table (SPEC §8 lines).
+pub fn case_expected(name: &str) -> Vec<String> {
+    std::fs::read_to_string(case_dir(name).join("expected.jsonl"))
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// The reasons of the anomaly log's records, with partition and offset.
+pub fn anomaly_reasons(path: &Path) -> Vec<(String, u32, u64)> {
+    read_anomalies(path)
+        .into_iter()
+        .map(|(reason, partition, offset, _)| (reason, partition, offset))
+        .collect()
+}

@@ -24,14 +24,18 @@
 //! `state()` must never call the broker (it runs after every batch), and it
 //! must never call a partition with a backlog caught up, or the watermark
 //! would skip it (see `watermark`). A partition is caught up when the last
-//! thing librdkafka said about it was "end of partition" and no record came
-//! after that. librdkafka says so when its fetch position reaches the end
-//! *as the consumer sees it under its isolation level*: the last stable
-//! offset with `read_committed`, past commit and abort markers and aborted
-//! records, which are never handed out. Comparing our next offset with the
-//! high watermark instead would never call a partition whose log ends in a
-//! transaction marker caught up. While the brokers are unreachable nothing is
-//! known, so every partition reports a backlog.
+//! thing librdkafka said about it was "end of partition", no record came
+//! after that, and librdkafka's position then is at least the high
+//! watermark it cached from its latest fetch response (records fetched but
+//! not yet polled raise that mark first). librdkafka says "end of partition"
+//! when its fetch position reaches the end *as the consumer sees it under
+//! its isolation level*, and its position moves past commit and abort
+//! markers and aborted records, which are never handed out: comparing our
+//! own next offset with the high watermark instead would never call a
+//! partition whose log ends in a transaction marker caught up. A transaction
+//! still open at the end keeps its partition's backlog until it commits or
+//! aborts (its records may become readable). While the brokers are
+//! unreachable nothing is known, so every partition reports a backlog.
 //!
 //! # Partitions added while running
 //!
@@ -98,6 +102,9 @@ struct Part {
     /// The last thing librdkafka said about the partition was "end of
     /// partition" (at the end readable under the isolation level).
     eof: bool,
+    /// librdkafka's position when it said so: past any transaction
+    /// markers and aborted records before that end.
+    eof_position: i64,
     /// Highest high watermark fetched by us (start, recovery, discovery).
     known_high: i64,
     /// Earliest available offset when the partition was opened.
@@ -112,6 +119,7 @@ impl Part {
             finished: false,
             paused: false,
             eof: false,
+            eof_position: -1,
             known_high,
             log_start,
         }
@@ -182,35 +190,34 @@ impl KafkaSource {
     /// aborted records too, so a log ending in a marker shows no phantom
     /// lag.
     pub fn consumer_lag(&self) -> Vec<(u32, i64)> {
-        let positions = self.positions();
         (0..self.partitions())
             .map(|p| {
                 let part = &self.parts[p as usize];
                 let high = self.high_watermark(p).unwrap_or(0);
-                let mut at = part.next as i64;
-                if let Some(pos) = positions.get(&p) {
-                    at = at.max(*pos);
-                }
-                // Caught up under the isolation level: what is left is not
-                // readable (an open transaction's records, markers).
-                let lag = if part.eof { 0 } else { (high - at).max(0) };
-                (p, lag)
+                let at = if part.eof {
+                    (part.next as i64).max(part.eof_position)
+                } else {
+                    part.next as i64
+                };
+                (p, (high - at).max(0))
             })
             .collect()
     }
 
-    /// librdkafka's application position per partition (no network call).
-    fn positions(&self) -> BTreeMap<u32, i64> {
-        let Ok(tpl) = self.consumer.position() else {
-            return BTreeMap::new();
-        };
-        tpl.elements()
+    /// librdkafka's application position of one partition (no network
+    /// call): the offset after the last record or transaction marker it
+    /// handed over or skipped.
+    fn position(&self, partition: u32) -> Option<i64> {
+        let all = self.consumer.position().ok()?;
+        let offset = all
+            .elements()
             .iter()
-            .filter_map(|e| match e.offset() {
-                Offset::Offset(o) if o >= 0 => Some((e.partition() as u32, o)),
-                _ => None,
-            })
-            .collect()
+            .find(|e| e.partition() == partition as i32)
+            .map(|e| e.offset());
+        match offset {
+            Some(Offset::Offset(o)) if o >= 0 => Some(o),
+            _ => None,
+        }
     }
 
     /// The best known high watermark without a network call: librdkafka's
@@ -639,9 +646,12 @@ impl Source for KafkaSource {
                     }
                 }
                 Err(KafkaError::PartitionEOF(p)) => {
+                    let position = u32::try_from(p).ok().and_then(|p| self.position(p));
                     if let Some(part) = usize::try_from(p).ok().and_then(|p| self.parts.get_mut(p))
                     {
                         part.eof = true;
+                        part.eof_position =
+                            position.unwrap_or(part.next as i64).max(part.next as i64);
                         if self.bounded {
                             // Everything readable before the current end has
                             // been delivered, and the current end is past ours.
@@ -713,7 +723,10 @@ impl Source for KafkaSource {
         if self.down_since.is_some() || part.paused || !part.eof {
             return PartitionState::Backlog;
         }
-        PartitionState::CaughtUp
+        match self.high_watermark(partition) {
+            Some(high) if part.eof_position >= high => PartitionState::CaughtUp,
+            _ => PartitionState::Backlog,
+        }
     }
 
     /// librdkafka drops what it had fetched for a paused partition and

@@ -1,0 +1,374 @@
+//! The topologies users really run, on the file source (no broker needed):
+//! a run after a bounded run, growing inputs, a bounded run resumed after a
+//! crash, and wrong clocks (issue 11). Each case from outside
+//! (`tests/cases/`) is checked against its own expected table; each family
+//! of inputs around it against the independent oracle of `common`.
+
+mod common;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::stack::ok;
+use common::*;
+
+/// 2024-01-01T00:00:00Z.
+const T0: i64 = 1_704_067_200_000;
+
+fn line(id: &str, user: &str, cents: u64, t_ms: i64) -> String {
+    // Keys in another order than ours, spaces, RFC 3339 with an offset: a
+    // producer's style, not the generator's.
+    let t = chrono_like(t_ms);
+    format!(
+        r#"{{"user_id": "{user}", "event_time": "{t}", "amount": "{}.{:02}", "event_id": "{id}", "order_id": "o-{id}"}}"#,
+        cents / 100,
+        cents % 100
+    )
+}
+
+/// RFC 3339 in UTC+01:00, written without the crate's time code.
+fn chrono_like(t_ms: i64) -> String {
+    let local = t_ms + 3_600_000;
+    let days = local.div_euclid(86_400_000);
+    let rem = local.rem_euclid(86_400_000);
+    // 2024-01-01 is day 19723; every test here stays within January 2024.
+    let day = days - 19_723 + 1;
+    assert!((1..=31).contains(&day), "test times stay in January 2024");
+    format!(
+        "2024-01-{day:02}T{:02}:{:02}:{:02}.{:03}+01:00",
+        rem / 3_600_000,
+        rem / 60_000 % 60,
+        rem / 1000 % 60,
+        rem % 1000
+    )
+}
+
+/// Lines of one partition, one event a second from `from` (of the
+/// partition's own sequence), with up to 3 s of backward jitter, and their
+/// contributions for the oracle.
+fn stream(p: usize, from: usize, n: usize, rng: &mut Rng) -> (Vec<String>, Vec<Counted>) {
+    let mut lines = Vec::new();
+    let mut counted = Vec::new();
+    for i in from..from + n {
+        let t = T0 + 40_000 + i as i64 * 1000 - rng.below(3001) as i64;
+        let user = format!("u{}", rng.below(40));
+        let cents = 100 + rng.below(10_000);
+        lines.push(line(&format!("p{p}-{i}"), &user, cents, t));
+        counted.push(Counted {
+            t_ms: t,
+            user,
+            cents,
+        });
+    }
+    (lines, counted)
+}
+
+fn append(path: &Path, lines: &[String]) {
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap();
+    for l in lines {
+        writeln!(f, "{l}").unwrap();
+    }
+}
+
+struct Dirs {
+    _tmp: tempfile::TempDir,
+    input: PathBuf,
+    state: PathBuf,
+    log: PathBuf,
+}
+
+fn dirs() -> Dirs {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    Dirs {
+        state: tmp.path().join("state"),
+        log: tmp.path().join("anomalies.log"),
+        input,
+        _tmp: tmp,
+    }
+}
+
+impl Dirs {
+    fn run(&self, extra: &[&str]) -> std::process::Command {
+        let mut args = vec![
+            "run".to_string(),
+            "--source".into(),
+            format!("files:{}", self.input.display()),
+            "--sink".into(),
+            "embedded".into(),
+            "--state-dir".into(),
+            self.state.display().to_string(),
+            "--anomaly-log".into(),
+            self.log.display().to_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        streamforge(&refs)
+    }
+
+    fn bounded(&self) {
+        let out = self.run(&["--bounded"]).output().unwrap();
+        ok(&out);
+    }
+
+    fn results(&self) -> Vec<String> {
+        results_lines(&run_ok(&[
+            "results",
+            "--state-dir",
+            self.state.to_str().unwrap(),
+        ]))
+    }
+
+    /// Runs live until the job has read `records` in all (processed or
+    /// held back), then stops it.
+    fn live_until_read(&self, records: usize) {
+        let mut job = LiveJob::spawn(&mut self.run(&["--set", "window.idle_timeout=200ms"]));
+        job.wait_for(
+            &format!("{records} records read"),
+            Duration::from_secs(60),
+            |j| {
+                let m = j.metrics();
+                metric_sum(&m, "streamforge_events_read_total")
+                    + metric_sum(&m, "streamforge_held_records")
+                    >= records as f64
+            },
+        );
+        job.stop();
+    }
+}
+
+#[test]
+fn continue_after_bounded_case_gives_the_expected_table() {
+    let d = dirs();
+    let case = case_dir("continue-after-bounded");
+    let file = d.input.join("p0.jsonl");
+    std::fs::copy(case.join("first.jsonl"), &file).unwrap();
+    d.bounded();
+    let second = std::fs::read_to_string(case.join("second.jsonl")).unwrap();
+    append(
+        &file,
+        &second.lines().map(str::to_string).collect::<Vec<_>>(),
+    );
+    d.bounded();
+    assert_same_results(&d.results(), &case_expected("continue-after-bounded"));
+    assert!(
+        anomaly_reasons(&d.log).is_empty(),
+        "no record of either file is an anomaly: {:?}",
+        anomaly_reasons(&d.log)
+    );
+    // A restart changes nothing.
+    d.bounded();
+    assert_same_results(&d.results(), &case_expected("continue-after-bounded"));
+}
+
+/// Three partitions growing in steps, read by bounded runs, a live run, and
+/// a bounded run killed mid-way and resumed while more data arrived: the
+/// table is always exactly one run over what was read, and nothing is late.
+#[test]
+fn bounded_and_live_runs_continue_each_other_on_growing_files() {
+    let d = dirs();
+    let mut rng = Rng::new(11);
+    let paths: Vec<PathBuf> = (0..3)
+        .map(|p| d.input.join(format!("p{p}.jsonl")))
+        .collect();
+    let mut read = vec![0usize; 3];
+    let mut counted: Vec<Counted> = Vec::new();
+    let mut grow = |sizes: [usize; 3], counted: &mut Vec<Counted>, read: &mut Vec<usize>| {
+        for p in 0..3 {
+            let (lines, c) = stream(p, read[p], sizes[p], &mut rng);
+            append(&paths[p], &lines);
+            counted.extend(c);
+            read[p] += sizes[p];
+        }
+    };
+
+    // A backfill, then the daily catch-up: bounded twice.
+    grow([300, 250, 280], &mut counted, &mut read);
+    d.bounded();
+    assert_same_results(&d.results(), &window_lines(counted.clone()));
+    grow([120, 140, 100], &mut counted, &mut read);
+    d.bounded();
+    assert_same_results(&d.results(), &window_lines(counted.clone()));
+
+    // Then live for a while: it reads what was appended.
+    grow([200, 200, 200], &mut counted, &mut read);
+    d.live_until_read(600);
+    // A live run emits only what the watermark reached; the next bounded
+    // run emits the rest.
+    grow([2_000, 2_100, 1_900], &mut counted, &mut read);
+    let through_c = counted.clone();
+
+    // A bounded run that crashes at its third checkpoint, a third of the
+    // way through...
+    let crashed = d
+        .run(&[
+            "--bounded",
+            "--checkpoint-events",
+            "500",
+            "--set",
+            "batch_size=200",
+        ])
+        .env("FAILPOINTS", "job::barrier::after_commit=2*off->return")
+        .output()
+        .unwrap();
+    assert!(!crashed.status.success(), "the failpoint must stop the run");
+    let inspect = run_ok(&[
+        "checkpoint",
+        "inspect",
+        "--state-dir",
+        d.state.to_str().unwrap(),
+    ]);
+    let inspect = String::from_utf8_lossy(&inspect.stdout).to_string();
+    assert!(
+        inspect.contains("bounded run      in progress"),
+        "the crash must land mid-run:\n{inspect}"
+    );
+    // ... while more data arrives; resumed, it stops where it would have.
+    grow([50, 50, 50], &mut counted, &mut read);
+    d.bounded();
+    assert_same_results(&d.results(), &window_lines(through_c));
+    // The next bounded run reads the rest.
+    d.bounded();
+    assert_same_results(&d.results(), &window_lines(counted));
+    let reasons = anomaly_reasons(&d.log);
+    assert!(reasons.is_empty(), "nothing is late or wrong: {reasons:?}");
+}
+
+#[test]
+fn far_future_case_gives_the_expected_table() {
+    let d = dirs();
+    let case = case_dir("far-future");
+    for p in ["p0.jsonl", "p1.jsonl"] {
+        std::fs::copy(case.join(p), d.input.join(p)).unwrap();
+    }
+    d.live_until_read(600);
+    d.bounded();
+    assert_same_results(&d.results(), &case_expected("far-future"));
+    assert_eq!(
+        anomaly_reasons(&d.log),
+        vec![("implausible_event_time".to_string(), 0, 0)]
+    );
+}
+
+/// Where in the stream a wrong clock strikes, and by how much.
+struct WrongClock {
+    partition: usize,
+    /// Index among the partition's lines.
+    at: usize,
+    ahead_ms: i64,
+}
+
+/// Two partitions of in-order events with wrong-clock records inserted:
+/// every in-order record is counted, every wrong one is
+/// `implausible_event_time`, live or bounded, in one run or two.
+#[test]
+fn a_wrong_clock_never_poisons_a_partition() {
+    let year = 365 * 86_400_000;
+    let cases = [
+        // The first record of a partition, decades ahead.
+        WrongClock {
+            partition: 0,
+            at: 0,
+            ahead_ms: 66 * year,
+        },
+        // In the middle of the other partition.
+        WrongClock {
+            partition: 1,
+            at: 150,
+            ahead_ms: 2 * year,
+        },
+        // Ten minutes ahead: within an hour, but a jump that would make the
+        // records after it late.
+        WrongClock {
+            partition: 0,
+            at: 77,
+            ahead_ms: 600_000,
+        },
+        // The very last record of a partition.
+        WrongClock {
+            partition: 1,
+            at: 300,
+            ahead_ms: 5 * year,
+        },
+    ];
+    for (n, wrong) in cases.iter().enumerate() {
+        for live_first in [false, true] {
+            let d = dirs();
+            let mut rng = Rng::new(100 + n as u64);
+            let mut counted = Vec::new();
+            let mut expected_anomalies = Vec::new();
+            for p in 0..2 {
+                let (mut lines, c) = stream(p, 0, 300, &mut rng);
+                let mut c: Vec<Option<Counted>> = c.into_iter().map(Some).collect();
+                if p == wrong.partition {
+                    let base = T0 + 40_000 + wrong.at as i64 * 1000;
+                    let t = base + wrong.ahead_ms;
+                    let bad = if t < T0 + 20 * 86_400_000 {
+                        line(&format!("bad-{p}"), "u-bad", 999_99, t)
+                    } else {
+                        // Beyond the test's calendar: epoch milliseconds.
+                        format!(
+                            r#"{{"event_id": "bad-{p}", "order_id": "o", "user_id": "u-bad", "amount": 999.99, "event_time": {t}}}"#
+                        )
+                    };
+                    lines.insert(wrong.at, bad);
+                    c.insert(wrong.at, None);
+                    expected_anomalies.push((
+                        "implausible_event_time".to_string(),
+                        p as u32,
+                        wrong.at as u64,
+                    ));
+                }
+                append(&d.input.join(format!("p{p}.jsonl")), &lines);
+                counted.extend(c.into_iter().flatten());
+            }
+            if live_first {
+                d.live_until_read(601);
+            }
+            d.bounded();
+            assert_same_results(&d.results(), &window_lines(counted));
+            assert_eq!(
+                anomaly_reasons(&d.log),
+                expected_anomalies,
+                "case {n}, live first: {live_first}"
+            );
+        }
+    }
+}
+
+#[test]
+fn poison_rows_case_on_files_stores_every_valid_window() {
+    let d = dirs();
+    std::fs::copy(
+        case_dir("poison-rows").join("p0.jsonl"),
+        d.input.join("p0.jsonl"),
+    )
+    .unwrap();
+    d.bounded();
+    let want = [
+        r#"{"window_start": 1704067170, "window_end": 1704067230, "order_cnt": 2, "gmv_total": "12000000000000000.00", "user_cnt": 2}"#,
+        r#"{"window_start": 1704067200, "window_end": 1704067260, "order_cnt": 2, "gmv_total": "12000000000000000.00", "user_cnt": 2}"#,
+        r#"{"window_start": 1704067470, "window_end": 1704067530, "order_cnt": 1, "gmv_total": "5.00", "user_cnt": 1}"#,
+        r#"{"window_start": 1704067500, "window_end": 1704067560, "order_cnt": 1, "gmv_total": "5.00", "user_cnt": 1}"#,
+    ]
+    .map(str::to_string);
+    assert_same_results(&d.results(), &want);
+    let anomalies = vec![
+        ("event_time_out_of_range".to_string(), 0, 0),
+        ("event_time_out_of_range".to_string(), 0, 1),
+    ];
+    assert_eq!(anomaly_reasons(&d.log), anomalies);
+    d.bounded();
+    assert_same_results(&d.results(), &want);
+    assert_eq!(
+        anomaly_reasons(&d.log),
+        anomalies,
+        "a restart changes nothing"
+    );
+}
