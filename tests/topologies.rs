@@ -310,7 +310,7 @@ fn a_wrong_clock_never_poisons_a_partition() {
                     let base = T0 + 40_000 + wrong.at as i64 * 1000;
                     let t = base + wrong.ahead_ms;
                     let bad = if t < T0 + 20 * 86_400_000 {
-                        line(&format!("bad-{p}"), "u-bad", 999_99, t)
+                        line(&format!("bad-{p}"), "u-bad", 99_999, t)
                     } else {
                         // Beyond the test's calendar: epoch milliseconds.
                         format!(
