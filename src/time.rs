@@ -452,6 +452,76 @@ mod tests {
         assert!(now_ms() > 1_735_689_600_000);
     }
 
+    /// The `time` crate's RFC 3339 parser, with the one rule it lacks: it
+    /// takes any byte between date and time, RFC 3339 only `T`, `t` or (by
+    /// its NOTE) a space.
+    fn crate_ms(s: &str) -> Option<i64> {
+        use time::{format_description::well_known::Rfc3339, OffsetDateTime};
+        if !matches!(s.as_bytes().get(10), Some(b'T' | b't' | b' ')) {
+            return None;
+        }
+        let t = OffsetDateTime::parse(s, &Rfc3339).ok()?;
+        Some(t.unix_timestamp() * MS_PER_SECOND + i64::from(t.millisecond()))
+    }
+
+    /// The event times producers send, one per style.
+    const STYLES: &[(&str, &str)] = &[
+        ("Z", "2025-11-25T10:00:00Z"),
+        ("Z, 3 digits", "2025-11-25T10:00:00.250Z"),
+        ("Z, 6 digits", "2025-11-25T10:00:00.250123Z"),
+        ("Z, 9 digits", "2025-11-25T10:00:00.250123456Z"),
+        ("+05:30, 3 digits", "2025-11-25T15:30:00.250+05:30"),
+        ("-08:00, 3 digits", "2025-11-25T02:00:00.250-08:00"),
+        ("t and z", "2025-11-25t10:00:00.250z"),
+        ("space", "2025-11-25 10:00:00.250Z"),
+    ];
+
+    /// A payload like the ones the job reads, with `event_time` as given.
+    fn payload(event_time: &str) -> Vec<u8> {
+        format!(
+            r#"{{"event_id":"e-3-1048576","order_id":"o-3-1048576","user_id":"u48213","amount":81.25,"event_time":{event_time},"city":"Paris","category":"books"}}"#
+        )
+        .into_bytes()
+    }
+
+    /// Nanoseconds per call of `f`: the best of several rounds, so that
+    /// other load on the machine inflates it as little as possible.
+    fn ns_per_call<T>(mut f: impl FnMut() -> T) -> f64 {
+        const CALLS: u32 = 1_000_000;
+        (0..11)
+            .map(|_| {
+                let start = std::time::Instant::now();
+                for _ in 0..CALLS {
+                    std::hint::black_box(f());
+                }
+                start.elapsed().as_secs_f64() * 1e9 / f64::from(CALLS)
+            })
+            .fold(f64::INFINITY, f64::min)
+    }
+
+    /// What parsing event times costs, per style, by itself and inside
+    /// `parse_event` on a realistic payload. Meaningful only optimized:
+    /// `cargo test --release --lib time::tests::parse_cost -- --ignored --nocapture`
+    #[test]
+    #[ignore = "a measurement: run it optimized, by name"]
+    fn parse_cost() {
+        use crate::event::parse_event;
+        use std::hint::black_box;
+        let integer = payload("1764064800250");
+        let integer_ns = ns_per_call(|| parse_event(black_box(&integer)).is_ok());
+        println!("parse_event, integer event_time: {integer_ns:.1} ns");
+        println!("| style | hand-written ns | time crate ns | parse_event ns, hand-written |");
+        println!("| --- | --- | --- | --- |");
+        for (style, text) in STYLES {
+            assert_eq!(parse_rfc3339_ms(text), crate_ms(text), "{text}");
+            let hand = ns_per_call(|| parse_rfc3339_ms(black_box(text)));
+            let krate = ns_per_call(|| crate_ms(black_box(text)));
+            let event = payload(&format!("\"{text}\""));
+            let in_event = ns_per_call(|| parse_event(black_box(&event)).is_ok());
+            println!("| {style} | {hand:.1} | {krate:.1} | {in_event:.1} |");
+        }
+    }
+
     /// Day count by walking years and months: slow, but obviously right.
     fn naive_days(y: i64, m: u32, d: u32) -> i64 {
         let mut days = 0i64;
