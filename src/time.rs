@@ -6,17 +6,14 @@
 //! place that converts between the two, and the event parser calls it once per
 //! event, so parsing is strict, allocation-free and never panics.
 //!
-//! Parsing is the `time` crate's: its `Rfc3339` parser is RFC 3339 section
-//! 5.6 as written, calendar included. What this module adds is the project's
-//! policy, in a few lines: which separators it takes, what a leap second
-//! means, truncation to milliseconds, and the range.
+//! The grammar and the calendar are the `time` crate's: its `Rfc3339` parser
+//! is RFC 3339 section 5.6 as written, and it formats too. What this module
+//! adds is the project's policy, in a few lines: which separators it takes,
+//! what a leap second means, truncation to milliseconds, and the range.
 //!
 //! # Layout
 //!
-//! - [`parse_rfc3339_ms`]: text to epoch milliseconds, on the crate.
-//! - [`days_from_civil`] / [`civil_from_days`]: proleptic Gregorian calendar
-//!   arithmetic (Howard Hinnant's public-domain algorithms) behind the
-//!   formatting.
+//! - [`parse_rfc3339_ms`]: text to epoch milliseconds.
 //! - [`format_rfc3339_ms`] / [`format_rfc3339_s`]: epoch milliseconds or
 //!   seconds to canonical UTC text (logs, the anomaly side output, tools).
 //! - [`MIN_EVENT_TIME_MS`] / [`MAX_EVENT_TIME_MS`]: the event-time range the
@@ -46,7 +43,7 @@
 //! seconds), no RFC 9557 `[zone]` suffix. Those are `bad_event_time`.
 //!
 //! **A space instead of `T`** is an extension the RFC's own NOTE allows
-//! ("applications may choose ... a space character"); SQL databases print
+//! ("applications may choose ... a space character"); databases often print
 //! timestamps that way, so we take exactly one space, and no other
 //! separator.
 //!
@@ -74,6 +71,8 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use ::time::format_description::well_known::Rfc3339;
+use ::time::format_description::BorrowedFormatItem;
+use ::time::macros::format_description;
 use ::time::OffsetDateTime;
 
 /// The earliest event time accepted: 1970-01-01T00:00:00.000Z.
@@ -93,61 +92,6 @@ pub const MIN_EVENT_TIME_MS: i64 = 0;
 pub const MAX_EVENT_TIME_MS: i64 = 4_102_444_800_000 - 1;
 
 const MS_PER_SECOND: i64 = 1_000;
-const MS_PER_MINUTE: i64 = 60 * MS_PER_SECOND;
-const MS_PER_HOUR: i64 = 60 * MS_PER_MINUTE;
-const MS_PER_DAY: i64 = 24 * MS_PER_HOUR;
-
-/// Days between 1970-01-01 and 0000-03-01 in the proleptic Gregorian calendar.
-/// Both algorithms count from a March-based year so that the leap day is the
-/// last day of its year.
-const EPOCH_SHIFT_DAYS: i64 = 719_468;
-/// Days in one 400-year Gregorian cycle (an "era").
-const DAYS_PER_ERA: i64 = 146_097;
-
-/// Days since 1970-01-01 of the proleptic Gregorian date `y-m-d`.
-///
-/// Meaningful for `m` in 1..=12 and `d` in 1..=31 (callers validate the day
-/// against the month first). Never panics: other inputs give an unspecified
-/// number, and years beyond about ±2.5·10^16 saturate near the ends of `i64`
-/// instead of overflowing.
-pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let (m, d) = (i64::from(m), i64::from(d));
-    // Counting years from March puts February, and its leap day, last.
-    let y = if m <= 2 { y.saturating_sub(1) } else { y };
-    let era = y.div_euclid(400);
-    let year_of_era = y.rem_euclid(400); // 0..=399
-    let month_from_march = if m > 2 { m - 3 } else { m + 9 }; // 0..=11
-    let day_of_year = (153 * month_from_march + 2) / 5 + d - 1; // 0..=365
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    era.saturating_mul(DAYS_PER_ERA)
-        .saturating_add(day_of_era - EPOCH_SHIFT_DAYS)
-}
-
-/// The proleptic Gregorian date `(year, month, day)` that is `days` days after
-/// 1970-01-01 (before it when negative). Defined for every `i64`.
-pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    // Split before shifting so that `days + EPOCH_SHIFT_DAYS` cannot overflow
-    // at the ends of the `i64` range.
-    let shifted = days.rem_euclid(DAYS_PER_ERA) + EPOCH_SHIFT_DAYS;
-    let era = days.div_euclid(DAYS_PER_ERA) + shifted.div_euclid(DAYS_PER_ERA);
-    // Ranges: day_of_era 0..=146096, year_of_era 0..=399, day_of_year
-    // 0..=365 (from March 1st), month_from_march 0..=11, day 1..=31.
-    let day_of_era = shifted.rem_euclid(DAYS_PER_ERA);
-    // Corrects 365-day years for the leap days of the era so far.
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_from_march = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * month_from_march + 2) / 5 + 1;
-    let month = if month_from_march < 10 {
-        month_from_march + 3
-    } else {
-        month_from_march - 9
-    };
-    let year = era * 400 + year_of_era + i64::from(month <= 2);
-    // Both values are bounded by the ranges noted above.
-    (year, month as u32, day as u32)
-}
 
 /// Parses an RFC 3339 timestamp into epoch milliseconds UTC, by the grammar
 /// and the policy in the module docs.
@@ -170,71 +114,34 @@ pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
     Some(t.unix_timestamp() * MS_PER_SECOND + i64::from(t.millisecond()))
 }
 
-/// Appends `v` in decimal, zero-padded to at least `width` digits.
-fn push_padded(out: &mut String, v: u64, width: usize) {
-    let mut buf = [b'0'; 20];
-    let mut i = buf.len();
-    let mut v = v;
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    let start = i.min(buf.len().saturating_sub(width));
-    for &c in &buf[start..] {
-        out.push(char::from(c));
-    }
-}
-
-/// Formats `ms` as `YYYY-MM-DDTHH:MM:SS` into `out`, returning the
-/// milliseconds left over.
-fn push_civil(out: &mut String, ms: i64) -> u64 {
-    let days = ms.div_euclid(MS_PER_DAY);
-    let ms_of_day = ms.rem_euclid(MS_PER_DAY).unsigned_abs();
-    let (year, month, day) = civil_from_days(days);
-    // Outside 0000..=9999 the text is no longer RFC 3339; it stays readable
-    // (a '-' sign, or more digits) instead of failing, since callers only
-    // use it to display times.
-    if year < 0 {
-        out.push('-');
-    }
-    push_padded(out, year.unsigned_abs(), 4);
-    out.push('-');
-    push_padded(out, u64::from(month), 2);
-    out.push('-');
-    push_padded(out, u64::from(day), 2);
-    out.push('T');
-    push_padded(out, ms_of_day / 3_600_000, 2);
-    out.push(':');
-    push_padded(out, ms_of_day / 60_000 % 60, 2);
-    out.push(':');
-    push_padded(out, ms_of_day / 1_000 % 60, 2);
-    ms_of_day % 1_000
-}
+/// `2025-11-25T10:00:00.250Z`: UTC, always three fraction digits.
+const MS_FORMAT: &[BorrowedFormatItem<'_>] =
+    format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+/// `2025-11-25T10:00:00Z`.
+const S_FORMAT: &[BorrowedFormatItem<'_>] =
+    format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
 
 /// Formats epoch milliseconds as RFC 3339 UTC with milliseconds:
 /// `2025-11-25T10:00:00.000Z`. Inverse of [`parse_rfc3339_ms`] for years
 /// 0000..=9999.
+///
+/// Callers only display the text (logs, the anomaly log's detection time,
+/// tools), so it never fails: years -9999..=-0001 get a `-` sign, and an
+/// instant beyond the crate's ±9999 years reads `epoch+<n>ms`.
 pub fn format_rfc3339_ms(ms: i64) -> String {
-    let mut out = String::with_capacity(24);
-    let millis = push_civil(&mut out, ms);
-    out.push('.');
-    push_padded(&mut out, millis, 3);
-    out.push('Z');
-    out
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(MS_FORMAT).ok())
+        .unwrap_or_else(|| format!("epoch{ms:+}ms"))
 }
 
 /// Formats epoch seconds as RFC 3339 UTC without a fraction:
-/// `2025-11-25T10:00:00Z`. Seconds beyond what milliseconds can express in
-/// an `i64` saturate.
+/// `2025-11-25T10:00:00Z`; beyond ±9999 years, `epoch+<n>s`.
 pub fn format_rfc3339_s(secs: i64) -> String {
-    let mut out = String::with_capacity(20);
-    push_civil(&mut out, secs.saturating_mul(MS_PER_SECOND));
-    out.push('Z');
-    out
+    OffsetDateTime::from_unix_timestamp(secs)
+        .ok()
+        .and_then(|t| t.format(S_FORMAT).ok())
+        .unwrap_or_else(|| format!("epoch{secs:+}s"))
 }
 
 /// The wall clock in epoch milliseconds. A clock before 1970 gives a negative
@@ -388,8 +295,8 @@ mod tests {
     fn formats_known_instants() {
         assert_eq!(format_rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(
-            format_rfc3339_ms(1_764_064_800_000),
-            "2025-11-25T10:00:00.000Z"
+            format_rfc3339_ms(1_764_064_800_250),
+            "2025-11-25T10:00:00.250Z"
         );
         assert_eq!(
             format_rfc3339_ms(MAX_EVENT_TIME_MS),
@@ -398,34 +305,37 @@ mod tests {
         assert_eq!(format_rfc3339_ms(-1), "1969-12-31T23:59:59.999Z");
         assert_eq!(format_rfc3339_s(1_764_064_800), "2025-11-25T10:00:00Z");
         assert_eq!(format_rfc3339_s(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(format_rfc3339_s(-1), "1969-12-31T23:59:59Z");
+        // The ends of four-digit years, and what lies past them.
         assert_eq!(
-            format_rfc3339_ms(days_from_civil(0, 1, 1) * MS_PER_DAY),
+            format_rfc3339_ms(-62_167_219_200_000),
             "0000-01-01T00:00:00.000Z"
         );
         assert_eq!(
-            format_rfc3339_ms(days_from_civil(-1, 12, 31) * MS_PER_DAY),
-            "-0001-12-31T00:00:00.000Z"
+            format_rfc3339_ms(-62_167_219_200_001),
+            "-0001-12-31T23:59:59.999Z"
         );
         assert_eq!(
-            format_rfc3339_ms(days_from_civil(10_000, 1, 1) * MS_PER_DAY),
-            "10000-01-01T00:00:00.000Z"
+            format_rfc3339_ms(253_402_300_799_999),
+            "9999-12-31T23:59:59.999Z"
         );
+        assert_eq!(
+            format_rfc3339_ms(253_402_300_800_000),
+            "epoch+253402300800000ms"
+        );
+        assert_eq!(format_rfc3339_ms(i64::MIN), "epoch-9223372036854775808ms");
+        assert_eq!(format_rfc3339_s(253_402_300_800), "epoch+253402300800s");
+        // A leap second reads back as the millisecond it stands for.
+        let leap = parse_rfc3339_ms("2016-12-31T23:59:60Z").unwrap();
+        assert_eq!(format_rfc3339_ms(leap), "2016-12-31T23:59:59.999Z");
     }
 
     #[test]
     fn extreme_inputs_do_not_panic() {
-        for ms in [i64::MIN, i64::MIN + 1, -1, 0, i64::MAX - 1, i64::MAX] {
-            let _ = format_rfc3339_ms(ms);
-            let _ = format_rfc3339_s(ms);
-            let _ = civil_from_days(ms);
+        for n in [i64::MIN, i64::MIN + 1, -1, 0, i64::MAX - 1, i64::MAX] {
+            let _ = format_rfc3339_ms(n);
+            let _ = format_rfc3339_s(n);
         }
-        for y in [i64::MIN, i64::MAX, 0] {
-            for (m, d) in [(0, 0), (1, 1), (2, 29), (12, 31), (u32::MAX, u32::MAX)] {
-                let _ = days_from_civil(y, m, d);
-            }
-        }
-        assert!(days_from_civil(i64::MAX, 12, 31) > i64::MAX - 1_000_000);
-        assert!(days_from_civil(i64::MIN, 1, 1) == i64::MIN);
     }
 
     #[test]
@@ -472,7 +382,8 @@ mod tests {
     /// `parse_event` on a realistic payload, against an integer event time.
     /// Issue 14's bar: at most 5% of the whole per-event CPU (about 325 ns
     /// processing only in `bench core`, about 1.35 µs in the Kafka job; see
-    /// docs/performance.md). Meaningful only optimized:
+    /// docs/performance.md). Formatting, off the hot path (logs, one
+    /// detection time per anomaly), is printed too. Meaningful only optimized:
     /// `cargo test --release --lib time::tests::parse_cost -- --ignored --nocapture`
     #[test]
     #[ignore = "a measurement: run it optimized, by name"]
@@ -497,6 +408,16 @@ mod tests {
                 in_event - integer_ns
             );
         }
+        let mut ms = 1_764_064_800_250i64;
+        let format_ms = ns_per_call(|| {
+            ms += 7_919;
+            format_rfc3339_ms(black_box(ms))
+        });
+        let format_s = ns_per_call(|| {
+            ms += 7_919;
+            format_rfc3339_s(black_box(ms / 1000))
+        });
+        println!("format_rfc3339_ms: {format_ms:.1} ns, format_rfc3339_s: {format_s:.1} ns");
     }
 
     fn is_leap_year(y: i64) -> bool {
@@ -578,14 +499,6 @@ mod tests {
             ms in -62_167_219_200_000i64..253_402_300_800_000,
         ) {
             prop_assert_eq!(parse_rfc3339_ms(&format_rfc3339_ms(ms)), Some(ms));
-        }
-
-        #[test]
-        fn civil_days_round_trip(days in -10_000_000i64..10_000_000) {
-            let (y, m, d) = civil_from_days(days);
-            prop_assert!((1..=12).contains(&m));
-            prop_assert!(d >= 1 && d <= days_in_month(y, m));
-            prop_assert_eq!(days_from_civil(y, m, d), days);
         }
 
         #[test]
