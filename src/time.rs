@@ -1,17 +1,18 @@
-//! Civil time without a dependency: RFC 3339 timestamps to and from epoch
-//! milliseconds.
+//! Event times: RFC 3339 text to and from epoch milliseconds.
 //!
 //! Event times arrive as RFC 3339 strings (`2025-11-25T10:00:00.250+01:00`)
 //! or as integer epoch milliseconds; everything downstream (watermarks,
 //! windows, the sinks) works in epoch milliseconds UTC. This module is the one
 //! place that converts between the two, and the event parser calls it once per
-//! event, so the parser is strict, allocation-free and never panics.
+//! event, so parsing is strict, allocation-free and never panics.
+//!
+//! The grammar and the calendar are the `time` crate's: its `Rfc3339` parser
+//! is RFC 3339 section 5.6 as written, and it formats too. What this module
+//! adds is the project's policy, in a few lines: which separators it takes,
+//! what a leap second means, truncation to milliseconds, and the range.
 //!
 //! # Layout
 //!
-//! - [`days_from_civil`] / [`civil_from_days`]: proleptic Gregorian calendar
-//!   arithmetic (Howard Hinnant's public-domain algorithms), the core of both
-//!   directions.
 //! - [`parse_rfc3339_ms`]: text to epoch milliseconds.
 //! - [`format_rfc3339_ms`] / [`format_rfc3339_s`]: epoch milliseconds or
 //!   seconds to canonical UTC text (logs, the anomaly side output, tools).
@@ -22,24 +23,57 @@
 //!
 //! # The accepted grammar
 //!
-//! `YYYY-MM-DD`, then `T`, `t` or one space, then `HH:MM:SS`, then an optional
-//! fraction (`.` and 1 to 9 digits), then `Z`, `z` or a numeric offset
-//! `+HH:MM` / `-HH:MM` (hours 00..=23, minutes 00..=59). Every field has
-//! exactly the number of digits shown. Months are 1..=12, days are checked
-//! against the month (leap years included), hours 00..=23, minutes and seconds
-//! 00..=59. Anything else, including surrounding whitespace, is rejected.
+//! RFC 3339 section 5.6, every rule of it, and nothing more:
 //!
-//! A leap second (`23:59:60`) is rejected: epoch milliseconds, like UNIX time,
-//! have no representation for it, and silently folding it into the next
-//! second would let two distinct inputs claim the same instant. Producers
-//! that emit leap seconds are rare; their events are reported as
-//! `bad_event_time` rather than misplaced.
+//! | rule | accepted |
+//! | --- | --- |
+//! | `date-fullyear` | 4 digits, `0000` to `9999` |
+//! | `date-month` | `01` to `12` |
+//! | `date-mday` | `01` to `28`, `29`, `30` or `31` by month and year; February has 29 days in Gregorian leap years (divisible by 4, centuries only by 400) |
+//! | `"T"` between date and time | `T` or `t` (ABNF literals are case-insensitive); also one space, see below |
+//! | `time-hour` | `00` to `23` |
+//! | `time-minute` | `00` to `59` |
+//! | `time-second` | `00` to `59`; `60` for a leap second, see below |
+//! | `time-secfrac` | `.` and one or more digits, as many as sent |
+//! | `time-offset` | `Z` or `z`, or `+hh:mm` / `-hh:mm` with `hh` `00` to `23` and `mm` `00` to `59`; `-00:00` ("UTC, local offset unknown", section 4.3) is UTC |
 //!
-//! Fractions are truncated to milliseconds. Since the fraction always adds to
-//! the whole second, truncating it always moves the instant earlier (floor),
-//! also before 1970.
+//! Every field has exactly the digits shown, and digits are ASCII. Nothing
+//! else is accepted: no whitespace around the text, no ISO 8601 forms that
+//! RFC 3339 leaves out (`+0530`, `+05`, `,5`, `20251125T100000Z`, missing
+//! seconds), no RFC 9557 `[zone]` suffix. Those are `bad_event_time`.
+//!
+//! **A space instead of `T`** is an extension the RFC's own NOTE allows
+//! ("applications may choose ... a space character"); databases often print
+//! timestamps that way, so we take exactly one space, and no other
+//! separator.
+//!
+//! **A leap second** (`:60`) is accepted where section 5.7 puts one: in the
+//! last second of a month, UTC (`23:59:60Z` on the month's last day, or the
+//! same instant in the event's offset, `05:29:60+05:30` on the 1st). Epoch
+//! milliseconds, like UNIX time, have no number for it, so it stands for the
+//! last millisecond of the minute it names, `hh:mm:59.999` in the event's own
+//! offset (any fraction of the leap second is dropped). The event stays in
+//! its minute, day and windows, and sorts after every other instant of that
+//! minute and before the next; it is never folded into the next minute.
+//! No table of leap seconds is consulted: the last second of any month
+//! may hold one, so a verdict does not depend on when a table was last
+//! updated, and a replay years later gives the same one. `:60` anywhere else
+//! is `bad_event_time`.
+//!
+//! **Fractions** are truncated to milliseconds, however many digits they
+//! have. Since the fraction always adds to the whole second, truncating it
+//! always moves the instant earlier (floor), also before 1970.
+//!
+//! **The range** checked here is the grammar's, years 0000 to 9999 in any
+//! offset. The event parser then keeps only
+//! [`MIN_EVENT_TIME_MS`]..=[`MAX_EVENT_TIME_MS`].
 
 use std::time::{SystemTime, UNIX_EPOCH};
+
+use ::time::format_description::well_known::Rfc3339;
+use ::time::format_description::BorrowedFormatItem;
+use ::time::macros::format_description;
+use ::time::OffsetDateTime;
 
 /// The earliest event time accepted: 1970-01-01T00:00:00.000Z.
 ///
@@ -58,237 +92,56 @@ pub const MIN_EVENT_TIME_MS: i64 = 0;
 pub const MAX_EVENT_TIME_MS: i64 = 4_102_444_800_000 - 1;
 
 const MS_PER_SECOND: i64 = 1_000;
-const MS_PER_MINUTE: i64 = 60 * MS_PER_SECOND;
-const MS_PER_HOUR: i64 = 60 * MS_PER_MINUTE;
-const MS_PER_DAY: i64 = 24 * MS_PER_HOUR;
 
-/// Days between 1970-01-01 and 0000-03-01 in the proleptic Gregorian calendar.
-/// Both algorithms count from a March-based year so that the leap day is the
-/// last day of its year.
-const EPOCH_SHIFT_DAYS: i64 = 719_468;
-/// Days in one 400-year Gregorian cycle (an "era").
-const DAYS_PER_ERA: i64 = 146_097;
-
-/// Days since 1970-01-01 of the proleptic Gregorian date `y-m-d`.
-///
-/// Meaningful for `m` in 1..=12 and `d` in 1..=31 (callers validate the day
-/// against the month first). Never panics: other inputs give an unspecified
-/// number, and years beyond about ±2.5·10^16 saturate near the ends of `i64`
-/// instead of overflowing.
-pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let (m, d) = (i64::from(m), i64::from(d));
-    // Counting years from March puts February, and its leap day, last.
-    let y = if m <= 2 { y.saturating_sub(1) } else { y };
-    let era = y.div_euclid(400);
-    let year_of_era = y.rem_euclid(400); // 0..=399
-    let month_from_march = if m > 2 { m - 3 } else { m + 9 }; // 0..=11
-    let day_of_year = (153 * month_from_march + 2) / 5 + d - 1; // 0..=365
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    era.saturating_mul(DAYS_PER_ERA)
-        .saturating_add(day_of_era - EPOCH_SHIFT_DAYS)
-}
-
-/// The proleptic Gregorian date `(year, month, day)` that is `days` days after
-/// 1970-01-01 (before it when negative). Defined for every `i64`.
-pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    // Split before shifting so that `days + EPOCH_SHIFT_DAYS` cannot overflow
-    // at the ends of the `i64` range.
-    let shifted = days.rem_euclid(DAYS_PER_ERA) + EPOCH_SHIFT_DAYS;
-    let era = days.div_euclid(DAYS_PER_ERA) + shifted.div_euclid(DAYS_PER_ERA);
-    // Ranges: day_of_era 0..=146096, year_of_era 0..=399, day_of_year
-    // 0..=365 (from March 1st), month_from_march 0..=11, day 1..=31.
-    let day_of_era = shifted.rem_euclid(DAYS_PER_ERA);
-    // Corrects 365-day years for the leap days of the era so far.
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_from_march = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * month_from_march + 2) / 5 + 1;
-    let month = if month_from_march < 10 {
-        month_from_march + 3
-    } else {
-        month_from_march - 9
-    };
-    let year = era * 400 + year_of_era + i64::from(month <= 2);
-    // Both values are bounded by the ranges noted above.
-    (year, month as u32, day as u32)
-}
-
-fn is_leap_year(y: i64) -> bool {
-    y % 4 == 0 && (y % 100 != 0 || y % 400 == 0)
-}
-
-fn days_in_month(y: i64, m: u32) -> u32 {
-    match m {
-        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
-        4 | 6 | 9 | 11 => 30,
-        2 if is_leap_year(y) => 29,
-        2 => 28,
-        _ => 0,
-    }
-}
-
-/// The value of the `n` ASCII digits at `b[at..at + n]`, or `None` if any of
-/// them is missing or not a digit.
-fn digits(b: &[u8], at: usize, n: usize) -> Option<u32> {
-    let field = b.get(at..at.checked_add(n)?)?;
-    field.iter().try_fold(0u32, |acc, &c| {
-        c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0'))
-    })
-}
-
-fn byte_is(b: &[u8], at: usize, want: u8) -> Option<()> {
-    (b.get(at) == Some(&want)).then_some(())
-}
-
-/// Parses a strict RFC 3339 timestamp (see the module docs for the grammar)
-/// into epoch milliseconds UTC.
+/// Parses an RFC 3339 timestamp into epoch milliseconds UTC, by the grammar
+/// and the policy in the module docs.
 ///
 /// Returns `None` for anything that is not a valid timestamp. The range check
 /// against [`MIN_EVENT_TIME_MS`]..=[`MAX_EVENT_TIME_MS`] is the caller's: this
-/// function accepts every year from 0000 to 9999. It does not allocate.
+/// function accepts every year from 0000 to 9999. It does not allocate and
+/// does not panic, whatever the input.
 pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
-    let b = s.as_bytes();
-
-    let year = digits(b, 0, 4)?;
-    byte_is(b, 4, b'-')?;
-    let month = digits(b, 5, 2)?;
-    byte_is(b, 7, b'-')?;
-    let day = digits(b, 8, 2)?;
-    if !matches!(b.get(10), Some(b'T' | b't' | b' ')) {
+    // The crate takes any one byte between date and time; RFC 3339 takes
+    // `T` in either case, and we the space its NOTE allows.
+    if !matches!(s.as_bytes().get(10), Some(b'T' | b't' | b' ')) {
         return None;
     }
-    let hour = digits(b, 11, 2)?;
-    byte_is(b, 13, b':')?;
-    let minute = digits(b, 14, 2)?;
-    byte_is(b, 16, b':')?;
-    let second = digits(b, 17, 2)?;
-
-    let mut pos = 19;
-    let mut millis = 0i64;
-    if b.get(pos) == Some(&b'.') {
-        pos += 1;
-        let start = pos;
-        while let Some(&c) = b.get(pos).filter(|c| c.is_ascii_digit()) {
-            if pos - start < 3 {
-                millis = millis * 10 + i64::from(c - b'0');
-            }
-            pos += 1;
-        }
-        let len = pos - start;
-        if !(1..=9).contains(&len) {
-            return None;
-        }
-        for _ in len..3 {
-            millis *= 10;
-        }
-    }
-
-    // Offset of local time from UTC, in minutes.
-    let offset_minutes = match b.get(pos) {
-        Some(b'Z' | b'z') if b.len() == pos + 1 => 0,
-        Some(&sign @ (b'+' | b'-')) if b.len() == pos + 6 => {
-            let hours = digits(b, pos + 1, 2)?;
-            byte_is(b, pos + 3, b':')?;
-            let minutes = digits(b, pos + 4, 2)?;
-            if hours > 23 || minutes > 59 {
-                return None;
-            }
-            let magnitude = i64::from(hours * 60 + minutes);
-            if sign == b'-' {
-                -magnitude
-            } else {
-                magnitude
-            }
-        }
-        _ => return None,
-    };
-
-    let year = i64::from(year);
-    if !(1..=12).contains(&month)
-        || day == 0
-        || day > days_in_month(year, month)
-        || hour > 23
-        || minute > 59
-        || second > 59
-    {
-        return None;
-    }
-
-    // Years 0000..=9999 keep every term far from overflow.
-    let local_ms = days_from_civil(year, month, day) * MS_PER_DAY
-        + i64::from(hour) * MS_PER_HOUR
-        + i64::from(minute) * MS_PER_MINUTE
-        + i64::from(second) * MS_PER_SECOND
-        + millis;
-    Some(local_ms - offset_minutes * MS_PER_MINUTE)
+    let t = OffsetDateTime::parse(s, &Rfc3339).ok()?;
+    // The crate gives a leap second as `hh:mm:59.999999999` in the event's
+    // offset, and only where section 5.7 allows one: truncated, it is our
+    // `hh:mm:59.999`. Whole seconds are floored and the milliseconds added,
+    // so the instant is floored too.
+    Some(t.unix_timestamp() * MS_PER_SECOND + i64::from(t.millisecond()))
 }
 
-/// Appends `v` in decimal, zero-padded to at least `width` digits.
-fn push_padded(out: &mut String, v: u64, width: usize) {
-    let mut buf = [b'0'; 20];
-    let mut i = buf.len();
-    let mut v = v;
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    let start = i.min(buf.len().saturating_sub(width));
-    for &c in &buf[start..] {
-        out.push(char::from(c));
-    }
-}
-
-/// Formats `ms` as `YYYY-MM-DDTHH:MM:SS` into `out`, returning the
-/// milliseconds left over.
-fn push_civil(out: &mut String, ms: i64) -> u64 {
-    let days = ms.div_euclid(MS_PER_DAY);
-    let ms_of_day = ms.rem_euclid(MS_PER_DAY).unsigned_abs();
-    let (year, month, day) = civil_from_days(days);
-    // Outside 0000..=9999 the text is no longer RFC 3339; it stays readable
-    // (a '-' sign, or more digits) instead of failing, since callers only
-    // use it to display times.
-    if year < 0 {
-        out.push('-');
-    }
-    push_padded(out, year.unsigned_abs(), 4);
-    out.push('-');
-    push_padded(out, u64::from(month), 2);
-    out.push('-');
-    push_padded(out, u64::from(day), 2);
-    out.push('T');
-    push_padded(out, ms_of_day / 3_600_000, 2);
-    out.push(':');
-    push_padded(out, ms_of_day / 60_000 % 60, 2);
-    out.push(':');
-    push_padded(out, ms_of_day / 1_000 % 60, 2);
-    ms_of_day % 1_000
-}
+/// `2025-11-25T10:00:00.250Z`: UTC, always three fraction digits.
+const MS_FORMAT: &[BorrowedFormatItem<'_>] =
+    format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+/// `2025-11-25T10:00:00Z`.
+const S_FORMAT: &[BorrowedFormatItem<'_>] =
+    format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]Z");
 
 /// Formats epoch milliseconds as RFC 3339 UTC with milliseconds:
 /// `2025-11-25T10:00:00.000Z`. Inverse of [`parse_rfc3339_ms`] for years
 /// 0000..=9999.
+///
+/// Callers only display the text (logs, the anomaly log's detection time,
+/// tools), so it never fails: years -9999..=-0001 get a `-` sign, and an
+/// instant beyond the crate's ±9999 years reads `epoch+<n>ms`.
 pub fn format_rfc3339_ms(ms: i64) -> String {
-    let mut out = String::with_capacity(24);
-    let millis = push_civil(&mut out, ms);
-    out.push('.');
-    push_padded(&mut out, millis, 3);
-    out.push('Z');
-    out
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(MS_FORMAT).ok())
+        .unwrap_or_else(|| format!("epoch{ms:+}ms"))
 }
 
 /// Formats epoch seconds as RFC 3339 UTC without a fraction:
-/// `2025-11-25T10:00:00Z`. Seconds beyond what milliseconds can express in
-/// an `i64` saturate.
+/// `2025-11-25T10:00:00Z`; beyond ±9999 years, `epoch+<n>s`.
 pub fn format_rfc3339_s(secs: i64) -> String {
-    let mut out = String::with_capacity(20);
-    push_civil(&mut out, secs.saturating_mul(MS_PER_SECOND));
-    out.push('Z');
-    out
+    OffsetDateTime::from_unix_timestamp(secs)
+        .ok()
+        .and_then(|t| t.format(S_FORMAT).ok())
+        .unwrap_or_else(|| format!("epoch{secs:+}s"))
 }
 
 /// The wall clock in epoch milliseconds. A clock before 1970 gives a negative
@@ -305,101 +158,136 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// RFC 3339 section 5.6, rule by rule (with the section 5.7
+    /// restrictions and our documented policy): what each rule accepts, with
+    /// the instant worked out independently (Python's `datetime`, or by hand
+    /// where it cannot: year 0000 and leap seconds), and what it rejects.
     #[test]
-    fn parses_the_epoch_and_known_instants() {
-        assert_eq!(parse_rfc3339_ms("1970-01-01T00:00:00Z"), Some(0));
-        assert_eq!(
-            parse_rfc3339_ms("2025-11-25T10:00:00Z"),
-            Some(1_764_064_800_000)
+    fn follows_rfc3339_rule_by_rule() {
+        type Row = (
+            &'static str,
+            &'static [(&'static str, i64)],
+            &'static [&'static str],
         );
+        const BASE: i64 = 1_764_064_800_000; // 2025-11-25T10:00:00Z
+        #[rustfmt::skip]
+        let rules: &[Row] = &[
+            // full-date = date-fullyear "-" date-month "-" date-mday
+            ("full-date", &[("2025-11-25T10:00:00Z", BASE)],
+                &["2025/11/25T10:00:00Z", "20251125T10:00:00Z", "2025-11-25", "2025-1-25T10:00:00Z", "2025-11-5T10:00:00Z"]),
+            // date-fullyear = 4DIGIT. 0000 is 719,528 days before 1970
+            // (1,970 years of 365 days, 0000 to 1969, and 478 leap days).
+            ("date-fullyear = 4DIGIT", &[("0000-01-01T00:00:00Z", -62_167_219_200_000), ("9999-12-31T23:59:59.999Z", 253_402_300_799_999)],
+                &["10000-01-01T00:00:00Z", "999-01-01T00:00:00Z", "+2025-11-25T10:00:00Z", "-0001-01-01T00:00:00Z"]),
+            // date-month = 2DIGIT ; 01-12
+            ("date-month 01-12", &[("2025-01-01T00:00:00Z", 1_735_689_600_000), ("2025-12-01T00:00:00Z", 1_764_547_200_000)],
+                &["2025-00-01T00:00:00Z", "2025-13-01T00:00:00Z"]),
+            // date-mday = 2DIGIT ; 01-28, 01-29, 01-30, 01-31 based on month/year
+            ("date-mday, 31-day month", &[("2025-01-31T00:00:00Z", 1_738_281_600_000)],
+                &["2025-01-32T00:00:00Z", "2025-01-00T00:00:00Z"]),
+            ("date-mday, 30-day month", &[("2025-04-30T00:00:00Z", 1_745_971_200_000)],
+                &["2025-04-31T00:00:00Z", "2025-11-31T00:00:00Z"]),
+            ("date-mday, February of a common year", &[("2025-02-28T00:00:00Z", 1_740_700_800_000)],
+                &["2025-02-29T00:00:00Z"]),
+            ("date-mday, February of a leap year", &[("2024-02-29T00:00:00Z", 1_709_164_800_000)],
+                &["2024-02-30T00:00:00Z"]),
+            ("date-mday, February of a century year", &[("1900-02-28T00:00:00Z", -2_203_977_600_000)],
+                &["1900-02-29T00:00:00Z"]),
+            ("date-mday, February of a 400th year", &[("2000-02-29T00:00:00Z", 951_782_400_000)],
+                &["2000-02-30T00:00:00Z"]),
+            // date-time = full-date "T" full-time
+            ("\"T\"", &[("2025-11-25T10:00:00Z", BASE)],
+                &["2025-11-25X10:00:00Z", "2025-11-25_10:00:00Z", "2025-11-2510:00:00Z", "2025-11-25TT10:00:00Z"]),
+            ("\"T\" in lower case (ABNF literals)", &[("2025-11-25t10:00:00Z", BASE)], &[]),
+            ("a space for \"T\" (the NOTE; our extension)", &[("2025-11-25 10:00:00Z", BASE)],
+                &["2025-11-25  10:00:00Z", "2025-11-25\t10:00:00Z", "2025-11-25\u{a0}10:00:00Z"]),
+            // partial-time = time-hour ":" time-minute ":" time-second [time-secfrac]
+            ("partial-time", &[("2025-11-25T10:00:00Z", BASE)],
+                &["2025-11-25T10:00Z", "2025-11-25T10Z", "2025-11-25T10.00.00Z", "2025-11-25T100000Z"]),
+            // time-hour = 2DIGIT ; 00-23
+            ("time-hour 00-23", &[("2025-11-25T00:00:00Z", 1_764_028_800_000), ("2025-11-25T23:00:00Z", 1_764_111_600_000)],
+                &["2025-11-25T24:00:00Z", "2025-11-25T1:00:00Z"]),
+            // time-minute = 2DIGIT ; 00-59
+            ("time-minute 00-59", &[("2025-11-25T10:59:00Z", 1_764_068_340_000)],
+                &["2025-11-25T10:60:00Z", "2025-11-25T10:5:00Z"]),
+            // time-second = 2DIGIT ; 00-58, 00-59, 00-60 based on leap second rules
+            ("time-second 00-59", &[("2025-11-25T10:00:59Z", 1_764_064_859_000)],
+                &["2025-11-25T10:00:61Z", "2025-11-25T10:00:99Z", "2025-11-25T10:00:5Z"]),
+            // Section 5.7: 60 in the last second of a month, UTC; ours: the
+            // last millisecond of the minute it names.
+            ("time-second 60, December", &[("2016-12-31T23:59:60Z", 1_483_228_799_999)],
+                &["2025-11-25T10:00:60Z", "2016-12-31T23:58:60Z", "2016-12-30T23:59:60Z", "2016-12-31T22:59:60Z"]),
+            ("time-second 60, June", &[("2015-06-30T23:59:60Z", 1_435_708_799_999)], &[]),
+            ("time-second 60, any month's end (no table)", &[("2025-11-30T23:59:60Z", 1_764_547_199_999)], &[]),
+            ("time-second 60, with a fraction", &[("2016-12-31T23:59:60.5Z", 1_483_228_799_999), ("2016-12-31T23:59:60.999999Z", 1_483_228_799_999)], &[]),
+            ("time-second 60, ahead of UTC", &[("2017-01-01T05:29:60+05:30", 1_483_228_799_999)],
+                &["2016-12-31T23:59:60+05:30", "2017-01-01T05:30:60+05:30"]),
+            ("time-second 60, behind UTC", &[("2016-12-31T15:59:60-08:00", 1_483_228_799_999)],
+                &["2016-12-31T23:59:60-08:00"]),
+            // time-secfrac = "." 1*DIGIT, truncated to milliseconds
+            ("time-secfrac, 1 digit", &[("2025-11-25T10:00:00.5Z", BASE + 500)],
+                &["2025-11-25T10:00:00.Z", "2025-11-25T10:00:00,5Z", "2025-11-25T10:00:00.5.5Z", "2025-11-25T10:00:00.-5Z"]),
+            ("time-secfrac, 3 digits", &[("2025-11-25T10:00:00.250Z", BASE + 250)], &[]),
+            ("time-secfrac, 6 digits", &[("2025-11-25T10:00:00.250123Z", BASE + 250)], &[]),
+            ("time-secfrac, 9 digits", &[("2025-11-25T10:00:00.999999999Z", BASE + 999)], &[]),
+            ("time-secfrac, 10 digits", &[("2025-11-25T10:00:00.1234567890Z", BASE + 123)], &[]),
+            ("time-secfrac, 40 digits", &[("2025-11-25T10:00:00.0019999999999999999999999999999999999999Z", BASE + 1)], &[]),
+            ("time-secfrac, floored before 1970", &[("1969-12-31T23:59:59.9999Z", -1), ("1969-12-31T23:59:59.0001Z", -1_000)], &[]),
+            // time-numoffset = ("+" / "-") time-hour ":" time-minute
+            ("time-numoffset +", &[("2025-11-25T15:30:00+05:30", BASE), ("2025-11-25T10:00:00+23:59", 1_763_978_460_000)],
+                &["2025-11-25T15:30:00+0530", "2025-11-25T15:30:00+05", "2025-11-25T15:30:00+5:30", "2025-11-25T15:30:00 +05:30", "2025-11-25T15:30:00+05:30:00"]),
+            ("time-numoffset -", &[("2025-11-25T02:00:00-08:00", BASE), ("2025-11-25T10:00:00-23:59", 1_764_151_140_000)],
+                &["2025-11-25T02:00:00\u{2212}08:00", "2025-11-25T02:00:00--08:00"]),
+            ("time-numoffset hour 00-23, minute 00-59", &[("1970-01-01T00:00:00+00:01", -60_000)],
+                &["2025-11-25T10:00:00+24:00", "2025-11-25T10:00:00-24:00", "2025-11-25T10:00:00+05:60", "2025-11-25T10:00:00+99:99"]),
+            // time-offset = "Z" / time-numoffset
+            ("time-offset Z", &[("2025-11-25T10:00:00Z", BASE), ("2025-11-25T10:00:00z", BASE)],
+                &["2025-11-25T10:00:00", "2025-11-25T10:00:00UTC", "2025-11-25T10:00:00GMT", "2025-11-25T10:00:00ZZ"]),
+            ("time-offset +00:00 and -00:00 (section 4.3)", &[("2025-11-25T10:00:00+00:00", BASE), ("2025-11-25T10:00:00-00:00", BASE)], &[]),
+            // DIGIT = %x30-39: ASCII only.
+            ("DIGIT", &[],
+                &["\u{ff12}\u{ff10}\u{ff12}\u{ff15}-11-25T10:00:00Z", "2025-11-25T10:00:00.\u{ff15}Z", "2025-11-25T1\u{660}:00:00Z"]),
+            // Nothing around a date-time: no whitespace, no RFC 9557 suffix.
+            ("date-time, whole", &[],
+                &["", " 2025-11-25T10:00:00Z", "2025-11-25T10:00:00Z ", "2025-11-25T10:00:00+05:30\n", "\u{feff}2025-11-25T10:00:00Z", "2025-11-25T10:00:00Z[UTC]", "2025-11-25T15:30:00+05:30[Asia/Kolkata]"]),
+        ];
+        let mut failures = Vec::new();
+        for (rule, accepted, rejected) in rules {
+            for (text, want) in *accepted {
+                if parse_rfc3339_ms(text) != Some(*want) {
+                    failures.push(format!(
+                        "{rule}: {text:?} gave {:?}, want {want}",
+                        parse_rfc3339_ms(text)
+                    ));
+                }
+            }
+            for text in *rejected {
+                if let Some(ms) = parse_rfc3339_ms(text) {
+                    failures.push(format!("{rule}: {text:?} gave {ms}, want None"));
+                }
+            }
+        }
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+    }
+
+    #[test]
+    fn the_range_constants_are_the_instants_they_name() {
         assert_eq!(
-            parse_rfc3339_ms("2025-11-25T10:00:00.5Z"),
-            Some(1_764_064_800_500)
-        );
-        assert_eq!(
-            parse_rfc3339_ms("2025-11-25t10:00:00.123z"),
-            Some(1_764_064_800_123)
-        );
-        assert_eq!(
-            parse_rfc3339_ms("2025-11-25 10:00:00.123456789Z"),
-            Some(1_764_064_800_123)
-        );
-        assert_eq!(
-            parse_rfc3339_ms("2000-02-29T00:00:00Z"),
-            Some(951_782_400_000)
+            parse_rfc3339_ms("1970-01-01T00:00:00Z"),
+            Some(MIN_EVENT_TIME_MS)
         );
         assert_eq!(
             parse_rfc3339_ms("2099-12-31T23:59:59.999Z"),
             Some(MAX_EVENT_TIME_MS)
         );
+        // Parsing is not the range check: the event parser is.
         assert_eq!(
             parse_rfc3339_ms("2100-01-01T00:00:00Z"),
             Some(MAX_EVENT_TIME_MS + 1)
         );
-    }
-
-    #[test]
-    fn applies_offsets() {
-        let utc = parse_rfc3339_ms("2025-11-25T10:00:00Z");
-        assert_eq!(parse_rfc3339_ms("2025-11-25T15:30:00+05:30"), utc);
-        assert_eq!(parse_rfc3339_ms("2025-11-25T02:00:00-08:00"), utc);
-        assert_eq!(parse_rfc3339_ms("2025-11-25T10:00:00+00:00"), utc);
-        assert_eq!(parse_rfc3339_ms("2025-11-25T10:00:00-00:00"), utc);
-        assert_eq!(parse_rfc3339_ms("2025-11-26T09:59:00+23:59"), utc);
-        // An offset can move the instant across the epoch.
-        assert_eq!(parse_rfc3339_ms("1970-01-01T00:00:00+00:01"), Some(-60_000));
-    }
-
-    #[test]
-    fn fractions_truncate_toward_the_earlier_instant() {
-        assert_eq!(parse_rfc3339_ms("1970-01-01T00:00:00.9999Z"), Some(999));
-        assert_eq!(parse_rfc3339_ms("1969-12-31T23:59:59.9999Z"), Some(-1));
-        assert_eq!(parse_rfc3339_ms("1970-01-01T00:00:00.000999999Z"), Some(0));
-    }
-
-    #[test]
-    fn rejects_invalid_timestamps() {
-        for bad in [
-            "",
-            "2025-11-25",
-            "2025-11-25T10:00:00",             // no offset
-            "2025-11-25T10:00Z",               // no seconds
-            "2025-11-25T10:00:00.Z",           // empty fraction
-            "2025-11-25T10:00:00.1234567890Z", // 10 fraction digits
-            "2025-11-25T10:00:00,5Z",          // comma fraction
-            "2025-11-25T10:00:60Z",            // leap second
-            "2016-12-31T23:59:60Z",            // a real leap second, still rejected
-            "2025-11-25T24:00:00Z",
-            "2025-11-25T10:60:00Z",
-            "2025-13-01T00:00:00Z",
-            "2025-00-01T00:00:00Z",
-            "2025-11-00T00:00:00Z",
-            "2025-11-31T00:00:00Z",
-            "2025-02-29T00:00:00Z", // not a leap year
-            "1900-02-29T00:00:00Z", // century, not a leap year
-            "2025-11-25T10:00:00+24:00",
-            "2025-11-25T10:00:00+05:60",
-            "2025-11-25T10:00:00+0530",
-            "2025-11-25T10:00:00+05",
-            "2025-11-25T10:00:00ZZ",
-            "2025-11-25T10:00:00Z ",
-            " 2025-11-25T10:00:00Z",
-            "2025-11-25X10:00:00Z",
-            "2025-11-25T10:00:00UTC",
-            "+2025-11-25T10:00:00Z",
-            "25-11-25T10:00:00Z",
-            "2025-1-25T10:00:00Z",
-            "2025-11-25T1:00:00Z",
-            "２０２５-11-25T10:00:00Z", // non-ASCII digits
-            "2025-11-25T10:00:00.５Z",
-            "2025-11-25T10:00:00+05:30\n",
-        ] {
-            assert_eq!(parse_rfc3339_ms(bad), None, "{bad:?}");
-        }
         assert_eq!(
-            parse_rfc3339_ms("2000-02-29T00:00:00Z").map(|ms| ms > 0),
-            Some(true),
-            "2000 is a leap year"
+            parse_rfc3339_ms("1969-12-31T23:59:59.999Z"),
+            Some(MIN_EVENT_TIME_MS - 1)
         );
     }
 
@@ -407,8 +295,8 @@ mod tests {
     fn formats_known_instants() {
         assert_eq!(format_rfc3339_ms(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(
-            format_rfc3339_ms(1_764_064_800_000),
-            "2025-11-25T10:00:00.000Z"
+            format_rfc3339_ms(1_764_064_800_250),
+            "2025-11-25T10:00:00.250Z"
         );
         assert_eq!(
             format_rfc3339_ms(MAX_EVENT_TIME_MS),
@@ -417,39 +305,132 @@ mod tests {
         assert_eq!(format_rfc3339_ms(-1), "1969-12-31T23:59:59.999Z");
         assert_eq!(format_rfc3339_s(1_764_064_800), "2025-11-25T10:00:00Z");
         assert_eq!(format_rfc3339_s(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(format_rfc3339_s(-1), "1969-12-31T23:59:59Z");
+        // The ends of four-digit years, and what lies past them.
         assert_eq!(
-            format_rfc3339_ms(days_from_civil(0, 1, 1) * MS_PER_DAY),
+            format_rfc3339_ms(-62_167_219_200_000),
             "0000-01-01T00:00:00.000Z"
         );
         assert_eq!(
-            format_rfc3339_ms(days_from_civil(-1, 12, 31) * MS_PER_DAY),
-            "-0001-12-31T00:00:00.000Z"
+            format_rfc3339_ms(-62_167_219_200_001),
+            "-0001-12-31T23:59:59.999Z"
         );
         assert_eq!(
-            format_rfc3339_ms(days_from_civil(10_000, 1, 1) * MS_PER_DAY),
-            "10000-01-01T00:00:00.000Z"
+            format_rfc3339_ms(253_402_300_799_999),
+            "9999-12-31T23:59:59.999Z"
         );
+        assert_eq!(
+            format_rfc3339_ms(253_402_300_800_000),
+            "epoch+253402300800000ms"
+        );
+        assert_eq!(format_rfc3339_ms(i64::MIN), "epoch-9223372036854775808ms");
+        assert_eq!(format_rfc3339_s(253_402_300_800), "epoch+253402300800s");
+        // A leap second reads back as the millisecond it stands for.
+        let leap = parse_rfc3339_ms("2016-12-31T23:59:60Z").unwrap();
+        assert_eq!(format_rfc3339_ms(leap), "2016-12-31T23:59:59.999Z");
     }
 
     #[test]
     fn extreme_inputs_do_not_panic() {
-        for ms in [i64::MIN, i64::MIN + 1, -1, 0, i64::MAX - 1, i64::MAX] {
-            let _ = format_rfc3339_ms(ms);
-            let _ = format_rfc3339_s(ms);
-            let _ = civil_from_days(ms);
+        for n in [i64::MIN, i64::MIN + 1, -1, 0, i64::MAX - 1, i64::MAX] {
+            let _ = format_rfc3339_ms(n);
+            let _ = format_rfc3339_s(n);
         }
-        for y in [i64::MIN, i64::MAX, 0] {
-            for (m, d) in [(0, 0), (1, 1), (2, 29), (12, 31), (u32::MAX, u32::MAX)] {
-                let _ = days_from_civil(y, m, d);
-            }
-        }
-        assert!(days_from_civil(i64::MAX, 12, 31) > i64::MAX - 1_000_000);
-        assert!(days_from_civil(i64::MIN, 1, 1) == i64::MIN);
     }
 
     #[test]
     fn now_is_after_2025() {
         assert!(now_ms() > 1_735_689_600_000);
+    }
+
+    /// The event times producers send, one per style.
+    const STYLES: &[(&str, &str)] = &[
+        ("Z", "2025-11-25T10:00:00Z"),
+        ("Z, 3 digits", "2025-11-25T10:00:00.250Z"),
+        ("Z, 6 digits", "2025-11-25T10:00:00.250123Z"),
+        ("Z, 9 digits", "2025-11-25T10:00:00.250123456Z"),
+        ("+05:30, 3 digits", "2025-11-25T15:30:00.250+05:30"),
+        ("-08:00, 3 digits", "2025-11-25T02:00:00.250-08:00"),
+        ("t and z", "2025-11-25t10:00:00.250z"),
+        ("space", "2025-11-25 10:00:00.250Z"),
+    ];
+
+    /// A payload like the ones the job reads, with `event_time` as given.
+    fn payload(event_time: &str) -> Vec<u8> {
+        format!(
+            r#"{{"event_id":"e-3-1048576","order_id":"o-3-1048576","user_id":"u48213","amount":81.25,"event_time":{event_time},"city":"Paris","category":"books"}}"#
+        )
+        .into_bytes()
+    }
+
+    /// Nanoseconds per call of `f`: the best of several rounds, so that
+    /// other load on the machine inflates it as little as possible.
+    fn ns_per_call<T>(mut f: impl FnMut() -> T) -> f64 {
+        const CALLS: u32 = 1_000_000;
+        (0..11)
+            .map(|_| {
+                let start = std::time::Instant::now();
+                for _ in 0..CALLS {
+                    std::hint::black_box(f());
+                }
+                start.elapsed().as_secs_f64() * 1e9 / f64::from(CALLS)
+            })
+            .fold(f64::INFINITY, f64::min)
+    }
+
+    /// What parsing event times costs, per style, by itself and inside
+    /// `parse_event` on a realistic payload, against an integer event time.
+    /// Issue 14's bar: at most 5% of the whole per-event CPU (about 325 ns
+    /// processing only in `bench core`, about 1.35 µs in the Kafka job; see
+    /// docs/performance.md). Formatting, off the hot path (logs, one
+    /// detection time per anomaly), is printed too. Meaningful only optimized:
+    /// `cargo test --release --lib time::tests::parse_cost -- --ignored --nocapture`
+    #[test]
+    #[ignore = "a measurement: run it optimized, by name"]
+    fn parse_cost() {
+        use crate::event::parse_event;
+        use std::hint::black_box;
+        let integer = payload("1764064800250");
+        let integer_ns = ns_per_call(|| parse_event(black_box(&integer)).is_ok());
+        println!("parse_event, integer event_time: {integer_ns:.1} ns");
+        println!("| style | parse_rfc3339_ms ns | parse_event ns | parse_event over an integer time, ns |");
+        println!("| --- | --- | --- | --- |");
+        for (style, text) in STYLES {
+            assert_eq!(
+                parse_rfc3339_ms(text),
+                Some(1_764_064_800_000 + 250 * i64::from(text.contains(".250")))
+            );
+            let alone = ns_per_call(|| parse_rfc3339_ms(black_box(text)));
+            let event = payload(&format!("\"{text}\""));
+            let in_event = ns_per_call(|| parse_event(black_box(&event)).is_ok());
+            println!(
+                "| {style} | {alone:.1} | {in_event:.1} | {:+.1} |",
+                in_event - integer_ns
+            );
+        }
+        let mut ms = 1_764_064_800_250i64;
+        let format_ms = ns_per_call(|| {
+            ms += 7_919;
+            format_rfc3339_ms(black_box(ms))
+        });
+        let format_s = ns_per_call(|| {
+            ms += 7_919;
+            format_rfc3339_s(black_box(ms / 1000))
+        });
+        println!("format_rfc3339_ms: {format_ms:.1} ns, format_rfc3339_s: {format_s:.1} ns");
+    }
+
+    fn is_leap_year(y: i64) -> bool {
+        y % 4 == 0 && (y % 100 != 0 || y % 400 == 0)
+    }
+
+    fn days_in_month(y: i64, m: u32) -> u32 {
+        match m {
+            4 | 6 | 9 | 11 => 30,
+            2 if is_leap_year(y) => 29,
+            2 => 28,
+            _ => 31,
+        }
     }
 
     /// Day count by walking years and months: slow, but obviously right.
@@ -474,6 +455,36 @@ mod tests {
         (0i64..=9999, 1u32..=12).prop_flat_map(|(y, m)| (Just(y), Just(m), 1..=days_in_month(y, m)))
     }
 
+    /// `+hh:mm` / `-hh:mm` for an offset in minutes (`-00:00` for a
+    /// negative zero).
+    fn offset_text(negative: bool, minutes: u32) -> String {
+        let sign = if negative { '-' } else { '+' };
+        format!("{sign}{:02}:{:02}", minutes / 60, minutes % 60)
+    }
+
+    /// Whether local `y-m-d h:mi` at `offset` minutes east of UTC is the
+    /// minute 23:59 UTC of a month's last day, stepping the date by hand.
+    fn is_last_minute_of_a_utc_month(y: i64, m: u32, d: u32, h: u32, mi: u32, offset: i64) -> bool {
+        let (mut y, mut m, mut d) = (y, m, d);
+        let mut minute = i64::from(h * 60 + mi) - offset;
+        if minute < 0 {
+            minute += 1440;
+            (y, m, d) = match (m, d) {
+                (1, 1) => (y - 1, 12, 31),
+                (m, 1) => (y, m - 1, days_in_month(y, m - 1)),
+                (m, d) => (y, m, d - 1),
+            };
+        } else if minute >= 1440 {
+            minute -= 1440;
+            (y, m, d) = match (m, d) {
+                (12, 31) => (y + 1, 1, 1),
+                (m, d) if d == days_in_month(y, m) => (y, m + 1, 1),
+                (m, d) => (y, m, d + 1),
+            };
+        }
+        minute == 1439 && d == days_in_month(y, m)
+    }
+
     proptest! {
         #[test]
         fn format_then_parse_round_trips(ms in MIN_EVENT_TIME_MS..=MAX_EVENT_TIME_MS) {
@@ -484,17 +495,10 @@ mod tests {
 
         #[test]
         fn format_then_parse_round_trips_for_all_four_digit_years(
-            ms in days_from_civil(0, 1, 1) * MS_PER_DAY..days_from_civil(10_000, 1, 1) * MS_PER_DAY,
+            // 0000-01-01T00:00:00Z up to 10000-01-01T00:00:00Z, exclusive.
+            ms in -62_167_219_200_000i64..253_402_300_800_000,
         ) {
             prop_assert_eq!(parse_rfc3339_ms(&format_rfc3339_ms(ms)), Some(ms));
-        }
-
-        #[test]
-        fn civil_days_round_trip(days in -10_000_000i64..10_000_000) {
-            let (y, m, d) = civil_from_days(days);
-            prop_assert!((1..=12).contains(&m));
-            prop_assert!(d >= 1 && d <= days_in_month(y, m));
-            prop_assert_eq!(days_from_civil(y, m, d), days);
         }
 
         #[test]
@@ -503,8 +507,8 @@ mod tests {
             hour in 0u32..24,
             minute in 0u32..60,
             second in 0u32..60,
-            fraction in proptest::option::of("[0-9]{1,9}"),
-            offset in proptest::option::of((any::<bool>(), 0u32..24, 0u32..60)),
+            fraction in proptest::option::of("[0-9]{1,30}"),
+            offset in proptest::option::of((any::<bool>(), 0u32..24 * 60)),
             separator in prop::sample::select(vec!['T', 't', ' ']),
             zulu in prop::sample::select(vec!['Z', 'z']),
         ) {
@@ -519,9 +523,9 @@ mod tests {
             }
             let mut offset_ms = 0i64;
             match offset {
-                Some((negative, oh, om)) => {
-                    text.push_str(&format!("{}{oh:02}:{om:02}", if negative { '-' } else { '+' }));
-                    offset_ms = i64::from(oh * 60 + om) * 60_000 * if negative { -1 } else { 1 };
+                Some((negative, minutes)) => {
+                    text.push_str(&offset_text(negative, minutes));
+                    offset_ms = i64::from(minutes) * 60_000 * if negative { -1 } else { 1 };
                 }
                 None => text.push(zulu),
             }
@@ -534,19 +538,77 @@ mod tests {
             prop_assert_eq!(parse_rfc3339_ms(&text), Some(expected), "{}", text);
         }
 
+        /// The last second of every month, UTC, written in any offset, is
+        /// a leap second: the last millisecond of its minute.
+        #[test]
+        fn a_leap_second_is_the_last_millisecond_of_its_minute(
+            y in 0i64..=9998,
+            m in 1u32..=12,
+            (negative, minutes) in (any::<bool>(), 0u32..24 * 60),
+            fraction in proptest::option::of("[0-9]{1,12}"),
+        ) {
+            let last = days_in_month(y, m);
+            let east = i64::from(minutes) * if negative { -1 } else { 1 };
+            // 23:59 UTC in the event's offset: the same day, or the first
+            // of the next month.
+            let local = 1439 + east;
+            let (ly, lm, ld, local) = match (local >= 1440, m) {
+                (false, _) => (y, m, last, local),
+                (true, 12) => (y + 1, 1, 1, local - 1440),
+                (true, m) => (y, m + 1, 1, local - 1440),
+            };
+            let fraction = fraction.map(|f| format!(".{f}")).unwrap_or_default();
+            let text = format!(
+                "{ly:04}-{lm:02}-{ld:02}T{:02}:{:02}:60{fraction}{}",
+                local / 60,
+                local % 60,
+                offset_text(negative, minutes),
+            );
+            let expected = naive_days(y, m, last) * 86_400_000 + 86_399_999;
+            prop_assert_eq!(parse_rfc3339_ms(&text), Some(expected), "{}", text);
+        }
+
+        /// `:60` anywhere else is rejected.
+        #[test]
+        fn sixty_seconds_is_a_leap_second_only_at_a_utc_months_end(
+            (y, m, d) in valid_date(),
+            hour in 0u32..24,
+            minute in 0u32..60,
+            (negative, minutes) in (any::<bool>(), 0u32..24 * 60),
+        ) {
+            let east = i64::from(minutes) * if negative { -1 } else { 1 };
+            let text = format!(
+                "{y:04}-{m:02}-{d:02}T{hour:02}:{minute:02}:60{}",
+                offset_text(negative, minutes),
+            );
+            let expected = is_last_minute_of_a_utc_month(y, m, d, hour, minute, east).then(|| {
+                naive_days(y, m, d) * 86_400_000
+                    + i64::from(hour * 60 + minute) * 60_000
+                    + 59_999
+                    - east * 60_000
+            });
+            prop_assert_eq!(parse_rfc3339_ms(&text), expected, "{}", text);
+        }
+
         #[test]
         fn parse_never_panics(s in "\\PC{0,40}") {
             let _ = parse_rfc3339_ms(&s);
         }
 
         #[test]
+        fn parse_never_panics_on_any_text(s in "(?s).{0,64}") {
+            let _ = parse_rfc3339_ms(&s);
+        }
+
+        #[test]
         fn parse_never_panics_on_near_misses(
             s in concat!(
-                "[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}",
-                "(\\.[0-9]{0,12})?([Zz]|[+-][0-9]{2}:[0-9]{2})?",
+                "[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt _X][0-9]{2}:[0-9]{2}:[0-9]{2}",
+                "(\\.[0-9]{0,40})?([Zz]|[+-][0-9]{2}:[0-9]{2})?",
             ),
         ) {
             if let Some(ms) = parse_rfc3339_ms(&s) {
+                prop_assert!(matches!(s.as_bytes()[10], b'T' | b't' | b' '), "{}", s);
                 // Whatever is accepted formats back to the same instant.
                 prop_assert_eq!(parse_rfc3339_ms(&format_rfc3339_ms(ms)), Some(ms));
             }
