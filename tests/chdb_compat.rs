@@ -460,6 +460,20 @@ fn inserts_mean_the_same_on_both_engines() {
             current,
             "{profile:?}"
         );
+        // Every pin is sent where the engine knows it, under the name the
+        // engine knows (an INSERT in-process is never asynchronous, so this
+        // is how the async pins are checked against 26.9).
+        let pins = profile.insert_settings(|| "token".into());
+        let has = |name: &str, value: &str| pins.contains(&(name, value.to_string()));
+        for (name, value) in [("async_insert", "0"), ("wait_for_async_insert", "1")] {
+            assert_eq!(has(name, value), current, "{name} in {pins:?}");
+        }
+        for (name, value) in [
+            ("input_format_skip_unknown_fields", "0"),
+            ("insert_deduplicate", "1"),
+        ] {
+            assert!(has(name, value), "{name} in {pins:?}");
+        }
 
         // An unknown field is an error on both (current releases would skip
         // it without the pinned input_format_skip_unknown_fields=0).

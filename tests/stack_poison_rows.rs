@@ -110,10 +110,16 @@ impl Poison {
 
 impl Drop for Poison {
     fn drop(&mut self) {
-        let sql = format!("DROP TABLE IF EXISTS streamforge_test.{}", self.table);
-        let _ = Command::new("curl")
-            .args(["-sS", "http://127.0.0.1:8123/", "--data-binary", &sql])
-            .output();
+        use streamforge::sink::clickhouse::{ClickHouseSettings, ClickHouseSink};
+        let settings = ClickHouseSettings {
+            database: "streamforge_test".into(),
+            table: self.table.clone(),
+            ..ClickHouseSettings::default()
+        };
+        let dropped = ClickHouseSink::connect(&settings).and_then(|sink| sink.drop_table());
+        if let Err(e) = dropped {
+            eprintln!("could not drop streamforge_test.{}: {e}", self.table);
+        }
     }
 }
 
@@ -155,19 +161,32 @@ fn valid_events_beyond_the_old_table_never_stop_the_job_and_a_restart_changes_no
         .lines()
         .map(|l| {
             let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            (v["window_start"].as_i64().unwrap(), v["order_cnt"].as_u64().unwrap())
+            (
+                v["window_start"].as_i64().unwrap(),
+                v["order_cnt"].as_u64().unwrap(),
+            )
         })
         .collect();
     eprintln!("1970 windows stored: {of_1970:?}; dead letters: {dead_keys:?}");
     if of_1970.is_empty() {
         for id in ["bh15-v1", "bh15-v2"] {
-            assert!(anomalies.contains(id), "{id} is neither counted nor an anomaly:\n{anomalies}");
+            assert!(
+                anomalies.contains(id),
+                "{id} is neither counted nor an anomaly:\n{anomalies}"
+            );
         }
         assert!(dead.is_empty(), "{dead}");
     } else {
-        assert_eq!(of_1970, [line(0, 2, "3.00", 2)], "all results: {results:#?}");
+        assert_eq!(
+            of_1970,
+            [line(0, 2, "3.00", 2)],
+            "all results: {results:#?}"
+        );
         assert_eq!(dead_keys, [(-30, 2)], "{dead}");
-        assert!(dead.contains("outside what a ClickHouse DateTime holds"), "{dead}");
+        assert!(
+            dead.contains("outside what a ClickHouse DateTime holds"),
+            "{dead}"
+        );
     }
 
     // A restart on the same state directory changes nothing anywhere.

@@ -18,9 +18,13 @@
 use std::collections::BTreeMap;
 
 /// Pinned on every INSERT, where the server knows them.
-pub const INSERT_SETTINGS: [(&str, &str); 6] = [
-    // Acknowledged means in the table, not in a buffer that may be lost.
+pub const INSERT_SETTINGS: [(&str, &str); 7] = [
+    // Acknowledged means in the table, not in a buffer that may be lost
+    // (26.9 turns asynchronous inserts on by default: measured on chdb).
     ("async_insert", "0"),
+    // And should the table's own `async_insert` make it asynchronous
+    // anyway, the answer waits for the flush.
+    ("wait_for_async_insert", "1"),
     // A field the table lacks is an error, not silently dropped data
     // (current releases skip unknown fields by default; 18.16 refuses).
     ("input_format_skip_unknown_fields", "0"),
