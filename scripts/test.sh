@@ -2,7 +2,8 @@
 # The whole test suite, from a clean machine: installs and starts the local
 # stack (Kafka KRaft + ClickHouse, see scripts/stack.sh), runs every test
 # (unit, property, embedded end to end, Kafka/ClickHouse integration and
-# fault injection, with crash points compiled in), replays the fuzz corpus,
+# fault injection, with crash points compiled in, and the ClickHouse sink on
+# current ClickHouse in-process: tests/chdb_compat.rs), replays the fuzz corpus,
 # fuzzes each target for a bounded time, stops the stack, and prints how many
 # tests ran.
 #
@@ -26,6 +27,15 @@ if [[ "${SKIP_STACK:-0}" != 1 ]]; then
   scripts/stack.sh up
   trap 'scripts/stack.sh down || true; rm -f "$log"' EXIT
 fi
+
+# tests/chdb_compat.rs runs the ClickHouse sink on current ClickHouse too
+# (the 26.9 engine of PyPI's chdb-core, in-process), next to 18.16. Its venv
+# is made once (about 40 s and 900 MB under ~/.cache/streamforge, see
+# scripts/chdb_env.sh) and reused. A machine where it cannot be made fails
+# the suite with the reason; the test is never skipped.
+echo "== chdb venv for tests/chdb_compat.rs (scripts/chdb_env.sh)"
+chdb_status=0
+scripts/chdb_env.sh >/dev/null || chdb_status=$?
 
 echo "== cargo test (features: failpoints)"
 set +e
@@ -65,7 +75,10 @@ echo "$passed passed, $failed failed"
 if [[ $fuzz_status -ne 0 ]]; then
   echo "fuzzing FAILED (scripts/fuzz.sh exit $fuzz_status; inputs under fuzz/artifacts/)" >&2
 fi
-if [[ $status -ne 0 || $failed -ne 0 || $passed -eq 0 || $fuzz_status -ne 0 ]]; then
+if [[ $chdb_status -ne 0 ]]; then
+  echo "the chdb venv could not be made (scripts/chdb_env.sh exit $chdb_status, reason above): tests/chdb_compat.rs FAILED" >&2
+fi
+if [[ $status -ne 0 || $failed -ne 0 || $passed -eq 0 || $fuzz_status -ne 0 || $chdb_status -ne 0 ]]; then
   echo "test suite FAILED (cargo exit $status)" >&2
   exit 1
 fi

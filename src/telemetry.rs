@@ -222,6 +222,12 @@ impl Metrics {
                 "Sink writes retried after a failure",
                 m.sink_retries.clone(),
             );
+            // Counted by the sink itself (process-wide), where it writes them.
+            r.register(
+                "sink_dead_letters",
+                "Rows the sink refused for a reason about the row, written to the dead-letter file",
+                crate::sink::dead_letters::counter().clone(),
+            );
             r.register(
                 "restarts_recovered",
                 "Starts that recovered from a checkpoint",

@@ -258,13 +258,13 @@ fn a_missing_table_without_create_table_is_fatal() {
 fn a_float_gmv_column_is_reported_as_a_schema_mismatch() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let t = TestTable::new("float");
-    let ddl = ClickHouseSink::ddl(&t.settings).replace("Decimal(18, 2)", "Float64");
+    let ddl = ClickHouseSink::ddl(&t.settings).replace("Decimal(38, 2)", "Float64");
     t.sink.query_text(&ddl).unwrap();
     let message = fatal_message(t.sink.ensure_schema());
     for needle in [
         t.qualified().as_str(),
         "gmv_total Float64",
-        "gmv_total Decimal(18, 2)",
+        "gmv_total Decimal(38, 2)",
         "sql/create_ck_table.sql",
         "RENAME TABLE",
     ] {
@@ -325,7 +325,7 @@ fn rows_the_table_rejects_are_fatal_not_retried() {
     // A decimal column too small for the value: ClickHouse answers HTTP 500
     // with a code that says the data is wrong.
     t.sink.drop_table().unwrap();
-    let ddl = ClickHouseSink::ddl(&t.settings).replace("Decimal(18, 2)", "Decimal(9, 2)");
+    let ddl = ClickHouseSink::ddl(&t.settings).replace("Decimal(38, 2)", "Decimal(9, 2)");
     t.sink.query_text(&ddl).unwrap();
     t.sink.assume_schema_checked();
     let message = fatal_message(t.sink.write(&[row(T0, 1, 1, 999_999_999_999_999_999)]));

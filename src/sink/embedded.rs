@@ -116,6 +116,17 @@ impl Sink for EmbeddedSink {
         }
         Ok(rows)
     }
+
+    fn max_version(&mut self) -> Result<u64, SinkError> {
+        // One row per window, the highest version of each: the maximum over
+        // the rows is the table's.
+        Ok(self
+            .read_final()?
+            .iter()
+            .map(|r| r.version)
+            .max()
+            .unwrap_or(0))
+    }
 }
 
 #[cfg(test)]
@@ -152,5 +163,21 @@ mod tests {
             .map(|r| (r.window_start, r.version, r.order_cnt))
             .collect();
         assert_eq!(got, vec![(-30, 1, 7), (0, 2, 2), (60, 2, 3)]);
+    }
+
+    #[test]
+    fn the_max_version_is_the_highest_over_all_windows() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = EmbeddedSink::open(dir.path()).unwrap();
+        assert_eq!(s.max_version().unwrap(), 0, "an empty store");
+        s.write(&[row(0, 3, 1), row(30, 7, 1), row(60, 5, 1)])
+            .unwrap();
+        assert_eq!(s.max_version().unwrap(), 7);
+        // A lower version of the window holding the maximum changes nothing;
+        // a higher one of another window raises it; it survives a reopen.
+        s.write(&[row(30, 2, 9), row(0, 11, 2)]).unwrap();
+        drop(s);
+        let mut s = EmbeddedSink::open(dir.path()).unwrap();
+        assert_eq!(s.max_version().unwrap(), 11);
     }
 }

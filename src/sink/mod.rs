@@ -9,8 +9,15 @@
 //! a [`SinkWriter`], a thread that retries with exponential backoff while the
 //! sink is down and reports acknowledgements back; processing goes on
 //! meanwhile, and unacknowledged rows stay in every checkpoint.
+//!
+//! A row a sink cannot store for a reason about the row itself (ClickHouse
+//! refusing its values) never stops the job: the sink writes it to the
+//! dead-letter file ([`dead_letters`]) and acknowledges the batch. Only what
+//! an operator must fix (credentials, permissions, the table's schema) is a
+//! [`SinkError::Fatal`].
 
 pub mod clickhouse;
+pub mod dead_letters;
 pub mod embedded;
 
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
@@ -41,6 +48,12 @@ pub trait Sink: Send {
 
     /// The final rows, highest version per window, sorted by window start.
     fn read_final(&mut self) -> Result<Vec<WindowRow>, SinkError>;
+
+    /// The highest `version` the target holds over all its rows (0 when it
+    /// holds none, or does not exist yet). A job that starts on a fresh
+    /// state directory numbers its versions above it, so that nothing it
+    /// writes is taken for older than what the table already has.
+    fn max_version(&mut self) -> Result<u64, SinkError>;
 }
 
 /// Messages from the writer thread.
@@ -255,6 +268,16 @@ mod tests {
         }
         fn read_final(&mut self) -> Result<Vec<WindowRow>, SinkError> {
             Ok(self.stored.lock().unwrap().clone())
+        }
+        fn max_version(&mut self) -> Result<u64, SinkError> {
+            Ok(self
+                .stored
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|r| r.version)
+                .max()
+                .unwrap_or(0))
         }
     }
 
