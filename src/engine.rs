@@ -114,6 +114,9 @@ pub struct Counters {
     pub late: u64,
     pub windows_emitted: u64,
     pub windows_re_emitted: u64,
+    /// Windows not emitted because retention deleted part of their input
+    /// before this state began (see [`Engine::mark_truncated`]).
+    pub windows_incomplete: u64,
 }
 
 /// Checkpointed engine state.
@@ -125,6 +128,12 @@ pub struct EngineSnapshot {
     pub clocks: Vec<PartitionClock>,
     /// The job watermark when the snapshot was taken.
     pub watermark: i64,
+    /// Windows starting before this (ms) may miss records retention deleted
+    /// before the state began: they are never emitted. `i64::MIN`: none.
+    pub incomplete_before_ms: i64,
+    /// Partitions whose first remaining record decides
+    /// `incomplete_before_ms`, not read yet.
+    pub awaiting_first: Vec<u32>,
     /// Seed of the id and user fingerprints in this state.
     pub seed: u64,
 }
@@ -142,6 +151,12 @@ pub struct Engine {
     dedup: Dedup,
     watermarks: Watermarks,
     seed: u64,
+    /// See [`EngineSnapshot::incomplete_before_ms`].
+    incomplete_before_ms: i64,
+    /// Per partition: its first record is still to come and decides
+    /// `incomplete_before_ms`. `any_awaiting` keeps the hot path to one test.
+    awaiting_first: Vec<bool>,
+    any_awaiting: bool,
     pub counters: Counters,
 }
 
@@ -184,6 +199,9 @@ impl Engine {
             dedup,
             watermarks,
             seed,
+            incomplete_before_ms: i64::MIN,
+            awaiting_first: Vec::new(),
+            any_awaiting: false,
             counters: Counters::default(),
         }
     }
@@ -211,13 +229,18 @@ impl Engine {
             ));
         }
         clocks.resize(partitions, PartitionClock::default());
-        Ok(Self::assemble(
+        let mut engine = Self::assemble(
             spec,
             Windows::restore(spec, snap.windows),
             Dedup::restore(spec.panes_per_window(), snap.dedup),
             Watermarks::restore(spec.out_of_orderness_ms, clocks, snap.watermark),
             snap.seed,
-        ))
+        );
+        engine.incomplete_before_ms = snap.incomplete_before_ms;
+        for p in snap.awaiting_first {
+            engine.mark_truncated(p as usize);
+        }
+        Ok(engine)
     }
 
     pub fn snapshot(&self) -> EngineSnapshot {
@@ -227,6 +250,11 @@ impl Engine {
             dedup: self.dedup.snapshot(),
             clocks: self.watermarks.clocks().to_vec(),
             watermark: self.watermarks.current(),
+            incomplete_before_ms: self.incomplete_before_ms,
+            awaiting_first: (0..self.awaiting_first.len())
+                .filter(|p| self.awaiting_first[*p])
+                .map(|p| p as u32)
+                .collect(),
             seed: self.seed,
         }
     }
@@ -334,6 +362,9 @@ impl Engine {
             }
         };
         let t = event.event_time_ms;
+        if self.any_awaiting {
+            self.note_first_record(partition, t);
+        }
         if self.watermarks.observe(partition, t) {
             self.on_watermark(now_s, out);
         }
@@ -427,14 +458,59 @@ impl Engine {
     pub fn flush_updates(&mut self, now_s: i64, out: &mut Vec<WindowRow>) {
         let before = out.len();
         self.windows.emit_dirty(now_s, out);
-        self.count_emitted(&out[before..]);
+        self.count_emitted(out, before);
     }
 
-    /// A window found empty when it fired and updated within the allowed
-    /// lateness is emitted for the first time (version 1): not a re-emission.
-    fn count_emitted(&mut self, rows: &[WindowRow]) {
-        for row in rows {
-            if row.version > 1 {
+    /// Numbers versions above `base` (see [`Windows::set_version_base`]):
+    /// only for a state that has emitted nothing yet.
+    pub fn set_version_base(&mut self, base: u64) {
+        self.windows.set_version_base(base);
+    }
+
+    /// Retention deleted the beginning of `partition` before this state
+    /// began reading it: records deleted there have event times up to its
+    /// first remaining record's plus the bound, so windows before that may
+    /// be partial and are never emitted (a table row from a run that saw
+    /// them whole must not be replaced by a part; `replay` follows the same
+    /// rule).
+    pub fn mark_truncated(&mut self, partition: usize) {
+        if self.awaiting_first.len() <= partition {
+            self.awaiting_first.resize(partition + 1, false);
+        }
+        self.awaiting_first[partition] = true;
+        self.any_awaiting = true;
+    }
+
+    #[cold]
+    fn note_first_record(&mut self, partition: usize, t_ms: i64) {
+        if let Some(slot @ true) = self.awaiting_first.get_mut(partition) {
+            *slot = false;
+            self.incomplete_before_ms = self
+                .incomplete_before_ms
+                .max(t_ms.saturating_add(self.spec.out_of_orderness_ms + 1));
+            self.any_awaiting = self.awaiting_first.iter().any(|a| *a);
+        }
+    }
+
+    /// Counts the rows emitted from `out[before..]`, dropping those of
+    /// windows that may be incomplete (see [`Engine::mark_truncated`]). A
+    /// window found empty when it fired and updated within the allowed
+    /// lateness is emitted for the first time: not a re-emission.
+    fn count_emitted(&mut self, out: &mut Vec<WindowRow>, before: usize) {
+        if self.incomplete_before_ms != i64::MIN {
+            let floor = self.incomplete_before_ms;
+            let fresh = out.split_off(before);
+            let kept = fresh.len();
+            out.extend(
+                fresh
+                    .into_iter()
+                    .filter(|r| r.window_start.saturating_mul(1000) >= floor),
+            );
+            self.counters.windows_incomplete += (kept - (out.len() - before)) as u64;
+        }
+        let first = self.windows.version_base() + 1;
+        for row in &out[before..] {
+            if row.version > first {
                 self.counters.windows_re_emitted += 1;
             } else {
                 self.counters.windows_emitted += 1;
@@ -450,7 +526,7 @@ impl Engine {
         if wm == i64::MAX || self.windows.next_fire_at().is_some_and(|at| wm >= at) {
             let before = out.len();
             self.windows.advance(wm, now_s, out);
-            self.count_emitted(&out[before..]);
+            self.count_emitted(out, before);
             self.dedup.purge_before(self.windows.first_live_pane(wm));
         }
     }

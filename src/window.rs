@@ -197,6 +197,8 @@ pub struct WindowsSnapshot {
     pub panes: Vec<(i64, u64, u128, Vec<Fp>)>,
     pub fired: Vec<(i64, FiredWindow)>,
     pub fired_upto: Option<i64>,
+    /// Versions start above this (see [`Windows::set_version_base`]).
+    pub version_base: u64,
 }
 
 impl WindowsSnapshot {
@@ -232,6 +234,8 @@ pub struct Windows {
     fired: BTreeMap<i64, FiredWindow>,
     /// None until the first event: windows before it were never candidates.
     fired_upto: Option<i64>,
+    /// A window's first emission gets this plus one.
+    version_base: u64,
     /// Reused for distinct-user unions so firing does not allocate each time.
     scratch: UserSet,
 }
@@ -244,12 +248,25 @@ impl Windows {
             panes: BTreeMap::new(),
             fired: BTreeMap::new(),
             fired_upto: None,
+            version_base: 0,
             scratch: UserSet::default(),
         }
     }
 
     pub fn spec(&self) -> &WindowSpec {
         &self.spec
+    }
+
+    /// Numbers every window's versions above `base`: a state that starts
+    /// over on a table that already holds rows (a fresh state directory)
+    /// continues above the highest version the table holds, so nothing it
+    /// writes is taken for older (SPEC §6).
+    pub fn set_version_base(&mut self, base: u64) {
+        self.version_base = base;
+    }
+
+    pub fn version_base(&self) -> u64 {
+        self.version_base
     }
 
     /// Adds an accepted (not late, not duplicate) event. `watermark` is the
@@ -287,7 +304,7 @@ impl Windows {
                         self.fired
                             .entry(w)
                             .or_insert(FiredWindow {
-                                version: 0,
+                                version: self.version_base,
                                 dirty: false,
                             })
                             .dirty = true;
@@ -358,7 +375,7 @@ impl Windows {
             ws
         };
         for w in candidates {
-            let version = self.fired.get(&w).map_or(0, |f| f.version) + 1;
+            let version = self.fired.get(&w).map_or(self.version_base, |f| f.version) + 1;
             self.fired.insert(
                 w,
                 FiredWindow {
@@ -461,6 +478,7 @@ impl Windows {
                 .collect(),
             fired: self.fired.iter().map(|(w, f)| (*w, *f)).collect(),
             fired_upto: self.fired_upto,
+            version_base: self.version_base,
         }
     }
 
@@ -480,6 +498,7 @@ impl Windows {
         }
         windows.fired = snapshot.fired.into_iter().collect();
         windows.fired_upto = snapshot.fired_upto;
+        windows.version_base = snapshot.version_base;
         windows
     }
 }

@@ -272,6 +272,27 @@ pub fn run_with_clock(
         if let Some(slot) = slots.get_mut(p as usize) {
             slot.next_offset = o;
         }
+        let log_start = source.log_start(p);
+        if resumed.fresh && log_start > 0 && o == log_start {
+            warn!(
+                partition = p,
+                earliest_offset = log_start,
+                "retention deleted the beginning of this partition: windows that may hold deleted records \
+                 are not written (they could replace complete rows with a part)"
+            );
+            engine.mark_truncated(p as usize);
+        }
+    }
+    let mut sink = sink;
+    if resumed.fresh {
+        let base = highest_version_in(sink.as_mut(), cfg, clock)?;
+        if base > 0 {
+            info!(
+                highest_version = base,
+                "the sink already holds rows: this fresh state numbers its versions above them"
+            );
+        }
+        engine.set_version_base(base);
     }
     let writer = SinkWriter::spawn(
         sink,
@@ -335,6 +356,34 @@ pub fn run_with_clock(
         eprintln!();
     }
     outcome.map(|()| job.report)
+}
+
+/// The highest version the sink holds, waiting with backoff while it is
+/// unreachable: numbering from 1 instead would let the rows of a fresh state
+/// lose to older ones already there (SPEC §6).
+fn highest_version_in(sink: &mut dyn Sink, cfg: &Config, clock: &dyn Clock) -> anyhow::Result<u64> {
+    let backoff = Backoff {
+        initial: cfg.sink.retry_initial.0,
+        max: cfg.sink.retry_max.0,
+    };
+    let mut attempt = 0u32;
+    loop {
+        match sink.max_version() {
+            Ok(v) => return Ok(v),
+            Err(crate::sink::SinkError::Fatal(e)) => bail!(
+                "cannot read the highest version in the sink {}: {e}",
+                sink.describe()
+            ),
+            Err(crate::sink::SinkError::Retryable(e)) => {
+                let delay = backoff.delay(attempt);
+                if attempt % 10 == 0 {
+                    warn!(error = %e, retry_in = ?delay, "sink unreachable at start; a fresh state needs its highest version before emitting anything");
+                }
+                attempt += 1;
+                clock.sleep(delay);
+            }
+        }
+    }
 }
 
 /// Restores from the newest good checkpoint, or starts fresh.
