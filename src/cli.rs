@@ -666,11 +666,16 @@ fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     }
     let mut source = build_source(&cfg)?;
     let mut sink = build_sink(&cfg)?;
+    let guard = cfg.window.time_guard();
     let report = crate::verify::verify(
         source.as_mut(),
         sink.as_mut(),
         cfg.window.spec(),
         cfg.window.alignment_drift.ms(),
+        crate::verify::ClockBounds {
+            max_ahead_of_record_ms: guard.max_ahead_of_record_ms,
+            max_jump_ms: guard.max_jump_ms,
+        },
     )?;
     if !args.quiet {
         report.print_side_by_side(&mut std::io::stdout());

@@ -64,7 +64,7 @@ use crate::source::{PartitionState, RecordBatch, Source};
 use crate::window::{WindowRow, WindowSpec, Windows};
 
 /// Live versions stay below this; replay versions are multiples of it.
-pub const REPLAY_VERSION_UNIT: u64 = 1 << 20;
+pub const REPLAY_VERSION_UNIT: u64 = crate::window::LIVE_VERSION_LIMIT;
 
 /// Records read before each partition's start, to check it.
 const PROBE: u64 = 10_000;

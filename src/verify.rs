@@ -25,9 +25,23 @@
 //!    everything is replayed.
 //! 4. An event is late when `watermark >= floor(t / slide) * slide + size +
 //!    allowed_lateness` (the last window holding it is final).
-//! 5. Dedup: a `HashMap` of every accepted `event_id`, as full strings, never
-//!    forgotten (the input is bounded, so memory is not a concern here).
-//! 6. Windows: a `BTreeMap` from window start to (count, cents, set of user
+//! 5. Dedup: a `HashMap` from every accepted `event_id`, as full strings, to
+//!    the slide index of the copy that counted, never forgotten (the input is
+//!    bounded, so memory is not a concern here); a copy less than
+//!    `size / slide` slides away is a duplicate, a farther one replaces it.
+//! 6. Event times whose windows a ClickHouse `DateTime` cannot hold (a window
+//!    starting before 1970, or ending after 2106-02-07T06:28:15Z) are
+//!    `event_time_out_of_range`.
+//! 7. Wrong clocks: an event time more than `max_ahead_of_record` ahead of the
+//!    record's own timestamp is `implausible_event_time`; one more than
+//!    `max_jump` ahead of both its partition's highest event time and the
+//!    watermark (or the first of its partition before any watermark) is
+//!    judged by the next valid events of its partition, read ahead in the
+//!    model's copy of the input: the first or second at most `max_jump`
+//!    below it confirms it, two further below reject it; with none after
+//!    it, it stands unless it is more than `max_ahead_of_record` ahead of
+//!    what was known.
+//! 8. Windows: a `BTreeMap` from window start to (count, cents, set of user
 //!    ids as full strings); each accepted event is added to every window that
 //!    holds it. The result is the map, as rows sorted by `window_start`
 //!    (`version` and `updated_at` are 0: only the figures are compared).
@@ -261,10 +275,32 @@ enum Rec {
     Anomaly(&'static str),
     Event {
         t_ms: i64,
+        /// The record's own timestamp (Kafka, generator); `i64::MIN`: none.
+        record_ms: i64,
         event_id: Box<str>,
         user_id: Box<str>,
         cents: u64,
     },
+}
+
+/// The wrong-clock bounds of the model (point 7), ms; `i64::MAX`: off.
+#[derive(Debug, Clone, Copy)]
+pub struct ClockBounds {
+    pub max_ahead_of_record_ms: i64,
+    pub max_jump_ms: i64,
+}
+
+impl ClockBounds {
+    /// The job's defaults, written out again here on purpose: one hour
+    /// ahead of the record timestamp; a jump of out-of-orderness + size -
+    /// slide + allowed lateness.
+    pub fn defaults(spec: &WindowSpec) -> Self {
+        ClockBounds {
+            max_ahead_of_record_ms: 3_600_000,
+            max_jump_ms: spec.out_of_orderness_ms + spec.size_ms - spec.slide_ms
+                + spec.allowed_lateness_ms,
+        }
+    }
 }
 
 /// Give up when a source reports transient errors for this long in a row.
@@ -316,6 +352,7 @@ fn read_all(source: &mut dyn Source) -> anyhow::Result<Vec<Vec<(u64, Rec)>>> {
             let rec = match parse_event(payload) {
                 Ok(ev) => Rec::Event {
                     t_ms: ev.event_time_ms,
+                    record_ms: meta.timestamp_ms,
                     event_id: ev.event_id.into(),
                     user_id: ev.user_id.into(),
                     cents: ev.amount_cents,
@@ -346,6 +383,21 @@ pub fn recompute(
     spec: WindowSpec,
     alignment_drift_ms: i64,
 ) -> anyhow::Result<(Vec<WindowRow>, Stats)> {
+    recompute_with(
+        source,
+        spec,
+        alignment_drift_ms,
+        ClockBounds::defaults(&spec),
+    )
+}
+
+/// [`recompute`] with the wrong-clock bounds the job was configured with.
+pub fn recompute_with(
+    source: &mut dyn Source,
+    spec: WindowSpec,
+    alignment_drift_ms: i64,
+    bounds: ClockBounds,
+) -> anyhow::Result<(Vec<WindowRow>, Stats)> {
     spec.validate().map_err(|e| anyhow!("verify: {e}"))?;
     let parts = read_all(source)?;
     let mut stats = Stats {
@@ -362,14 +414,15 @@ pub fn recompute(
         .map(|p| Reverse((i64::MIN, p)))
         .collect();
 
-    let mut accepted_ids: HashMap<String, (usize, u64)> = HashMap::new();
+    let mut accepted_ids: HashMap<String, i64> = HashMap::new();
     let mut windows: BTreeMap<i64, (u64, u128, BTreeSet<String>)> = BTreeMap::new();
     let margin = alignment_drift_ms
         .max(0)
         .saturating_add(spec.out_of_orderness_ms);
+    let slides_per_window = spec.size_ms / spec.slide_ms;
 
     while let Some(Reverse((_, p))) = heap.pop() {
-        let (offset, rec) = &parts[p][cursor[p]];
+        let (_, rec) = &parts[p][cursor[p]];
         cursor[p] += 1;
         stats.records += 1;
         match rec {
@@ -378,12 +431,26 @@ pub fn recompute(
             }
             Rec::Event {
                 t_ms,
+                record_ms,
                 event_id,
                 user_id,
                 cents,
             } => {
                 let t = *t_ms;
-                max_seen[p] = max_seen[p].max(t);
+                let slide = t.div_euclid(spec.slide_ms);
+                let last_start = slide * spec.slide_ms;
+                // Point 6: every window holding t must fit a DateTime.
+                let first_start = last_start - spec.size_ms + spec.slide_ms;
+                if first_start < 0 || last_start + spec.size_ms > u32::MAX as i64 * 1000 {
+                    *stats
+                        .anomalies
+                        .entry("event_time_out_of_range".to_string())
+                        .or_default() += 1;
+                    if cursor[p] < parts[p].len() {
+                        heap.push(Reverse((max_seen[p], p)));
+                    }
+                    continue;
+                }
                 // Watermark: this partition (still active while its record is
                 // handled) and every partition with records left.
                 let slowest = heap
@@ -394,17 +461,35 @@ pub fn recompute(
                 } else {
                     slowest - spec.out_of_orderness_ms
                 };
-                let last_start = t.div_euclid(spec.slide_ms) * spec.slide_ms;
+                // Point 7: wrong clocks.
+                if implausible(
+                    t,
+                    *record_ms,
+                    max_seen[p].max(watermark),
+                    &parts[p][cursor[p]..],
+                    bounds,
+                ) {
+                    *stats
+                        .anomalies
+                        .entry("implausible_event_time".to_string())
+                        .or_default() += 1;
+                    if cursor[p] < parts[p].len() {
+                        heap.push(Reverse((max_seen[p], p)));
+                    }
+                    continue;
+                }
+                max_seen[p] = max_seen[p].max(t);
                 let final_at = last_start + spec.size_ms + spec.allowed_lateness_ms;
                 if watermark != i64::MIN && (watermark - final_at).abs() <= margin {
                     stats.borderline += 1;
                 }
+                let counted_at = accepted_ids.get(&**event_id).copied();
                 if watermark >= final_at {
                     *stats.anomalies.entry("late_event".to_string()).or_default() += 1;
-                } else if accepted_ids.contains_key(&**event_id) {
+                } else if counted_at.is_some_and(|c| (c - slide).abs() < slides_per_window) {
                     stats.duplicates += 1;
                 } else {
-                    accepted_ids.insert(event_id.to_string(), (p, *offset));
+                    accepted_ids.insert(event_id.to_string(), slide);
                     stats.accepted += 1;
                     let mut start = last_start;
                     while start > t - spec.size_ms {
@@ -439,6 +524,30 @@ pub fn recompute(
     Ok((rows, stats))
 }
 
+/// Point 7 of the model: whether an event at `t` (record timestamp
+/// `record_ms`) is a wrong clock, given what was known of event time
+/// (`known`, `i64::MIN`: nothing) and the records after it in its partition.
+fn implausible(t: i64, record_ms: i64, known: i64, after: &[(u64, Rec)], b: ClockBounds) -> bool {
+    if record_ms != i64::MIN && t > record_ms.saturating_add(b.max_ahead_of_record_ms) {
+        return true;
+    }
+    if b.max_jump_ms == i64::MAX || (known != i64::MIN && t <= known.saturating_add(b.max_jump_ms))
+    {
+        return false;
+    }
+    let mut later = after.iter().filter_map(|(_, r)| match r {
+        Rec::Event { t_ms, .. } => Some(*t_ms),
+        Rec::Anomaly(_) => None,
+    });
+    let agrees = |v: i64| v >= t.saturating_sub(b.max_jump_ms);
+    match (later.next(), later.next()) {
+        (Some(a), _) if agrees(a) => false,
+        (Some(_), Some(b2)) => !agrees(b2),
+        (Some(_), None) => true,
+        (None, _) => known != i64::MIN && t > known.saturating_add(b.max_ahead_of_record_ms),
+    }
+}
+
 fn same_figures(a: &WindowRow, b: &WindowRow) -> bool {
     (
         a.window_start,
@@ -463,8 +572,9 @@ pub fn verify(
     sink: &mut dyn Sink,
     spec: WindowSpec,
     alignment_drift_ms: i64,
+    bounds: ClockBounds,
 ) -> anyhow::Result<VerifyReport> {
-    let (expected, stats) = recompute(source, spec, alignment_drift_ms)?;
+    let (expected, stats) = recompute_with(source, spec, alignment_drift_ms, bounds)?;
     let mut actual = sink
         .read_final()
         .map_err(|e| anyhow!("verify: reading the sink {}: {e}", sink.describe()))?;
@@ -593,57 +703,77 @@ mod tests {
     fn sliding_windows_dedup_and_anomalies() {
         let mut src = Mem::new(vec![
             vec![
-                ev("a", "u1", "1.00", 10_000),
-                ev("b", "u2", "2.50", 40_000),
-                ev("a", "u1", "1.00", 10_000),
+                ev("a", "u1", "1.00", 110_000),
+                ev("b", "u2", "2.50", 140_000),
+                ev("a", "u1", "1.00", 110_000),
                 "{".into(),
+                ev("early", "u1", "1.00", 29_999),
             ],
-            vec![ev("c", "u1", "0.05", 35_000)],
+            vec![ev("c", "u1", "0.05", 135_000)],
         ]);
         let (rows, stats) = recompute(&mut src, SPEC, 10_000).unwrap();
         assert_eq!(
             rows,
-            vec![row(-30, 1, 100, 1), row(0, 3, 355, 2), row(30, 2, 255, 2)]
+            vec![row(60, 1, 100, 1), row(90, 3, 355, 2), row(120, 2, 255, 2)]
         );
-        assert_eq!((stats.records, stats.accepted, stats.duplicates), (5, 3, 1));
+        assert_eq!((stats.records, stats.accepted, stats.duplicates), (6, 3, 1));
         assert_eq!(stats.anomalies.get("malformed_json"), Some(&1));
+        assert_eq!(stats.anomalies.get("event_time_out_of_range"), Some(&1));
         assert_eq!(stats.borderline, 0);
     }
 
     #[test]
     fn the_aligned_merge_decides_lateness_not_the_delivery_order() {
-        // Partition 0 runs far ahead; partition 1 has an event at 20 s. The
+        // Partition 0 runs far ahead; partition 1 starts at 120 s. The
         // source delivers partition 0 entirely first, but the merge replays
-        // partition 1's early event before partition 0's clock moves on, so
-        // it is not late. A genuinely late event (after 200 s on its own
-        // partition) is.
+        // partition 1's early events before partition 0's clock moves on, so
+        // they are not late. A genuinely late event (at 200 s, after 400 s
+        // on its own partition) is.
+        let mut p1: Vec<String> = (0..15)
+            .map(|i| ev(&format!("p1-{i}"), "v", "1", 120_000 + i * 20_000))
+            .collect();
+        p1.push(ev("p1-late", "v", "1", 200_000));
         let mut src = Mem::new(vec![
             (0..40)
-                .map(|i| ev(&format!("p0-{i}"), "u", "1", i * 10_000))
+                .map(|i| ev(&format!("p0-{i}"), "u", "1", 100_000 + i * 10_000))
                 .collect(),
-            vec![
-                ev("p1-0", "v", "1", 20_000),
-                ev("p1-1", "v", "1", 300_000),
-                ev("p1-late", "v", "1", 100_000),
-            ],
+            p1,
         ]);
         let (rows, stats) = recompute(&mut src, SPEC, 10_000).unwrap();
         assert_eq!(stats.anomalies.get("late_event"), Some(&1));
-        assert_eq!(stats.accepted, 42);
-        let w0 = rows.iter().find(|r| r.window_start == 0).unwrap();
-        assert_eq!((w0.order_cnt, w0.user_cnt), (7, 2));
+        assert_eq!(stats.accepted, 55);
+        let w = rows.iter().find(|r| r.window_start == 120).unwrap();
+        assert_eq!((w.order_cnt, w.user_cnt), (9, 2));
     }
 
     #[test]
     fn late_copies_of_accepted_events_are_late_not_duplicates() {
-        let mut src = Mem::new(vec![vec![
-            ev("a", "u", "1", 10_000),
-            ev("b", "u", "1", 500_000),
-            ev("a", "u", "1", 10_000),
-        ]]);
+        let mut events = vec![ev("a", "u", "1", 110_000)];
+        events.extend((1..20).map(|i| ev(&format!("b{i}"), "u", "1", 110_000 + i * 30_000)));
+        events.push(ev("a", "u", "1", 110_000));
+        let mut src = Mem::new(vec![events]);
         let (_, stats) = recompute(&mut src, SPEC, 0).unwrap();
         assert_eq!(stats.duplicates, 0);
         assert_eq!(stats.anomalies.get("late_event"), Some(&1));
+    }
+
+    #[test]
+    fn copies_a_window_apart_are_distinct_events_and_wrong_clocks_are_found() {
+        let mut src = Mem::new(vec![vec![
+            ev("a", "u", "1", 110_000),
+            ev("a", "u", "1", 139_999),
+            ev("a", "u", "1", 170_000),
+            ev("z", "u", "1", 5_000_000),
+            ev("b", "u", "1", 171_000),
+            ev("c", "u", "1", 172_000),
+        ]]);
+        let (_, stats) = recompute(&mut src, SPEC, 0).unwrap();
+        assert_eq!(
+            stats.duplicates, 1,
+            "139.999 s is the next slide: the same event"
+        );
+        assert_eq!(stats.accepted, 4, "170 s is two slides away: another");
+        assert_eq!(stats.anomalies.get("implausible_event_time"), Some(&1));
     }
 
     #[test]

@@ -140,6 +140,11 @@ impl WindowSpec {
     }
 }
 
+/// Versions the live job writes stay below this (they count the emissions of
+/// one window, continuing above earlier states' on a fresh state directory);
+/// `replay` writes multiples of it, so a replay wins over every live write.
+pub const LIVE_VERSION_LIMIT: u64 = 1 << 20;
+
 /// The last second a window may end at: what a ClickHouse `DateTime`
 /// (epoch seconds as UInt32) holds, 2106-02-07T06:28:15Z.
 pub const MAX_STORABLE_SECOND: i64 = u32::MAX as i64;

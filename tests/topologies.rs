@@ -117,6 +117,17 @@ impl Dirs {
         ok(&out);
     }
 
+    /// `streamforge verify`: the sink against the independent model.
+    fn verify(&self) {
+        run_ok(&[
+            "verify",
+            "--source",
+            &format!("files:{}", self.input.display()),
+            "--state-dir",
+            self.state.to_str().unwrap(),
+        ]);
+    }
+
     fn results(&self) -> Vec<String> {
         results_lines(&run_ok(&[
             "results",
@@ -238,6 +249,7 @@ fn bounded_and_live_runs_continue_each_other_on_growing_files() {
     assert_same_results(&d.results(), &window_lines(counted));
     let reasons = anomaly_reasons(&d.log);
     assert!(reasons.is_empty(), "nothing is late or wrong: {reasons:?}");
+    d.verify();
 }
 
 #[test]
@@ -254,6 +266,7 @@ fn far_future_case_gives_the_expected_table() {
         anomaly_reasons(&d.log),
         vec![("implausible_event_time".to_string(), 0, 0)]
     );
+    d.verify();
 }
 
 /// Where in the stream a wrong clock strikes, and by how much.

@@ -13,7 +13,7 @@ use streamforge::config::Config;
 use streamforge::sink::embedded::EmbeddedSink;
 use streamforge::sink::Sink;
 use streamforge::source::file::FileSource;
-use streamforge::verify::{recompute, verify, VerifyReport};
+use streamforge::verify::{recompute, verify, ClockBounds, VerifyReport};
 use streamforge::window::{WindowRow, WindowSpec};
 
 fn spec() -> WindowSpec {
@@ -48,7 +48,14 @@ fn run_args(data: &DataSet, state: &Path, log: &Path) -> Vec<String> {
 
 fn verify_embedded(data: &DataSet, state: &Path) -> VerifyReport {
     let mut sink = EmbeddedSink::open(&state.join("sink")).expect("embedded sink");
-    verify(&mut file_source(&data.dir), &mut sink, spec(), drift_ms()).expect("verify")
+    verify(
+        &mut file_source(&data.dir),
+        &mut sink,
+        spec(),
+        drift_ms(),
+        ClockBounds::defaults(&spec()),
+    )
+    .expect("verify")
 }
 
 fn report_text(report: &VerifyReport) -> String {

@@ -368,7 +368,7 @@ fn highest_version_in(sink: &mut dyn Sink, cfg: &Config, clock: &dyn Clock) -> a
     };
     let mut attempt = 0u32;
     loop {
-        match sink.max_version() {
+        match sink.max_version(crate::window::LIVE_VERSION_LIMIT) {
             Ok(v) => return Ok(v),
             Err(crate::sink::SinkError::Fatal(e)) => bail!(
                 "cannot read the highest version in the sink {}: {e}",

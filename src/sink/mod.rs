@@ -49,11 +49,13 @@ pub trait Sink: Send {
     /// The final rows, highest version per window, sorted by window start.
     fn read_final(&mut self) -> Result<Vec<WindowRow>, SinkError>;
 
-    /// The highest `version` the target holds over all its rows (0 when it
-    /// holds none, or does not exist yet). A job that starts on a fresh
-    /// state directory numbers its versions above it, so that nothing it
-    /// writes is taken for older than what the table already has.
-    fn max_version(&mut self) -> Result<u64, SinkError>;
+    /// The highest `version` below `limit` the target holds over all its
+    /// rows (0 when it holds none, or does not exist yet). A job that starts
+    /// on a fresh state directory numbers its versions above the highest
+    /// live version ([`crate::window::LIVE_VERSION_LIMIT`]), so that
+    /// nothing it writes is taken for older than what an earlier state
+    /// wrote, while a replay's versions, above the limit, still win.
+    fn max_version(&mut self, limit: u64) -> Result<u64, SinkError>;
 }
 
 /// Messages from the writer thread.
@@ -269,13 +271,14 @@ mod tests {
         fn read_final(&mut self) -> Result<Vec<WindowRow>, SinkError> {
             Ok(self.stored.lock().unwrap().clone())
         }
-        fn max_version(&mut self) -> Result<u64, SinkError> {
+        fn max_version(&mut self, limit: u64) -> Result<u64, SinkError> {
             Ok(self
                 .stored
                 .lock()
                 .unwrap()
                 .iter()
                 .map(|r| r.version)
+                .filter(|v| *v < limit)
                 .max()
                 .unwrap_or(0))
         }

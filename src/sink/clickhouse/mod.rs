@@ -567,10 +567,13 @@ impl Sink for ClickHouseSink {
         encode::parse_final_rows(&text).map_err(|detail| self.bad_answer(action, detail))
     }
 
-    fn max_version(&mut self) -> Result<u64, SinkError> {
+    fn max_version(&mut self, limit: u64) -> Result<u64, SinkError> {
         let action = "reading the highest version";
         self.ensure_ready()?;
-        let text = self.read(action, schema::max_version_sql(&self.database, &self.table))?;
+        let text = self.read(
+            action,
+            schema::max_version_sql(&self.database, &self.table, limit),
+        )?;
         encode::parse_max_version(&text).map_err(|detail| self.bad_answer(action, detail))
     }
 }

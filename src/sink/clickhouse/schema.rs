@@ -121,9 +121,9 @@ pub fn read_final_sql(database: &str, table: &str) -> String {
 }
 
 /// The highest version in the table (0 when empty).
-pub fn max_version_sql(database: &str, table: &str) -> String {
+pub fn max_version_sql(database: &str, table: &str, limit: u64) -> String {
     format!(
-        "SELECT max(version) FROM {} FORMAT TabSeparated",
+        "SELECT max(version) FROM {} WHERE version < {limit} FORMAT TabSeparated",
         quoted(database, table)
     )
 }
