@@ -51,3 +51,39 @@ impl Clock for SystemClock {
         std::thread::sleep(d);
     }
 }
+
+/// A clock that only moves when told to (or slept on): for tests and
+/// deterministic simulation. Wall time is `wall_origin_ms` plus its time.
+pub struct ManualClock {
+    now: std::sync::Mutex<Duration>,
+    wall_origin_ms: i64,
+}
+
+impl ManualClock {
+    pub fn new(wall_origin_ms: i64) -> Self {
+        ManualClock {
+            now: std::sync::Mutex::new(Duration::ZERO),
+            wall_origin_ms,
+        }
+    }
+
+    /// Moves the clock forward by `d`.
+    pub fn advance(&self, d: Duration) {
+        let mut now = self.now.lock().unwrap_or_else(|e| e.into_inner());
+        *now += d;
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Duration {
+        *self.now.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn wall_ms(&self) -> i64 {
+        self.wall_origin_ms + self.now().as_millis() as i64
+    }
+
+    fn sleep(&self, d: Duration) {
+        self.advance(d);
+    }
+}

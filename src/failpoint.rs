@@ -13,16 +13,33 @@
 //! split each batch into INSERTs of one row, so that a crash can land after
 //! part of a batch (`sink::clickhouse::between_chunks`).
 
-/// Aborts the process when the point `name` is armed.
+use std::cell::Cell;
+
+thread_local! {
+    /// A simulation's crash hook for this thread (see [`set_hook`]).
+    static HOOK: Cell<Option<fn(&str)>> = const { Cell::new(None) };
+}
+
+/// Aborts the process when the point `name` is armed. Under a simulation
+/// (a hook set on this thread), the hook decides instead: it "crashes" by
+/// unwinding to the simulator, which drops everything the process held.
 #[inline(always)]
 pub fn crash_point(name: &str) {
+    if let Some(hook) = HOOK.with(Cell::get) {
+        hook(name);
+    }
     #[cfg(feature = "failpoints")]
     if fail::eval(name, |_| ()).is_some() {
         eprintln!("failpoint {name} fired: aborting");
         std::process::abort();
     }
-    #[cfg(not(feature = "failpoints"))]
-    let _ = name;
+}
+
+/// Routes this thread's crash points to `hook` (`None`: back to normal).
+/// For deterministic simulation only: a job under simulation runs on one
+/// thread, so every crash point it passes calls the hook.
+pub fn set_hook(hook: Option<fn(&str)>) {
+    HOOK.with(|h| h.set(hook));
 }
 
 /// The argument of the point `name` when it is armed with `return(ARG)`;

@@ -385,3 +385,71 @@ fn poison_rows_case_on_files_stores_every_valid_window() {
         "a restart changes nothing"
     );
 }
+
+/// The job on one thread, a manual clock and an in-memory checkpoint store
+/// (what the deterministic simulator drives) computes what it computes on
+/// the machine: the same rows, the same anomaly log, twice the same.
+#[test]
+fn the_job_runs_the_same_inline_on_a_manual_clock() {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+    use streamforge::checkpoint::kv::MemoryKv;
+    use streamforge::clock::ManualClock;
+    use streamforge::config::{Config, SinkKind};
+    use streamforge::job::{run, run_in, Environment, JobOptions};
+    use streamforge::sink::embedded::EmbeddedSink;
+    use streamforge::sink::Sink;
+    use streamforge::source::generator::{GeneratorConfig, GeneratorSource};
+    use streamforge::telemetry::Metrics;
+
+    let tmp = tempfile::tempdir().unwrap();
+    let run_once = |name: &str, env: Option<Environment>| {
+        let dir = tmp.path().join(name);
+        let mut cfg = Config::default();
+        cfg.sink.kind = SinkKind::Embedded;
+        cfg.checkpoint.state_dir = dir.join("state");
+        cfg.checkpoint.interval_events = 3_000;
+        cfg.anomaly_log = dir.join("anomalies.log");
+        cfg.batch_size = 512;
+        let generator = GeneratorConfig {
+            partitions: 3,
+            events_per_partition: Some(8_000),
+            rate: 20,
+            late_share: 0.01,
+            ..GeneratorConfig::default()
+        };
+        let source = Box::new(GeneratorSource::new(generator).unwrap());
+        let sink = Box::new(EmbeddedSink::open(&dir.join("sink")).unwrap());
+        let opts = JobOptions {
+            bounded: true,
+            stop: Arc::new(AtomicBool::new(false)),
+            progress: false,
+            shutdown_grace: Duration::from_secs(1),
+        };
+        let metrics = Arc::new(Metrics::new());
+        match env {
+            Some(env) => run_in(&cfg, source, sink, &opts, metrics, env).unwrap(),
+            None => run(&cfg, source, sink, &opts, metrics).unwrap(),
+        };
+        let rows = EmbeddedSink::open(&dir.join("sink"))
+            .unwrap()
+            .read_final()
+            .unwrap();
+        let figures: Vec<_> = rows
+            .iter()
+            .map(|r| (r.window_start, r.order_cnt, r.gmv_cents, r.user_cnt))
+            .collect();
+        let log: Vec<_> = read_anomalies(&dir.join("anomalies.log"));
+        (figures, log)
+    };
+    let simulated = || Environment {
+        clock: Arc::new(ManualClock::new(1_764_064_800_000)),
+        inline: true,
+        store: Some(MemoryKv::new()),
+        fingerprint_seed: Some(7),
+    };
+    let machine = run_once("machine", None);
+    assert!(machine.0.len() > 10 && !machine.1.is_empty());
+    assert_eq!(run_once("inline-1", Some(simulated())), machine);
+    assert_eq!(run_once("inline-2", Some(simulated())), machine);
+}

@@ -13,6 +13,10 @@
 //! which bounds both the memory held (one snapshot and its frame) and how far
 //! processing runs ahead of the last durable checkpoint (one barrier
 //! interval, as before).
+//!
+//! [`Committer::inline`] commits on the caller's thread instead, when
+//! [`Committer::start`] is called: the same protocol with no thread, for
+//! deterministic simulation.
 
 use std::sync::mpsc;
 use std::thread::JoinHandle;
@@ -42,10 +46,20 @@ struct Done {
 /// checkpoint is durable (the job: its rows and offsets); it stays on the
 /// caller's side and comes back in the [`Commit`].
 pub struct Committer<T> {
-    to_thread: Option<mpsc::SyncSender<Checkpoint>>,
-    from_thread: mpsc::Receiver<Done>,
+    mode: Mode,
     in_flight: Option<(u64, T)>,
-    thread: Option<JoinHandle<()>>,
+}
+
+enum Mode {
+    Thread {
+        to_thread: Option<mpsc::SyncSender<Checkpoint>>,
+        from_thread: mpsc::Receiver<Done>,
+        thread: Option<JoinHandle<()>>,
+    },
+    Inline {
+        store: CheckpointStore,
+        done: Option<Done>,
+    },
 }
 
 impl<T> Committer<T> {
@@ -73,11 +87,21 @@ impl<T> Committer<T> {
                 // committer is.
             })?;
         Ok(Committer {
-            to_thread: Some(to_thread),
-            from_thread,
+            mode: Mode::Thread {
+                to_thread: Some(to_thread),
+                from_thread,
+                thread: Some(thread),
+            },
             in_flight: None,
-            thread: Some(thread),
         })
+    }
+
+    /// Commits on the caller's thread, inside [`Committer::start`].
+    pub fn inline(store: CheckpointStore) -> Committer<T> {
+        Committer {
+            mode: Mode::Inline { store, done: None },
+            in_flight: None,
+        }
     }
 
     /// The id of the checkpoint being committed, if any.
@@ -96,12 +120,22 @@ impl<T> Committer<T> {
             self.in_flight()
         );
         let id = checkpoint.id;
-        let sent = self
-            .to_thread
-            .as_ref()
-            .is_some_and(|tx| tx.send(checkpoint).is_ok());
-        if !sent {
-            return Err(CheckpointError::CommitterGone(id));
+        match &mut self.mode {
+            Mode::Thread { to_thread, .. } => {
+                let sent = to_thread
+                    .as_ref()
+                    .is_some_and(|tx| tx.send(checkpoint).is_ok());
+                if !sent {
+                    return Err(CheckpointError::CommitterGone(id));
+                }
+            }
+            Mode::Inline { store, done } => {
+                let result = store.commit(&checkpoint);
+                *done = Some(Done {
+                    result,
+                    took: Duration::ZERO,
+                });
+            }
         }
         self.in_flight = Some((id, tag));
         Ok(())
@@ -110,17 +144,25 @@ impl<T> Committer<T> {
     /// The finished commit, if the one in flight is done; never blocks.
     pub fn try_finished(&mut self) -> Option<Commit<T>> {
         self.in_flight.as_ref()?;
-        match self.from_thread.try_recv() {
-            Ok(done) => self.finished(Ok(done)),
-            Err(mpsc::TryRecvError::Empty) => None,
-            Err(mpsc::TryRecvError::Disconnected) => self.finished(Err(())),
-        }
+        let done = match &mut self.mode {
+            Mode::Thread { from_thread, .. } => match from_thread.try_recv() {
+                Ok(done) => Ok(done),
+                Err(mpsc::TryRecvError::Empty) => return None,
+                Err(mpsc::TryRecvError::Disconnected) => Err(()),
+            },
+            Mode::Inline { done, .. } => done.take().ok_or(()),
+        };
+        self.finished(done)
     }
 
     /// Waits for the commit in flight; `None` when there is none.
     pub fn wait(&mut self) -> Option<Commit<T>> {
         self.in_flight.as_ref()?;
-        self.finished(self.from_thread.recv().map_err(|_| ()))
+        let done = match &mut self.mode {
+            Mode::Thread { from_thread, .. } => from_thread.recv().map_err(|_| ()),
+            Mode::Inline { done, .. } => done.take().ok_or(()),
+        };
+        self.finished(done)
     }
 
     /// The commit in flight, finished with what the thread reported, or
@@ -145,9 +187,14 @@ impl<T> Drop for Committer<T> {
     /// Lets the commit in flight finish, then ends the thread and closes the
     /// store.
     fn drop(&mut self) {
-        self.to_thread = None;
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+        if let Mode::Thread {
+            to_thread, thread, ..
+        } = &mut self.mode
+        {
+            *to_thread = None;
+            if let Some(thread) = thread.take() {
+                let _ = thread.join();
+            }
         }
     }
 }

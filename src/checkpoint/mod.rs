@@ -34,6 +34,7 @@
 
 pub mod codec;
 pub mod committer;
+pub mod kv;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -172,7 +173,7 @@ pub struct CheckpointSummary {
 }
 
 pub struct CheckpointStore {
-    db: sled::Db,
+    db: kv::Kv,
     path: PathBuf,
     keep: usize,
     /// Set by an I/O error. sled's own drop then flushes in a loop that can
@@ -183,11 +184,11 @@ pub struct CheckpointStore {
 
 impl Drop for CheckpointStore {
     fn drop(&mut self) {
-        if self.failed.load(Ordering::Relaxed) {
+        if let (true, kv::Kv::Sled(db)) = (self.failed.load(Ordering::Relaxed), &self.db) {
             // Keeps one handle alive for good: sled never runs its final
             // flush. Everything durable is already on disk; what was not is
             // exactly what a crash would lose, which recovery handles.
-            std::mem::forget(self.db.clone());
+            std::mem::forget(db.clone());
         }
     }
 }
@@ -251,11 +252,23 @@ impl CheckpointStore {
                 source,
             })?;
         Ok(CheckpointStore {
-            db,
+            db: kv::Kv::Sled(db),
             path,
             keep: keep.max(1),
             failed: AtomicBool::new(false),
         })
+    }
+
+    /// A store in memory, with sled's durability contract (see `kv`): for
+    /// deterministic simulation, where a crash is the drop of every handle
+    /// but this one.
+    pub fn in_memory(store: std::sync::Arc<kv::MemoryKv>, keep: usize) -> Self {
+        CheckpointStore {
+            db: kv::Kv::Memory(store),
+            path: PathBuf::from("(memory)"),
+            keep: keep.max(1),
+            failed: AtomicBool::new(false),
+        }
     }
 
     fn io(&self, source: sled::Error) -> CheckpointError {
@@ -274,10 +287,7 @@ impl CheckpointStore {
         while let Some(start) = from {
             let Some(key) = self
                 .db
-                .range(start.to_be_bytes()..)
-                .keys()
-                .next()
-                .transpose()
+                .first_key_from(&start.to_be_bytes())
                 .map_err(|e| self.io(e))?
             else {
                 break;
@@ -301,36 +311,41 @@ impl CheckpointStore {
 
     /// Every key holding a piece of checkpoint `id` (or its whole frame, in
     /// the older layout), in order.
-    fn keys_of(&self, id: u64) -> Result<Vec<sled::IVec>, CheckpointError> {
-        self.db
-            .scan_prefix(id.to_be_bytes())
-            .keys()
-            .collect::<Result<_, _>>()
-            .map_err(|e| self.io(e))
+    fn keys_of(&self, id: u64) -> Result<Vec<Vec<u8>>, CheckpointError> {
+        Ok(self
+            .db
+            .scan_prefix(&id.to_be_bytes())
+            .map_err(|e| self.io(e))?
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect())
     }
 
     /// Writes `checkpoint` and drops the ones beyond `keep`, atomically, then
     /// makes it durable. Returns the frame size in bytes.
     pub fn commit(&self, checkpoint: &Checkpoint) -> Result<usize, CheckpointError> {
         let frame = codec::encode(checkpoint).map_err(CheckpointError::Encode)?;
-        let mut batch = sled::Batch::default();
+        let mut batch = Vec::new();
         // Leftovers of an attempt at this id that never became durable.
         for key in self.keys_of(checkpoint.id)? {
-            batch.remove(key);
+            batch.push(kv::Op::Remove(key));
         }
         for (piece, bytes) in frame.chunks(CHUNK_BYTES).enumerate() {
-            batch.insert(&chunk_key(checkpoint.id, piece as u32), bytes);
+            batch.push(kv::Op::Insert(
+                chunk_key(checkpoint.id, piece as u32).to_vec(),
+                bytes.to_vec(),
+            ));
         }
         let ids = self.ids()?;
         let older: Vec<u64> = ids.into_iter().filter(|id| *id < checkpoint.id).collect();
         let drop_count = (older.len() + 1).saturating_sub(self.keep);
         for id in older.iter().take(drop_count) {
             for key in self.keys_of(*id)? {
-                batch.remove(key);
+                batch.push(kv::Op::Remove(key));
             }
         }
         failpoint::crash_point("checkpoint::commit::before_write");
-        self.db.apply_batch(batch).map_err(|e| self.io(e))?;
+        self.db.apply(batch).map_err(|e| self.io(e))?;
         failpoint::crash_point("checkpoint::commit::before_flush");
         self.db.flush().map_err(|e| self.io(e))?;
         failpoint::crash_point("checkpoint::commit::after_flush");
@@ -341,8 +356,11 @@ impl CheckpointStore {
     pub fn raw(&self, id: u64) -> Result<Vec<u8>, CheckpointError> {
         let mut frame = Vec::new();
         let mut found = false;
-        for item in self.db.scan_prefix(id.to_be_bytes()) {
-            let (_, value) = item.map_err(|e| self.io(e))?;
+        for (_, value) in self
+            .db
+            .scan_prefix(&id.to_be_bytes())
+            .map_err(|e| self.io(e))?
+        {
             frame.extend_from_slice(&value);
             found = true;
         }
@@ -397,16 +415,30 @@ impl CheckpointStore {
         Ok(out)
     }
 
+    /// The sled database under the store (tests of the on-disk layout).
+    #[cfg(test)]
+    fn sled(&self) -> &sled::Db {
+        match &self.db {
+            kv::Kv::Sled(db) => db,
+            kv::Kv::Memory(_) => panic!("an in-memory store has no sled database"),
+        }
+    }
+
     /// Flips one byte in the middle of a stored checkpoint: the demo's and the
     /// tests' way to show that a corrupt checkpoint is detected and skipped.
     pub fn corrupt(&self, id: u64) -> Result<(), CheckpointError> {
         let mut at = self.raw(id)?.len() / 2;
-        for item in self.db.scan_prefix(id.to_be_bytes()) {
-            let (key, value) = item.map_err(|e| self.io(e))?;
+        for (key, value) in self
+            .db
+            .scan_prefix(&id.to_be_bytes())
+            .map_err(|e| self.io(e))?
+        {
             if at < value.len() {
-                let mut value = value.to_vec();
+                let mut value = value;
                 value[at] ^= 0x5a;
-                self.db.insert(key, value).map_err(|e| self.io(e))?;
+                self.db
+                    .apply(vec![kv::Op::Insert(key, value)])
+                    .map_err(|e| self.io(e))?;
                 break;
             }
             at -= value.len();
@@ -509,7 +541,12 @@ mod tests {
         let frame = codec::encode(&cp).unwrap();
         assert!(frame.len() > 250 * 1024, "{}", frame.len());
         assert_eq!(store.commit(&cp).unwrap(), frame.len());
-        let values: Vec<usize> = store.db.iter().values().map(|v| v.unwrap().len()).collect();
+        let values: Vec<usize> = store
+            .sled()
+            .iter()
+            .values()
+            .map(|v| v.unwrap().len())
+            .collect();
         assert_eq!(values.len(), frame.len().div_ceil(CHUNK_BYTES));
         assert!(values.iter().all(|n| *n <= CHUNK_BYTES));
         assert_eq!(store.raw(1).unwrap(), frame);
@@ -553,14 +590,14 @@ mod tests {
         // Before pieces: the whole frame under the id alone.
         for id in 1..=2 {
             let frame = codec::encode(&checkpoint(id)).unwrap();
-            store.db.insert(id.to_be_bytes(), frame).unwrap();
+            store.sled().insert(id.to_be_bytes(), frame).unwrap();
         }
         assert_eq!(store.ids().unwrap(), vec![1, 2]);
         assert_eq!(store.load_latest().unwrap().0.unwrap(), checkpoint(2));
         store.commit(&checkpoint(3)).unwrap();
         store.commit(&checkpoint(4)).unwrap();
         assert_eq!(store.ids().unwrap(), vec![3, 4]);
-        assert_eq!(store.db.len(), 2);
+        assert_eq!(store.sled().len(), 2);
     }
 
     #[test]

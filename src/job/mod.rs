@@ -55,6 +55,7 @@ use tracing::{error, info, warn};
 
 use crate::anomaly::AnomalyLog;
 use crate::checkpoint::committer::Committer;
+use crate::checkpoint::kv::MemoryKv;
 use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointStore, PendingBatch};
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
@@ -140,10 +141,37 @@ struct FinalState {
     anomaly_log_len: u64,
 }
 
+/// What a job runs against: the machine (threads for the checkpoint
+/// committer and the sink writer, sled in the state directory, the wall
+/// clock), or a deterministic simulation (one thread, a simulated clock, an
+/// in-memory checkpoint store, fixed fingerprint seeds).
+#[derive(Clone)]
+pub struct Environment {
+    pub clock: Arc<dyn Clock>,
+    /// Commit checkpoints and write the sink on the job's own thread.
+    pub inline: bool,
+    /// Keep checkpoints here instead of sled in the state directory.
+    pub store: Option<Arc<MemoryKv>>,
+    /// The fingerprint seed of a fresh state (random when `None`).
+    pub fingerprint_seed: Option<u64>,
+}
+
+impl Environment {
+    /// The machine, as `streamforge run` uses it.
+    pub fn machine() -> Self {
+        Environment {
+            clock: Arc::new(SystemClock::new()),
+            inline: false,
+            store: None,
+            fingerprint_seed: None,
+        }
+    }
+}
+
 struct Job<'a> {
     cfg: &'a Config,
     opts: &'a JobOptions,
-    clock: &'a dyn Clock,
+    clock: Arc<dyn Clock>,
     source: Box<dyn Source>,
     writer: SinkWriter,
     /// Commits checkpoints; each carries what the job does once it is
@@ -206,23 +234,27 @@ pub fn run(
     opts: &JobOptions,
     metrics: Arc<Metrics>,
 ) -> anyhow::Result<JobReport> {
-    run_with_clock(cfg, source, sink, opts, metrics, &SystemClock::new())
+    run_in(cfg, source, sink, opts, metrics, Environment::machine())
 }
 
-/// [`run`] with the clock the job reads time from.
-pub fn run_with_clock(
+/// [`run`] in a given [`Environment`].
+pub fn run_in(
     cfg: &Config,
     mut source: Box<dyn Source>,
     sink: Box<dyn Sink>,
     opts: &JobOptions,
     metrics: Arc<Metrics>,
-    clock: &dyn Clock,
+    env: Environment,
 ) -> anyhow::Result<JobReport> {
+    let clock = env.clock.clone();
     let started = clock.now();
     let state_dir = &cfg.checkpoint.state_dir;
     std::fs::create_dir_all(state_dir)
         .with_context(|| format!("cannot create the state directory {}", state_dir.display()))?;
-    let store = CheckpointStore::open(state_dir, cfg.checkpoint.keep)?;
+    let store = match &env.store {
+        Some(memory) => CheckpointStore::in_memory(memory.clone(), cfg.checkpoint.keep),
+        None => CheckpointStore::open(state_dir, cfg.checkpoint.keep)?,
+    };
     let (latest, skipped) = store.load_latest()?;
     for e in &skipped {
         error!(error = %e, "skipping a corrupt checkpoint; falling back to the previous one");
@@ -248,7 +280,13 @@ pub fn run_with_clock(
         report.restored_from = Some(cp.id);
         metrics.restarts_recovered.inc();
     }
-    let resumed = resume(cfg, latest, source.as_ref(), &source_id)?;
+    let resumed = resume(
+        cfg,
+        latest,
+        source.as_ref(),
+        &source_id,
+        env.fingerprint_seed,
+    )?;
 
     let end = match (&resumed.bounded_end, opts.bounded) {
         (_, false) => End::Never,
@@ -285,7 +323,7 @@ pub fn run_with_clock(
     }
     let mut sink = sink;
     if resumed.fresh {
-        let base = highest_version_in(sink.as_mut(), cfg, clock)?;
+        let base = highest_version_in(sink.as_mut(), cfg, clock.as_ref())?;
         if base > 0 {
             info!(
                 highest_version = base,
@@ -294,20 +332,25 @@ pub fn run_with_clock(
         }
         engine.set_version_base(base);
     }
-    let writer = SinkWriter::spawn(
-        sink,
-        Backoff {
-            initial: cfg.sink.retry_initial.0,
-            max: cfg.sink.retry_max.0,
-        },
-    );
+    let backoff = Backoff {
+        initial: cfg.sink.retry_initial.0,
+        max: cfg.sink.retry_max.0,
+    };
+    let mut writer = if env.inline {
+        SinkWriter::inline(sink, backoff, clock.clone())
+    } else {
+        SinkWriter::spawn(sink, backoff)
+    };
     for batch in &resumed.pending {
         writer.submit(batch.checkpoint_id, batch.rows.clone());
     }
     crash_point("job::recovery::after_resend");
 
-    let committer =
-        Committer::spawn(store).context("cannot start the checkpoint committer thread")?;
+    let committer = if env.inline {
+        Committer::inline(store)
+    } else {
+        Committer::spawn(store).context("cannot start the checkpoint committer thread")?
+    };
     let discovery = source.discovery_interval().map(|interval| Discovery {
         interval,
         last: clock.now(),
@@ -317,7 +360,7 @@ pub fn run_with_clock(
     let mut job = Job {
         cfg,
         opts,
-        clock,
+        clock: clock.clone(),
         source,
         writer,
         committer,
@@ -392,6 +435,7 @@ fn resume(
     latest: Option<Checkpoint>,
     source: &dyn Source,
     source_id: &str,
+    fingerprint_seed: Option<u64>,
 ) -> anyhow::Result<Resumed> {
     let spec = cfg.window.spec();
     let partitions = source.partition_count();
@@ -403,8 +447,12 @@ fn resume(
             warn!(moved_to = %old.display(), "an anomaly log from an earlier run was moved aside");
         }
         info!(state_dir = %cfg.checkpoint.state_dir.display(), "no checkpoint: starting from the beginning of the input");
+        let engine = match fingerprint_seed {
+            Some(seed) => Engine::with_seed(spec, partitions, seed),
+            None => Engine::new(spec, partitions),
+        };
         return Ok(Resumed {
-            engine: Engine::new(spec, partitions),
+            engine,
             anomalies,
             offsets: BTreeMap::new(),
             pending: Vec::new(),

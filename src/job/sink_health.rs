@@ -16,7 +16,7 @@ use crate::sink::SinkEvent;
 impl Job<'_> {
     /// Handles the sink writer's reports without blocking.
     pub(super) fn service_sink(&mut self) -> anyhow::Result<()> {
-        let events: Vec<SinkEvent> = self.writer.try_events().collect();
+        let events: Vec<SinkEvent> = self.writer.try_events();
         for event in events {
             self.on_sink_event(event);
         }

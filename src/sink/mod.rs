@@ -98,9 +98,82 @@ impl Backoff {
 }
 
 pub struct SinkWriter {
-    jobs: Option<Sender<Job>>,
-    events: Receiver<SinkEvent>,
-    thread: Option<JoinHandle<()>>,
+    mode: WriterMode,
+}
+
+enum WriterMode {
+    Thread {
+        jobs: Option<Sender<Job>>,
+        events: Receiver<SinkEvent>,
+        thread: Option<JoinHandle<()>>,
+    },
+    /// Writes on the caller's thread when asked for events, waiting on the
+    /// given clock between retries: the same protocol with no thread, for
+    /// deterministic simulation.
+    Inline(Box<Inline>),
+}
+
+struct Inline {
+    sink: Box<dyn Sink>,
+    backoff: Backoff,
+    clock: std::sync::Arc<dyn crate::clock::Clock>,
+    queue: std::collections::VecDeque<Job>,
+    attempt: u32,
+    /// When the first batch of the queue may be tried (clock time).
+    next_try: Duration,
+    /// When the first batch of the queue was first tried.
+    first_try: Option<Duration>,
+    events: std::collections::VecDeque<SinkEvent>,
+    /// A fatal error was reported: nothing more is written.
+    stopped: bool,
+}
+
+impl Inline {
+    /// Writes queued batches while the sink takes them and their time has
+    /// come; reports what happened.
+    fn pump(&mut self) {
+        while !self.stopped {
+            let Some(job) = self.queue.front() else {
+                return;
+            };
+            let now = self.clock.now();
+            if now < self.next_try {
+                return;
+            }
+            let started = *self.first_try.get_or_insert(now);
+            match self.sink.write(&job.rows) {
+                Ok(()) => {
+                    self.events.push_back(SinkEvent::Acked {
+                        checkpoint_id: job.checkpoint_id,
+                        rows: job.rows.len(),
+                        latency: self.clock.now().saturating_sub(started),
+                    });
+                    self.queue.pop_front();
+                    self.attempt = 0;
+                    self.first_try = None;
+                }
+                Err(SinkError::Retryable(error)) => {
+                    let retry_in = self.backoff.delay(self.attempt);
+                    self.attempt = self.attempt.saturating_add(1);
+                    self.next_try = now + retry_in;
+                    self.events.push_back(SinkEvent::Retrying {
+                        checkpoint_id: job.checkpoint_id,
+                        attempt: self.attempt,
+                        retry_in,
+                        error,
+                    });
+                    return;
+                }
+                Err(SinkError::Fatal(error)) => {
+                    self.events.push_back(SinkEvent::Failed {
+                        checkpoint_id: job.checkpoint_id,
+                        error,
+                    });
+                    self.stopped = true;
+                }
+            }
+        }
+    }
 }
 
 impl SinkWriter {
@@ -118,46 +191,104 @@ impl SinkWriter {
             })
             .expect("spawning the sink writer thread");
         SinkWriter {
-            jobs: Some(job_tx),
-            events: ev_rx,
-            thread: Some(thread),
+            mode: WriterMode::Thread {
+                jobs: Some(job_tx),
+                events: ev_rx,
+                thread: Some(thread),
+            },
+        }
+    }
+
+    /// A writer that writes on the caller's thread (see [`WriterMode`]).
+    pub fn inline(
+        sink: Box<dyn Sink>,
+        backoff: Backoff,
+        clock: std::sync::Arc<dyn crate::clock::Clock>,
+    ) -> Self {
+        SinkWriter {
+            mode: WriterMode::Inline(Box::new(Inline {
+                sink,
+                backoff,
+                clock,
+                queue: Default::default(),
+                attempt: 0,
+                next_try: Duration::ZERO,
+                first_try: None,
+                events: Default::default(),
+                stopped: false,
+            })),
         }
     }
 
     /// Queues a batch that a durable checkpoint already records.
-    pub fn submit(&self, checkpoint_id: u64, rows: Vec<WindowRow>) {
-        if let Some(tx) = &self.jobs {
-            // A send error means the thread stopped after a fatal error, which
-            // it has reported; the rows stay pending in the checkpoint.
-            let _ = tx.send(Job {
-                checkpoint_id,
-                rows,
-            });
+    pub fn submit(&mut self, checkpoint_id: u64, rows: Vec<WindowRow>) {
+        let job = Job {
+            checkpoint_id,
+            rows,
+        };
+        match &mut self.mode {
+            WriterMode::Thread { jobs, .. } => {
+                if let Some(tx) = jobs {
+                    // A send error means the thread stopped after a fatal
+                    // error, which it has reported; the rows stay pending in
+                    // the checkpoint.
+                    let _ = tx.send(job);
+                }
+            }
+            WriterMode::Inline(w) => {
+                if !w.stopped {
+                    w.queue.push_back(job);
+                }
+            }
         }
     }
 
     /// Events reported so far, without waiting.
-    pub fn try_events(&self) -> impl Iterator<Item = SinkEvent> + '_ {
-        self.events.try_iter()
+    pub fn try_events(&mut self) -> Vec<SinkEvent> {
+        match &mut self.mode {
+            WriterMode::Thread { events, .. } => events.try_iter().collect(),
+            WriterMode::Inline(w) => {
+                w.pump();
+                w.events.drain(..).collect()
+            }
+        }
     }
 
     /// Waits up to `timeout` for the next event.
-    pub fn wait_event(&self, timeout: Duration) -> Option<SinkEvent> {
-        match self.events.recv_timeout(timeout) {
-            Ok(e) => Some(e),
-            Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => None,
+    pub fn wait_event(&mut self, timeout: Duration) -> Option<SinkEvent> {
+        match &mut self.mode {
+            WriterMode::Thread { events, .. } => match events.recv_timeout(timeout) {
+                Ok(e) => Some(e),
+                Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => None,
+            },
+            WriterMode::Inline(w) => {
+                w.pump();
+                if w.events.is_empty() {
+                    let now = w.clock.now();
+                    let wait = if w.queue.is_empty() || w.stopped {
+                        timeout
+                    } else {
+                        w.next_try.saturating_sub(now).min(timeout)
+                    };
+                    w.clock.sleep(wait);
+                    w.pump();
+                }
+                w.events.pop_front()
+            }
         }
     }
 }
 
 impl Drop for SinkWriter {
     fn drop(&mut self) {
-        // Closing the queue lets the thread finish its current batch (or
-        // give up on it if the process is exiting) and stop.
-        self.jobs.take();
-        if let Some(t) = self.thread.take() {
-            if t.is_finished() {
-                let _ = t.join();
+        if let WriterMode::Thread { jobs, thread, .. } = &mut self.mode {
+            // Closing the queue lets the thread finish its current batch (or
+            // give up on it if the process is exiting) and stop.
+            jobs.take();
+            if let Some(t) = thread.take() {
+                if t.is_finished() {
+                    let _ = t.join();
+                }
             }
         }
     }
@@ -287,7 +418,7 @@ mod tests {
     #[test]
     fn the_writer_retries_until_acked_and_reports_it() {
         let stored = Arc::new(Mutex::new(Vec::new()));
-        let writer = SinkWriter::spawn(
+        let mut writer = SinkWriter::spawn(
             Box::new(Flaky {
                 failures: 3,
                 stored: stored.clone(),
@@ -318,5 +449,53 @@ mod tests {
         }
         assert_eq!(retries, 3);
         assert_eq!(stored.lock().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn the_inline_writer_retries_on_its_clock_and_reports_in_order() {
+        use crate::clock::{Clock, ManualClock};
+        let stored = Arc::new(Mutex::new(Vec::new()));
+        let clock = Arc::new(ManualClock::new(0));
+        let mut writer = SinkWriter::inline(
+            Box::new(Flaky {
+                failures: 2,
+                stored: stored.clone(),
+            }),
+            Backoff {
+                initial: Duration::from_millis(100),
+                max: Duration::from_secs(1),
+            },
+            clock.clone(),
+        );
+        writer.submit(1, vec![row(0, 1, 5)]);
+        writer.submit(2, vec![row(30, 1, 6)]);
+        let first = writer.try_events();
+        assert!(
+            matches!(
+                first[..],
+                [SinkEvent::Retrying {
+                    checkpoint_id: 1,
+                    attempt: 1,
+                    ..
+                }]
+            ),
+            "{first:?}"
+        );
+        // Nothing is tried again before the backoff has passed on the clock.
+        assert!(writer.try_events().is_empty());
+        let mut acked = Vec::new();
+        while acked.len() < 2 {
+            if let Some(SinkEvent::Acked { checkpoint_id, .. }) =
+                writer.wait_event(Duration::from_secs(1))
+            {
+                acked.push(checkpoint_id);
+            }
+        }
+        assert_eq!(acked, vec![1, 2]);
+        assert_eq!(stored.lock().unwrap().len(), 2);
+        assert!(
+            clock.now() >= Duration::from_millis(300),
+            "two backoffs passed on the clock"
+        );
     }
 }
