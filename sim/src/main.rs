@@ -1,0 +1,6 @@
+//! The deterministic simulator: see `scripts/sim.sh` and docs/development.md.
+
+fn main() -> std::process::ExitCode {
+    eprintln!("streamforge-sim: not built yet");
+    std::process::ExitCode::FAILURE
+}
