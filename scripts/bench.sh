@@ -26,9 +26,10 @@ out=${BENCH_OUT:-bench-out}
 mkdir -p "$out"
 report=$out/report.md
 bin=target/release/streamforge
+tools=target/release/streamforge-tools
 
 echo "== building the release binary" >&2
-cargo build --release --quiet
+cargo build --release --quiet --workspace
 
 machine() {
   echo "- machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
@@ -49,9 +50,9 @@ core() {
   {
     echo "## Core path (one thread, in-memory payloads, checkpoints every 2M events)"
     echo
-    echo "Command: \`$bin bench core --events $events\`"
+    echo "Command: \`$tools bench core --events $events\`"
     echo
-    "$bin" bench core --events "$events" --json "$out/core.json"
+    "$tools" bench core --events "$events" --json "$out/core.json"
   } | tee -a "$report"
 }
 
@@ -62,9 +63,9 @@ scaling() {
   {
     echo "## State scaling (one thread; recovery is a real restart of \`streamforge run\`)"
     echo
-    echo "Command: \`$bin bench scaling --users $users --restarts $restarts\`"
+    echo "Command: \`$tools bench scaling --users $users --restarts $restarts\`"
     echo
-    "$bin" bench scaling --users "$users" --restarts "$restarts" --json "$out/scaling.json"
+    "$tools" bench scaling --users "$users" --restarts "$restarts" --json "$out/scaling.json"
     echo
   } | tee -a "$report"
 }
@@ -95,7 +96,7 @@ latency() {
   sleep 5 # the job creates the table and joins the group
   local t_start t_end now ws we
   t_start=$(date +%s%3N)
-  "$bin" produce --rate "$rate" --count $((rate * secs)) 2> "$out/latency-produce.log" &
+  "$tools" produce --rate "$rate" --count $((rate * secs)) 2> "$out/latency-produce.log" &
   local producer=$!
   declare -A seen=()
   while kill -0 "$producer" 2>/dev/null; do
@@ -124,7 +125,7 @@ latency() {
   {
     echo "## End-to-end latency: event append to row visible in ClickHouse"
     echo
-    echo "Commands: \`streamforge run --source kafka --sink clickhouse --checkpoint-interval $interval --set window.size=$size --set window.slide=$slide\` and \`streamforge produce --rate $rate --count $((rate * secs))\` (event time = wall clock), ClickHouse polled every 100 ms"
+    echo "Commands: \`streamforge run --source kafka --sink clickhouse --checkpoint-interval $interval --set window.size=$size --set window.slide=$slide\` and \`streamforge-tools produce --rate $rate --count $((rate * secs))\` (event time = wall clock), ClickHouse polled every 100 ms"
     echo
     echo "$lat" | awk -v rate="$rate" 'NF { v[n++] = $1 } END {
       if (n == 0) { print "no window closed during the run"; exit }
@@ -153,7 +154,7 @@ e2e() {
   echo "== e2e: producing $events events to $topic" >&2
   local t0 t1
   t0=$(date +%s.%N)
-  "$bin" produce --count "$events" --rate 0 --users 100000 2> "$out/produce.log"
+  "$tools" produce --count "$events" --rate 0 --users 100000 2> "$out/produce.log"
   t1=$(date +%s.%N)
   local kafka_pid ch_pid k0 c0 k1 c1
   kafka_pid=$(cat .stack/kafka/kafka.pid)
@@ -168,7 +169,7 @@ e2e() {
   {
     echo "## End to end: Kafka -> StreamForge -> ClickHouse (broker and ClickHouse on the same machine)"
     echo
-    echo "Commands: \`streamforge produce --count $events --rate 0\`, then \`streamforge run --source kafka --sink clickhouse --bounded --checkpoint-interval $interval\`"
+    echo "Commands: \`streamforge-tools produce --count $events --rate 0\`, then \`streamforge run --source kafka --sink clickhouse --bounded --checkpoint-interval $interval\`"
     echo
     echo "| metric | value |"
     echo "| --- | --- |"

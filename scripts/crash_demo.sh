@@ -86,12 +86,15 @@ cd "$REPO"
 
 if [[ -n ${STREAMFORGE_BIN:-} ]]; then
   BIN=$STREAMFORGE_BIN
+  # The tools binary is built beside the product's.
+  TOOLS=${STREAMFORGE_TOOLS_BIN:-$(dirname "$STREAMFORGE_BIN")/streamforge-tools}
 else
   say "building the release binary (cargo build --release)"
-  cargo build --release --quiet
+  cargo build --release --quiet --workspace
   TARGET_DIR=$(cargo metadata --format-version 1 --no-deps |
     python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
   BIN=$TARGET_DIR/release/streamforge
+  TOOLS=$TARGET_DIR/release/streamforge-tools
 fi
 [[ -x $BIN ]] || die "no streamforge binary at $BIN"
 "$BIN" verify --help >/dev/null 2>&1 ||
@@ -206,10 +209,10 @@ else
   export CLICKHOUSE_TABLE=crash_demo_$suffix
   "$SCRIPT_DIR/stack.sh" topic "$KAFKA_TOPIC" "$PARTITIONS"
   say "producing the input to topic $KAFKA_TOPIC"
-  "$BIN" produce --rate 0 --from-files "$INPUT" --progress false 2>"$LOGS/produce.log" ||
+  "$TOOLS" produce --rate 0 --from-files "$INPUT" --progress false 2>"$LOGS/produce.log" ||
     {
       tail -n 20 "$LOGS/produce.log" >&2
-      die "streamforge produce failed"
+      die "streamforge-tools produce failed"
     }
   tail -n 1 "$LOGS/produce.log"
   RUN_ARGS+=(--source kafka --sink clickhouse)

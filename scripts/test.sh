@@ -37,9 +37,9 @@ echo "== chdb venv for tests/chdb_compat.rs (scripts/chdb_env.sh)"
 chdb_status=0
 scripts/chdb_env.sh >/dev/null || chdb_status=$?
 
-echo "== cargo test (features: failpoints)"
+echo "== cargo test, the whole workspace (product, tools, simulator; crash points compiled in)"
 set +e
-cargo test --no-fail-fast --features failpoints --all-targets 2>&1 | tee "$log"
+cargo test --workspace --no-fail-fast --features streamforge/failpoints --all-targets 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 

@@ -55,8 +55,6 @@ enum Command {
         #[command(subcommand)]
         command: CheckpointCommand,
     },
-    /// Produce order events to Kafka: generated, or replayed from files.
-    Produce(ProduceArgs),
     /// Recompute the windows independently from the source and diff them with the sink.
     Verify(VerifyArgs),
     /// Recompute the windows of a past time range from the source and upsert them.
@@ -65,11 +63,6 @@ enum Command {
     Anomalies {
         #[command(subcommand)]
         command: ops::AnomaliesCommand,
-    },
-    /// Benchmarks that print figures (see docs/performance.md).
-    Bench {
-        #[command(subcommand)]
-        command: BenchCommand,
     },
 }
 
@@ -106,97 +99,6 @@ struct VerifyArgs {
     /// Only the summary line, not the side-by-side table.
     #[arg(long)]
     quiet: bool,
-}
-
-#[derive(Args, Clone)]
-struct ProduceArgs {
-    #[command(flatten)]
-    common: Common,
-    /// Events per second over all partitions; 0 = as fast as possible.
-    #[arg(long, default_value_t = 1000)]
-    rate: u64,
-    /// Total events (generated mode); default: until SIGINT.
-    #[arg(long)]
-    count: Option<u64>,
-    /// Share of broken events (0..1).
-    #[arg(long, default_value_t = 0.01)]
-    anomaly_rate: f64,
-    /// Share of re-sent copies of a recent event (0..1).
-    #[arg(long, default_value_t = 0.02)]
-    duplicate_rate: f64,
-    /// Share of very late events (0..1).
-    #[arg(long, default_value_t = 0.0)]
-    late_rate: f64,
-    /// Maximum within-partition event-time disorder, ms.
-    #[arg(long, default_value_t = 3000)]
-    disorder: u64,
-    #[arg(long, default_value_t = 42)]
-    seed: u64,
-    /// Distinct users to draw from.
-    #[arg(long, default_value_t = 20_000)]
-    users: u64,
-    /// Replay files instead: one file per partition, line i of file p to partition p.
-    #[arg(long, value_delimiter = ',')]
-    from_files: Option<Vec<PathBuf>>,
-    /// Write the generated events to DIR/part-<p>.jsonl (the file source's
-    /// layout) instead of Kafka: what a fresh topic would get, in the same
-    /// order. Needs --count; --rate then only sets event-time density.
-    #[arg(long, value_name = "DIR", conflicts_with = "from_files")]
-    out_dir: Option<PathBuf>,
-    /// Partitions (files) for --out-dir.
-    #[arg(long, default_value_t = 4, requires = "out_dir")]
-    partitions: u32,
-    /// Kafka record timestamps: `send` (the time of sending, Kafka's default)
-    /// or `event` (each record's event time; brokers refuse stamps too far in
-    /// the future: log.message.timestamp.after.max.ms).
-    #[arg(long, value_parser = ["send", "event"], default_value = "send")]
-    timestamps: String,
-    /// Progress line on stderr (default: when stderr is a terminal).
-    #[arg(long)]
-    progress: Option<bool>,
-}
-
-#[derive(Subcommand)]
-enum BenchCommand {
-    /// The core path on one thread from in-memory payloads, checkpoints on.
-    Core {
-        #[arg(long, default_value_t = 20_000_000)]
-        events: u64,
-        /// Distinct users to draw from (about this many per window at the default rate).
-        #[arg(long, default_value_t = 100_000)]
-        users: u64,
-        /// Event-time rate per partition (4 partitions).
-        #[arg(long, default_value_t = 10_000)]
-        rate: u64,
-        #[arg(long, default_value_t = 2_000_000)]
-        checkpoint_every: u64,
-        /// Also write the figures as JSON here.
-        #[arg(long)]
-        json: Option<PathBuf>,
-    },
-    /// State scaling: checkpoint bytes, pause, recovery time (a real restart
-    /// of `streamforge run` against the state directory) and peak RSS.
-    Scaling {
-        /// Distinct users per window; several (comma-separated) run one after
-        /// another, each in a fresh process.
-        #[arg(long, value_delimiter = ',', default_value = "10000,100000,1000000")]
-        users: Vec<u64>,
-        /// Accepted events per distinct user per window.
-        #[arg(long, default_value_t = 2.0)]
-        events_per_user: f64,
-        /// Checkpoints timed once the state is at its steady size.
-        #[arg(long, default_value_t = 10)]
-        checkpoints: usize,
-        /// Process restarts timed per scale.
-        #[arg(long, default_value_t = 3)]
-        restarts: usize,
-        /// The streamforge binary to restart (default: this one).
-        #[arg(long)]
-        binary: Option<PathBuf>,
-        /// Also write the figures as JSON here.
-        #[arg(long)]
-        json: Option<PathBuf>,
-    },
 }
 
 #[derive(Args, Clone, Default)]
@@ -300,8 +202,6 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Run(args) => run(args),
         Command::Results(args) => results(args),
         Command::Checkpoint { command } => checkpoint(command),
-        Command::Bench { command } => bench(command),
-        Command::Produce(args) => produce(args),
         Command::Verify(args) => verify(args),
         Command::Replay(args) => ops::replay(args),
         Command::Anomalies { command } => ops::anomalies(command),
@@ -686,114 +586,6 @@ fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
-}
-
-fn produce(args: ProduceArgs) -> anyhow::Result<ExitCode> {
-    let cfg = Config::load(args.common.config.as_deref(), &overrides(&args.common)?)?.config;
-    let settings = if args.out_dir.is_some() {
-        crate::source::kafka::KafkaSettings::default()
-    } else {
-        crate::source::kafka::load_settings(&cfg.source.kafka_config)?
-    };
-    let opts = crate::produce::ProduceOptions {
-        settings,
-        rate: args.rate,
-        count: args.count,
-        anomaly_rate: args.anomaly_rate,
-        duplicate_rate: args.duplicate_rate,
-        late_rate: args.late_rate,
-        disorder_ms: args.disorder,
-        seed: args.seed,
-        users: args.users,
-        from_files: args.from_files,
-        stop: stop_flag()?,
-        progress: args
-            .progress
-            .unwrap_or_else(|| std::io::stderr().is_terminal()),
-        event_timestamps: args.timestamps == "event",
-    };
-    let (report, target) = match &args.out_dir {
-        Some(dir) => (
-            crate::produce::write_generated_files(&opts, dir, args.partitions)?,
-            dir.display().to_string(),
-        ),
-        None => (crate::produce::produce(&opts)?, opts.settings.topic.clone()),
-    };
-    eprintln!(
-        "produced {} records in {:.2?} ({:.0}/s) to {}: {}",
-        report.produced,
-        report.elapsed,
-        report.produced as f64 / report.elapsed.as_secs_f64().max(1e-9),
-        target,
-        report
-            .per_partition
-            .iter()
-            .map(|(p, n)| format!("p{p}={n}"))
-            .collect::<Vec<_>>()
-            .join(" ")
-    );
-    Ok(ExitCode::SUCCESS)
-}
-
-fn bench(command: BenchCommand) -> anyhow::Result<ExitCode> {
-    match command {
-        BenchCommand::Core {
-            events,
-            users,
-            rate,
-            checkpoint_every,
-            json,
-        } => {
-            let opts = crate::bench::CoreBenchOptions {
-                events,
-                users,
-                rate,
-                checkpoint_every,
-                ..Default::default()
-            };
-            eprintln!(
-                "bench core: {events} events, {users} users, {} partitions at {rate}/s event time, checkpoint every {checkpoint_every}",
-                opts.partitions
-            );
-            let report = crate::bench::core(&opts)?;
-            println!("{}", report.markdown());
-            if let Some(path) = json {
-                std::fs::write(&path, serde_json::to_string_pretty(&report)?)
-                    .with_context(|| format!("cannot write {}", path.display()))?;
-            }
-        }
-        BenchCommand::Scaling {
-            users,
-            events_per_user,
-            checkpoints,
-            restarts,
-            binary,
-            json,
-        } => {
-            let opts = crate::bench::ScalingBenchOptions {
-                events_per_user,
-                checkpoints,
-                restarts,
-                binary,
-                ..Default::default()
-            };
-            let reports = crate::bench::scaling_suite(&opts, &users)?;
-            println!("{}", crate::bench::ScalingBenchReport::markdown_header());
-            for r in &reports {
-                println!("{}", r.markdown_row());
-            }
-            if let Some(path) = json {
-                let value = if let [one] = reports.as_slice() {
-                    serde_json::to_string_pretty(one)?
-                } else {
-                    serde_json::to_string_pretty(&reports)?
-                };
-                std::fs::write(&path, value)
-                    .with_context(|| format!("cannot write {}", path.display()))?;
-            }
-        }
-    }
-    Ok(ExitCode::SUCCESS)
 }
 
 fn pick_id(store: &CheckpointStore, id: Option<u64>) -> anyhow::Result<u64> {

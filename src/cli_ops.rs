@@ -3,7 +3,6 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context};
 use clap::{Args, Subcommand};
@@ -244,21 +243,12 @@ pub(super) fn anomalies(command: AnomaliesCommand) -> anyhow::Result<ExitCode> {
                 .unwrap_or(0);
             let dir = tempfile::tempdir().context("creating a temporary directory")?;
             let files = anomalies::write_partition_files(dir.path(), &report.repaired, partitions)?;
-            let produced = crate::produce::produce(&crate::produce::ProduceOptions {
-                settings,
-                rate: 0,
-                count: None,
-                anomaly_rate: 0.0,
-                duplicate_rate: 0.0,
-                late_rate: 0.0,
-                disorder_ms: 0,
-                seed: 0,
-                users: 1,
-                from_files: Some(files),
-                stop: Arc::new(AtomicBool::new(false)),
-                progress: false,
-                event_timestamps: false,
-            })
+            let produced = crate::source::kafka::producer::produce_files(
+                &settings,
+                &files,
+                false,
+                &AtomicBool::new(false),
+            )
             .map_err(|e| anyhow!("anomalies replay: producing the repaired records failed: {e:#}. Running the same command again is safe: copies are duplicates by event_id"))?;
             eprintln!(
                 "anomalies replay: {} selected, {} produced to topic {topic}, {} dropped by the fix, {} skipped. Records late for the live job: run `streamforge replay` over their time range.",

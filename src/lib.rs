@@ -20,7 +20,6 @@
 
 pub mod anomalies;
 pub mod anomaly;
-pub mod bench;
 pub mod checkpoint;
 pub mod cli;
 pub mod clock;
@@ -31,7 +30,6 @@ pub mod event;
 pub mod failpoint;
 pub mod fptable;
 pub mod job;
-pub mod produce;
 pub mod replay;
 pub mod sink;
 pub mod source;

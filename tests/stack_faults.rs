@@ -36,7 +36,7 @@ use std::process::{Child, Command, ExitStatus};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-use common::stack::{repo, require_stack, unique};
+use common::stack::{produce_files_to, repo, require_stack, unique};
 use common::*;
 use proxy::{FaultProxy, Mode};
 
@@ -115,23 +115,7 @@ impl Case {
         };
         case.write_clickhouse(&case.direct_clickhouse, "http://127.0.0.1:8123", "30s");
         case.write_clickhouse(&case.job_clickhouse, "http://127.0.0.1:8123", "30s");
-        let out = case
-            .cmd(&[
-                "produce",
-                "--rate",
-                "0",
-                "--from-files",
-                case.data.dir.to_str().unwrap(),
-                "--set",
-                &format!("source.kafka_config={}", case.kafka.display()),
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "produce failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        produce_files_to(&topic, std::slice::from_ref(&case.data.dir), false);
         case
     }
 

@@ -8,15 +8,16 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
-use streamforge::produce::{produce, ProduceOptions, ProduceReport};
 use streamforge::source::file::FileSource;
+use streamforge::source::generator::GeneratorConfig;
+use streamforge::source::kafka::producer::{produce_files, ProduceReport, RecordProducer};
 use streamforge::source::kafka::{KafkaSettings, KafkaSource};
 use streamforge::source::{PartitionState, RecordBatch, Source};
 
@@ -122,26 +123,42 @@ fn settings(topic: &str) -> KafkaSettings {
     }
 }
 
-fn options(settings: KafkaSettings, count: u64) -> ProduceOptions {
-    ProduceOptions {
-        settings,
-        rate: 0,
-        count: Some(count),
-        anomaly_rate: 0.05,
-        duplicate_rate: 0.02,
-        late_rate: 0.0,
-        disorder_ms: 1000,
+/// Produces `count` generated records (5 % broken, 2 % duplicates, within
+/// 1 s of disorder) round-robin over the topic's partitions, continuing at
+/// each partition's high watermark so a second call never repeats an id.
+fn produce(settings: KafkaSettings, count: u64) -> anyhow::Result<ProduceReport> {
+    let mut producer = RecordProducer::connect(&settings, false)?;
+    let partitions = producer.partitions();
+    let mut next: Vec<u64> = producer
+        .watermarks()?
+        .iter()
+        .map(|(_, high)| (*high).max(0) as u64)
+        .collect();
+    let generator = GeneratorConfig {
         seed: 7,
+        partitions,
+        events_per_partition: None,
+        anomaly_share: 0.05,
+        duplicate_share: 0.02,
+        late_share: 0.0,
+        disorder_ms: 1000,
         users: 1000,
-        from_files: None,
-        stop: Arc::new(AtomicBool::new(false)),
-        progress: false,
-        event_timestamps: false,
+        ..GeneratorConfig::default()
+    };
+    let stop = AtomicBool::new(false);
+    let mut payload = Vec::new();
+    for i in 0..count {
+        let p = (i % partitions as u64) as usize;
+        payload.clear();
+        generator.payload(p as u32, next[p], &mut payload);
+        next[p] += 1;
+        assert!(producer.send(p as u32, &payload, &stop)?);
     }
+    producer.finish()
 }
 
 fn produce_generated(topic: &str, count: u64) -> ProduceReport {
-    let report = produce(&options(settings(topic), count)).expect("produce");
+    let report = produce(settings(topic), count).expect("produce");
     assert_eq!(report.produced, count);
     report
 }
@@ -197,10 +214,8 @@ fn produce_from_files_puts_line_i_of_file_p_at_offset_i_of_partition_p() {
     write(dir.path(), "part-1.jsonl", b"\n\n{\"broken\":\n");
     let inputs = vec![dir.path().to_path_buf()];
 
-    let mut opts = options(settings(&topic), 0);
-    opts.count = None;
-    opts.from_files = Some(inputs.clone());
-    let report = produce(&opts).expect("produce --from-files");
+    let report = produce_files(&settings(&topic), &inputs, false, &AtomicBool::new(false))
+        .expect("produce files");
     assert_eq!(report.produced, 3 + 6 + 700);
     assert_eq!(
         report.per_partition,
@@ -233,10 +248,14 @@ fn more_files_than_partitions_is_a_clear_error() {
     for name in ["a", "b", "c"] {
         write(dir.path(), name, b"x\n");
     }
-    let mut opts = options(settings(&topic), 0);
-    opts.count = None;
-    opts.from_files = Some(vec![dir.path().to_path_buf()]);
-    let err = produce(&opts).unwrap_err().to_string();
+    let err = produce_files(
+        &settings(&topic),
+        &[dir.path().to_path_buf()],
+        false,
+        &AtomicBool::new(false),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(
         err.contains("3 files") && err.contains("only 2 partitions"),
         "{err}"
@@ -386,9 +405,7 @@ fn a_missing_topic_is_a_clear_fatal_error() {
         "{text}"
     );
     // The producer says the same.
-    let err = produce(&options(settings(&topic), 1))
-        .unwrap_err()
-        .to_string();
+    let err = produce(settings(&topic), 1).unwrap_err().to_string();
     assert!(
         err.contains(&format!("topic {topic} does not exist")),
         "{err}"
@@ -576,7 +593,7 @@ fn a_full_producer_queue_is_waited_out_never_dropped() {
     // Room for 10 records: almost every send meets a full queue.
     s.properties
         .insert("queue.buffering.max.messages".into(), "10".into());
-    let report = produce(&options(s, 3_000)).expect("produce");
+    let report = produce(s, 3_000).expect("produce");
     assert_eq!(report.produced, 3_000);
     assert_eq!(
         report.per_partition,

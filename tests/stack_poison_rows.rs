@@ -40,21 +40,7 @@ impl Poison {
             table: unique("poison"),
             topic,
         };
-        let out = case
-            .cmd(&[
-                "produce",
-                "--rate",
-                "0",
-                "--from-files",
-                case_dir().join("p0.jsonl").to_str().unwrap(),
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "produce failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        produce_files_to(&case.topic, &[case_dir().join("p0.jsonl")], false);
         case
     }
 

@@ -258,7 +258,7 @@ fn starts_reported(out: &Output) -> (Vec<u64>, bool) {
 
 #[test]
 fn replay_finds_its_start_by_timestamp_when_records_carry_their_event_time() {
-    let case = Case::with_produce_args(shape(36), &["--timestamps", "event"]);
+    let case = Case::produced(shape(36), true);
     ok(&case.run_cmd().output().unwrap());
     case.assert_exact();
     let (from, to) = (T0_MS + 240_000, T0_MS + 360_000);

@@ -71,13 +71,30 @@ pub fn unique(prefix: &str) -> String {
     )
 }
 
+/// Produces every line of `inputs` (a directory of one file per partition,
+/// or files) to `topic` on the local stack: line `i` of file `p` to
+/// partition `p`, through the product's own producer (the one `anomalies
+/// replay` uses). With `event_timestamps`, records are stamped with their
+/// event time.
+pub fn produce_files_to(topic: &str, inputs: &[PathBuf], event_timestamps: bool) {
+    let settings = streamforge::source::kafka::KafkaSettings {
+        brokers: "127.0.0.1:9092".into(),
+        topic: topic.to_string(),
+        ..Default::default()
+    };
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    streamforge::source::kafka::producer::produce_files(&settings, inputs, event_timestamps, &stop)
+        .unwrap_or_else(|e| panic!("producing {inputs:?} to {topic} failed: {e:#}"));
+}
+
 impl Case {
     pub fn new(shape: Shape) -> Case {
-        Case::with_produce_args(shape, &[])
+        Case::produced(shape, false)
     }
 
-    /// A case whose data set is produced with these extra `produce` flags.
-    pub fn with_produce_args(shape: Shape, extra: &[&str]) -> Case {
+    /// A case whose data set is produced with record timestamps = event
+    /// times (when `event_timestamps`), else stamped when sent.
+    pub fn produced(shape: Shape, event_timestamps: bool) -> Case {
         require_stack();
         let tmp = tempfile::tempdir().unwrap();
         let data = make_dataset(&tmp.path().join("in"), &shape);
@@ -91,19 +108,10 @@ impl Case {
             data,
             tmp,
         };
-        let mut args = vec![
-            "produce",
-            "--rate",
-            "0",
-            "--from-files",
-            case.data.dir.to_str().unwrap(),
-        ];
-        args.extend_from_slice(extra);
-        let out = case.cmd(&args).output().unwrap();
-        assert!(
-            out.status.success(),
-            "produce failed: {}",
-            String::from_utf8_lossy(&out.stderr)
+        produce_files_to(
+            &case.topic,
+            std::slice::from_ref(&case.data.dir),
+            event_timestamps,
         );
         case
     }

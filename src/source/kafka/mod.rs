@@ -17,6 +17,8 @@
 //! - `client`: what every client shares (the producer too): librdkafka
 //!   configurations, log routing, start-up retries, error classes.
 //! - `identity`: the cluster and topic ids a checkpoint is tied to.
+//! - `producer`: records written back into the topic (repaired anomalies;
+//!   the tools' load generator builds on it).
 //! - this file: [`KafkaSource`], the [`Source`] implementation.
 //!
 //! # Where a partition stands
@@ -58,6 +60,7 @@
 
 mod client;
 mod identity;
+pub mod producer;
 mod settings;
 
 pub(crate) use client::{

@@ -1,4 +1,4 @@
-//! `streamforge bench core`: the core path on one thread, from in-memory
+//! `streamforge-tools bench core`: the core path on one thread, from in-memory
 //! payloads: parse, clean, dedup, window updates with exact distinct users,
 //! and checkpoints (snapshot, encode, sled commit + flush) at a fixed event
 //! interval, taken as the job takes them: the snapshot on the processing
@@ -13,11 +13,11 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::checkpoint::committer::{Commit, Committer};
-use crate::checkpoint::{Checkpoint, CheckpointStore};
-use crate::engine::{Engine, Lookahead};
-use crate::source::generator::GeneratorConfig;
-use crate::window::{WindowRow, WindowSpec};
+use streamforge::checkpoint::committer::{Commit, Committer};
+use streamforge::checkpoint::{Checkpoint, CheckpointStore};
+use streamforge::engine::{Engine, Lookahead};
+use streamforge::source::generator::GeneratorConfig;
+use streamforge::window::{WindowRow, WindowSpec};
 
 #[derive(Debug, Clone)]
 pub struct CoreBenchOptions {
@@ -175,7 +175,7 @@ pub fn core(opts: &CoreBenchOptions) -> anyhow::Result<CoreBenchReport> {
             committer.start(
                 Checkpoint {
                     id: checkpoint_id,
-                    created_ms: crate::time::now_ms(),
+                    created_ms: streamforge::time::now_ms(),
                     source_id: "bench".into(),
                     offsets: next
                         .iter()
@@ -268,7 +268,7 @@ impl CoreBenchReport {
 }
 
 // ---------------------------------------------------------------------------
-// `streamforge bench scaling`: state size, checkpoint pause and recovery time
+// `streamforge-tools bench scaling`: state size, checkpoint pause and recovery time
 // at a given number of distinct users per window.
 // ---------------------------------------------------------------------------
 
@@ -284,7 +284,8 @@ pub struct ScalingBenchOptions {
     pub checkpoints: usize,
     /// Real process restarts of `binary` against the state directory.
     pub restarts: usize,
-    /// The `streamforge` binary to restart (default: this one).
+    /// The `streamforge` binary to restart (default: the one built beside
+    /// this tool).
     pub binary: Option<std::path::PathBuf>,
 }
 
@@ -370,16 +371,16 @@ fn user_pool(distinct: u64, k: f64) -> u64 {
 
 /// Distinct users of each window still in the state, from a snapshot (pane
 /// user lists are sorted).
-fn open_window_users(snap: &crate::window::WindowsSnapshot, spec: &WindowSpec) -> Vec<u64> {
+fn open_window_users(snap: &streamforge::window::WindowsSnapshot, spec: &WindowSpec) -> Vec<u64> {
     let per_window = (spec.size_ms / spec.slide_ms.max(1)).max(1);
-    let panes: std::collections::BTreeMap<i64, &Vec<crate::dedup::Fp>> =
+    let panes: std::collections::BTreeMap<i64, &Vec<streamforge::dedup::Fp>> =
         snap.panes.iter().map(|(k, _, _, u)| (*k, u)).collect();
     let (Some(first), Some(last)) = (panes.keys().next(), panes.keys().last()) else {
         return Vec::new();
     };
     let mut out = Vec::new();
     for start in *first..=*last {
-        let mut union: std::collections::HashSet<crate::dedup::Fp> = Default::default();
+        let mut union: std::collections::HashSet<streamforge::dedup::Fp> = Default::default();
         for k in start..start + per_window {
             if let Some(users) = panes.get(&k) {
                 union.extend(users.iter().copied());
@@ -455,7 +456,7 @@ fn restart_once(
         .stdout(std::process::Stdio::null())
         .stderr(log);
     for (k, _) in std::env::vars() {
-        if k.starts_with(crate::config::ENV_PREFIX) || k == "STREAMFORGE_CONFIG" {
+        if k.starts_with(streamforge::config::ENV_PREFIX) || k == "STREAMFORGE_CONFIG" {
             cmd.env_remove(k);
         }
     }
@@ -499,8 +500,8 @@ fn restart_once(
 }
 
 pub fn scaling(opts: &ScalingBenchOptions) -> anyhow::Result<ScalingBenchReport> {
-    use crate::source::generator::GeneratorSource;
-    use crate::source::Source;
+    use streamforge::source::generator::GeneratorSource;
+    use streamforge::source::Source;
     anyhow::ensure!(
         opts.events_per_user > 1.0,
         "--events-per-user must be above 1"
@@ -577,7 +578,7 @@ pub fn scaling(opts: &ScalingBenchOptions) -> anyhow::Result<ScalingBenchReport>
         let t_snap = t.elapsed();
         let checkpoint = Checkpoint {
             id,
-            created_ms: crate::time::now_ms(),
+            created_ms: streamforge::time::now_ms(),
             source_id: source_id.clone(),
             offsets: next
                 .iter()
@@ -602,8 +603,8 @@ pub fn scaling(opts: &ScalingBenchOptions) -> anyhow::Result<ScalingBenchReport>
     let snap = last_snapshot.expect("at least one checkpoint");
     let window_users = open_window_users(&snap.windows, &spec);
     let pairs: u64 = window_users.iter().sum();
-    let windows_bytes = crate::checkpoint::codec::encode(&snap.windows)?.len() - 18;
-    let dedup_bytes = crate::checkpoint::codec::encode(&snap.dedup)?.len() - 18;
+    let windows_bytes = streamforge::checkpoint::codec::encode(&snap.windows)?.len() - 18;
+    let dedup_bytes = streamforge::checkpoint::codec::encode(&snap.dedup)?.len() - 18;
     drop(snap);
 
     // In-process recovery, for the breakdown. sled releases its file lock
@@ -624,7 +625,7 @@ pub fn scaling(opts: &ScalingBenchOptions) -> anyhow::Result<ScalingBenchReport>
 
     let binary = match &opts.binary {
         Some(b) => b.clone(),
-        None => std::env::current_exe()?,
+        None => product_binary()?,
     };
     let mut restarts = Vec::new();
     for _ in 0..opts.restarts {
@@ -705,7 +706,7 @@ impl ScalingBenchReport {
 }
 
 /// Runs `scaling` for each value of `users`. With more than one value, each
-/// runs in a fresh `streamforge bench scaling` process, so peak RSS is per
+/// runs in a fresh `streamforge-tools bench scaling` process, so peak RSS is per
 /// scale, not the largest so far.
 pub fn scaling_suite(
     opts: &ScalingBenchOptions,
@@ -720,7 +721,10 @@ pub fn scaling_suite(
         return Ok(vec![scaling(&opts)?]);
     }
     let exe = std::env::current_exe()?;
-    let binary = opts.binary.clone().unwrap_or_else(|| exe.clone());
+    let binary = match &opts.binary {
+        Some(b) => b.clone(),
+        None => product_binary()?,
+    };
     let dir = tempfile::tempdir()?;
     let mut reports = Vec::new();
     for &n in users {
@@ -764,7 +768,7 @@ fn process_spans(
 ) -> (Duration, Duration) {
     let cpu = thread_cpu_time();
     let t = Instant::now();
-    let now_s = crate::time::now_ms() / 1000;
+    let now_s = streamforge::time::now_ms() / 1000;
     let mut records = Lookahead::new(spans.iter().map(|&(p, s, e)| (p, &data[s..e])));
     while let Some((p, _, prepared)) = records.next(engine) {
         engine.apply(p as usize, prepared, now_s, out);
@@ -777,7 +781,9 @@ fn process_spans(
 fn parse_spans(data: &[u8], spans: &[(u32, usize, usize)]) -> Duration {
     let cpu = thread_cpu_time();
     for &(_, s, e) in spans {
-        let _ = std::hint::black_box(crate::event::parse_event(std::hint::black_box(&data[s..e])));
+        let _ = std::hint::black_box(streamforge::event::parse_event(std::hint::black_box(
+            &data[s..e],
+        )));
     }
     thread_cpu_time().saturating_sub(cpu)
 }
@@ -798,11 +804,26 @@ fn thread_cpu_time() -> Duration {
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
+/// The `streamforge` binary built beside this tool (`cargo build` puts the
+/// workspace's binaries in one directory).
+fn product_binary() -> anyhow::Result<std::path::PathBuf> {
+    let exe = std::env::current_exe()?;
+    let beside = exe.with_file_name(format!("streamforge{}", std::env::consts::EXE_SUFFIX));
+    if beside.exists() {
+        Ok(beside)
+    } else {
+        anyhow::bail!(
+            "no streamforge binary beside {}: build it (`cargo build --release`) or pass --binary",
+            exe.display()
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dedup::Fp;
-    use crate::window::WindowsSnapshot;
+    use streamforge::dedup::Fp;
+    use streamforge::window::WindowsSnapshot;
 
     #[test]
     fn the_user_pool_gives_the_target_distinct_count_in_expectation() {

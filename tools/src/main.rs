@@ -1,0 +1,283 @@
+//! `streamforge-tools`: what the people who build and measure StreamForge
+//! use, kept out of the product binary.
+//!
+//! * `produce`: simulated order events (or files) into the Kafka topic,
+//!   paced to a rate, or written as files (`--out-dir`);
+//! * `bench core` / `bench scaling`: the benchmarks behind
+//!   docs/performance.md.
+
+mod bench;
+mod produce;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use anyhow::{anyhow, Context};
+use clap::{Args, Parser, Subcommand};
+
+use streamforge::config::Config;
+use streamforge::source::kafka::{load_settings, KafkaSettings};
+
+#[derive(Parser)]
+#[command(
+    name = "streamforge-tools",
+    version,
+    about = "StreamForge's load generator and benchmarks"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Produce order events to Kafka: generated, or replayed from files.
+    Produce(ProduceArgs),
+    /// Benchmarks that print figures (see docs/performance.md).
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
+}
+
+#[derive(Args, Clone)]
+struct ProduceArgs {
+    /// Config file naming the Kafka settings (default: config/pipeline.yaml if it exists).
+    #[arg(long, env = "STREAMFORGE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Set any config key: --set source.kafka_config=FILE (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// Events per second over all partitions; 0 = as fast as possible.
+    #[arg(long, default_value_t = 1000)]
+    rate: u64,
+    /// Total events (generated mode); default: until SIGINT.
+    #[arg(long)]
+    count: Option<u64>,
+    /// Share of broken events (0..1).
+    #[arg(long, default_value_t = 0.01)]
+    anomaly_rate: f64,
+    /// Share of re-sent copies of a recent event (0..1).
+    #[arg(long, default_value_t = 0.02)]
+    duplicate_rate: f64,
+    /// Share of very late events (0..1).
+    #[arg(long, default_value_t = 0.0)]
+    late_rate: f64,
+    /// Maximum within-partition event-time disorder, ms.
+    #[arg(long, default_value_t = 3000)]
+    disorder: u64,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Distinct users to draw from.
+    #[arg(long, default_value_t = 20_000)]
+    users: u64,
+    /// Replay files instead: one file per partition, line i of file p to partition p.
+    #[arg(long, value_delimiter = ',')]
+    from_files: Option<Vec<PathBuf>>,
+    /// Write the generated events to DIR/part-<p>.jsonl (the file source's
+    /// layout) instead of Kafka: what a fresh topic would get, in the same
+    /// order. Needs --count; --rate then only sets event-time density.
+    #[arg(long, value_name = "DIR", conflicts_with = "from_files")]
+    out_dir: Option<PathBuf>,
+    /// Partitions (files) for --out-dir.
+    #[arg(long, default_value_t = 4, requires = "out_dir")]
+    partitions: u32,
+    /// Kafka record timestamps: `send` (the time of sending, Kafka's default)
+    /// or `event` (each record's event time; brokers refuse stamps too far in
+    /// the future: log.message.timestamp.after.max.ms).
+    #[arg(long, value_parser = ["send", "event"], default_value = "send")]
+    timestamps: String,
+    /// Progress line on stderr (default: when stderr is a terminal).
+    #[arg(long)]
+    progress: Option<bool>,
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// The core path on one thread from in-memory payloads, checkpoints on.
+    Core {
+        #[arg(long, default_value_t = 20_000_000)]
+        events: u64,
+        /// Distinct users to draw from (about this many per window at the default rate).
+        #[arg(long, default_value_t = 100_000)]
+        users: u64,
+        /// Event-time rate per partition (4 partitions).
+        #[arg(long, default_value_t = 10_000)]
+        rate: u64,
+        #[arg(long, default_value_t = 2_000_000)]
+        checkpoint_every: u64,
+        /// Also write the figures as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+    /// State scaling: checkpoint bytes, pause, recovery time (a real restart
+    /// of `streamforge run` against the state directory) and peak RSS.
+    Scaling {
+        /// Distinct users per window; several (comma-separated) run one after
+        /// another, each in a fresh process.
+        #[arg(long, value_delimiter = ',', default_value = "10000,100000,1000000")]
+        users: Vec<u64>,
+        /// Accepted events per distinct user per window.
+        #[arg(long, default_value_t = 2.0)]
+        events_per_user: f64,
+        /// Checkpoints timed once the state is at its steady size.
+        #[arg(long, default_value_t = 10)]
+        checkpoints: usize,
+        /// Process restarts timed per scale.
+        #[arg(long, default_value_t = 3)]
+        restarts: usize,
+        /// The streamforge binary to restart (default: the one built beside this tool).
+        #[arg(long)]
+        binary: Option<PathBuf>,
+        /// Also write the figures as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    streamforge::telemetry::init_logging(false);
+    let outcome = match cli.command {
+        Command::Produce(args) => produce(args),
+        Command::Bench { command } => bench(command),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, stop.clone())
+            .context("installing the signal handlers")?;
+    }
+    Ok(stop)
+}
+
+fn kafka_settings(args: &ProduceArgs) -> anyhow::Result<KafkaSettings> {
+    let mut sets = Vec::new();
+    for kv in &args.set {
+        let (k, v) = kv.split_once('=').ok_or_else(|| {
+            anyhow!("--set {kv}: write KEY=VALUE, e.g. --set source.kafka_config=FILE")
+        })?;
+        sets.push((k.trim().to_string(), v.to_string()));
+    }
+    let cfg = Config::load(args.config.as_deref(), &sets)?.config;
+    load_settings(&cfg.source.kafka_config)
+}
+
+fn produce(args: ProduceArgs) -> anyhow::Result<()> {
+    let settings = if args.out_dir.is_some() {
+        KafkaSettings::default()
+    } else {
+        kafka_settings(&args)?
+    };
+    let opts = produce::ProduceOptions {
+        settings,
+        rate: args.rate,
+        count: args.count,
+        anomaly_rate: args.anomaly_rate,
+        duplicate_rate: args.duplicate_rate,
+        late_rate: args.late_rate,
+        disorder_ms: args.disorder,
+        seed: args.seed,
+        users: args.users,
+        from_files: args.from_files,
+        stop: stop_flag()?,
+        progress: args
+            .progress
+            .unwrap_or_else(|| std::io::stderr().is_terminal()),
+        event_timestamps: args.timestamps == "event",
+    };
+    let (report, target) = match &args.out_dir {
+        Some(dir) => (
+            produce::write_generated_files(&opts, dir, args.partitions)?,
+            dir.display().to_string(),
+        ),
+        None => (produce::produce(&opts)?, opts.settings.topic.clone()),
+    };
+    eprintln!(
+        "produced {} records in {:.2?} ({:.0}/s) to {}: {}",
+        report.produced,
+        report.elapsed,
+        report.produced as f64 / report.elapsed.as_secs_f64().max(1e-9),
+        target,
+        report
+            .per_partition
+            .iter()
+            .map(|(p, n)| format!("p{p}={n}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    Ok(())
+}
+
+fn bench(command: BenchCommand) -> anyhow::Result<()> {
+    match command {
+        BenchCommand::Core {
+            events,
+            users,
+            rate,
+            checkpoint_every,
+            json,
+        } => {
+            let opts = bench::CoreBenchOptions {
+                events,
+                users,
+                rate,
+                checkpoint_every,
+                ..Default::default()
+            };
+            eprintln!(
+                "bench core: {events} events, {users} users, {} partitions at {rate}/s event time, checkpoint every {checkpoint_every}",
+                opts.partitions
+            );
+            let report = bench::core(&opts)?;
+            println!("{}", report.markdown());
+            if let Some(path) = json {
+                std::fs::write(&path, serde_json::to_string_pretty(&report)?)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+            }
+        }
+        BenchCommand::Scaling {
+            users,
+            events_per_user,
+            checkpoints,
+            restarts,
+            binary,
+            json,
+        } => {
+            let opts = bench::ScalingBenchOptions {
+                events_per_user,
+                checkpoints,
+                restarts,
+                binary,
+                ..Default::default()
+            };
+            let reports = bench::scaling_suite(&opts, &users)?;
+            println!("{}", bench::ScalingBenchReport::markdown_header());
+            for r in &reports {
+                println!("{}", r.markdown_row());
+            }
+            if let Some(path) = json {
+                let value = if let [one] = reports.as_slice() {
+                    serde_json::to_string_pretty(one)?
+                } else {
+                    serde_json::to_string_pretty(&reports)?
+                };
+                std::fs::write(&path, value)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+            }
+        }
+    }
+    Ok(())
+}
