@@ -77,8 +77,8 @@ LOGS=$DEMO_DIR/logs
 ANOMALY_LOG=$LOGS/anomalies.log
 MANIFEST=$DEMO_DIR/input.manifest
 
-# Relative config paths (config/pipeline.yaml, config/kafka_config.yaml,
-# config/clickhouse_config.yaml) resolve against the repository, for every
+# Relative config paths (config/pipeline.yaml and what it names) resolve
+# against the repository, for every
 # command below alike.
 cd "$REPO"
 

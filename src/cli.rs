@@ -254,10 +254,7 @@ pub fn build_source(cfg: &Config) -> anyhow::Result<Box<dyn Source>> {
     Ok(match cfg.source.kind {
         SourceKind::Generator => Box::new(GeneratorSource::new(cfg.source.generator.clone())?),
         SourceKind::Files => Box::new(FileSource::new(&cfg.source.files)?),
-        SourceKind::Kafka => {
-            let settings = crate::source::kafka::load_settings(&cfg.source.kafka_config)?;
-            Box::new(crate::source::kafka::KafkaSource::new(&settings)?)
-        }
+        SourceKind::Kafka => Box::new(crate::source::kafka::KafkaSource::new(&cfg.kafka)?),
     })
 }
 
@@ -266,8 +263,7 @@ pub fn build_sink(cfg: &Config) -> anyhow::Result<Box<dyn Sink>> {
     Ok(match cfg.sink.kind {
         SinkKind::Embedded => Box::new(EmbeddedSink::open(&cfg.embedded_sink_path())?),
         SinkKind::Clickhouse => {
-            let settings = crate::sink::clickhouse::load_settings(&cfg.sink.clickhouse_config)?;
-            let mut sink = crate::sink::clickhouse::ClickHouseSink::connect(&settings)?;
+            let mut sink = crate::sink::clickhouse::ClickHouseSink::connect(&cfg.clickhouse)?;
             sink.prepare()?;
             Box::new(sink)
         }

@@ -101,7 +101,7 @@ pub(super) fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let mut open = |from_earliest: bool| -> anyhow::Result<Box<dyn Source>> {
         Ok(match cfg.source.kind {
             SourceKind::Kafka => {
-                let mut settings = kafka::load_settings(&cfg.source.kafka_config)?;
+                let mut settings = cfg.kafka.clone();
                 settings.start = if from_earliest {
                     "earliest".to_string()
                 } else {
@@ -233,7 +233,7 @@ pub(super) fn anomalies(command: AnomaliesCommand) -> anyhow::Result<ExitCode> {
             }
             // Always the Kafka topic of the config, whatever the source kind:
             // this is how repaired records get back into the stream.
-            let settings = kafka::load_settings(&cfg.source.kafka_config)?;
+            let settings = cfg.kafka.clone();
             let topic = settings.topic.clone();
             let partitions = report
                 .repaired

@@ -115,8 +115,16 @@ impl Setup {
         ok(&self.run(&["--bounded"]).output().unwrap());
     }
 
+    /// A live run with a 1 s idle timeout (quick to go idle).
     fn live(&self) -> LiveJob {
         LiveJob::spawn(&mut self.run(&["--set", "window.idle_timeout=1s"]))
+    }
+
+    /// A live run with the default settings (10 s idle timeout): a partition
+    /// found while running has that long to deliver its first records
+    /// before it stops holding the watermark.
+    fn live_default(&self) -> LiveJob {
+        LiveJob::spawn(&mut self.run(&[]))
     }
 
     fn results(&self) -> Vec<String> {
@@ -339,7 +347,7 @@ fn partitions_added_case_gives_the_expected_table() {
     let case = case_dir("partitions-added");
     s.produce_file(0, &case.join("phase1-p0.jsonl"));
     s.produce_file(1, &case.join("phase1-p1.jsonl"));
-    let mut job = s.live();
+    let mut job = s.live_default();
     wait_read(&mut job, 26);
     block_on(admin().create_partitions(
         &[NewPartitions::new(&s.topic, 3)],
@@ -365,34 +373,42 @@ fn partitions_added_case_gives_the_expected_table() {
     );
 }
 
-/// The same, with partitions added twice and data flowing all along.
+/// Partitions added twice while data flows, as live producers write it:
+/// every partition's records at the current event time, so neither the
+/// discovery interval nor idleness can make any of them late.
 #[test]
 fn partitions_added_twice_while_data_flows_are_all_counted() {
     let s = Setup::new("grow2", 1);
     let mut rng = Rng::new(5);
     let mut counted = Vec::new();
-    let mut next = [0usize; 4];
-    let mut produce = |s: &Setup, p: usize, n: usize, counted: &mut Vec<Counted>| {
-        let mut lines = Vec::new();
-        for _ in 0..n {
-            let i = next[p];
-            next[p] += 1;
-            let t = 1_704_067_200_000 + 40_000 + i as i64 * 500 - rng.below(2000) as i64;
-            let user = format!("u{}", rng.below(30));
-            lines.push(format!(r#"{{"event_id":"p{p}-{i}","order_id":"o","user_id":"{user}","amount":"1.25","event_time":{t}}}"#));
-            counted.push(Counted {
-                t_ms: t,
-                user,
-                cents: 125,
-            });
+    // Event time goes on from where the previous round ended.
+    let mut round_start = 1_704_067_200_000 + 40_000;
+    let mut produce_round = |s: &Setup, sizes: &[usize], counted: &mut Vec<Counted>| {
+        let mut round_end = round_start;
+        for (p, n) in sizes.iter().enumerate() {
+            let mut lines = Vec::new();
+            for i in 0..*n {
+                let t = round_start + i as i64 * 500 - rng.below(2000) as i64;
+                round_end = round_end.max(t);
+                let user = format!("u{}", rng.below(30));
+                lines.push(format!(
+                    r#"{{"event_id":"r{round_start}-p{p}-{i}","order_id":"o","user_id":"{user}","amount":"1.25","event_time":{t}}}"#
+                ));
+                counted.push(Counted {
+                    t_ms: t,
+                    user,
+                    cents: 125,
+                });
+            }
+            s.produce(p as i32, &lines, |_| None);
         }
-        s.produce(p as i32, &lines, |_| None);
+        round_start = round_end + 1000;
     };
-    produce(&s, 0, 200, &mut counted);
+    produce_round(&s, &[200], &mut counted);
     let mut job = s.live();
     wait_read(&mut job, 200);
     let mut total = 200;
-    for partitions in [2, 4] {
+    for (partitions, sizes) in [(2, vec![100, 140]), (4, vec![100, 140, 180, 220])] {
         block_on(admin().create_partitions(
             &[NewPartitions::new(&s.topic, partitions)],
             &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
@@ -402,11 +418,8 @@ fn partitions_added_twice_while_data_flows_are_all_counted() {
         .for_each(|r| {
             r.unwrap();
         });
-        for p in 0..partitions {
-            let n = 100 + 40 * p;
-            produce(&s, p, n, &mut counted);
-            total += n;
-        }
+        produce_round(&s, &sizes, &mut counted);
+        total += sizes.iter().sum::<usize>();
         wait_read(&mut job, total);
     }
     job.stop();

@@ -19,7 +19,7 @@ use anyhow::{anyhow, Context};
 use clap::{Args, Parser, Subcommand};
 
 use streamforge::config::Config;
-use streamforge::source::kafka::{load_settings, KafkaSettings};
+use streamforge::source::kafka::KafkaSettings;
 
 #[derive(Parser)]
 #[command(
@@ -48,7 +48,7 @@ struct ProduceArgs {
     /// Config file naming the Kafka settings (default: config/pipeline.yaml if it exists).
     #[arg(long, env = "STREAMFORGE_CONFIG")]
     config: Option<PathBuf>,
-    /// Set any config key: --set source.kafka_config=FILE (repeatable).
+    /// Set any config key: --set kafka.topic=orders (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
     /// Events per second over all partitions; 0 = as fast as possible.
@@ -166,13 +166,12 @@ fn stop_flag() -> anyhow::Result<Arc<AtomicBool>> {
 fn kafka_settings(args: &ProduceArgs) -> anyhow::Result<KafkaSettings> {
     let mut sets = Vec::new();
     for kv in &args.set {
-        let (k, v) = kv.split_once('=').ok_or_else(|| {
-            anyhow!("--set {kv}: write KEY=VALUE, e.g. --set source.kafka_config=FILE")
-        })?;
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| anyhow!("--set {kv}: write KEY=VALUE, e.g. --set kafka.topic=orders"))?;
         sets.push((k.trim().to_string(), v.to_string()));
     }
-    let cfg = Config::load(args.config.as_deref(), &sets)?.config;
-    load_settings(&cfg.source.kafka_config)
+    Ok(Config::load(args.config.as_deref(), &sets)?.config.kafka)
 }
 
 fn produce(args: ProduceArgs) -> anyhow::Result<()> {

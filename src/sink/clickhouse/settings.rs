@@ -1,22 +1,22 @@
-//! What the ClickHouse sink connects to and how: the `clickhouse` settings
-//! file, its `CLICKHOUSE_*` environment overrides, validation, and the
-//! password, held in a [`Secret`] that never prints.
+//! What the ClickHouse sink connects to and how: the `clickhouse` section of
+//! the configuration (loaded with everything else by `crate::config`, short
+//! `CLICKHOUSE_*` variables included), its validation, and the password,
+//! read only when the client is made and held in a [`Secret`] that never
+//! prints.
 //!
 //! Nothing here talks to the server: [`super::ClickHouseSink::connect`]
 //! turns validated settings into a client.
 
-use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::anyhow;
 use reqwest::Url;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Dur;
 
-/// Where the sink connects and how. Read from `config/clickhouse_config.yaml`
-/// by [`load_settings`]; the password itself is never in this struct.
+/// Where the sink connects and how: the `clickhouse` section of the
+/// configuration. The password itself is never in this struct.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClickHouseSettings {
@@ -65,33 +65,7 @@ impl Default for ClickHouseSettings {
     }
 }
 
-/// Environment variables that override settings from the file.
-pub const ENV_OVERRIDES: [&str; 5] = [
-    "CLICKHOUSE_URL",
-    "CLICKHOUSE_DATABASE",
-    "CLICKHOUSE_TABLE",
-    "CLICKHOUSE_USER",
-    "CLICKHOUSE_DEAD_LETTER_LOG",
-];
-
 impl ClickHouseSettings {
-    /// Applies the [`ENV_OVERRIDES`] found by `lookup` (the environment, in
-    /// production); an empty value counts as unset.
-    pub fn apply_env_overrides(&mut self, lookup: impl Fn(&str) -> Option<String>) {
-        for var in ENV_OVERRIDES {
-            let Some(value) = lookup(var).filter(|v| !v.is_empty()) else {
-                continue;
-            };
-            match var {
-                "CLICKHOUSE_URL" => self.url = value,
-                "CLICKHOUSE_DATABASE" => self.database = value,
-                "CLICKHOUSE_TABLE" => self.table = value,
-                "CLICKHOUSE_DEAD_LETTER_LOG" => self.dead_letter_log = PathBuf::from(value),
-                _ => self.user = value,
-            }
-        }
-    }
-
     /// Every problem at once.
     pub fn validate(&self) -> Result<(), Vec<String>> {
         let mut problems = Vec::new();
@@ -124,21 +98,6 @@ impl ClickHouseSettings {
     pub fn qualified_table(&self) -> String {
         format!("{}.{}", self.database, self.table)
     }
-}
-
-/// Loads the ClickHouse settings file strictly, applies the `CLICKHOUSE_*`
-/// environment overrides and validates the result.
-pub fn load_settings(path: &Path) -> anyhow::Result<ClickHouseSettings> {
-    let mut settings: ClickHouseSettings = crate::config::load_yaml(path, "ClickHouse")?;
-    settings.apply_env_overrides(|var| std::env::var(var).ok());
-    settings.validate().map_err(|problems| {
-        anyhow!(
-            "ClickHouse settings ({}, with CLICKHOUSE_* environment overrides) are invalid:\n  - {}",
-            path.display(),
-            problems.join("\n  - ")
-        )
-    })?;
-    Ok(settings)
 }
 
 /// Checks a database or table name: `^[A-Za-z_][A-Za-z0-9_]{0,63}$`. Such a
@@ -194,32 +153,7 @@ pub(super) fn display_url(url: &Url) -> String {
     shown.as_str().trim_end_matches('/').to_string()
 }
 
-/// A secret (the password) that never shows in `Debug` or `Display`
-/// output; [`Secret::expose`] is the one way to read it, where it is sent.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: String) -> Self {
-        Secret(value)
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
+pub use crate::config::Secret;
 
 /// The password per the settings: `password_file` when set, else the
 /// variable `password_env` names (`lookup` reads the environment).
@@ -236,14 +170,14 @@ pub(super) fn resolve_password(
         })?;
         let password = text.strip_suffix('\n').unwrap_or(&text);
         let password = password.strip_suffix('\r').unwrap_or(password);
-        return Ok(Some(Secret(password.to_string())).filter(|p| !p.0.is_empty()));
+        return Ok(Some(Secret::new(password.to_string())).filter(|p| !p.is_empty()));
     }
     if settings.password_env.is_empty() {
         return Ok(None);
     }
     Ok(lookup(&settings.password_env)
         .filter(|p| !p.is_empty())
-        .map(Secret))
+        .map(Secret::new))
 }
 
 /// Where the password comes from, for advice after an auth failure.
@@ -258,6 +192,7 @@ pub(super) fn password_source(settings: &ClickHouseSettings) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     #[test]
     fn names_are_validated() {
@@ -300,16 +235,6 @@ mod tests {
     }
 
     #[test]
-    fn a_secret_never_prints() {
-        let s = Secret::new("hunter2".into());
-        assert_eq!(
-            format!("{s} {s:?} {:?}", Some(&s)),
-            "<redacted> <redacted> Some(<redacted>)"
-        );
-        assert_eq!(s.expose(), "hunter2");
-    }
-
-    #[test]
     fn the_password_comes_from_the_file_or_the_environment() {
         let env = |var: &str| (var == "MY_CH_PW").then(|| "from-env".to_string());
         let mut s = ClickHouseSettings {
@@ -346,14 +271,19 @@ mod tests {
 
     #[test]
     fn environment_overrides_apply_on_top() {
-        let mut s = ClickHouseSettings::default();
-        s.apply_env_overrides(|var| match var {
-            "CLICKHOUSE_URL" => Some("http://ch:8123".into()),
-            "CLICKHOUSE_TABLE" => Some("metrics2".into()),
-            "CLICKHOUSE_USER" => Some(String::new()),
-            "CLICKHOUSE_DEAD_LETTER_LOG" => Some("/tmp/dl.log".into()),
-            _ => None,
-        });
+        let env: Vec<(String, String)> = [
+            ("CLICKHOUSE_URL", "http://ch:8123"),
+            ("CLICKHOUSE_TABLE", "metrics2"),
+            ("CLICKHOUSE_USER", ""),
+            ("CLICKHOUSE_DEAD_LETTER_LOG", "/tmp/dl.log"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let s = crate::config::Config::load_with(Some(Path::new("/dev/null")), &[], &env)
+            .unwrap()
+            .config
+            .clickhouse;
         assert_eq!(s.url, "http://ch:8123");
         assert_eq!(s.table, "metrics2");
         assert_eq!(s.database, "streamforge");
@@ -375,13 +305,15 @@ mod tests {
     }
 
     #[test]
-    fn the_shipped_settings_file_holds_the_defaults() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/clickhouse_config.yaml");
-        let parsed: ClickHouseSettings = crate::config::load_yaml(&path, "ClickHouse").unwrap();
-        assert_eq!(parsed, ClickHouseSettings::default());
+    fn the_shipped_config_file_holds_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(crate::config::DEFAULT_CONFIG);
         let text = std::fs::read_to_string(&path).unwrap();
+        let tree: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).unwrap();
+        let parsed: ClickHouseSettings =
+            serde_yaml_ng::from_value(tree["clickhouse"].clone()).unwrap();
+        assert_eq!(parsed, ClickHouseSettings::default());
         assert!(text.contains("CLICKHOUSE_PASSWORD") && text.contains("# password_file:"));
-        for var in ENV_OVERRIDES {
+        for (var, _) in crate::config::ENV_ALIASES {
             assert!(
                 text.contains(var),
                 "{var} is not documented in {}",

@@ -11,8 +11,7 @@
 //!
 //! # Layout
 //!
-//! - `settings`: [`KafkaSettings`] / [`load_settings`]:
-//!   `config/kafka_config.yaml`, the `KAFKA_*` environment overrides and
+//! - `settings`: [`KafkaSettings`], the `kafka` section of the configuration (loaded by `crate::config`) and
 //!   `env:VAR` secrets.
 //! - `client`: what every client shares (the producer too): librdkafka
 //!   configurations, log routing, start-up retries, error classes.
@@ -68,7 +67,7 @@ pub(crate) use client::{
     route_log, Attempt, ClientCtx, ErrorClass, Role,
 };
 pub use settings::{
-    is_secret_key, load_settings, redacted, IsolationLevel, KafkaSettings, StartAt, STARTUP_RETRY,
+    is_secret_key, redacted, IsolationLevel, KafkaSettings, StartAt, STARTUP_RETRY,
 };
 
 use std::collections::BTreeMap;

@@ -1,10 +1,10 @@
-//! The Kafka settings: `config/kafka_config.yaml`, the `KAFKA_*`
-//! environment overrides, and `env:VAR` secrets resolved only when a client
-//! is created (never logged).
+//! The Kafka settings: the `kafka` section of the configuration (loaded with
+//! everything else by `crate::config`, short `KAFKA_*` variables included),
+//! its validation, and `env:VAR` secrets, resolved only when a client is
+//! created and never logged.
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::Path;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -248,40 +248,12 @@ impl KafkaSettings {
     pub(crate) fn start_at(&self) -> Result<StartAt, SourceError> {
         StartAt::parse(&self.start).map_err(|e| SourceError::Fatal(format!("kafka: {e}")))
     }
-
-    /// Overrides from `KAFKA_BROKERS`, `KAFKA_TOPIC`, `KAFKA_GROUP_ID`
-    /// (`lookup` is the environment; a parameter so tests need not touch it).
-    pub fn apply_env(&mut self, lookup: impl Fn(&str) -> Option<String>) {
-        let non_empty = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
-        if let Some(v) = non_empty("KAFKA_BROKERS") {
-            self.brokers = v;
-        }
-        if let Some(v) = non_empty("KAFKA_TOPIC") {
-            self.topic = v;
-        }
-        if let Some(v) = non_empty("KAFKA_GROUP_ID") {
-            self.group_id = v;
-        }
-    }
-}
-
-/// Reads `path`, applies the environment overrides and validates.
-pub fn load_settings(path: &Path) -> anyhow::Result<KafkaSettings> {
-    let mut settings: KafkaSettings = crate::config::load_yaml(path, "Kafka")?;
-    settings.apply_env(|name| std::env::var(name).ok());
-    settings.validate().map_err(|problems| {
-        anyhow::anyhow!(
-            "Kafka settings file {} (with KAFKA_* environment overrides) is invalid:\n  - {}",
-            path.display(),
-            problems.join("\n  - ")
-        )
-    })?;
-    Ok(settings)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     #[test]
     fn start_specs_parse() {
@@ -310,16 +282,27 @@ mod tests {
         }
     }
 
+    /// The `kafka` section of a config file, loaded as the job loads it.
+    fn load(yaml: &str, env: &[(&str, &str)]) -> anyhow::Result<KafkaSettings> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.yaml");
+        std::fs::write(&path, format!("source:\n  kind: kafka\n{yaml}")).unwrap();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Ok(crate::config::Config::load_with(Some(&path), &[], &env)?
+            .config
+            .kafka)
+    }
+
     #[test]
     fn settings_file_defaults_and_strict_keys() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("k.yaml");
-        std::fs::write(
-            &path,
-            "topic: t1\nproperties:\n  fetch.max.bytes: \"1048576\"\n",
+        let s = load(
+            "kafka:\n  topic: t1\n  properties:\n    fetch.max.bytes: \"1048576\"\n",
+            &[],
         )
         .unwrap();
-        let s = load_settings(&path).unwrap();
         assert_eq!(s.topic, "t1");
         assert_eq!(s.group_id, "streamforge");
         assert_eq!(s.start, "earliest");
@@ -327,16 +310,16 @@ mod tests {
         assert_eq!(s.metadata_timeout.0, Duration::from_secs(10));
         assert_eq!(s.properties["fetch.max.bytes"], "1048576");
 
-        std::fs::write(&path, "topik: t1\n").unwrap();
-        let err = load_settings(&path).unwrap_err().to_string();
-        assert!(err.contains("topik") && err.contains("k.yaml"), "{err}");
+        let err = load("kafka:\n  topik: t1\n", &[]).unwrap_err().to_string();
+        assert!(err.contains("topik") && err.contains("p.yaml"), "{err}");
     }
 
     #[test]
-    fn the_shipped_settings_file_loads_with_the_documented_defaults() {
-        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/kafka_config.yaml");
+    fn the_shipped_config_file_has_the_documented_kafka_defaults() {
+        let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join(crate::config::DEFAULT_CONFIG);
         let text = std::fs::read_to_string(&shipped).unwrap();
-        let s: KafkaSettings = serde_yaml_ng::from_str(&text).unwrap();
+        let tree: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).unwrap();
+        let s: KafkaSettings = serde_yaml_ng::from_value(tree["kafka"].clone()).unwrap();
         let d = KafkaSettings::default();
         assert_eq!(
             (
@@ -345,7 +328,9 @@ mod tests {
                 &s.group_id,
                 &s.start,
                 s.commit_offsets,
-                s.metadata_timeout
+                s.metadata_timeout,
+                s.isolation_level,
+                s.partition_discovery_interval
             ),
             (
                 &d.brokers,
@@ -353,7 +338,9 @@ mod tests {
                 &d.group_id,
                 &d.start,
                 d.commit_offsets,
-                d.metadata_timeout
+                d.metadata_timeout,
+                d.isolation_level,
+                d.partition_discovery_interval
             )
         );
         assert!(s.properties.is_empty());
@@ -390,15 +377,19 @@ mod tests {
 
     #[test]
     fn environment_overrides_apply_when_set_and_non_empty() {
-        let mut s = KafkaSettings::default();
-        s.apply_env(|name| match name {
-            "KAFKA_BROKERS" => Some("b1:9092,b2:9092".into()),
-            "KAFKA_TOPIC" => Some("".into()),
-            "KAFKA_GROUP_ID" => Some("g2".into()),
-            _ => None,
-        });
+        let s = load(
+            "",
+            &[
+                ("KAFKA_BROKERS", "b1:9092,b2:9092"),
+                ("KAFKA_TOPIC", ""),
+                ("KAFKA_GROUP_ID", "g2"),
+                ("STREAMFORGE__KAFKA__START", "latest"),
+            ],
+        )
+        .unwrap();
         assert_eq!(s.brokers, "b1:9092,b2:9092");
         assert_eq!(s.topic, "orders_stream");
         assert_eq!(s.group_id, "g2");
+        assert_eq!(s.start, "latest");
     }
 }

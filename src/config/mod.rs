@@ -1,20 +1,50 @@
-//! Configuration: defaults, then the YAML file, then the environment, then
-//! command-line flags; validated once, every problem reported at once.
+//! Configuration: one typed tree for the whole job (pipeline, `kafka`,
+//! `clickhouse`), loaded in one place.
+//!
+//! # Precedence
+//!
+//! Lowest to highest: built-in defaults; the config file (`--config`, else
+//! `config/pipeline.yaml` when it exists); the section files it may name
+//! (`source.kafka_config`, `sink.clickhouse_config`: the `kafka` or
+//! `clickhouse` section in a file of its own); the short environment
+//! variables of [`ENV_ALIASES`] (`KAFKA_BROKERS`, `CLICKHOUSE_TABLE`, ...);
+//! `STREAMFORGE__SECTION__KEY=value` variables (double underscores separate
+//! levels; the value is read as YAML, so `5s`, `100`, `true` work); the
+//! command line's flags and `--set key.path=value`.
 //!
 //! Keys are strict (`deny_unknown_fields`), so a typo is an error naming the
-//! file and the key, not a silently ignored setting. Any key can be set from
-//! the environment as `STREAMFORGE__SECTION__KEY=value` (double underscores
-//! separate levels; the value is read as YAML, so `5s`, `100`, `true` work).
-//! Secrets (the ClickHouse password) are never read from these files: only
-//! from the environment or a file named in them, and they are never logged.
+//! file and the key, not a silently ignored setting. Everything is validated
+//! once, before anything starts, and every problem is reported at once.
+//!
+//! # Secrets
+//!
+//! Secrets are never in the files: the ClickHouse password comes from the
+//! environment variable or the file the `clickhouse` section names, a Kafka
+//! property's value written `env:VAR` from that variable, each read only when
+//! a client is created and held in a [`Secret`] that never prints.
+//!
+//! # Layout
+//!
+//! * this file: the tree's types, validation, [`Config::load`];
+//! * `tree`: the YAML-tree operations the layers are applied with;
+//! * the connectors own their sections' types:
+//!   [`crate::source::kafka::KafkaSettings`],
+//!   [`crate::sink::clickhouse::ClickHouseSettings`].
+
+mod secret;
+mod tree;
+
+pub use secret::Secret;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::{anyhow, bail};
 use serde::{Deserialize, Deserializer, Serialize};
 
+use crate::sink::clickhouse::ClickHouseSettings;
 use crate::source::generator::GeneratorConfig;
+use crate::source::kafka::KafkaSettings;
 use crate::window::WindowSpec;
 
 /// The default config file, used when it exists and no other is named.
@@ -98,8 +128,9 @@ pub struct SourceConfig {
     /// File source: a directory (one file per partition) or a list of files.
     pub files: Vec<PathBuf>,
     pub generator: GeneratorConfig,
-    /// Kafka settings file (brokers, topic, group, security).
-    pub kafka_config: PathBuf,
+    /// A file holding the `kafka` section, instead of (or over) the config
+    /// file's own `kafka:`.
+    pub kafka_config: Option<PathBuf>,
 }
 
 impl Default for SourceConfig {
@@ -108,7 +139,7 @@ impl Default for SourceConfig {
             kind: SourceKind::Generator,
             files: Vec::new(),
             generator: GeneratorConfig::default(),
-            kafka_config: PathBuf::from("config/kafka_config.yaml"),
+            kafka_config: None,
         }
     }
 }
@@ -119,8 +150,9 @@ pub struct SinkConfig {
     pub kind: SinkKind,
     /// Embedded store location; `<state_dir>/sink` when absent.
     pub embedded_path: Option<PathBuf>,
-    /// ClickHouse settings file (url, database, table, user).
-    pub clickhouse_config: PathBuf,
+    /// A file holding the `clickhouse` section, instead of (or over) the
+    /// config file's own `clickhouse:`.
+    pub clickhouse_config: Option<PathBuf>,
     /// First retry delay after a failed write; doubles up to `retry_max`.
     pub retry_initial: Dur,
     pub retry_max: Dur,
@@ -131,7 +163,7 @@ impl Default for SinkConfig {
         SinkConfig {
             kind: SinkKind::Embedded,
             embedded_path: None,
-            clickhouse_config: PathBuf::from("config/clickhouse_config.yaml"),
+            clickhouse_config: None,
             retry_initial: Dur(Duration::from_millis(200)),
             retry_max: Dur(Duration::from_secs(10)),
         }
@@ -227,6 +259,10 @@ impl Default for CheckpointConfig {
 pub struct Config {
     pub source: SourceConfig,
     pub sink: SinkConfig,
+    /// Kafka: brokers, topic, consumer group, isolation level, security.
+    pub kafka: KafkaSettings,
+    /// ClickHouse: server, table, user, password source, dead letters.
+    pub clickhouse: ClickHouseSettings,
     pub window: WindowConfig,
     pub checkpoint: CheckpointConfig,
     /// The anomaly side output (JSON Lines).
@@ -242,6 +278,8 @@ impl Default for Config {
         Config {
             source: SourceConfig::default(),
             sink: SinkConfig::default(),
+            kafka: KafkaSettings::default(),
+            clickhouse: ClickHouseSettings::default(),
             window: WindowConfig::default(),
             checkpoint: CheckpointConfig::default(),
             anomaly_log: PathBuf::from("logs/anomalies.log"),
@@ -258,51 +296,94 @@ pub struct Loaded {
     pub file: Option<PathBuf>,
 }
 
+/// Short environment variables, kept because deployments and scripts set
+/// them (docker-compose, CI): each names one key of the tree. An empty value
+/// counts as unset.
+pub const ENV_ALIASES: [(&str, &str); 8] = [
+    ("KAFKA_BROKERS", "kafka.brokers"),
+    ("KAFKA_TOPIC", "kafka.topic"),
+    ("KAFKA_GROUP_ID", "kafka.group_id"),
+    ("CLICKHOUSE_URL", "clickhouse.url"),
+    ("CLICKHOUSE_DATABASE", "clickhouse.database"),
+    ("CLICKHOUSE_TABLE", "clickhouse.table"),
+    ("CLICKHOUSE_USER", "clickhouse.user"),
+    ("CLICKHOUSE_DEAD_LETTER_LOG", "clickhouse.dead_letter_log"),
+];
+
 impl Config {
-    /// Loads `file` (or the default file if it exists), applies environment
-    /// overrides and then `overrides` (dotted key, YAML value), and validates.
+    /// Loads the configuration with the precedence of the module docs:
+    /// `file` (or the default file if it exists), its section files, the
+    /// environment, then `overrides` (dotted key, YAML value, from flags).
+    /// Validates it; every problem is in the one error.
     pub fn load(file: Option<&Path>, overrides: &[(String, String)]) -> anyhow::Result<Loaded> {
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        Self::load_with(file, overrides, &env)
+    }
+
+    /// [`Config::load`] with `env` as the environment (tests).
+    pub fn load_with(
+        file: Option<&Path>,
+        overrides: &[(String, String)],
+        env: &[(String, String)],
+    ) -> anyhow::Result<Loaded> {
+        let lookup = |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
         let file = match file {
             Some(f) => Some(f.to_path_buf()),
             None => Some(PathBuf::from(DEFAULT_CONFIG)).filter(|p| p.exists()),
         };
-        let mut tree = match &file {
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("cannot read config file {}", path.display()))?;
-                let value: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text)
-                    .map_err(|e| anyhow!("config file {}: {e}", path.display()))?;
-                if value.is_null() {
-                    serde_yaml_ng::Value::Mapping(Default::default())
-                } else {
-                    value
-                }
-            }
-            None => serde_yaml_ng::Value::Mapping(Default::default()),
+        let mut base = match &file {
+            Some(path) => tree::read_file(path)?,
+            None => tree::empty(),
         };
         let origin = file.as_ref().map_or_else(
             || "built-in defaults".to_string(),
             |p| p.display().to_string(),
         );
-        for (key, value) in std::env::vars() {
-            if let Some(path) = key.strip_prefix(ENV_PREFIX) {
-                let dotted = path.to_ascii_lowercase().replace("__", ".");
-                set_path(&mut tree, &dotted, &value)
-                    .map_err(|e| anyhow!("environment variable {key}: {e}"))?;
+        // Everything above the files, in order: aliases, STREAMFORGE__
+        // variables, flags.
+        let mut layers: Vec<(String, String, String)> = Vec::new();
+        for (var, key) in ENV_ALIASES {
+            if let Some(value) = lookup(var).filter(|v| !v.trim().is_empty()) {
+                layers.push((
+                    format!("environment variable {var}"),
+                    key.to_string(),
+                    value,
+                ));
             }
         }
-        for (key, value) in overrides {
-            set_path(&mut tree, key, value).map_err(|e| anyhow!("flag for {key}: {e}"))?;
+        let mut prefixed: Vec<(String, String)> = env
+            .iter()
+            .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+            .cloned()
+            .collect();
+        prefixed.sort();
+        for (key, value) in prefixed {
+            let dotted = key[ENV_PREFIX.len()..]
+                .to_ascii_lowercase()
+                .replace("__", ".");
+            layers.push((format!("environment variable {key}"), dotted, value));
         }
-        let config: Config = serde_yaml_ng::from_value(tree).map_err(|e| {
-            anyhow!(
-                "configuration ({origin}, with environment and flags): {e}. \
-                 See config/pipeline.yaml for every key and its meaning"
-            )
-        })?;
+        for (key, value) in overrides {
+            layers.push((format!("flag for {key}"), key.clone(), value.clone()));
+        }
+        // The section files, found with every layer applied (a flag may name
+        // one), go between the config file and the layers above it.
+        let mut probe = base.clone();
+        tree::apply(&mut probe, &layers)?;
+        for (section, key) in [
+            ("kafka", "source.kafka_config"),
+            ("clickhouse", "sink.clickhouse_config"),
+        ] {
+            if let Some(path) = tree::get_str(&probe, key) {
+                let section_tree = tree::read_file(Path::new(&path))?;
+                tree::merge_into(&mut base, section, section_tree);
+            }
+        }
+        tree::apply(&mut base, &layers)?;
+        let config = tree::deserialize(base, &origin)?;
         config.validate().map_err(|problems| {
             anyhow!(
-                "configuration ({origin}) is invalid:\n  - {}",
+                "configuration ({origin}, with environment and flags) is invalid:\n  - {}",
                 problems.join("\n  - ")
             )
         })?;
@@ -343,6 +424,16 @@ impl Config {
         if g.anomaly_share + g.late_share > 1.0 {
             problems.push("source.generator.anomaly_share + late_share must not exceed 1".into());
         }
+        if self.source.kind == SourceKind::Kafka {
+            if let Err(more) = self.kafka.validate() {
+                problems.extend(more.into_iter().map(|p| format!("kafka: {p}")));
+            }
+        }
+        if self.sink.kind == SinkKind::Clickhouse {
+            if let Err(more) = self.clickhouse.validate() {
+                problems.extend(more.into_iter().map(|p| format!("clickhouse: {p}")));
+            }
+        }
         if problems.is_empty() {
             Ok(())
         } else {
@@ -357,41 +448,6 @@ impl Config {
             .clone()
             .unwrap_or_else(|| self.checkpoint.state_dir.join("sink"))
     }
-}
-
-/// Sets `a.b.c` in a YAML tree to `value` (parsed as YAML), creating maps.
-fn set_path(tree: &mut serde_yaml_ng::Value, dotted: &str, value: &str) -> Result<(), String> {
-    use serde_yaml_ng::Value;
-    let parsed: Value =
-        serde_yaml_ng::from_str(value).unwrap_or_else(|_| Value::String(value.to_string()));
-    let mut node = tree;
-    let parts: Vec<&str> = dotted.split('.').collect();
-    for (i, part) in parts.iter().enumerate() {
-        if part.is_empty() {
-            return Err(format!("`{dotted}` is not a key path"));
-        }
-        if !node.is_mapping() {
-            *node = Value::Mapping(Default::default());
-        }
-        let Value::Mapping(map) = node else {
-            return Err(format!("`{dotted}` crosses a non-map value"));
-        };
-        let key = Value::String((*part).to_string());
-        if i + 1 == parts.len() {
-            map.insert(key, parsed);
-            return Ok(());
-        }
-        node = map.entry(key).or_insert(Value::Mapping(Default::default()));
-    }
-    Ok(())
-}
-
-/// Reads a small YAML settings file (Kafka, ClickHouse) strictly.
-pub fn load_yaml<T: serde::de::DeserializeOwned>(path: &Path, what: &str) -> anyhow::Result<T> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read the {what} settings file {}", path.display()))?;
-    serde_yaml_ng::from_str(&text)
-        .map_err(|e| anyhow!("{what} settings file {}: {e}", path.display()))
 }
 
 /// Fails with a clear message when a path that must exist does not.
@@ -438,6 +494,81 @@ mod tests {
         c.batch_size = 0;
         let problems = c.validate().unwrap_err();
         assert_eq!(problems.len(), 3, "{problems:?}");
+    }
+
+    /// The precedence of the module docs, layer by layer, on one key each.
+    #[test]
+    fn each_layer_wins_over_the_one_below() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("p.yaml");
+        let kafka = dir.path().join("kafka.yaml");
+        std::fs::write(
+            &file,
+            format!(
+                "source:\n  kind: kafka\n  kafka_config: {}\nkafka:\n  topic: from_file\n  group_id: g_file\n  brokers: b_file:1\n  start: latest\n",
+                kafka.display()
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            &kafka,
+            "topic: from_section\ngroup_id: g_section\nbrokers: b_section:1\n",
+        )
+        .unwrap();
+        let env: Vec<(String, String)> = [
+            ("KAFKA_GROUP_ID", "g_alias"),
+            ("KAFKA_BROKERS", "b_alias:1"),
+            ("STREAMFORGE__KAFKA__BROKERS", "b_prefixed:1"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let flags = [("kafka.metadata_timeout".to_string(), "3s".to_string())];
+        let c = Config::load_with(Some(&file), &flags, &env).unwrap().config;
+        assert_eq!(c.kafka.start, "latest", "the file over the defaults");
+        assert_eq!(
+            c.kafka.topic, "from_section",
+            "the section file over the file"
+        );
+        assert_eq!(
+            c.kafka.group_id, "g_alias",
+            "the short variable over the section file"
+        );
+        assert_eq!(
+            c.kafka.brokers, "b_prefixed:1",
+            "STREAMFORGE__ over the short variable"
+        );
+        assert_eq!(c.kafka.metadata_timeout.ms(), 3000, "flags last");
+        // A flag can name the section file too.
+        let other = dir.path().join("other.yaml");
+        std::fs::write(&other, "topic: from_flag_file\n").unwrap();
+        let flags = [(
+            "source.kafka_config".to_string(),
+            other.display().to_string(),
+        )];
+        let c = Config::load_with(Some(&file), &flags, &[]).unwrap().config;
+        assert_eq!(c.kafka.topic, "from_flag_file");
+    }
+
+    #[test]
+    fn problems_of_every_section_in_use_come_together() {
+        let env: Vec<(String, String)> = Vec::new();
+        let flags: Vec<(String, String)> = [
+            ("source.kind", "kafka"),
+            ("sink.kind", "clickhouse"),
+            ("kafka.topic", "bad topic"),
+            ("clickhouse.table", "a-b"),
+            ("checkpoint.keep", "0"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let err = Config::load_with(Some(Path::new("/dev/null")), &flags, &env)
+            .unwrap_err()
+            .to_string();
+        for part in ["kafka: topic", "clickhouse: table name", "checkpoint.keep"] {
+            assert!(err.contains(part), "{part} missing from: {err}");
+        }
     }
 
     #[test]

@@ -1,0 +1,93 @@
+//! The YAML tree the configuration layers are applied to before it becomes
+//! a typed [`super::Config`]: reading files, setting dotted keys, merging a
+//! section file, and the one deserialization, whose errors name the key.
+
+use std::path::Path;
+
+use anyhow::{anyhow, Context};
+use serde_yaml_ng::Value;
+
+/// An empty tree (no file).
+pub fn empty() -> Value {
+    Value::Mapping(Default::default())
+}
+
+/// A YAML file as a tree; an empty file is an empty tree.
+pub fn read_file(path: &Path) -> anyhow::Result<Value> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    let value: Value = serde_yaml_ng::from_str(&text)
+        .map_err(|e| anyhow!("config file {}: {e}", path.display()))?;
+    Ok(if value.is_null() { empty() } else { value })
+}
+
+/// Applies `(origin, dotted key, YAML value)` layers in order.
+pub fn apply(tree: &mut Value, layers: &[(String, String, String)]) -> anyhow::Result<()> {
+    for (origin, key, value) in layers {
+        set_path(tree, key, value).map_err(|e| anyhow!("{origin}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// The string at a dotted key, if there is one.
+pub fn get_str(tree: &Value, dotted: &str) -> Option<String> {
+    let mut node = tree;
+    for part in dotted.split('.') {
+        node = node.as_mapping()?.get(Value::String(part.to_string()))?;
+    }
+    node.as_str().map(str::to_string)
+}
+
+/// Merges `section` (a tree read from a section file) into `tree[name]`,
+/// its keys over the ones already there.
+pub fn merge_into(tree: &mut Value, name: &str, section: Value) {
+    let Value::Mapping(root) = tree else { return };
+    let slot = root
+        .entry(Value::String(name.to_string()))
+        .or_insert_with(empty);
+    match (slot, section) {
+        (Value::Mapping(into), Value::Mapping(from)) => {
+            for (k, v) in from {
+                into.insert(k, v);
+            }
+        }
+        (slot, section) => *slot = section,
+    }
+}
+
+/// The typed configuration from the tree; an error names the key and says
+/// where the keys are documented.
+pub fn deserialize(tree: Value, origin: &str) -> anyhow::Result<super::Config> {
+    serde_yaml_ng::from_value(tree).map_err(|e| {
+        anyhow!(
+            "configuration ({origin}, with environment and flags): {e}. \
+             See config/pipeline.yaml for every key and its meaning"
+        )
+    })
+}
+
+/// Sets `a.b.c` in a YAML tree to `value` (parsed as YAML), creating maps.
+pub fn set_path(tree: &mut Value, dotted: &str, value: &str) -> Result<(), String> {
+    let parsed: Value =
+        serde_yaml_ng::from_str(value).unwrap_or_else(|_| Value::String(value.to_string()));
+    let mut node = tree;
+    let parts: Vec<&str> = dotted.split('.').collect();
+    for (i, part) in parts.iter().enumerate() {
+        if part.is_empty() {
+            return Err(format!("`{dotted}` is not a key path"));
+        }
+        if !node.is_mapping() {
+            *node = empty();
+        }
+        let Value::Mapping(map) = node else {
+            return Err(format!("`{dotted}` crosses a non-map value"));
+        };
+        let key = Value::String((*part).to_string());
+        if i + 1 == parts.len() {
+            map.insert(key, parsed);
+            return Ok(());
+        }
+        node = map.entry(key).or_insert_with(empty);
+    }
+    Ok(())
+}
