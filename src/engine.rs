@@ -12,6 +12,17 @@
 //! Checking lateness before duplicates keeps the two consistent: a dedup id is
 //! forgotten exactly when its event would be late, so a copy arriving after
 //! that is always `late_event`, never silently accepted twice.
+//!
+//! # Modes
+//!
+//! * The job's (the default): watermarks move with the events, windows fire
+//!   as they pass, state stays bounded.
+//! * Replay ([`Engine::replaying`]): the watermark holds at -inf until
+//!   [`Engine::end_of_input`], so nothing is late, no window fires early and
+//!   no id is forgotten: every valid, deduplicated event of a bounded range
+//!   counts, whenever it arrived. That is what `streamforge replay`
+//!   recomputes; the same parsing, cleaning, storable range, dedup rule and
+//!   window arithmetic as the job, by construction.
 
 use serde::{Deserialize, Serialize};
 
@@ -157,6 +168,9 @@ pub struct Engine {
     /// `incomplete_before_ms`. `any_awaiting` keeps the hot path to one test.
     awaiting_first: Vec<bool>,
     any_awaiting: bool,
+    /// Replay mode: event times never move the watermark (see the module
+    /// docs).
+    hold_watermark: bool,
     pub counters: Counters,
 }
 
@@ -202,8 +216,18 @@ impl Engine {
             incomplete_before_ms: i64::MIN,
             awaiting_first: Vec::new(),
             any_awaiting: false,
+            hold_watermark: false,
             counters: Counters::default(),
         }
+    }
+
+    /// An engine in replay mode (see the module docs), for a bounded range
+    /// read with its own state: one clock, a watermark that moves only at
+    /// [`Engine::end_of_input`].
+    pub fn replaying(spec: WindowSpec) -> Self {
+        let mut engine = Self::new(spec, 1);
+        engine.hold_watermark = true;
+        engine
     }
 
     /// Restores from a checkpoint. Fails when the window geometry changed
@@ -365,7 +389,7 @@ impl Engine {
         if self.any_awaiting {
             self.note_first_record(partition, t);
         }
-        if self.watermarks.observe(partition, t) {
+        if !self.hold_watermark && self.watermarks.observe(partition, t) {
             self.on_watermark(now_s, out);
         }
         let wm = self.watermarks.current();

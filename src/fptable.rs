@@ -104,6 +104,7 @@ impl FpMap {
     }
 
     /// Bytes of the slot array (for state-size figures).
+    #[cfg(test)]
     pub fn allocated_bytes(&self) -> usize {
         self.slots.capacity() * std::mem::size_of::<Slot>()
     }
@@ -155,7 +156,7 @@ impl FpMap {
     }
 
     /// The value of `fp`, if present.
-    #[inline]
+    #[cfg(test)]
     pub fn get(&self, fp: Fp) -> Option<u32> {
         if is_zero(fp) {
             return self.zero;
@@ -177,6 +178,7 @@ impl FpMap {
         }
     }
 
+    #[cfg(test)]
     pub fn contains(&self, fp: Fp) -> bool {
         self.get(fp).is_some()
     }
@@ -397,10 +399,6 @@ impl FpSet {
 
     pub fn len(&self) -> usize {
         self.0.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
     }
 
     pub fn clear(&mut self) {

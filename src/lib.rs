@@ -7,19 +7,26 @@
 //!
 //! # Layout, in the order data flows
 //!
-//! * `source`: partitioned, seekable inputs (`file`, `generator`, `kafka`).
+//! * `source`: partitioned, seekable inputs (`file`, `generator`, `kafka/`).
 //! * `event`: bytes to a validated, cleaned event, or an anomaly reason.
-//! * `dedup`: drops repeated `event_id`s within the event-time horizon.
+//! * `dedup`, `fptable`: repeated `event_id`s within the event-time horizon,
+//!   in fingerprint tables.
 //! * `watermark`, `window`: per-partition watermarks, panes, firing, lateness.
-//! * `engine`: the pure per-record core combining the three above.
-//! * `anomaly`: the anomaly side output.
-//! * `checkpoint`: framed, crc-checked state snapshots in sled.
-//! * `sink`: idempotent outputs (`embedded`, `clickhouse`) and the writer thread.
-//! * `job`: the loop that drives all of it and owns the checkpoint barrier.
-//! * `config`, `cli`, `telemetry`, `time`, `failpoint`: the surroundings.
+//! * `engine`: the pure per-record core combining the above; its replay mode
+//!   is what `replay` recomputes with.
+//! * `job/`: the loop that drives all of it and owns the checkpoint barrier.
+//! * `anomaly_log`: the anomaly side output.
+//! * `checkpoint/`: framed, crc-checked state snapshots in sled (or memory).
+//! * `sink/`: idempotent outputs (`embedded`, `clickhouse/`) and the writer.
+//! * `replay`, `verify`: recompute a range; check the sink against an
+//!   independent model.
+//! * `config/`, `cli/`, `telemetry`, `time`, `clock`, `failpoint`: the
+//!   surroundings.
+//!
+//! Public modules are those the binary, the tools (`tools/`), the simulator
+//! (`sim/`), the fuzz targets and the tests use; the rest is private.
 
-pub mod anomalies;
-pub mod anomaly;
+pub mod anomaly_log;
 pub mod checkpoint;
 pub mod cli;
 pub mod clock;
@@ -28,13 +35,13 @@ pub mod dedup;
 pub mod engine;
 pub mod event;
 pub mod failpoint;
-pub mod fptable;
+mod fptable;
 pub mod job;
-pub mod replay;
+mod replay;
 pub mod sink;
 pub mod source;
 pub mod telemetry;
 pub mod time;
 pub mod verify;
-pub mod watermark;
+mod watermark;
 pub mod window;

@@ -24,9 +24,13 @@
 //! # How it counts
 //!
 //! With its own in-memory state, never the live job's state directory: the
-//! same parsing, `event_id` deduplication and window code as the job, but no
-//! watermark and so no lateness: every valid event of the range counts,
-//! whenever it arrived. For input whose disorder stays within the bound this
+//! job's engine in its replay mode ([`Engine::replaying`]): the same parsing,
+//! cleaning, `event_id` deduplication and window code as the job, but a
+//! watermark that holds until the end of the input and so no lateness: every
+//! valid event of the range counts, whenever it arrived. A record stamped
+//! too far ahead of its Kafka timestamp is `implausible_event_time` here too;
+//! the job's other wrong-clock rule needs the stream's order and is not
+//! applied. For input whose disorder stays within the bound this
 //! is exactly what the live job computed; where events came later than the
 //! allowed lateness (the live job's `late_event` anomalies), the replay counts
 //! them in. That is the point of a replay.
@@ -57,11 +61,11 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use tracing::{info, warn};
 
-use crate::dedup::{self, Dedup};
-use crate::event::parse_event;
+use crate::engine::{Engine, Verdict};
+use crate::job::TimeGuard;
 use crate::sink::{Backoff, Sink, SinkError};
 use crate::source::{PartitionState, RecordBatch, Source};
-use crate::window::{WindowRow, WindowSpec, Windows};
+use crate::window::{WindowRow, WindowSpec};
 
 /// Live versions stay below this; replay versions are multiples of it.
 pub const REPLAY_VERSION_UNIT: u64 = crate::window::LIVE_VERSION_LIMIT;
@@ -79,6 +83,8 @@ pub struct ReplayOptions {
     pub to_ms: i64,
     /// Print the differences; write nothing.
     pub dry_run: bool,
+    /// The job's wrong-clock rules (only the record-timestamp one applies).
+    pub time_guard: TimeGuard,
     /// Read every partition from its first record.
     pub from_earliest: bool,
     /// A progress line on stderr.
@@ -203,6 +209,7 @@ pub fn replay(
     let replay_started_ms = crate::time::now_ms();
     let (first, last) = window_range(spec, opts.from_ms, opts.to_ms);
 
+    let guard = opts.time_guard;
     let mut from_earliest = opts.from_earliest;
     let (mut report, windows) = loop {
         // Where the configuration starts each partition (by timestamp, or the
@@ -218,7 +225,8 @@ pub fn replay(
             (starts, log_starts)
         };
         let mut source = open(from_earliest)?;
-        let (report, windows) = read_input(spec, opts, source.as_mut(), &starts, &log_starts)?;
+        let (report, windows) =
+            read_input(spec, opts, &guard, source.as_mut(), &starts, &log_starts)?;
         let suspect: Vec<u32> = report
             .partitions
             .iter()
@@ -236,9 +244,9 @@ pub fn replay(
     };
     report.read_from_earliest = from_earliest;
 
-    let mut windows = windows;
+    let mut engine = windows;
     let mut rows = Vec::new();
-    windows.advance(i64::MAX, replay_started_ms / 1000, &mut rows);
+    engine.end_of_input(replay_started_ms / 1000, &mut rows);
     let recomputed: BTreeMap<i64, WindowRow> = rows
         .into_iter()
         .filter(|r| r.window_start * 1000 >= first && r.window_start * 1000 <= last)
@@ -340,10 +348,11 @@ pub fn replay(
 fn read_input(
     spec: &WindowSpec,
     opts: &ReplayOptions,
+    guard: &TimeGuard,
     source: &mut dyn Source,
     starts: &BTreeMap<u32, u64>,
     log_starts: &BTreeMap<u32, u64>,
-) -> anyhow::Result<(ReplayReport, Windows)> {
+) -> anyhow::Result<(ReplayReport, Engine)> {
     let (first, last) = window_range(spec, opts.from_ms, opts.to_ms);
     // Events outside [first, last + size) touch no recomputed window.
     let (lo, hi) = (first, last + spec.size_ms);
@@ -375,9 +384,8 @@ fn read_input(
         "replay: reading the source to its current end"
     );
 
-    let seed = dedup::new_seed();
-    let mut ids = Dedup::new(spec.panes_per_window());
-    let mut windows = Windows::new(*spec);
+    let mut engine = Engine::replaying(*spec);
+    let mut rows = Vec::new();
     let mut batch = RecordBatch::default();
     let mut last_progress = Instant::now();
     loop {
@@ -398,19 +406,18 @@ fn read_input(
             } else {
                 report.records += 1;
             }
-            let event = match parse_event(payload) {
-                Ok(e) => e,
-                Err(reason) => {
-                    if meta.offset >= read.start {
+            let prepared = guard.against_record_time(engine.parse(payload), meta.timestamp_ms);
+            let Some(t) = prepared.event_time_ms() else {
+                if meta.offset >= read.start {
+                    if let Verdict::Anomaly(reason, _) = engine.apply(0, prepared, 0, &mut rows) {
                         *report
                             .anomalies
                             .entry(reason.as_str().to_string())
                             .or_default() += 1;
                     }
-                    continue;
                 }
+                continue;
             };
-            let t = event.event_time_ms;
             if meta.offset < read.start {
                 // A probe record, before the start: it must not belong to
                 // the range, and its stamp must follow the rule.
@@ -432,17 +439,11 @@ fn read_input(
             if t < lo || t >= hi {
                 continue;
             }
-            if !ids.insert(dedup::fingerprint(seed, &event.event_id), spec.pane_of(t)) {
-                report.duplicates += 1;
-                continue;
+            match engine.apply(0, prepared, 0, &mut rows) {
+                Verdict::Accepted => report.in_range += 1,
+                Verdict::Duplicate => report.duplicates += 1,
+                Verdict::Anomaly(..) => {}
             }
-            report.in_range += 1;
-            windows.add(
-                t,
-                dedup::fingerprint(seed, &event.user_id),
-                event.amount_cents,
-                i64::MIN,
-            );
         }
         if opts.progress && last_progress.elapsed() >= Duration::from_secs(1) {
             last_progress = Instant::now();
@@ -457,7 +458,7 @@ fn read_input(
     if opts.progress {
         eprintln!();
     }
-    Ok((report, windows))
+    Ok((report, engine))
 }
 
 /// The earliest time (ms) from which windows are complete, when retention

@@ -114,7 +114,7 @@ impl Job<'_> {
     /// Flushes and syncs the anomaly log; returns its length.
     fn sync_anomalies(&mut self) -> anyhow::Result<u64> {
         self.anomalies.sync().map_err(|e| {
-            anyhow::anyhow!(crate::anomaly::io_failure(
+            anyhow::anyhow!(crate::anomaly_log::io_failure(
                 "sync",
                 self.anomalies.path(),
                 &e

@@ -53,7 +53,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use tracing::{error, info, warn};
 
-use crate::anomaly::AnomalyLog;
+use crate::anomaly_log::AnomalyLog;
 use crate::checkpoint::committer::Committer;
 use crate::checkpoint::kv::MemoryKv;
 use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointStore, PendingBatch};
@@ -682,7 +682,7 @@ impl Job<'_> {
                     &ctx.detected_at,
                 )
                 .map_err(|e| {
-                    anyhow::anyhow!(crate::anomaly::io_failure(
+                    anyhow::anyhow!(crate::anomaly_log::io_failure(
                         "append to",
                         self.anomalies.path(),
                         &e

@@ -25,8 +25,8 @@ use crate::source::Source;
 use crate::telemetry::{self, Metrics};
 use crate::window::WindowRow;
 
-#[path = "cli_ops.rs"]
 mod ops;
+mod repair;
 
 #[derive(Parser)]
 #[command(

@@ -19,7 +19,7 @@ use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context};
 
-use crate::anomaly::AnomalyRecord;
+use crate::anomaly_log::AnomalyRecord;
 
 /// Which records a command works on.
 #[derive(Debug, Default, Clone)]

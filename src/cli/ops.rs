@@ -7,8 +7,8 @@ use std::sync::atomic::AtomicBool;
 use anyhow::{anyhow, bail, Context};
 use clap::{Args, Subcommand};
 
+use super::repair::{self, Filter};
 use super::{build_sink, overrides, Common, Endpoints};
-use crate::anomalies::{self, Filter};
 use crate::config::{Config, SourceKind};
 use crate::replay::{self, ReplayOptions};
 use crate::source::file::FileSource;
@@ -122,6 +122,7 @@ pub(super) fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         from_ms,
         to_ms,
         dry_run: args.dry_run,
+        time_guard: cfg.window.time_guard(),
         progress: args
             .progress
             .unwrap_or_else(|| std::io::stderr().is_terminal()),
@@ -170,14 +171,14 @@ pub(super) fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
 
 fn load_anomalies(
     args: &AnomalyFilterArgs,
-) -> anyhow::Result<(Config, Vec<crate::anomaly::AnomalyRecord>)> {
+) -> anyhow::Result<(Config, Vec<crate::anomaly_log::AnomalyRecord>)> {
     let cfg = Config::load(args.common.config.as_deref(), &overrides(&args.common)?)?.config;
     let path = args.log.clone().unwrap_or_else(|| cfg.anomaly_log.clone());
     let filter = Filter {
         reason: args.reason.clone(),
         partition: args.partition,
     };
-    let records = anomalies::read(&path)?
+    let records = repair::read(&path)?
         .into_iter()
         .filter(|r| filter.matches(r))
         .collect();
@@ -198,7 +199,7 @@ pub(super) fn anomalies(command: AnomaliesCommand) -> anyhow::Result<ExitCode> {
         }
         AnomaliesCommand::Stats(args) => {
             let (_, records) = load_anomalies(&args)?;
-            anomalies::stats(&records).print(&mut std::io::stdout().lock())?;
+            repair::stats(&records).print(&mut std::io::stdout().lock())?;
         }
         AnomaliesCommand::Replay {
             filter,
@@ -210,8 +211,8 @@ pub(super) fn anomalies(command: AnomaliesCommand) -> anyhow::Result<ExitCode> {
                 eprintln!("anomalies replay: no record matches; nothing to do");
                 return Ok(ExitCode::SUCCESS);
             }
-            let selected: Vec<&crate::anomaly::AnomalyRecord> = records.iter().collect();
-            let report = anomalies::repair(&selected, fix.as_deref())?;
+            let selected: Vec<&crate::anomaly_log::AnomalyRecord> = records.iter().collect();
+            let report = repair::repair(&selected, fix.as_deref())?;
             for (p, o) in &report.multiline {
                 eprintln!("  skipped partition {p} offset {o}: the payload holds a newline, so it cannot go through one-line repair");
             }
@@ -242,7 +243,7 @@ pub(super) fn anomalies(command: AnomaliesCommand) -> anyhow::Result<ExitCode> {
                 .max()
                 .unwrap_or(0);
             let dir = tempfile::tempdir().context("creating a temporary directory")?;
-            let files = anomalies::write_partition_files(dir.path(), &report.repaired, partitions)?;
+            let files = repair::write_partition_files(dir.path(), &report.repaired, partitions)?;
             let produced = crate::source::kafka::producer::produce_files(
                 &settings,
                 &files,
