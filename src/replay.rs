@@ -64,7 +64,7 @@ use tracing::{info, warn};
 use crate::engine::{Engine, Verdict};
 use crate::job::TimeGuard;
 use crate::sink::{Backoff, Sink, SinkError};
-use crate::source::{PartitionState, RecordBatch, Source};
+use crate::source::{PartitionState, RecordBatch, RecordMeta, Source};
 use crate::window::{WindowRow, WindowSpec};
 
 /// Live versions stay below this; replay versions are multiples of it.
@@ -208,13 +208,57 @@ pub fn replay(
     let started = Instant::now();
     let replay_started_ms = crate::time::now_ms();
     let (first, last) = window_range(spec, opts.from_ms, opts.to_ms);
+    let (mut report, mut engine) = read_trusting_the_start(spec, opts, open)?;
 
-    let guard = opts.time_guard;
+    let mut rows = Vec::new();
+    engine.end_of_input(replay_started_ms / 1000, &mut rows);
+    let recomputed: BTreeMap<i64, WindowRow> = rows
+        .into_iter()
+        .filter(|r| r.window_start * 1000 >= first && r.window_start * 1000 <= last)
+        .map(|r| (r.window_start, r))
+        .collect();
+    let existing: BTreeMap<i64, WindowRow> = sink
+        .read_final()
+        .map_err(|e| anyhow::anyhow!("replay: cannot read the sink ({}): {e}", sink.describe()))?
+        .into_iter()
+        .map(|r| (r.window_start, r))
+        .collect();
+    let highest = existing.values().map(|r| r.version).max().unwrap_or(0);
+    report.version = (replay_started_ms.max(0) as u64 * REPLAY_VERSION_UNIT).max(highest + 1);
+    let to_write = plan(
+        spec,
+        opts,
+        &mut report,
+        &recomputed,
+        &existing,
+        replay_started_ms,
+    );
+    if !opts.dry_run && !to_write.is_empty() {
+        write_with_retries(sink, &to_write)?;
+        report.written = true;
+    }
+    report.elapsed = started.elapsed();
+    info!(
+        changed = report.changed.len(),
+        unchanged = report.unchanged,
+        version = report.version,
+        written = report.written,
+        "replay finished"
+    );
+    Ok(report)
+}
+
+/// Reads the range from where the configuration starts each partition (by
+/// timestamp, or the first record), checking a little before that start;
+/// when the records say the start cannot be trusted, reads again from every
+/// partition's first record.
+fn read_trusting_the_start(
+    spec: &WindowSpec,
+    opts: &ReplayOptions,
+    open: &mut dyn FnMut(bool) -> anyhow::Result<Box<dyn Source>>,
+) -> anyhow::Result<(ReplayReport, Engine)> {
     let mut from_earliest = opts.from_earliest;
-    let (mut report, windows) = loop {
-        // Where the configuration starts each partition (by timestamp, or the
-        // first record); then read from a little before that, to check the
-        // records just before the start.
+    loop {
         let (starts, log_starts) = {
             let mut source = open(from_earliest)?;
             let starts = source
@@ -225,8 +269,7 @@ pub fn replay(
             (starts, log_starts)
         };
         let mut source = open(from_earliest)?;
-        let (report, windows) =
-            read_input(spec, opts, &guard, source.as_mut(), &starts, &log_starts)?;
+        let (mut report, engine) = read_input(spec, opts, source.as_mut(), &starts, &log_starts)?;
         let suspect: Vec<u32> = report
             .partitions
             .iter()
@@ -234,25 +277,29 @@ pub fn replay(
             .map(|(p, _)| *p)
             .collect();
         if from_earliest || suspect.is_empty() {
-            break (report, windows);
+            report.read_from_earliest = from_earliest;
+            return Ok((report, engine));
         }
         warn!(
             partitions = ?suspect,
             "replay: records carry Kafka timestamps more than the out-of-orderness bound before their event time (or records just before the start belong to the range), so the start found by timestamp cannot be trusted; reading every partition from its first record instead"
         );
         from_earliest = true;
-    };
-    report.read_from_earliest = from_earliest;
+    }
+}
 
-    let mut engine = windows;
-    let mut rows = Vec::new();
-    engine.end_of_input(replay_started_ms / 1000, &mut rows);
-    let recomputed: BTreeMap<i64, WindowRow> = rows
-        .into_iter()
-        .filter(|r| r.window_start * 1000 >= first && r.window_start * 1000 <= last)
-        .map(|r| (r.window_start, r))
-        .collect();
-
+/// Which recomputed windows are written: those complete at the start and,
+/// unless `--allow-open`, closed at the end; the report says why each other
+/// one is not.
+fn plan(
+    spec: &WindowSpec,
+    opts: &ReplayOptions,
+    report: &mut ReplayReport,
+    recomputed: &BTreeMap<i64, WindowRow>,
+    existing: &BTreeMap<i64, WindowRow>,
+    replay_started_ms: i64,
+) -> Vec<WindowRow> {
+    let (first, last) = window_range(spec, opts.from_ms, opts.to_ms);
     let complete_from = complete_from(spec, &report.partitions);
     let closed_before = closed_before(spec, &report.partitions);
     if let Some(cf) = complete_from.filter(|cf| *cf > first) {
@@ -261,30 +308,21 @@ pub fn replay(
             "replay: retention deleted the beginning of a partition; windows starting before this may miss records and are skipped"
         );
     }
-
-    let existing: BTreeMap<i64, WindowRow> = sink
-        .read_final()
-        .map_err(|e| anyhow::anyhow!("replay: cannot read the sink ({}): {e}", sink.describe()))?
-        .into_iter()
-        .map(|r| (r.window_start, r))
-        .collect();
-    let highest = existing.values().map(|r| r.version).max().unwrap_or(0);
-    report.version = (replay_started_ms.max(0) as u64 * REPLAY_VERSION_UNIT).max(highest + 1);
-
     let mut to_write = Vec::new();
     let mut s = first;
     while s <= last {
         let key = s / 1000;
         s += spec.slide_ms;
+        let known = recomputed.contains_key(&key) || existing.contains_key(&key);
         if complete_from.is_some_and(|cf| key * 1000 < cf) {
-            if recomputed.contains_key(&key) || existing.contains_key(&key) {
+            if known {
                 report.incomplete.push(key);
             }
             continue;
         }
         if !opts.allow_open && key * 1000 + spec.size_ms + spec.allowed_lateness_ms > closed_before
         {
-            if recomputed.contains_key(&key) || existing.contains_key(&key) {
+            if known {
                 report.open.push(key);
             }
             continue;
@@ -309,6 +347,11 @@ pub fn replay(
             }
         }
     }
+    warn_about_skipped(report, closed_before);
+    to_write
+}
+
+fn warn_about_skipped(report: &ReplayReport, closed_before: i64) {
     if let (Some(first_open), Some(last_open)) = (report.open.first(), report.open.last()) {
         warn!(
             windows = report.open.len(),
@@ -324,20 +367,6 @@ pub fn replay(
             "replay: the sink holds a row for a window without any valid event in the input; left as is"
         );
     }
-
-    if !opts.dry_run && !to_write.is_empty() {
-        write_with_retries(sink, &to_write)?;
-        report.written = true;
-    }
-    report.elapsed = started.elapsed();
-    info!(
-        changed = report.changed.len(),
-        unchanged = report.unchanged,
-        version = report.version,
-        written = report.written,
-        "replay finished"
-    );
-    Ok(report)
 }
 
 /// Reads the source from its configured start to its current end into a
@@ -348,7 +377,6 @@ pub fn replay(
 fn read_input(
     spec: &WindowSpec,
     opts: &ReplayOptions,
-    guard: &TimeGuard,
     source: &mut dyn Source,
     starts: &BTreeMap<u32, u64>,
     log_starts: &BTreeMap<u32, u64>,
@@ -385,7 +413,6 @@ fn read_input(
     );
 
     let mut engine = Engine::replaying(*spec);
-    let mut rows = Vec::new();
     let mut batch = RecordBatch::default();
     let mut last_progress = Instant::now();
     loop {
@@ -399,51 +426,15 @@ fn read_input(
             .poll(&mut batch, 4096, Duration::from_millis(200))
             .map_err(|e| anyhow::anyhow!("replay: reading the source failed: {e}"))?;
         for (meta, payload) in batch.iter() {
-            let read = report.partitions.entry(meta.partition).or_default();
-            read.next = read.next.max(meta.offset + 1);
-            if meta.offset < read.start {
-                read.probed += 1;
-            } else {
-                report.records += 1;
-            }
-            let prepared = guard.against_record_time(engine.parse(payload), meta.timestamp_ms);
-            let Some(t) = prepared.event_time_ms() else {
-                if meta.offset >= read.start {
-                    if let Verdict::Anomaly(reason, _) = engine.apply(0, prepared, 0, &mut rows) {
-                        *report
-                            .anomalies
-                            .entry(reason.as_str().to_string())
-                            .or_default() += 1;
-                    }
-                }
-                continue;
-            };
-            if meta.offset < read.start {
-                // A probe record, before the start: it must not belong to
-                // the range, and its stamp must follow the rule.
-                if t >= lo
-                    || (meta.timestamp_ms != i64::MIN
-                        && t > meta.timestamp_ms.saturating_add(spec.out_of_orderness_ms))
-                {
-                    read.probe_in_range += 1;
-                }
-                continue;
-            }
-            read.first_event_ms.get_or_insert(t);
-            read.max_event_ms = Some(read.max_event_ms.map_or(t, |m| m.max(t)));
-            if meta.timestamp_ms != i64::MIN
-                && t > meta.timestamp_ms.saturating_add(spec.out_of_orderness_ms)
-            {
-                read.stamped_early += 1;
-            }
-            if t < lo || t >= hi {
-                continue;
-            }
-            match engine.apply(0, prepared, 0, &mut rows) {
-                Verdict::Accepted => report.in_range += 1,
-                Verdict::Duplicate => report.duplicates += 1,
-                Verdict::Anomaly(..) => {}
-            }
+            read_record(
+                spec,
+                opts,
+                &mut engine,
+                &mut report,
+                (lo, hi),
+                &meta,
+                payload,
+            );
         }
         if opts.progress && last_progress.elapsed() >= Duration::from_secs(1) {
             last_progress = Instant::now();
@@ -459,6 +450,70 @@ fn read_input(
         eprintln!();
     }
     Ok((report, engine))
+}
+
+/// One record of the replay's input: a probe before a partition's start
+/// (checked, not counted), or a record counted into the engine when its
+/// event time touches a recomputed window (`span`, ms).
+fn read_record(
+    spec: &WindowSpec,
+    opts: &ReplayOptions,
+    engine: &mut Engine,
+    report: &mut ReplayReport,
+    span: (i64, i64),
+    meta: &RecordMeta,
+    payload: &[u8],
+) {
+    let mut rows = Vec::new();
+    let read = report.partitions.entry(meta.partition).or_default();
+    read.next = read.next.max(meta.offset + 1);
+    let probe = meta.offset < read.start;
+    if probe {
+        read.probed += 1;
+    } else {
+        report.records += 1;
+    }
+    let prepared = opts
+        .time_guard
+        .against_record_time(engine.parse(payload), meta.timestamp_ms);
+    // Stamped more than the bound before its event time: a start found by
+    // timestamp cannot be trusted.
+    let stamped_early = |t: i64| {
+        meta.timestamp_ms != i64::MIN
+            && t > meta.timestamp_ms.saturating_add(spec.out_of_orderness_ms)
+    };
+    let Some(t) = prepared.event_time_ms() else {
+        if !probe {
+            if let Verdict::Anomaly(reason, _) = engine.apply(0, prepared, 0, &mut rows) {
+                *report
+                    .anomalies
+                    .entry(reason.as_str().to_string())
+                    .or_default() += 1;
+            }
+        }
+        return;
+    };
+    if probe {
+        // Before the start: it must not belong to the range, and its stamp
+        // must follow the rule.
+        if t >= span.0 || stamped_early(t) {
+            read.probe_in_range += 1;
+        }
+        return;
+    }
+    read.first_event_ms.get_or_insert(t);
+    read.max_event_ms = Some(read.max_event_ms.map_or(t, |m| m.max(t)));
+    if stamped_early(t) {
+        read.stamped_early += 1;
+    }
+    if t < span.0 || t >= span.1 {
+        return;
+    }
+    match engine.apply(0, prepared, 0, &mut rows) {
+        Verdict::Accepted => report.in_range += 1,
+        Verdict::Duplicate => report.duplicates += 1,
+        Verdict::Anomaly(..) => {}
+    }
 }
 
 /// The earliest time (ms) from which windows are complete, when retention

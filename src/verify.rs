@@ -203,31 +203,7 @@ impl VerifyReport {
         };
         for start in starts {
             let (a, e) = (sink.get(&start), model.get(&start));
-            let mark = match (a, e) {
-                (Some(a), Some(e)) => {
-                    let mut what = Vec::new();
-                    if a.order_cnt != e.order_cnt {
-                        what.push("orders");
-                    }
-                    if a.gmv_cents != e.gmv_cents {
-                        what.push("gmv");
-                    }
-                    if a.user_cnt != e.user_cnt {
-                        what.push("users");
-                    }
-                    if a.window_end != e.window_end {
-                        what.push("window_end");
-                    }
-                    if what.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" <<< DIFFERS: {}", what.join(", "))
-                    }
-                }
-                (None, Some(_)) => " <<< MISSING from the sink".to_string(),
-                (Some(_), None) => " <<< UNEXPECTED in the sink".to_string(),
-                (None, None) => String::new(),
-            };
+            let mark = difference_mark(a.copied(), e.copied());
             writeln!(
                 out,
                 "{:<21} | {} | {} |{}",
@@ -267,6 +243,31 @@ impl VerifyReport {
             )?;
         }
         Ok(())
+    }
+}
+
+/// What the side-by-side table says after a window's two rows.
+fn difference_mark(sink: Option<&WindowRow>, model: Option<&WindowRow>) -> String {
+    match (sink, model) {
+        (Some(a), Some(e)) => {
+            let what: Vec<&str> = [
+                (a.order_cnt != e.order_cnt, "orders"),
+                (a.gmv_cents != e.gmv_cents, "gmv"),
+                (a.user_cnt != e.user_cnt, "users"),
+                (a.window_end != e.window_end, "window_end"),
+            ]
+            .into_iter()
+            .filter_map(|(differs, name)| differs.then_some(name))
+            .collect();
+            if what.is_empty() {
+                String::new()
+            } else {
+                format!(" <<< DIFFERS: {}", what.join(", "))
+            }
+        }
+        (None, Some(_)) => " <<< MISSING from the sink".to_string(),
+        (Some(_), None) => " <<< UNEXPECTED in the sink".to_string(),
+        (None, None) => String::new(),
     }
 }
 
@@ -400,9 +401,18 @@ pub fn recompute_with(
 ) -> anyhow::Result<(Vec<WindowRow>, Stats)> {
     spec.validate().map_err(|e| anyhow!("verify: {e}"))?;
     let parts = read_all(source)?;
-    let mut stats = Stats {
-        partitions: parts.len(),
-        ..Stats::default()
+    let mut model = Model {
+        spec,
+        bounds,
+        margin: alignment_drift_ms
+            .max(0)
+            .saturating_add(spec.out_of_orderness_ms),
+        accepted_ids: HashMap::new(),
+        windows: BTreeMap::new(),
+        stats: Stats {
+            partitions: parts.len(),
+            ..Stats::default()
+        },
     };
 
     // The aligned merge: a min-heap of (highest event time seen, partition)
@@ -413,115 +423,131 @@ pub fn recompute_with(
         .filter(|&p| !parts[p].is_empty())
         .map(|p| Reverse((i64::MIN, p)))
         .collect();
-
-    let mut accepted_ids: HashMap<String, i64> = HashMap::new();
-    let mut windows: BTreeMap<i64, (u64, u128, BTreeSet<String>)> = BTreeMap::new();
-    let margin = alignment_drift_ms
-        .max(0)
-        .saturating_add(spec.out_of_orderness_ms);
-    let slides_per_window = spec.size_ms / spec.slide_ms;
-
     while let Some(Reverse((_, p))) = heap.pop() {
         let (_, rec) = &parts[p][cursor[p]];
         cursor[p] += 1;
-        stats.records += 1;
-        match rec {
-            Rec::Anomaly(reason) => {
-                *stats.anomalies.entry((*reason).to_string()).or_default() += 1;
-            }
-            Rec::Event {
-                t_ms,
-                record_ms,
-                event_id,
-                user_id,
-                cents,
-            } => {
-                let t = *t_ms;
-                let slide = t.div_euclid(spec.slide_ms);
-                let last_start = slide * spec.slide_ms;
-                // Point 6: every window holding t must fit a DateTime.
-                let first_start = last_start - spec.size_ms + spec.slide_ms;
-                if first_start < 0 || last_start + spec.size_ms > u32::MAX as i64 * 1000 {
-                    *stats
-                        .anomalies
-                        .entry("event_time_out_of_range".to_string())
-                        .or_default() += 1;
-                    if cursor[p] < parts[p].len() {
-                        heap.push(Reverse((max_seen[p], p)));
-                    }
-                    continue;
-                }
-                // Watermark: this partition (still active while its record is
-                // handled) and every partition with records left.
-                let slowest = heap
-                    .peek()
-                    .map_or(max_seen[p], |Reverse((m, _))| (*m).min(max_seen[p]));
-                let watermark = if slowest == i64::MIN {
-                    i64::MIN
-                } else {
-                    slowest - spec.out_of_orderness_ms
-                };
-                // Point 7: wrong clocks.
-                if implausible(
-                    t,
-                    *record_ms,
-                    max_seen[p].max(watermark),
-                    &parts[p][cursor[p]..],
-                    bounds,
-                ) {
-                    *stats
-                        .anomalies
-                        .entry("implausible_event_time".to_string())
-                        .or_default() += 1;
-                    if cursor[p] < parts[p].len() {
-                        heap.push(Reverse((max_seen[p], p)));
-                    }
-                    continue;
-                }
-                max_seen[p] = max_seen[p].max(t);
-                let final_at = last_start + spec.size_ms + spec.allowed_lateness_ms;
-                if watermark != i64::MIN && (watermark - final_at).abs() <= margin {
-                    stats.borderline += 1;
-                }
-                let counted_at = accepted_ids.get(&**event_id).copied();
-                if watermark >= final_at {
-                    *stats.anomalies.entry("late_event".to_string()).or_default() += 1;
-                } else if counted_at.is_some_and(|c| (c - slide).abs() < slides_per_window) {
-                    stats.duplicates += 1;
-                } else {
-                    accepted_ids.insert(event_id.to_string(), slide);
-                    stats.accepted += 1;
-                    let mut start = last_start;
-                    while start > t - spec.size_ms {
-                        let w = windows.entry(start).or_default();
-                        w.0 += 1;
-                        w.1 += u128::from(*cents);
-                        if !w.2.contains(&**user_id) {
-                            w.2.insert(user_id.to_string());
-                        }
-                        start -= spec.slide_ms;
-                    }
-                }
-            }
+        model.stats.records += 1;
+        // Watermark: this partition (still active while its record is
+        // handled) and every partition with records left.
+        let slowest = heap
+            .peek()
+            .map_or(max_seen[p], |Reverse((m, _))| (*m).min(max_seen[p]));
+        let watermark = if slowest == i64::MIN {
+            i64::MIN
+        } else {
+            slowest - spec.out_of_orderness_ms
+        };
+        if let Some(t) = model.record(rec, max_seen[p], watermark, &parts[p][cursor[p]..]) {
+            max_seen[p] = max_seen[p].max(t);
         }
         if cursor[p] < parts[p].len() {
             heap.push(Reverse((max_seen[p], p)));
         }
     }
+    Ok(model.finish())
+}
 
-    let rows = windows
-        .into_iter()
-        .map(|(start, (order_cnt, gmv_cents, users))| WindowRow {
-            window_start: start.div_euclid(1000),
-            window_end: (start + spec.size_ms).div_euclid(1000),
-            order_cnt,
-            gmv_cents,
-            user_cnt: users.len() as u64,
-            version: 0,
-            updated_at: 0,
-        })
-        .collect();
-    Ok((rows, stats))
+/// The model's state while the merge replays the input (see the module
+/// docs, points 4 to 8).
+struct Model {
+    spec: WindowSpec,
+    bounds: ClockBounds,
+    /// How close to the lateness threshold an event is borderline.
+    margin: i64,
+    /// Accepted `event_id`s, with the slide of the copy that counted.
+    accepted_ids: HashMap<String, i64>,
+    /// Window start (ms) -> (count, cents, users).
+    windows: BTreeMap<i64, (u64, u128, BTreeSet<String>)>,
+    stats: Stats,
+}
+
+impl Model {
+    /// Judges one record given its partition's highest event time so far,
+    /// the watermark, and the records after it in its partition. Returns the
+    /// event time when it moves its partition's clock.
+    fn record(
+        &mut self,
+        rec: &Rec,
+        max_seen: i64,
+        watermark: i64,
+        after: &[(u64, Rec)],
+    ) -> Option<i64> {
+        let Rec::Event {
+            t_ms: t,
+            record_ms,
+            event_id,
+            user_id,
+            cents,
+        } = rec
+        else {
+            if let Rec::Anomaly(reason) = rec {
+                self.anomaly(reason);
+            }
+            return None;
+        };
+        let (t, spec) = (*t, self.spec);
+        let slide = t.div_euclid(spec.slide_ms);
+        let last_start = slide * spec.slide_ms;
+        // Point 6: every window holding t must fit a DateTime.
+        let first_start = last_start - spec.size_ms + spec.slide_ms;
+        if first_start < 0 || last_start + spec.size_ms > u32::MAX as i64 * 1000 {
+            self.anomaly("event_time_out_of_range");
+            return None;
+        }
+        // Point 7: wrong clocks.
+        if implausible(t, *record_ms, max_seen.max(watermark), after, self.bounds) {
+            self.anomaly("implausible_event_time");
+            return None;
+        }
+        let final_at = last_start + spec.size_ms + spec.allowed_lateness_ms;
+        if watermark != i64::MIN && (watermark - final_at).abs() <= self.margin {
+            self.stats.borderline += 1;
+        }
+        let counted_at = self.accepted_ids.get(&**event_id).copied();
+        if watermark >= final_at {
+            self.anomaly("late_event");
+        } else if counted_at.is_some_and(|c| (c - slide).abs() < spec.size_ms / spec.slide_ms) {
+            self.stats.duplicates += 1;
+        } else {
+            self.accepted_ids.insert(event_id.to_string(), slide);
+            self.stats.accepted += 1;
+            let mut start = last_start;
+            while start > t - spec.size_ms {
+                let w = self.windows.entry(start).or_default();
+                w.0 += 1;
+                w.1 += u128::from(*cents);
+                if !w.2.contains(&**user_id) {
+                    w.2.insert(user_id.to_string());
+                }
+                start -= spec.slide_ms;
+            }
+        }
+        Some(t)
+    }
+
+    fn anomaly(&mut self, reason: &str) {
+        *self.stats.anomalies.entry(reason.to_string()).or_default() += 1;
+    }
+
+    /// The windows, as rows sorted by `window_start` (`version` and
+    /// `updated_at` are 0: only the figures are compared).
+    fn finish(self) -> (Vec<WindowRow>, Stats) {
+        let spec = self.spec;
+        let rows = self
+            .windows
+            .into_iter()
+            .map(|(start, (order_cnt, gmv_cents, users))| WindowRow {
+                window_start: start.div_euclid(1000),
+                window_end: (start + spec.size_ms).div_euclid(1000),
+                order_cnt,
+                gmv_cents,
+                user_cnt: users.len() as u64,
+                version: 0,
+                updated_at: 0,
+            })
+            .collect();
+        (rows, self.stats)
+    }
 }
 
 /// Point 7 of the model: whether an event at `t` (record timestamp

@@ -496,49 +496,7 @@ fn checkpoint(command: CheckpointCommand) -> anyhow::Result<ExitCode> {
         CheckpointCommand::Inspect { common, id } => {
             let (store, _) = open_store(&common)?;
             let id = pick_id(&store, id)?;
-            let cp = store.load(id)?;
-            let users: usize = cp.engine.windows.panes.iter().map(|p| p.3.len()).sum();
-            let ids: usize = cp.engine.dedup.expiry.iter().map(|e| e.1.len()).sum();
-            println!("checkpoint       {}", cp.id);
-            println!(
-                "created          {}",
-                crate::time::format_rfc3339_ms(cp.created_ms)
-            );
-            println!("source           {}", cp.source_id);
-            println!("offsets (next)   {}", format_offsets(&cp.offsets));
-            match &cp.bounded_end {
-                Some(end) => println!(
-                    "bounded run      in progress, ends at {}",
-                    format_offsets(end)
-                ),
-                None => println!("bounded run      none in progress"),
-            }
-            if let Some(identity) = &cp.source_identity {
-                println!("source identity  {identity}");
-            }
-            println!(
-                "watermark        {}",
-                telemetry::format_watermark(cp.engine.watermark)
-            );
-            println!("anomaly log      {} bytes", cp.anomaly_log_len);
-            println!(
-                "window state     {} panes, {} user entries, {} windows fired and open",
-                cp.engine.windows.panes.len(),
-                users,
-                cp.engine.windows.fired.len()
-            );
-            println!("dedup            {ids} ids");
-            println!(
-                "pending output   {} rows in {} batches",
-                cp.pending.iter().map(|b| b.rows.len()).sum::<usize>(),
-                cp.pending.len()
-            );
-            for (p, clock) in cp.engine.clocks.iter().enumerate() {
-                println!(
-                    "partition {p:<5}  max event time {}",
-                    telemetry::format_watermark(clock.max_event_ms)
-                );
-            }
+            print_checkpoint(&store.load(id)?);
         }
         CheckpointCommand::Corrupt { common, id } => {
             let (store, _) = open_store(&common)?;
@@ -582,6 +540,52 @@ fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// `streamforge checkpoint inspect`: everything one checkpoint holds.
+fn print_checkpoint(cp: &crate::checkpoint::Checkpoint) {
+    let users: usize = cp.engine.windows.panes.iter().map(|p| p.3.len()).sum();
+    let ids: usize = cp.engine.dedup.expiry.iter().map(|e| e.1.len()).sum();
+    println!("checkpoint       {}", cp.id);
+    println!(
+        "created          {}",
+        crate::time::format_rfc3339_ms(cp.created_ms)
+    );
+    println!("source           {}", cp.source_id);
+    println!("offsets (next)   {}", format_offsets(&cp.offsets));
+    match &cp.bounded_end {
+        Some(end) => println!(
+            "bounded run      in progress, ends at {}",
+            format_offsets(end)
+        ),
+        None => println!("bounded run      none in progress"),
+    }
+    if let Some(identity) = &cp.source_identity {
+        println!("source identity  {identity}");
+    }
+    println!(
+        "watermark        {}",
+        telemetry::format_watermark(cp.engine.watermark)
+    );
+    println!("anomaly log      {} bytes", cp.anomaly_log_len);
+    println!(
+        "window state     {} panes, {} user entries, {} windows fired and open",
+        cp.engine.windows.panes.len(),
+        users,
+        cp.engine.windows.fired.len()
+    );
+    println!("dedup            {ids} ids");
+    println!(
+        "pending output   {} rows in {} batches",
+        cp.pending.iter().map(|b| b.rows.len()).sum::<usize>(),
+        cp.pending.len()
+    );
+    for (p, clock) in cp.engine.clocks.iter().enumerate() {
+        println!(
+            "partition {p:<5}  max event time {}",
+            telemetry::format_watermark(clock.max_event_ms)
+        );
+    }
 }
 
 fn pick_id(store: &CheckpointStore, id: Option<u64>) -> anyhow::Result<u64> {

@@ -1,0 +1,247 @@
+//! The path of one record to the engine: a batch's records parsed ahead,
+//! held back while their partition runs ahead or their time waits for
+//! confirmation (see `intake`), handled in offset order, anomalies to the
+//! log.
+
+use super::intake::{Decision, HeldRecord};
+use super::{Job, RecordCtx, HOLD_BEFORE_PAUSE};
+use crate::engine::{Lookahead, Prepared, Verdict};
+use crate::source::{RecordBatch, RecordMeta};
+use crate::time::format_rfc3339_ms;
+
+use anyhow::bail;
+
+impl Job<'_> {
+    pub(super) fn process(&mut self, batch: &RecordBatch) -> anyhow::Result<()> {
+        let now = self.clock.wall_ms();
+        let ctx = RecordCtx {
+            now_s: now / 1000,
+            detected_at: format_rfc3339_ms(now),
+        };
+        // Every partition with a record in this batch has data: none of
+        // them may stay idle while the records of another move the
+        // watermark.
+        self.wake(batch);
+        let mut processed = self.release_held(&ctx, false)?;
+        // Each record is parsed a few records ahead of its turn, so the
+        // state lookups of several records overlap (see `Lookahead`); a
+        // record held back keeps its parse result.
+        let mut records = Lookahead::new(batch.iter());
+        while let Some((meta, payload, prepared)) = records.next(&self.engine) {
+            let p = meta.partition as usize;
+            let prepared = self.guard.against_record_time(prepared, meta.timestamp_ms);
+            if p >= self.slots.len() {
+                bail!(
+                    "the source delivered a record of partition {p}, which the job does not know \
+                     (a bug: please report it with the log)"
+                );
+            }
+            if !self.slots[p].held.is_empty()
+                || self.is_ahead(p)
+                || self.is_unconfirmed(p, &prepared)
+            {
+                self.hold(p, &meta, payload, prepared);
+                continue;
+            }
+            self.handle(p, meta.offset, payload, prepared, &ctx)?;
+            processed += 1;
+        }
+        // A record held above may be confirmed by the records after it.
+        processed += self.release_held(&ctx, false)?;
+        if processed == 0 {
+            return Ok(());
+        }
+        self.engine.flush_updates(ctx.now_s, &mut self.emitted);
+        self.records_since_barrier += processed as u64;
+        self.changed = true;
+        self.metrics.observe_batch(&self.engine, processed);
+        Ok(())
+    }
+
+    /// One record through the engine; its anomaly, if any, to the log.
+    pub(super) fn handle(
+        &mut self,
+        p: usize,
+        offset: u64,
+        payload: &[u8],
+        prepared: Prepared,
+        ctx: &RecordCtx,
+    ) -> anyhow::Result<()> {
+        if let Verdict::Anomaly(reason, event_time) =
+            self.engine.apply(p, prepared, ctx.now_s, &mut self.emitted)
+        {
+            self.anomalies
+                .append(
+                    reason,
+                    self.source.source_name(p as u32),
+                    p as u32,
+                    offset,
+                    payload,
+                    event_time,
+                    &ctx.detected_at,
+                )
+                .map_err(|e| {
+                    anyhow::anyhow!(crate::anomaly_log::io_failure(
+                        "append to",
+                        self.anomalies.path(),
+                        &e
+                    ))
+                })?;
+            self.metrics.anomaly(reason);
+        }
+        if let Some(slot) = self.slots.get_mut(p) {
+            slot.next_offset = offset + 1;
+        }
+        Ok(())
+    }
+
+    /// Event-time alignment: a partition whose clock runs more than
+    /// `alignment_drift` ahead of the slowest partition still delivering
+    /// waits (its records are held and the source pauses it) until the
+    /// others catch up. Partitions then advance together, as in a live run,
+    /// so whether an event is late does not depend on how the source happened
+    /// to interleave its partitions.
+    #[inline]
+    pub(super) fn is_ahead(&self, p: usize) -> bool {
+        let floor = self.engine.alignment_floor();
+        if floor == i64::MAX {
+            return false;
+        }
+        let Some(clock) = self.engine.clock(p) else {
+            return false;
+        };
+        if clock.max_event_ms == i64::MIN || clock.finished {
+            return false;
+        }
+        clock.max_event_ms > floor.saturating_add(self.cfg.window.alignment_drift.ms())
+    }
+
+    /// Whether a valid event must wait for confirmation (see `intake`).
+    fn is_unconfirmed(&self, p: usize, prepared: &Prepared) -> bool {
+        let Some(t) = prepared.event_time_ms() else {
+            return false;
+        };
+        self.guard.is_unconfirmed(t, self.known_time(p))
+    }
+
+    /// What the job knows of event time at partition `p`: the larger of its
+    /// clock and the job watermark (`i64::MIN`: nothing).
+    fn known_time(&self, p: usize) -> i64 {
+        let clock = self.engine.clock(p).map_or(i64::MIN, |c| c.max_event_ms);
+        clock.max(self.engine.watermark())
+    }
+
+    fn hold(&mut self, p: usize, meta: &RecordMeta, payload: &[u8], prepared: Prepared) {
+        let first = self.slots[p].held.is_empty();
+        let unconfirmed = first && self.is_unconfirmed(p, &prepared);
+        let slot = &mut self.slots[p];
+        slot.held.push(HeldRecord {
+            offset: meta.offset,
+            payload: payload.to_vec(),
+            prepared,
+        });
+        if unconfirmed {
+            if let Some(t) = prepared.event_time_ms() {
+                slot.held.mark_unconfirmed(t);
+            }
+            self.refresh_ceiling();
+        }
+        // Pausing a Kafka partition drops what librdkafka prefetched and
+        // costs a fetch round trip on resume: hold a good amount first,
+        // pause only to bound memory.
+        let slot = &mut self.slots[p];
+        if slot.held.len() >= HOLD_BEFORE_PAUSE && !slot.paused {
+            slot.paused = true;
+            self.source.set_paused(p as u32, true);
+        }
+    }
+
+    /// Processes the held records that may go on: those of partitions no
+    /// longer ahead, and unconfirmed ones the guard can decide now (every
+    /// one of them when `end_of_input`). Resumes paused partitions that are
+    /// no longer ahead. Returns the records processed.
+    pub(super) fn release_held(
+        &mut self,
+        ctx: &RecordCtx,
+        end_of_input: bool,
+    ) -> anyhow::Result<usize> {
+        let mut processed = 0;
+        // Releasing one partition moves the watermark, which may release
+        // another: go round until nothing moves.
+        loop {
+            let before = processed;
+            for p in 0..self.slots.len() {
+                processed += self.release_partition(p, ctx, end_of_input)?;
+            }
+            if processed == before {
+                break;
+            }
+        }
+        for p in 0..self.slots.len() {
+            if self.slots[p].paused && !self.is_ahead(p) {
+                self.slots[p].paused = false;
+                self.source.set_paused(p as u32, false);
+            }
+        }
+        self.refresh_ceiling();
+        Ok(processed)
+    }
+
+    fn release_partition(
+        &mut self,
+        p: usize,
+        ctx: &RecordCtx,
+        end_of_input: bool,
+    ) -> anyhow::Result<usize> {
+        let mut processed = 0;
+        while let Some(head) = self.slots[p].held.front() {
+            if !end_of_input && self.is_ahead(p) {
+                break;
+            }
+            let mut prepared = head.prepared;
+            if self.is_unconfirmed(p, &head.prepared) {
+                let t = head.prepared.event_time_ms().unwrap_or(i64::MIN);
+                let known = self.known_time(p);
+                let held = &self.slots[p].held;
+                match self
+                    .guard
+                    .decide(t, held.later_times(), known, end_of_input)
+                {
+                    Decision::Wait => {
+                        if held.unconfirmed_at().is_none() {
+                            self.slots[p].held.mark_unconfirmed(t);
+                            self.refresh_ceiling();
+                        }
+                        break;
+                    }
+                    Decision::Confirm => {}
+                    Decision::Reject => {
+                        prepared = Prepared::rejected(crate::event::Reason::ImplausibleEventTime)
+                    }
+                }
+            }
+            let Some(record) = self.slots[p].held.pop() else {
+                break;
+            };
+            self.handle(p, record.offset, &record.payload, prepared, ctx)?;
+            processed += 1;
+        }
+        Ok(processed)
+    }
+
+    /// Caps the watermark below every record waiting for confirmation (so
+    /// that a confirmed one is never late for having waited) and at the
+    /// last discovery's frontier.
+    pub(super) fn refresh_ceiling(&mut self) {
+        let jump = self.guard.max_jump_ms;
+        let mut ceiling = self.discovery.as_ref().map_or(i64::MAX, |d| d.ceiling);
+        for slot in &self.slots {
+            if let Some(t) = slot.held.unconfirmed_at() {
+                ceiling = ceiling.min(t.saturating_sub(jump));
+            }
+        }
+        let now_s = self.clock.wall_ms() / 1000;
+        self.engine
+            .set_watermark_ceiling(ceiling, now_s, &mut self.emitted);
+    }
+}

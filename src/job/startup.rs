@@ -1,0 +1,357 @@
+//! Start-up and recovery: the state directory's newest good checkpoint (or
+//! a fresh start), the source positioned at its offsets (and a bounded run's
+//! end), the sink writer with the pending output resent, and the job
+//! assembled from them.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use tracing::{error, info, warn};
+
+use super::{Discovery, Environment, Job, JobOptions, JobReport, Slot};
+use crate::anomaly_log::AnomalyLog;
+use crate::checkpoint::committer::Committer;
+use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointStore, PendingBatch};
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::engine::Engine;
+use crate::failpoint::crash_point;
+use crate::sink::{Backoff, Sink, SinkWriter};
+use crate::source::{End, Source};
+use crate::telemetry::Metrics;
+
+/// What recovery found in the state directory.
+struct Resumed {
+    engine: Engine,
+    anomalies: AnomalyLog,
+    offsets: BTreeMap<u32, u64>,
+    pending: Vec<PendingBatch>,
+    next_id: u64,
+    identity: Option<String>,
+    bounded_end: Option<BTreeMap<u32, u64>>,
+    fresh: bool,
+}
+
+/// Runs the job in `env` until the input ends (bounded) or a stop is
+/// requested (see [`super::run`]).
+pub fn run_in(
+    cfg: &Config,
+    mut source: Box<dyn Source>,
+    sink: Box<dyn Sink>,
+    opts: &JobOptions,
+    metrics: Arc<Metrics>,
+    env: Environment,
+) -> anyhow::Result<JobReport> {
+    let clock = env.clock.clone();
+    let started = clock.now();
+    let (store, latest, skipped) = open_store(cfg, &env)?;
+    let mut report = JobReport {
+        anomaly_log: cfg.anomaly_log.clone(),
+        state_dir: cfg.checkpoint.state_dir.clone(),
+        sink: sink.describe(),
+        corrupt_checkpoints_skipped: skipped,
+        restored_from: latest.as_ref().map(|cp| cp.id),
+        ..Default::default()
+    };
+    if latest.is_some() {
+        metrics.restarts_recovered.inc();
+    }
+    let source_id = source.id();
+    let mut resumed = resume(
+        cfg,
+        latest,
+        source.as_ref(),
+        &source_id,
+        env.fingerprint_seed,
+    )?;
+    let (slots, source_identity, bounded_end) =
+        open_source(cfg, opts, source.as_mut(), &mut resumed)?;
+    let writer = start_sink(sink, cfg, &env, &mut resumed)?;
+    crash_point("job::recovery::after_resend");
+    let committer = if env.inline {
+        Committer::inline(store)
+    } else {
+        Committer::spawn(store).context("cannot start the checkpoint committer thread")?
+    };
+    let discovery = source.discovery_interval().map(|interval| Discovery {
+        interval,
+        last: clock.now(),
+        ceiling: resumed.engine.frontier(),
+    });
+    let fresh = resumed.fresh;
+    let mut job = Job {
+        cfg,
+        opts,
+        clock: clock.clone(),
+        source,
+        writer,
+        committer,
+        engine: resumed.engine,
+        anomalies: resumed.anomalies,
+        source_id,
+        source_identity,
+        slots,
+        guard: cfg.window.time_guard(),
+        bounded_end,
+        discovery,
+        final_state: None,
+        emitted: Vec::new(),
+        changed: false,
+        pending: resumed.pending,
+        next_checkpoint_id: resumed.next_id,
+        records_since_barrier: 0,
+        last_barrier: clock.now(),
+        sink_waiting_since: None,
+        source_down_since: None,
+        sink_failed: None,
+        metrics,
+        report: std::mem::take(&mut report),
+    };
+    job.refresh_ceiling();
+    let outcome = if fresh {
+        // The resolved start offsets are durable before the first record.
+        job.barrier(true, true).and_then(|()| job.main_loop())
+    } else {
+        job.main_loop()
+    };
+    job.report.counters = job.engine.counters;
+    job.report.rows_pending = job.pending.iter().map(|b| b.rows.len()).sum();
+    job.report.elapsed = clock.now().saturating_sub(started);
+    if job.opts.progress {
+        eprintln!();
+    }
+    outcome.map(|()| job.report)
+}
+
+/// Opens the checkpoint store; returns it, its newest good checkpoint and
+/// how many corrupt ones were skipped. Every checkpoint corrupt is an error.
+fn open_store(
+    cfg: &Config,
+    env: &Environment,
+) -> anyhow::Result<(CheckpointStore, Option<Checkpoint>, usize)> {
+    let state_dir = &cfg.checkpoint.state_dir;
+    std::fs::create_dir_all(state_dir)
+        .with_context(|| format!("cannot create the state directory {}", state_dir.display()))?;
+    let store = match &env.store {
+        Some(memory) => CheckpointStore::in_memory(memory.clone(), cfg.checkpoint.keep),
+        None => CheckpointStore::open(state_dir, cfg.checkpoint.keep)?,
+    };
+    let (latest, skipped) = store.load_latest()?;
+    for e in &skipped {
+        error!(error = %e, "skipping a corrupt checkpoint; falling back to the previous one");
+    }
+    if let (Some(CheckpointError::Corrupt { .. }), None) = (skipped.first(), &latest) {
+        bail!(
+            "every checkpoint in {} is corrupt; nothing safe to resume from. Move the state directory \
+             aside and start again (the sink's idempotence absorbs the recomputed rows)",
+            state_dir.display()
+        );
+    }
+    Ok((store, latest, skipped.len()))
+}
+
+/// Positions the source at the resumed offsets (a bounded run: to its end,
+/// or to the end a resumed bounded run recorded), checks it is the same log,
+/// and prepares the per-partition slots. Returns them, the identity to
+/// record and a bounded run's end offsets.
+type Opened = (Vec<Slot>, Option<String>, Option<BTreeMap<u32, u64>>);
+
+fn open_source(
+    cfg: &Config,
+    opts: &JobOptions,
+    source: &mut dyn Source,
+    resumed: &mut Resumed,
+) -> anyhow::Result<Opened> {
+    let end = match (&resumed.bounded_end, opts.bounded) {
+        (_, false) => End::Never,
+        (Some(ends), true) => End::At(ends),
+        (None, true) => End::Now,
+    };
+    let starts = source
+        .open(&resumed.offsets, end)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let identity = check_identity(resumed.identity.as_deref(), source, cfg)?;
+    let bounded_end = if opts.bounded {
+        source.end_offsets()
+    } else {
+        None
+    };
+    let partitions = source.partition_count();
+    resumed.engine.grow(partitions);
+    let mut slots: Vec<Slot> = (0..partitions).map(|_| Slot::default()).collect();
+    for (p, o) in starts {
+        if let Some(slot) = slots.get_mut(p as usize) {
+            slot.next_offset = o;
+        }
+        let log_start = source.log_start(p);
+        if resumed.fresh && log_start > 0 && o == log_start {
+            warn!(
+                partition = p,
+                earliest_offset = log_start,
+                "retention deleted the beginning of this partition: windows that may hold deleted records \
+                 are not written (they could replace complete rows with a part)"
+            );
+            resumed.engine.mark_truncated(p as usize);
+        }
+    }
+    Ok((slots, identity, bounded_end))
+}
+
+/// The sink writer (on its thread, or inline under simulation), with the
+/// restored pending output resent. A fresh state first reads the highest
+/// version the sink holds, to number its own above it.
+fn start_sink(
+    mut sink: Box<dyn Sink>,
+    cfg: &Config,
+    env: &Environment,
+    resumed: &mut Resumed,
+) -> anyhow::Result<SinkWriter> {
+    if resumed.fresh {
+        let base = highest_version_in(sink.as_mut(), cfg, env.clock.as_ref())?;
+        if base > 0 {
+            info!(
+                highest_version = base,
+                "the sink already holds rows: this fresh state numbers its versions above them"
+            );
+        }
+        resumed.engine.set_version_base(base);
+    }
+    let backoff = Backoff {
+        initial: cfg.sink.retry_initial.0,
+        max: cfg.sink.retry_max.0,
+    };
+    let mut writer = if env.inline {
+        SinkWriter::inline(sink, backoff, env.clock.clone())
+    } else {
+        SinkWriter::spawn(sink, backoff)
+    };
+    for batch in &resumed.pending {
+        writer.submit(batch.checkpoint_id, batch.rows.clone());
+    }
+    Ok(writer)
+}
+
+/// The highest version the sink holds, waiting with backoff while it is
+/// unreachable: numbering from 1 instead would let the rows of a fresh state
+/// lose to older ones already there (SPEC §6).
+fn highest_version_in(sink: &mut dyn Sink, cfg: &Config, clock: &dyn Clock) -> anyhow::Result<u64> {
+    let backoff = Backoff {
+        initial: cfg.sink.retry_initial.0,
+        max: cfg.sink.retry_max.0,
+    };
+    let mut attempt = 0u32;
+    loop {
+        match sink.max_version(crate::window::LIVE_VERSION_LIMIT) {
+            Ok(v) => return Ok(v),
+            Err(crate::sink::SinkError::Fatal(e)) => bail!(
+                "cannot read the highest version in the sink {}: {e}",
+                sink.describe()
+            ),
+            Err(crate::sink::SinkError::Retryable(e)) => {
+                let delay = backoff.delay(attempt);
+                if attempt % 10 == 0 {
+                    warn!(error = %e, retry_in = ?delay, "sink unreachable at start; a fresh state needs its highest version before emitting anything");
+                }
+                attempt += 1;
+                clock.sleep(delay);
+            }
+        }
+    }
+}
+
+/// Restores from the newest good checkpoint, or starts fresh.
+fn resume(
+    cfg: &Config,
+    latest: Option<Checkpoint>,
+    source: &dyn Source,
+    source_id: &str,
+    fingerprint_seed: Option<u64>,
+) -> anyhow::Result<Resumed> {
+    let spec = cfg.window.spec();
+    let partitions = source.partition_count();
+    let Some(cp) = latest else {
+        let (anomalies, moved) = AnomalyLog::fresh(&cfg.anomaly_log).with_context(|| {
+            format!("cannot open the anomaly log {}", cfg.anomaly_log.display())
+        })?;
+        if let Some(old) = moved {
+            warn!(moved_to = %old.display(), "an anomaly log from an earlier run was moved aside");
+        }
+        info!(state_dir = %cfg.checkpoint.state_dir.display(), "no checkpoint: starting from the beginning of the input");
+        let engine = match fingerprint_seed {
+            Some(seed) => Engine::with_seed(spec, partitions, seed),
+            None => Engine::new(spec, partitions),
+        };
+        return Ok(Resumed {
+            engine,
+            anomalies,
+            offsets: BTreeMap::new(),
+            pending: Vec::new(),
+            next_id: 1,
+            identity: None,
+            bounded_end: None,
+            fresh: true,
+        });
+    };
+    if cp.source_id != source_id {
+        bail!(
+            "the state directory {} belongs to another input ({}); this run reads {}. \
+             Use a different --state-dir, or the same input",
+            cfg.checkpoint.state_dir.display(),
+            cp.source_id,
+            source_id
+        );
+    }
+    let pending_rows: usize = cp.pending.iter().map(|b| b.rows.len()).sum();
+    info!(
+        checkpoint = cp.id,
+        offsets = ?cp.offsets,
+        anomaly_log_bytes = cp.anomaly_log_len,
+        pending_rows,
+        bounded_run_in_progress = cp.bounded_end.is_some(),
+        "recovering from checkpoint"
+    );
+    let engine = Engine::restore(spec, partitions, cp.engine).map_err(anyhow::Error::msg)?;
+    let anomalies =
+        AnomalyLog::resume(&cfg.anomaly_log, cp.anomaly_log_len).with_context(|| {
+            format!(
+                "cannot reopen the anomaly log {}",
+                cfg.anomaly_log.display()
+            )
+        })?;
+    Ok(Resumed {
+        engine,
+        anomalies,
+        offsets: cp.offsets,
+        pending: cp.pending,
+        next_id: cp.id + 1,
+        identity: cp.source_identity,
+        bounded_end: cp.bounded_end,
+        fresh: false,
+    })
+}
+
+/// Refuses to resume on a log that is not the checkpoint's (a topic deleted
+/// and created again, another cluster). Returns the identity to record.
+fn check_identity(
+    recorded: Option<&str>,
+    source: &dyn Source,
+    cfg: &Config,
+) -> anyhow::Result<Option<String>> {
+    let now = source.identity();
+    match (recorded, now.as_deref()) {
+        (Some(was), Some(is)) if was != is => bail!(
+            "the input {} is not the log the state directory {} was reading: its checkpoint names {was}, \
+             the brokers now say {is}. The topic was deleted and created again, or this is another \
+             cluster; its offsets would skip or repeat records. Use a fresh --state-dir to read the new \
+             log from its start (rows already in the sink stay; see docs/operations.md)",
+            source.id(),
+            cfg.checkpoint.state_dir.display()
+        ),
+        (Some(was), None) => {
+            warn!(recorded = was, "cannot read the input's identity to check it against the checkpoint; resuming");
+            Ok(Some(was.to_string()))
+        }
+        _ => Ok(now),
+    }
+}
