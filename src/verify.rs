@@ -89,7 +89,7 @@ use anyhow::{anyhow, bail};
 
 use crate::event::{format_cents, parse_event};
 use crate::sink::Sink;
-use crate::source::{PartitionState, RecordBatch, Source, SourceError};
+use crate::source::{PartitionState, RecordBatch, Source};
 use crate::window::{WindowRow, WindowSpec};
 
 /// What the recomputation saw in the input.
@@ -328,7 +328,7 @@ fn read_all(source: &mut dyn Source) -> anyhow::Result<Vec<Vec<(u64, Rec)>>> {
         batch.clear();
         match source.poll(&mut batch, 8192, Duration::from_millis(200)) {
             Ok(()) => failing_since = None,
-            Err(SourceError::Transient(e)) => {
+            Err(e) if e.is_transient() => {
                 let since = *failing_since.get_or_insert_with(Instant::now);
                 if since.elapsed() >= TRANSIENT_LIMIT {
                     bail!("verify: the source {} keeps failing: {e}", source.id());
@@ -336,7 +336,7 @@ fn read_all(source: &mut dyn Source) -> anyhow::Result<Vec<Vec<(u64, Rec)>>> {
                 std::thread::sleep(Duration::from_millis(500));
                 continue;
             }
-            Err(SourceError::Fatal(e)) => bail!("verify: reading {}: {e}", source.id()),
+            Err(e) => bail!("verify: reading {}: {e}", source.id()),
         }
         if batch.is_empty() {
             if last_progress.elapsed() >= STALL_LIMIT {
@@ -643,6 +643,7 @@ pub fn diff(expected: Vec<WindowRow>, actual: Vec<WindowRow>, stats: Stats) -> V
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::source::SourceError;
 
     const SPEC: WindowSpec = WindowSpec::DEFAULT;
 

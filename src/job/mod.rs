@@ -65,7 +65,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::engine::{Counters, Engine, EngineSnapshot};
 use crate::sink::{Backoff, Sink, SinkWriter};
-use crate::source::{RecordBatch, Source, SourceError};
+use crate::source::{RecordBatch, Source};
 use crate::telemetry::{self, Metrics};
 use crate::window::WindowRow;
 
@@ -311,7 +311,7 @@ impl Job<'_> {
                 *backoff_attempt = 0;
                 Ok(true)
             }
-            Err(SourceError::Transient(e)) => {
+            Err(e) if e.is_transient() => {
                 let delay = Backoff {
                     initial: Duration::from_millis(200),
                     max: Duration::from_secs(5),
@@ -327,7 +327,7 @@ impl Job<'_> {
                 self.service_sink()?;
                 Ok(false)
             }
-            Err(SourceError::Fatal(e)) => {
+            Err(e) => {
                 self.barrier(false, true)?;
                 bail!("{e}");
             }

@@ -51,12 +51,15 @@ pub fn resolve_paths(inputs: &[PathBuf]) -> Result<Vec<PathBuf>, SourceError> {
     let mut files = Vec::new();
     for input in inputs {
         let meta = std::fs::metadata(input).map_err(|e| {
-            SourceError::Fatal(format!("file source: cannot read {}: {e}", input.display()))
+            SourceError::Misconfigured(format!("file source: cannot read {}: {e}", input.display()))
         })?;
         if meta.is_dir() {
             let mut found: Vec<PathBuf> = std::fs::read_dir(input)
                 .map_err(|e| {
-                    SourceError::Fatal(format!("file source: cannot list {}: {e}", input.display()))
+                    SourceError::Failed(format!(
+                        "file source: cannot list {}: {e}",
+                        input.display()
+                    ))
                 })?
                 .filter_map(|entry| entry.ok().map(|e| e.path()))
                 .filter(|p| p.is_file())
@@ -73,7 +76,7 @@ pub fn resolve_paths(inputs: &[PathBuf]) -> Result<Vec<PathBuf>, SourceError> {
         }
     }
     if files.is_empty() {
-        return Err(SourceError::Fatal(format!(
+        return Err(SourceError::Misconfigured(format!(
             "file source: no input files in {}; give a directory with one file per partition, or a list of files",
             inputs.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
         )));
@@ -164,13 +167,13 @@ impl FileSource {
 /// without a newline.
 fn count_lines(path: &Path) -> Result<u64, SourceError> {
     let mut file = File::open(path).map_err(|e| {
-        SourceError::Fatal(format!("file source: cannot open {}: {e}", path.display()))
+        SourceError::Failed(format!("file source: cannot open {}: {e}", path.display()))
     })?;
     let mut buf = vec![0u8; 1 << 20];
     let (mut lines, mut last) = (0u64, b'\n');
     loop {
         let n = std::io::Read::read(&mut file, &mut buf).map_err(|e| {
-            SourceError::Fatal(format!("file source: reading {}: {e}", path.display()))
+            SourceError::Failed(format!("file source: reading {}: {e}", path.display()))
         })?;
         if n == 0 {
             break;
@@ -183,15 +186,15 @@ fn count_lines(path: &Path) -> Result<u64, SourceError> {
 
 fn open_at(path: &Path, line: u64) -> Result<BufReader<File>, SourceError> {
     let file = File::open(path).map_err(|e| {
-        SourceError::Fatal(format!("file source: cannot open {}: {e}", path.display()))
+        SourceError::Failed(format!("file source: cannot open {}: {e}", path.display()))
     })?;
     let mut reader = BufReader::with_capacity(1 << 20, file);
     for skipped in 0..line {
         let n = reader.skip_until(b'\n').map_err(|e| {
-            SourceError::Fatal(format!("file source: reading {}: {e}", path.display()))
+            SourceError::Failed(format!("file source: reading {}: {e}", path.display()))
         })?;
         if n == 0 {
-            return Err(SourceError::Fatal(format!(
+            return Err(SourceError::DataLost(format!(
                 "file source: {} has only {skipped} lines but the checkpoint resumes at line {line}; \
                  the file was changed after the checkpoint. Restore it, or start from a fresh state directory",
                 path.display()
@@ -318,7 +321,7 @@ fn read_chunk(
         buf.extend_from_slice(&part.carry);
         part.carry.clear();
         let n = reader.read_until(b'\n', buf).map_err(|e| {
-            SourceError::Fatal(format!("file source: reading {}: {e}", part.path.display()))
+            SourceError::Failed(format!("file source: reading {}: {e}", part.path.display()))
         })?;
         let complete = buf.last() == Some(&b'\n') && buf.len() > start;
         if complete {

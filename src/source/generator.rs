@@ -188,7 +188,7 @@ pub struct GeneratorSource {
 impl GeneratorSource {
     pub fn new(config: GeneratorConfig) -> Result<Self, SourceError> {
         if config.partitions == 0 {
-            return Err(SourceError::Fatal(
+            return Err(SourceError::Misconfigured(
                 "generator: partitions must be at least 1".into(),
             ));
         }
@@ -236,7 +236,7 @@ impl Source for GeneratorSource {
     ) -> Result<BTreeMap<u32, u64>, SourceError> {
         self.bounded = !matches!(end, End::Never);
         if matches!(end, End::Now) && self.config.events_per_partition.is_none() {
-            return Err(SourceError::Fatal(
+            return Err(SourceError::Misconfigured(
                 "generator: a bounded run needs source.generator.events_per_partition".into(),
             ));
         }

@@ -20,19 +20,47 @@ use std::time::Duration;
 
 use thiserror::Error;
 
+/// Why a source failed, which also says what to do about it
+/// ([`SourceError::retry`]). The text says what failed and what to do.
 #[derive(Debug, Error)]
 pub enum SourceError {
-    /// Worth retrying: the broker may come back.
+    /// The input cannot be reached for now (a broker down, a timeout): the
+    /// job backs off and polls again; nothing is lost.
     #[error("{0}")]
-    Transient(String),
-    /// Needs an operator: bad configuration, missing input, lost data.
+    Unavailable(String),
+    /// Records the checkpoint needs are gone (retention deleted them, the
+    /// topic was recreated, a file was cut): never skipped silently.
     #[error("{0}")]
-    Fatal(String),
+    DataLost(String),
+    /// The input is missing or its settings are wrong (no such topic or
+    /// file, an invalid setting, an unset secret variable).
+    #[error("{0}")]
+    Misconfigured(String),
+    /// Anything else retrying will not fix (an I/O error, a broker refusing
+    /// a request for good).
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// What a caller does about a failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// Back off and try again: it may succeed later.
+    Backoff,
+    /// Stop and say why: an operator must act.
+    Never,
 }
 
 impl SourceError {
+    pub fn retry(&self) -> Retry {
+        match self {
+            SourceError::Unavailable(_) => Retry::Backoff,
+            _ => Retry::Never,
+        }
+    }
+
     pub fn is_transient(&self) -> bool {
-        matches!(self, SourceError::Transient(_))
+        self.retry() == Retry::Backoff
     }
 }
 

@@ -60,7 +60,7 @@ pub(crate) fn client_config(
     for (key, value) in &settings.properties {
         let value = match value.strip_prefix("env:") {
             Some(var) => std::env::var(var).map_err(|_| {
-                SourceError::Fatal(format!(
+                SourceError::Misconfigured(format!(
                     "kafka: properties.{key} refers to environment variable {var}, which is not set"
                 ))
             })?,
@@ -182,7 +182,7 @@ pub(crate) fn retry_startup<T>(
             let seen = last_error()
                 .map(|e| format!("; librdkafka's last error: {e}"))
                 .unwrap_or_default();
-            return Err(SourceError::Fatal(format!(
+            return Err(SourceError::Failed(format!(
                 "kafka: cannot reach the brokers {brokers} ({what}: {problem}{seen}); gave up after {}s. \
                  Is Kafka running (scripts/stack.sh up)? Check kafka.brokers in config/pipeline.yaml or KAFKA_BROKERS, \
                  and the security properties",
@@ -220,7 +220,7 @@ pub(crate) fn connect_topic<C: ClientContext>(
             match t.error().map(RDKafkaErrorCode::from) {
             None => {}
             Some(RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic) => {
-                return Err(Attempt::Stop(SourceError::Fatal(format!(
+                return Err(Attempt::Stop(SourceError::Misconfigured(format!(
                     "topic {topic} does not exist on {}; create it (scripts/stack.sh topic {topic} N) \
                      or fix kafka.topic in config/pipeline.yaml",
                     settings.brokers
@@ -229,7 +229,7 @@ pub(crate) fn connect_topic<C: ClientContext>(
             Some(
                 code @ (RDKafkaErrorCode::TopicAuthorizationFailed | RDKafkaErrorCode::InvalidTopic),
             ) => {
-                return Err(Attempt::Stop(SourceError::Fatal(format!(
+                return Err(Attempt::Stop(SourceError::Misconfigured(format!(
                     "kafka: topic {topic} on {}: {code}",
                     settings.brokers
                 ))))

@@ -50,7 +50,7 @@
 //! # Errors
 //!
 //! Connection problems (transport failure, all brokers down, timeouts,
-//! leader changes) are [`SourceError::Transient`]: librdkafka reconnects by
+//! leader changes) are [`SourceError::Unavailable`]: librdkafka reconnects by
 //! itself and resumes fetching at its current position, so the job only backs
 //! off and polls again; nothing is lost or read twice (records below our
 //! position are dropped as a second guard). An offset that no longer exists
@@ -159,16 +159,19 @@ impl KafkaSource {
         give_up_after: Duration,
     ) -> Result<Self, SourceError> {
         settings.validate().map_err(|problems| {
-            SourceError::Fatal(format!("kafka settings: {}", problems.join("; ")))
+            SourceError::Misconfigured(format!("kafka settings: {}", problems.join("; ")))
         })?;
         let consumer: BaseConsumer<ClientCtx> = client_config(settings, Role::Consumer)?
             .create_with_context(ClientCtx::default())
-            .map_err(|e| SourceError::Fatal(format!("kafka: cannot create the consumer: {e}")))?;
+            .map_err(|e| {
+                SourceError::Misconfigured(format!("kafka: cannot create the consumer: {e}"))
+            })?;
         let last_error = || consumer.context().last_error();
         let partitions = connect_topic(consumer.client(), settings, give_up_after, &last_error)?;
         Ok(KafkaSource {
-            topic_c: CString::new(settings.topic.as_str())
-                .map_err(|_| SourceError::Fatal("kafka: topic name contains a NUL byte".into()))?,
+            topic_c: CString::new(settings.topic.as_str()).map_err(|_| {
+                SourceError::Misconfigured("kafka: topic name contains a NUL byte".into())
+            })?,
             consumer,
             settings: settings.clone(),
             parts: vec![Part::at(0, -1, 0, None); partitions as usize],
@@ -363,7 +366,7 @@ impl KafkaSource {
                     .context()
                     .last_error()
                     .unwrap_or_else(|| code.to_string());
-                Err(SourceError::Fatal(format!(
+                Err(SourceError::Failed(format!(
                     "kafka topic {} on {}: consumer error: {detail}",
                     self.settings.topic, self.settings.brokers
                 )))
@@ -406,7 +409,7 @@ impl Source for KafkaSource {
     ) -> Result<BTreeMap<u32, u64>, SourceError> {
         let topic = self.settings.topic.clone();
         if let Some((p, _)) = resume.iter().find(|(p, _)| **p >= self.partitions()) {
-            return Err(SourceError::Fatal(format!(
+            return Err(SourceError::DataLost(format!(
                 "kafka topic {topic} has {} partitions but the checkpoint has offsets for partition {p}; \
                  partitions cannot be removed, so the topic was recreated. Use a fresh state directory",
                 self.partitions()
@@ -512,7 +515,7 @@ impl Source for KafkaSource {
                     transient = Some(self.consumption_error(code)?);
                 }
                 Err(e) => {
-                    return Err(SourceError::Fatal(format!(
+                    return Err(SourceError::Failed(format!(
                         "kafka topic {} on {}: {e}",
                         self.settings.topic, self.settings.brokers
                     )));
@@ -523,7 +526,7 @@ impl Source for KafkaSource {
         if let Some(error) = transient {
             self.mark_down(&error);
             if !got {
-                return Err(SourceError::Transient(format!(
+                return Err(SourceError::Unavailable(format!(
                     "kafka brokers {} unavailable: {error}",
                     self.settings.brokers
                 )));
@@ -533,7 +536,7 @@ impl Source for KafkaSource {
         if got {
             self.mark_up();
         } else if self.down_since.is_some() && !self.probe() {
-            return Err(SourceError::Transient(format!(
+            return Err(SourceError::Unavailable(format!(
                 "kafka brokers {} still unavailable",
                 self.settings.brokers
             )));
@@ -620,7 +623,7 @@ impl Source for KafkaSource {
         let metadata = self
             .consumer
             .fetch_metadata(Some(&topic), DISCOVERY_TIMEOUT)
-            .map_err(|e| SourceError::Transient(format!("kafka: partition discovery: {e}")))?;
+            .map_err(|e| SourceError::Unavailable(format!("kafka: partition discovery: {e}")))?;
         let count = metadata
             .topics()
             .iter()
@@ -635,7 +638,7 @@ impl Source for KafkaSource {
                 .consumer
                 .fetch_watermarks(&topic, p as i32, DISCOVERY_TIMEOUT)
                 .map_err(|e| {
-                    SourceError::Transient(format!("kafka: watermarks of new partition {p}: {e}"))
+                    SourceError::Unavailable(format!("kafka: watermarks of new partition {p}: {e}"))
                 })?;
             added.insert(p, (low.max(0) as u64, high));
         }
@@ -667,7 +670,7 @@ fn take(
 ) -> Result<Taken, SourceError> {
     let p = message.partition();
     let Some(part) = usize::try_from(p).ok().and_then(|i| parts.get_mut(i)) else {
-        return Err(SourceError::Fatal(format!(
+        return Err(SourceError::Failed(format!(
             "kafka: a record for partition {p} of {topic}, which has {} partitions",
             parts.len()
         )));

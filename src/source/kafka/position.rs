@@ -34,7 +34,7 @@ impl KafkaSource {
                 for p in 0..self.partitions() {
                     tpl.add_partition_offset(&self.settings.topic, p as i32, Offset::Offset(ms))
                         .map_err(|e| {
-                            SourceError::Fatal(format!("kafka: offsets for times: {e}"))
+                            SourceError::Failed(format!("kafka: offsets for times: {e}"))
                         })?;
                 }
                 let found = retry_startup(
@@ -89,7 +89,7 @@ impl KafkaSource {
         } else {
             lost.join("; ")
         };
-        SourceError::Fatal(format!(
+        SourceError::DataLost(format!(
             "kafka topic {topic}: {which}. Retention deleted records the checkpoint still needs (or the topic \
              was recreated); StreamForge does not skip them silently. To accept the loss, start again with a \
              fresh state directory and `start: earliest`"
@@ -171,7 +171,7 @@ impl KafkaSource {
             starts.insert(p, at);
         }
         if !problems.is_empty() {
-            return Err(SourceError::Fatal(format!(
+            return Err(SourceError::DataLost(format!(
                 "kafka topic {topic}: {}. Retention deleted records the checkpoint still needs (or the topic \
                  was recreated); StreamForge does not skip them silently. To accept the loss, start again with \
                  a fresh state directory and `start: earliest`",
@@ -194,14 +194,15 @@ impl KafkaSource {
         let mut tpl = TopicPartitionList::with_capacity(offsets.len());
         for (p, o) in offsets {
             tpl.add_partition_offset(topic, *p as i32, Offset::Offset(*o as i64))
-                .map_err(|e| SourceError::Fatal(format!("kafka: building the assignment: {e}")))?;
+                .map_err(|e| SourceError::Failed(format!("kafka: building the assignment: {e}")))?;
         }
         let result = if incremental {
             self.consumer.incremental_assign(&tpl)
         } else {
             self.consumer.assign(&tpl)
         };
-        result
-            .map_err(|e| SourceError::Fatal(format!("kafka: assigning partitions of {topic}: {e}")))
+        result.map_err(|e| {
+            SourceError::Failed(format!("kafka: assigning partitions of {topic}: {e}"))
+        })
     }
 }

@@ -246,7 +246,7 @@ impl KafkaSettings {
     }
 
     pub(crate) fn start_at(&self) -> Result<StartAt, SourceError> {
-        StartAt::parse(&self.start).map_err(|e| SourceError::Fatal(format!("kafka: {e}")))
+        StartAt::parse(&self.start).map_err(|e| SourceError::Misconfigured(format!("kafka: {e}")))
     }
 }
 
