@@ -41,35 +41,10 @@
 //! errors. Because the seed is secret, crafted ids cannot aim at collisions or
 //! at one hash bucket, so the tables can use the fingerprint itself as hash.
 
-use std::hash::{Hash, Hasher};
-
 use serde::{Deserialize, Serialize};
 
 use crate::fptable::FpMap;
-
-/// A 96-bit fingerprint of a string (16 bytes in memory, 12 on disk).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct Fp {
-    pub hi: u64,
-    pub lo: u32,
-}
-
-impl Hash for Fp {
-    #[inline]
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        state.write_u64(self.hi);
-    }
-}
-
-/// Fingerprint of `s` under `seed`.
-#[inline]
-pub fn fingerprint(seed: u64, s: &str) -> Fp {
-    let h = xxhash_rust::xxh3::xxh3_128_with_seed(s.as_bytes(), seed);
-    Fp {
-        hi: (h >> 64) as u64,
-        lo: h as u32,
-    }
-}
+pub use crate::fptable::{fingerprint, Fp};
 
 /// A fresh random seed for a new state.
 pub fn new_seed() -> u64 {

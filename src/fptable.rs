@@ -27,7 +27,33 @@
 //! snapshot costs a pass over the table and an insertion sort that moves
 //! few keys, not a comparison sort of millions.
 
-use crate::dedup::Fp;
+use std::hash::{Hash, Hasher};
+
+use serde::{Deserialize, Serialize};
+
+/// A 96-bit fingerprint of a string (16 bytes in memory, 12 on disk).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Fp {
+    pub hi: u64,
+    pub lo: u32,
+}
+
+impl Hash for Fp {
+    #[inline]
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hi);
+    }
+}
+
+/// Fingerprint of `s` under `seed`.
+#[inline]
+pub fn fingerprint(seed: u64, s: &str) -> Fp {
+    let h = xxhash_rust::xxh3::xxh3_128_with_seed(s.as_bytes(), seed);
+    Fp {
+        hi: (h >> 64) as u64,
+        lo: h as u32,
+    }
+}
 
 #[derive(Clone, Copy, Default, PartialEq, Eq)]
 #[repr(C)]

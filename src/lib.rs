@@ -38,6 +38,7 @@ pub mod failpoint;
 mod fptable;
 pub mod job;
 mod replay;
+pub mod setting;
 pub mod sink;
 pub mod source;
 pub mod telemetry;

@@ -130,127 +130,145 @@ impl Metrics {
         };
         {
             let mut r = m.registry.lock().unwrap_or_else(|e| e.into_inner());
-            r.register(
-                "events_read",
-                "Records read from the source",
-                m.events_read.clone(),
-            );
-            r.register(
-                "events_accepted",
-                "Events accepted into windows",
-                m.events_accepted.clone(),
-            );
-            r.register(
-                "events_duplicate",
-                "Events dropped as duplicates of an accepted event_id",
-                m.events_duplicate.clone(),
-            );
-            r.register(
-                "events_late",
-                "Events too late for every window they belong to",
-                m.events_late.clone(),
-            );
-            r.register(
-                "events_anomalous",
-                "Records sent to the anomaly log, by reason",
-                m.events_anomalous.clone(),
-            );
-            r.register(
-                "windows_emitted",
-                "Windows emitted for the first time",
-                m.windows_emitted.clone(),
-            );
-            r.register(
-                "windows_re_emitted",
-                "Windows emitted again after late updates",
-                m.windows_re_emitted.clone(),
-            );
-            r.register_with_unit(
-                "watermark",
-                "Current job watermark (event time)",
-                Unit::Seconds,
-                m.watermark_seconds.clone(),
-            );
-            r.register_with_unit(
-                "watermark_lag",
-                "Wall clock minus the watermark",
-                Unit::Seconds,
-                m.watermark_lag_seconds.clone(),
-            );
-            r.register(
-                "consumer_lag",
-                "Records between the next offset and the end of the partition",
-                m.consumer_lag.clone(),
-            );
-            r.register_with_unit(
+            m.register_event_metrics(&mut r);
+            m.register_checkpoint_metrics(&mut r);
+            m.register_sink_and_state_metrics(&mut r);
+        }
+        m
+    }
+
+    /// Records, events and windows.
+    fn register_event_metrics(&self, r: &mut Registry) {
+        let m = self;
+        r.register(
+            "events_read",
+            "Records read from the source",
+            m.events_read.clone(),
+        );
+        r.register(
+            "events_accepted",
+            "Events accepted into windows",
+            m.events_accepted.clone(),
+        );
+        r.register(
+            "events_duplicate",
+            "Events dropped as duplicates of an accepted event_id",
+            m.events_duplicate.clone(),
+        );
+        r.register(
+            "events_late",
+            "Events too late for every window they belong to",
+            m.events_late.clone(),
+        );
+        r.register(
+            "events_anomalous",
+            "Records sent to the anomaly log, by reason",
+            m.events_anomalous.clone(),
+        );
+        r.register(
+            "windows_emitted",
+            "Windows emitted for the first time",
+            m.windows_emitted.clone(),
+        );
+        r.register(
+            "windows_re_emitted",
+            "Windows emitted again after late updates",
+            m.windows_re_emitted.clone(),
+        );
+        r.register_with_unit(
+            "watermark",
+            "Current job watermark (event time)",
+            Unit::Seconds,
+            m.watermark_seconds.clone(),
+        );
+        r.register_with_unit(
+            "watermark_lag",
+            "Wall clock minus the watermark",
+            Unit::Seconds,
+            m.watermark_lag_seconds.clone(),
+        );
+        r.register(
+            "consumer_lag",
+            "Records between the next offset and the end of the partition",
+            m.consumer_lag.clone(),
+        );
+    }
+
+    /// Checkpoints: their pause, commit time, size and progress.
+    fn register_checkpoint_metrics(&self, r: &mut Registry) {
+        let m = self;
+        r.register_with_unit(
                 "checkpoint_duration",
                 "Pause of processing per checkpoint (waiting for the previous commit, then the snapshot)",
                 Unit::Seconds,
                 m.checkpoint_duration.clone(),
             );
-            r.register_with_unit(
+        r.register_with_unit(
                 "checkpoint_commit_duration",
                 "Encoding, writing and flushing a checkpoint, on the committer thread while processing goes on",
                 Unit::Seconds,
                 m.checkpoint_commit_duration.clone(),
             );
-            r.register_with_unit(
-                "checkpoint_size",
-                "Size of the last checkpoint",
-                Unit::Bytes,
-                m.checkpoint_bytes.clone(),
-            );
-            r.register(
-                "last_checkpoint_id",
-                "Id of the last committed checkpoint",
-                m.last_checkpoint_id.clone(),
-            );
-            r.register_with_unit(
-                "last_checkpoint_timestamp",
-                "Wall clock of the last committed checkpoint",
-                Unit::Seconds,
-                m.last_checkpoint_time.clone(),
-            );
-            r.register_with_unit(
-                "sink_batch_latency",
-                "Time from handing a batch to the sink to its acknowledgement",
-                Unit::Seconds,
-                m.sink_batch_latency.clone(),
-            );
-            r.register(
-                "sink_retries",
-                "Sink writes retried after a failure",
-                m.sink_retries.clone(),
-            );
-            // Counted by the sink itself (process-wide), where it writes them.
-            r.register(
-                "sink_dead_letters",
-                "Rows the sink refused for a reason about the row, written to the dead-letter file",
-                crate::sink::dead_letters::counter().clone(),
-            );
-            r.register(
-                "restarts_recovered",
-                "Starts that recovered from a checkpoint",
-                m.restarts_recovered.clone(),
-            );
-            r.register("state_panes", "Live panes", m.state_panes.clone());
-            r.register(
-                "state_user_entries",
-                "Distinct-user entries across live panes",
-                m.state_user_entries.clone(),
-            );
-            r.register(
-                "state_dedup_ids",
-                "Event ids remembered for deduplication",
-                m.state_dedup_ids.clone(),
-            );
-            r.register(
-                "held_records",
-                "Records read but held back, by reason (alignment, unconfirmed_time)",
-                m.held_records.clone(),
-            );
-        }
-        m
+        r.register_with_unit(
+            "checkpoint_size",
+            "Size of the last checkpoint",
+            Unit::Bytes,
+            m.checkpoint_bytes.clone(),
+        );
+        r.register(
+            "last_checkpoint_id",
+            "Id of the last committed checkpoint",
+            m.last_checkpoint_id.clone(),
+        );
+        r.register_with_unit(
+            "last_checkpoint_timestamp",
+            "Wall clock of the last committed checkpoint",
+            Unit::Seconds,
+            m.last_checkpoint_time.clone(),
+        );
+    }
+
+    /// The sink, recoveries and the size of the state.
+    fn register_sink_and_state_metrics(&self, r: &mut Registry) {
+        let m = self;
+        r.register_with_unit(
+            "sink_batch_latency",
+            "Time from handing a batch to the sink to its acknowledgement",
+            Unit::Seconds,
+            m.sink_batch_latency.clone(),
+        );
+        r.register(
+            "sink_retries",
+            "Sink writes retried after a failure",
+            m.sink_retries.clone(),
+        );
+        // Counted by the sink itself (process-wide), where it writes them.
+        r.register(
+            "sink_dead_letters",
+            "Rows the sink refused for a reason about the row, written to the dead-letter file",
+            crate::sink::dead_letters::counter().clone(),
+        );
+        r.register(
+            "restarts_recovered",
+            "Starts that recovered from a checkpoint",
+            m.restarts_recovered.clone(),
+        );
+        r.register("state_panes", "Live panes", m.state_panes.clone());
+        r.register(
+            "state_user_entries",
+            "Distinct-user entries across live panes",
+            m.state_user_entries.clone(),
+        );
+        r.register(
+            "state_dedup_ids",
+            "Event ids remembered for deduplication",
+            m.state_dedup_ids.clone(),
+        );
+        r.register(
+            "held_records",
+            "Records read but held back, by reason (alignment, unconfirmed_time)",
+            m.held_records.clone(),
+        );
     }
 
     pub fn anomaly(&self, reason: Reason) {

@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use streamforge::config::Dur;
+use streamforge::setting::Dur;
 use streamforge::sink::clickhouse::{
     ClickHouseSettings, ClickHouseSink, ErrorKind, Failure, Request, Response, Transport,
     MAX_DATETIME, MAX_GMV_CENTS,

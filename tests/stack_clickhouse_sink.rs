@@ -9,7 +9,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use streamforge::config::Dur;
+use streamforge::setting::Dur;
 use streamforge::sink::clickhouse::{ClickHouseSettings, ClickHouseSink};
 use streamforge::sink::{Sink, SinkError};
 use streamforge::window::WindowRow;

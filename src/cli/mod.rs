@@ -378,7 +378,7 @@ fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     cfg.source.generator.events_per_partition = Some(args.events_per_partition);
     cfg.sink.kind = SinkKind::Embedded;
     cfg.checkpoint.state_dir = args.dir.join("state");
-    cfg.checkpoint.interval = crate::config::Dur(Duration::from_millis(500));
+    cfg.checkpoint.interval = crate::setting::Dur(Duration::from_millis(500));
     cfg.anomaly_log = args.dir.join("logs/anomalies.log");
     cfg.validate().map_err(|p| anyhow!(p.join("; ")))?;
     let g = &cfg.source.generator;
@@ -520,7 +520,7 @@ fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     }
     let mut source = build_source(&cfg)?;
     let mut sink = build_sink(&cfg)?;
-    let guard = cfg.window.time_guard();
+    let guard = crate::job::TimeGuard::of(&cfg.window);
     let report = crate::verify::verify(
         source.as_mut(),
         sink.as_mut(),

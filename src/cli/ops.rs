@@ -122,7 +122,7 @@ pub(super) fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         from_ms,
         to_ms,
         dry_run: args.dry_run,
-        time_guard: cfg.window.time_guard(),
+        time_guard: crate::job::TimeGuard::of(&cfg.window),
         progress: args
             .progress
             .unwrap_or_else(|| std::io::stderr().is_terminal()),

@@ -21,7 +21,8 @@
 //! Secrets are never in the files: the ClickHouse password comes from the
 //! environment variable or the file the `clickhouse` section names, a Kafka
 //! property's value written `env:VAR` from that variable, each read only when
-//! a client is created and held in a [`Secret`] that never prints.
+//! a client is created and held in a [`crate::setting::Secret`] that never
+//! prints.
 //!
 //! # Layout
 //!
@@ -31,17 +32,15 @@
 //!   [`crate::source::kafka::KafkaSettings`],
 //!   [`crate::sink::clickhouse::ClickHouseSettings`].
 
-mod secret;
 mod tree;
-
-pub use secret::Secret;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail};
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 
+use crate::setting::Dur;
 use crate::sink::clickhouse::ClickHouseSettings;
 use crate::source::generator::GeneratorConfig;
 use crate::source::kafka::KafkaSettings;
@@ -51,60 +50,6 @@ use crate::window::WindowSpec;
 pub const DEFAULT_CONFIG: &str = "config/pipeline.yaml";
 /// Prefix of environment overrides.
 pub const ENV_PREFIX: &str = "STREAMFORGE__";
-
-/// A duration written as `500ms`, `5s`, `2m`, `1h` or a number of milliseconds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Dur(pub Duration);
-
-impl Dur {
-    pub fn ms(&self) -> i64 {
-        self.0.as_millis() as i64
-    }
-}
-
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration; write e.g. 500ms, 5s, 2m, 1h"))?;
-    let ms = match unit.trim() {
-        "" | "ms" => n,
-        "s" => n * 1_000,
-        "m" | "min" => n * 60_000,
-        "h" => n * 3_600_000,
-        other => {
-            return Err(format!(
-                "`{text}`: unknown unit `{other}`; use ms, s, m or h"
-            ))
-        }
-    };
-    Ok(Duration::from_millis(ms))
-}
-
-impl<'de> Deserialize<'de> for Dur {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Ms(u64),
-            Text(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::Ms(ms) => Ok(Dur(Duration::from_millis(ms))),
-            Raw::Text(t) => parse_duration(&t)
-                .map(Dur)
-                .map_err(serde::de::Error::custom),
-        }
-    }
-}
-
-impl Serialize for Dur {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&format!("{}ms", self.0.as_millis()))
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -209,18 +154,6 @@ impl Default for WindowConfig {
 }
 
 impl WindowConfig {
-    /// The wrong-clock rules these settings ask for.
-    pub fn time_guard(&self) -> crate::job::TimeGuard {
-        let off_if_zero = |ms: i64| if ms == 0 { i64::MAX } else { ms };
-        crate::job::TimeGuard {
-            max_ahead_of_record_ms: off_if_zero(self.max_ahead_of_record_time.ms()),
-            max_jump_ms: match self.max_time_jump {
-                Some(d) => off_if_zero(d.ms()),
-                None => crate::job::TimeGuard::default_max_jump_ms(&self.spec()),
-            },
-        }
-    }
-
     pub fn spec(&self) -> WindowSpec {
         WindowSpec {
             size_ms: self.size.ms(),
@@ -461,16 +394,6 @@ pub fn require_file(path: &Path, what: &str) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations_parse_in_every_form() {
-        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
-        assert_eq!(parse_duration("5s").unwrap(), Duration::from_secs(5));
-        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
-        assert_eq!(parse_duration("250").unwrap(), Duration::from_millis(250));
-        assert!(parse_duration("5 parsecs").is_err());
-        assert!(parse_duration("").is_err());
-    }
 
     #[test]
     fn file_then_overrides_and_strict_keys() {

@@ -44,6 +44,7 @@
 
 use std::collections::VecDeque;
 
+use crate::config::WindowConfig;
 use crate::engine::Prepared;
 use crate::event::Reason;
 use crate::window::WindowSpec;
@@ -67,6 +68,19 @@ pub struct TimeGuard {
 }
 
 impl TimeGuard {
+    /// The wrong-clock rules the `window` settings ask for; a bound of zero
+    /// turns its rule off.
+    pub fn of(window: &WindowConfig) -> TimeGuard {
+        let off_if_zero = |ms: i64| if ms == 0 { i64::MAX } else { ms };
+        TimeGuard {
+            max_ahead_of_record_ms: off_if_zero(window.max_ahead_of_record_time.ms()),
+            max_jump_ms: match window.max_time_jump {
+                Some(d) => off_if_zero(d.ms()),
+                None => TimeGuard::default_max_jump_ms(&window.spec()),
+            },
+        }
+    }
+
     /// The largest jump ahead that can never make an in-order record after
     /// it late: the default `max_time_jump`.
     pub fn default_max_jump_ms(spec: &WindowSpec) -> i64 {

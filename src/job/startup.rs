@@ -9,7 +9,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use tracing::{error, info, warn};
 
-use super::{Discovery, Environment, Job, JobOptions, JobReport, Slot};
+use super::{Discovery, Environment, InFlight, Job, JobOptions, JobReport, Slot, TimeGuard};
 use crate::anomaly_log::AnomalyLog;
 use crate::checkpoint::committer::Committer;
 use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointStore, PendingBatch};
@@ -46,7 +46,7 @@ pub fn run_in(
     let clock = env.clock.clone();
     let started = clock.now();
     let (store, latest, skipped) = open_store(cfg, &env)?;
-    let mut report = JobReport {
+    let report = JobReport {
         anomaly_log: cfg.anomaly_log.clone(),
         state_dir: cfg.checkpoint.state_dir.clone(),
         sink: sink.describe(),
@@ -69,11 +69,7 @@ pub fn run_in(
         open_source(cfg, opts, source.as_mut(), &mut resumed)?;
     let writer = start_sink(sink, cfg, &env, &mut resumed)?;
     crash_point("job::recovery::after_resend");
-    let committer = if env.inline {
-        Committer::inline(store)
-    } else {
-        Committer::spawn(store).context("cannot start the checkpoint committer thread")?
-    };
+    let committer = start_committer(store, &env)?;
     let discovery = source.discovery_interval().map(|interval| Discovery {
         interval,
         last: clock.now(),
@@ -92,7 +88,7 @@ pub fn run_in(
         source_id,
         source_identity,
         slots,
-        guard: cfg.window.time_guard(),
+        guard: TimeGuard::of(&cfg.window),
         bounded_end,
         discovery,
         final_state: None,
@@ -106,7 +102,7 @@ pub fn run_in(
         source_down_since: None,
         sink_failed: None,
         metrics,
-        report: std::mem::take(&mut report),
+        report,
     };
     job.refresh_ceiling();
     let outcome = if fresh {
@@ -115,13 +111,33 @@ pub fn run_in(
     } else {
         job.main_loop()
     };
-    job.report.counters = job.engine.counters;
-    job.report.rows_pending = job.pending.iter().map(|b| b.rows.len()).sum();
-    job.report.elapsed = clock.now().saturating_sub(started);
-    if job.opts.progress {
-        eprintln!();
+    outcome.map(|()| job.into_report(started))
+}
+
+impl Job<'_> {
+    /// The report of a run that started at `started` (on the job clock).
+    fn into_report(self, started: std::time::Duration) -> JobReport {
+        let mut report = self.report;
+        report.counters = self.engine.counters;
+        report.rows_pending = self.pending.iter().map(|b| b.rows.len()).sum();
+        report.elapsed = self.clock.now().saturating_sub(started);
+        if self.opts.progress {
+            eprintln!();
+        }
+        report
     }
-    outcome.map(|()| job.report)
+}
+
+/// The checkpoint committer: on a thread of its own, or inline in the
+/// one-thread mode.
+fn start_committer(
+    store: CheckpointStore,
+    env: &Environment,
+) -> anyhow::Result<Committer<InFlight>> {
+    if env.inline {
+        return Ok(Committer::inline(store));
+    }
+    Committer::spawn(store).context("cannot start the checkpoint committer thread")
 }
 
 /// Opens the checkpoint store; returns it, its newest good checkpoint and

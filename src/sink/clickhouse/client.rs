@@ -21,7 +21,7 @@ use std::time::Duration;
 use reqwest::Url;
 
 use super::error::{classify, clickhouse_message, error_code, ClickHouseError, ErrorKind, Failure};
-use super::settings::Secret;
+use crate::setting::Secret;
 
 /// One statement for ClickHouse.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -60,7 +60,7 @@ pub use encode::{MAX_DATETIME, MAX_GMV_CENTS};
 pub use error::{ClickHouseError, ErrorKind, Failure, RetryClass};
 pub use profile::ServerProfile;
 pub use schema::{COLUMNS, DEDUP_WINDOW, ENGINE, OLD_GMV_TYPE};
-pub use settings::{validate_name, ClickHouseSettings, Secret};
+pub use settings::{validate_name, ClickHouseSettings};
 
 /// Writes window rows to one ClickHouse table.
 pub struct ClickHouseSink {

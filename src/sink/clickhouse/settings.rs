@@ -13,7 +13,7 @@ use std::time::Duration;
 use reqwest::Url;
 use serde::{Deserialize, Serialize};
 
-use crate::config::Dur;
+use crate::setting::Dur;
 
 /// Where the sink connects and how: the `clickhouse` section of the
 /// configuration. The password itself is never in this struct.
@@ -153,7 +153,7 @@ pub(super) fn display_url(url: &Url) -> String {
     shown.as_str().trim_end_matches('/').to_string()
 }
 
-pub use crate::config::Secret;
+use crate::setting::Secret;
 
 /// The password per the settings: `password_file` when set, else the
 /// variable `password_env` names (`lookup` reads the environment).

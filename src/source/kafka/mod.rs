@@ -707,7 +707,7 @@ fn take(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Dur;
+    use crate::setting::Dur;
     use rdkafka::ClientConfig;
 
     /// Polls until `done` or the deadline, collecting records; transient

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::Dur;
+use crate::setting::Dur;
 use crate::source::SourceError;
 
 /// How long `KafkaSource::new` and the producer wait for unreachable brokers

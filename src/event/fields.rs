@@ -1,0 +1,298 @@
+//! The fields of a payload as found, and the rules that turn them into an
+//! [`Event`] or a [`Reason`]; the general path through serde_json.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{self, Deserializer as _, IgnoredAny, MapAccess, Visitor};
+use serde_json::value::RawValue;
+
+use super::scan::nesting_exceeds;
+use super::*;
+use crate::time::parse_rfc3339_ms;
+
+/// The general path: any JSON at all, through serde_json.
+pub(super) fn parse_with_serde(text: &str) -> Result<Event<'_>, Reason> {
+    if nesting_exceeds(text.as_bytes(), MAX_NESTING) {
+        return Err(Reason::MalformedJson);
+    }
+    let first = text
+        .bytes()
+        .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'));
+    if first != Some(b'{') {
+        return Err(match serde_json::from_str::<IgnoredAny>(text) {
+            Ok(_) => Reason::NotAnObject,
+            Err(_) => Reason::MalformedJson,
+        });
+    }
+
+    let mut de = serde_json::Deserializer::from_str(text);
+    let raw = (&mut de)
+        .deserialize_map(RawFieldsVisitor)
+        .map_err(|_| Reason::MalformedJson)?;
+    de.end().map_err(|_| Reason::MalformedJson)?;
+    raw.validate()
+}
+
+/// The last occurrence of each known field (`Null` when absent).
+#[derive(Debug, PartialEq)]
+pub(super) struct RawFields<'a> {
+    pub(super) event_id: Json<'a>,
+    pub(super) order_id: Json<'a>,
+    pub(super) user_id: Json<'a>,
+    pub(super) amount: Json<'a>,
+    pub(super) event_time: Json<'a>,
+    pub(super) city: Json<'a>,
+    pub(super) category: Json<'a>,
+}
+
+impl Default for RawFields<'_> {
+    fn default() -> Self {
+        RawFields {
+            event_id: Json::Null,
+            order_id: Json::Null,
+            user_id: Json::Null,
+            amount: Json::Null,
+            event_time: Json::Null,
+            city: Json::Null,
+            category: Json::Null,
+        }
+    }
+}
+
+impl<'a> RawFields<'a> {
+    /// The slot of the field whose key is `key` (unescaped), if any.
+    #[inline]
+    pub(super) fn slot_named(&mut self, key: &[u8]) -> Option<&mut Json<'a>> {
+        // By length first, so that at most three keys are compared.
+        Some(match key.len() {
+            4 if key == b"city" => &mut self.city,
+            6 if key == b"amount" => &mut self.amount,
+            7 if key == b"user_id" => &mut self.user_id,
+            8 if key == b"event_id" => &mut self.event_id,
+            8 if key == b"order_id" => &mut self.order_id,
+            8 if key == b"category" => &mut self.category,
+            10 if key == b"event_time" => &mut self.event_time,
+            _ => return None,
+        })
+    }
+
+    pub(super) fn slot(&mut self, field: Field) -> &mut Json<'a> {
+        match field {
+            Field::EventId => &mut self.event_id,
+            Field::OrderId => &mut self.order_id,
+            Field::UserId => &mut self.user_id,
+            Field::Amount => &mut self.amount,
+            Field::EventTime => &mut self.event_time,
+            Field::City => &mut self.city,
+            Field::Category => &mut self.category,
+        }
+    }
+
+    /// Applies the field rules, in order.
+    pub(super) fn validate(self) -> Result<Event<'a>, Reason> {
+        use Field::*;
+
+        let event_id = required_string(self.event_id, EventId)?;
+        // Bytes bound chars from above, so most ids skip the count.
+        let id_len_ok = (1..=MAX_EVENT_ID_CHARS).contains(&event_id.len())
+            || (!event_id.is_empty() && event_id.chars().nth(MAX_EVENT_ID_CHARS).is_none());
+        if !id_len_ok {
+            return Err(Reason::BadType(EventId));
+        }
+
+        let order_id = required_string(self.order_id, OrderId)?;
+
+        let user_id = match required(self.user_id, UserId)? {
+            Json::Number {
+                text: "-0",
+                integer: true,
+            } => Cow::Borrowed("0"),
+            Json::Number {
+                text,
+                integer: true,
+            } => Cow::Borrowed(text),
+            value => string(value).ok_or(Reason::BadType(UserId))??,
+        };
+
+        let amount_cents = match required(self.amount, Amount)? {
+            Json::Number { text, .. } => parse_amount_cents(text),
+            value => parse_amount_cents(&string(value).ok_or(Reason::BadType(Amount))??),
+        }
+        .ok_or(Reason::BadAmount)?;
+
+        let event_time_ms = match required(self.event_time, EventTime)? {
+            Json::Number {
+                text,
+                integer: true,
+            } => parse_i64(text),
+            Json::Number { .. } => None,
+            value => parse_rfc3339_ms(&string(value).ok_or(Reason::BadType(EventTime))??),
+        }
+        .filter(|ms| (MIN_EVENT_TIME_MS..=MAX_EVENT_TIME_MS).contains(ms))
+        .ok_or(Reason::BadEventTime)?;
+
+        let city = optional_string(self.city, City)?;
+        let category = optional_string(self.category, Category)?;
+
+        Ok(Event {
+            event_id,
+            order_id,
+            user_id,
+            amount_cents,
+            event_time_ms,
+            city,
+            category,
+        })
+    }
+}
+
+/// A JSON value, as far as the rules care.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(super) enum Json<'a> {
+    /// `null`, or the field is absent.
+    Null,
+    /// A string literal without escapes: its text between the quotes.
+    Plain(&'a str),
+    /// A string literal that may hold escapes: quotes and escapes included.
+    Escaped(&'a str),
+    /// A number literal, and whether it is an integer (no fraction, no
+    /// exponent).
+    Number { text: &'a str, integer: bool },
+    /// `true`, `false`, an array or an object.
+    Other,
+}
+
+/// Classifies the raw text of a value serde_json has already validated, so
+/// the first byte decides the type.
+fn classify(text: &str) -> Json<'_> {
+    match text.as_bytes().first() {
+        Some(b'"') if !text.contains('\\') => text
+            .strip_prefix('"')
+            .and_then(|s| s.strip_suffix('"'))
+            .map_or(Json::Escaped(text), Json::Plain),
+        Some(b'"') => Json::Escaped(text),
+        Some(b'-' | b'0'..=b'9') => Json::Number {
+            text,
+            integer: !text.bytes().any(|b| matches!(b, b'.' | b'e' | b'E')),
+        },
+        _ if text == "null" => Json::Null,
+        _ => Json::Other,
+    }
+}
+
+fn required(value: Json<'_>, field: Field) -> Result<Json<'_>, Reason> {
+    match value {
+        Json::Null => Err(Reason::MissingField(field)),
+        value => Ok(value),
+    }
+}
+
+/// The decoded string, or `None` when `value` is not a string.
+#[inline]
+fn string(value: Json<'_>) -> Option<Result<Cow<'_, str>, Reason>> {
+    match value {
+        Json::Plain(s) => Some(Ok(Cow::Borrowed(s))),
+        Json::Escaped(literal) => Some(decode_escaped(literal)),
+        _ => None,
+    }
+}
+
+fn required_string(value: Json<'_>, field: Field) -> Result<Cow<'_, str>, Reason> {
+    string(required(value, field)?).ok_or(Reason::BadType(field))?
+}
+
+fn optional_string(value: Json<'_>, field: Field) -> Result<Cow<'_, str>, Reason> {
+    match value {
+        Json::Null => Ok(Cow::Borrowed(UNKNOWN)),
+        value => string(value).ok_or(Reason::BadType(field))?,
+    }
+}
+
+/// Decodes a JSON string literal that may hold escapes.
+fn decode_escaped(literal: &str) -> Result<Cow<'_, str>, Reason> {
+    // Fails only for escapes that name no Unicode scalar value (lone
+    // surrogates), which serde_json accepted while skipping the value.
+    serde_json::from_str::<String>(literal)
+        .map(Cow::Owned)
+        .map_err(|_| Reason::MalformedJson)
+}
+
+/// `text.parse::<i64>()` for a JSON integer literal (`-?[0-9]+`), without
+/// the general parser's overhead for the usual 13 digits.
+#[inline]
+fn parse_i64(text: &str) -> Option<i64> {
+    let (negative, digits) = match text.as_bytes().split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, text.as_bytes()),
+    };
+    // 18 digits always fit in an i64; anything longer takes the slow way.
+    if digits.is_empty() || digits.len() > 18 {
+        return text.parse().ok();
+    }
+    let mut value = 0i64;
+    for &c in digits {
+        let digit = c.wrapping_sub(b'0');
+        if digit > 9 {
+            return None;
+        }
+        value = value * 10 + i64::from(digit);
+    }
+    Some(if negative { -value } else { value })
+}
+
+/// An object key, reduced to the field it names. Decoding keys through a
+/// visitor rather than into a string means escaped keys match their field
+/// and no key is ever allocated.
+enum Key {
+    Known(Field),
+    Other,
+}
+
+impl<'de> de::Deserialize<'de> for Key {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+
+        impl Visitor<'_> for KeyVisitor {
+            type Value = Key;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object key")
+            }
+
+            fn visit_str<E: de::Error>(self, key: &str) -> Result<Key, E> {
+                Ok(Field::from_name(key).map_or(Key::Other, Key::Known))
+            }
+        }
+
+        deserializer.deserialize_identifier(KeyVisitor)
+    }
+}
+
+struct RawFieldsVisitor;
+
+impl<'de> Visitor<'de> for RawFieldsVisitor {
+    type Value = RawFields<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an order event object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut fields = RawFields::default();
+        while let Some(key) = map.next_key::<Key>()? {
+            match key {
+                Key::Known(field) => {
+                    let raw: &'de RawValue = map.next_value()?;
+                    // Overwriting gives "last occurrence wins", and a later
+                    // null erases an earlier value, as it would in a JS object.
+                    *fields.slot(field) = classify(raw.get());
+                }
+                Key::Other => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(fields)
+    }
+}
