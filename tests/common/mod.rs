@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
+pub mod endpoints;
 pub mod stack;
 
 /// Small deterministic PRNG (xorshift64*), so the tests need no crate for it.
