@@ -310,10 +310,18 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 
 fn run_job(cfg: &Config, bounded: bool, progress: bool) -> anyhow::Result<JobReport> {
     let metrics = Arc::new(Metrics::new());
-    if !cfg.metrics_addr.is_empty() {
-        telemetry::serve(&cfg.metrics_addr, metrics.clone())
-            .with_context(|| format!("cannot serve metrics on {}", cfg.metrics_addr))?;
-    }
+    // Served until the job returns.
+    let _listener = if cfg.metrics_addr.is_empty() {
+        None
+    } else {
+        let shared = telemetry::http::Shared {
+            metrics: metrics.clone(),
+        };
+        Some(
+            telemetry::http::serve(&cfg.metrics_addr, shared)
+                .with_context(|| format!("cannot serve metrics on {}", cfg.metrics_addr))?,
+        )
+    };
     let source = build_source(cfg)?;
     let sink = build_sink(cfg)?;
     let opts = JobOptions {
