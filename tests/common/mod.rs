@@ -429,6 +429,9 @@ pub fn streamforge(args: &[&str]) -> Command {
     cmd.env_remove("STREAMFORGE_CONFIG");
     cmd.env("STREAMFORGE_CONFIG", "/dev/null");
     cmd.env("RUST_LOG", "info");
+    // The metrics listener is on by default on one fixed port; the tests run
+    // many jobs at once, so each takes a free port of its own (a flag wins).
+    cmd.env("STREAMFORGE__METRICS_ADDR", "127.0.0.1:0");
     cmd
 }
 
