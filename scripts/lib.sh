@@ -66,3 +66,47 @@ sf_tail_log() {
     tail -n 40 "$f" >&2
   done
 }
+
+# sf_port_busy PORT: true when a local TCP socket (IPv4 or IPv6, listening or
+# not) uses PORT. Stricter than sf_port_open: a port some process has bound
+# but does not accept on yet counts as taken too. Sockets in TIME_WAIT (state
+# 06, what connections to a stopped server leave behind) do not count: both
+# servers bind with SO_REUSEADDR. Reads /proc (Linux).
+sf_port_busy() {
+  local hex
+  hex=$(printf '%04X' "$1")
+  awk -v p="$hex" 'FNR > 1 && $4 != "06" { n = split($2, a, ":"); if (a[n] == p) { found = 1; exit } }
+    END { exit !found }' /proc/net/tcp /proc/net/tcp6 2>/dev/null
+}
+
+# sf_free_ports COUNT [SKIP...]: prints COUNT distinct ports, one a line, that
+# no local socket uses and that are not among SKIP. They come from below the
+# kernel's ephemeral range (/proc/sys/net/ipv4/ip_local_port_range), from
+# 20000 up, so that no client socket and no listener bound to port 0 (a test's
+# proxy or metrics listener) can take one of them while its server is down.
+# The scan starts at a random place so that two suites starting together are
+# unlikely to race for the same ports; a port taken between this choice and
+# the server's start is reported by the server's start check.
+sf_free_ports() {
+  local count=$1 low=20000 high eph_low span start i port found=0
+  shift
+  read -r eph_low _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || eph_low=32768
+  high=$((eph_low - 1))
+  ((high > low + count)) || {
+    printf '[stack] ERROR: no port range below the ephemeral range (starts at %s) to choose from\n' "$eph_low" >&2
+    return 1
+  }
+  span=$((high - low + 1))
+  start=$((low + (RANDOM * 32768 + RANDOM) % span))
+  for ((i = 0; i < span && found < count; i++)); do
+    port=$((low + (start - low + i) % span))
+    [[ " $* " == *" $port "* ]] && continue
+    sf_port_busy "$port" && continue
+    printf '%s\n' "$port"
+    found=$((found + 1))
+  done
+  ((found == count)) || {
+    printf '[stack] ERROR: found only %s free ports between %s and %s, %s wanted\n' "$found" "$low" "$high" "$count" >&2
+    return 1
+  }
+}

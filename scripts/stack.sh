@@ -8,9 +8,21 @@
 #   scripts/stack.sh clickhouse-start | clickhouse-stop [--kill]
 #   scripts/stack.sh topic NAME PARTITIONS
 #   scripts/stack.sh kafka-tool MAIN_CLASS [ARGS...]   (e.g. org.apache.kafka.tools.TopicCommand --list ...)
+#   scripts/stack.sh env      (the STREAMFORGE_TEST_* exports that point the tests at this stack)
 #
-# Everything (jars, configs, data, logs, pid files) lives under $STACK_DIR
-# (default: <repo>/.stack). Settings come from the environment, defaults below.
+# Everything (jars, configs, data, logs, pid files, the ports) lives under
+# $STACK_DIR (default: <repo>/.stack). Settings come from the environment,
+# defaults below.
+#
+# Ports: each of KAFKA_PORT, KAFKA_CONTROLLER_PORT, CLICKHOUSE_HTTP_PORT,
+# CLICKHOUSE_TCP_PORT and CLICKHOUSE_INTERSERVER_PORT comes from the
+# environment, else from $STACK_DIR/ports.env (the ports this stack directory
+# last started with, so `status`, `kafka-start` or `topic` find a stack
+# started on other ports), else the documented defaults 9092, 9093, 8123, 9000
+# and 9009. With STACK_PORTS=auto, a port not set in the environment is the
+# recorded one if it is free (or this stack runs on it), else a free port
+# below the ephemeral range: how scripts/test.sh runs its own stack next to
+# yours. A port that is taken stops the start with an error naming it.
 set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -22,23 +34,23 @@ STACK_DIR=$(realpath -m "${STACK_DIR:-$REPO/.stack}") # absolute: pid checks mat
 STACK_TIMEOUT=${STACK_TIMEOUT:-180}          # seconds a service may take to become ready
 STACK_STOP_TIMEOUT=${STACK_STOP_TIMEOUT:-30} # seconds between TERM and KILL
 
-KAFKA_PORT=${KAFKA_PORT:-9092}
-KAFKA_CONTROLLER_PORT=${KAFKA_CONTROLLER_PORT:-9093}
 KAFKA_TOPIC=${KAFKA_TOPIC:-orders_stream}
 KAFKA_PARTITIONS=${KAFKA_PARTITIONS:-4}
 KAFKA_HEAP_OPTS=${KAFKA_HEAP_OPTS:--Xms256m -Xmx512m}
 # Fixed KRaft cluster id: base64url("StreamForgeKafka"), 16 bytes as Kafka requires.
 KAFKA_CLUSTER_ID=${KAFKA_CLUSTER_ID:-U3RyZWFtRm9yZ2VLYWZrYQ}
-KAFKA_BOOTSTRAP="127.0.0.1:$KAFKA_PORT"
 
-CLICKHOUSE_HTTP_PORT=${CLICKHOUSE_HTTP_PORT:-8123}
-CLICKHOUSE_TCP_PORT=${CLICKHOUSE_TCP_PORT:-9000}
-CLICKHOUSE_INTERSERVER_PORT=${CLICKHOUSE_INTERSERVER_PORT:-9009}
 CLICKHOUSE_BASE_CONFIG=${CLICKHOUSE_BASE_CONFIG:-/etc/clickhouse-server/config.xml}
 # Empty: user `default` without password (packaged users.xml). Set: `default`
 # gets this password (stored as SHA-256 in $STACK_DIR/clickhouse/users.xml).
 CLICKHOUSE_PASSWORD=${CLICKHOUSE_PASSWORD:-}
-CLICKHOUSE_URL="http://127.0.0.1:$CLICKHOUSE_HTTP_PORT/"
+
+# The five ports, their defaults, and where this stack directory records them.
+PORT_VARS=(KAFKA_PORT KAFKA_CONTROLLER_PORT CLICKHOUSE_HTTP_PORT CLICKHOUSE_TCP_PORT CLICKHOUSE_INTERSERVER_PORT)
+declare -A DEFAULT_PORT=([KAFKA_PORT]=9092 [KAFKA_CONTROLLER_PORT]=9093 [CLICKHOUSE_HTTP_PORT]=8123
+  [CLICKHOUSE_TCP_PORT]=9000 [CLICKHOUSE_INTERSERVER_PORT]=9009)
+PORTS_FILE=$STACK_DIR/ports.env
+STACK_PORTS=${STACK_PORTS:-}
 
 KAFKA_DIR=$STACK_DIR/kafka
 KAFKA_LIBS=$KAFKA_DIR/libs
@@ -66,11 +78,101 @@ usage() {
 
 is_uint() { [[ "$1" =~ ^[0-9]+$ ]]; }
 
-for _v in KAFKA_PORT KAFKA_CONTROLLER_PORT KAFKA_PARTITIONS CLICKHOUSE_HTTP_PORT \
-  CLICKHOUSE_TCP_PORT CLICKHOUSE_INTERSERVER_PORT STACK_TIMEOUT STACK_STOP_TIMEOUT; do
+for _v in KAFKA_PARTITIONS STACK_TIMEOUT STACK_STOP_TIMEOUT; do
   is_uint "${!_v}" || sf_die "$_v must be a number, got '${!_v}'"
 done
 unset _v
+case "$STACK_PORTS" in
+  "" | auto) ;;
+  *) sf_die "STACK_PORTS must be empty or auto, got '$STACK_PORTS'" ;;
+esac
+
+# ---------------------------------------------------------------- ports
+
+# Reads $PORTS_FILE (lines NAME=PORT) into RECORDED_PORT; ignores anything else.
+declare -A RECORDED_PORT=()
+read_recorded_ports() {
+  local k v
+  [[ -f "$PORTS_FILE" ]] || return 0
+  while IFS='=' read -r k v; do
+    [[ -n "${DEFAULT_PORT[$k]:-}" ]] && is_uint "$v" && RECORDED_PORT[$k]=$v
+  done <"$PORTS_FILE"
+}
+
+# Sets the five port variables (see the header) and what derives from them.
+resolve_ports() {
+  local v unset_vars=() recorded_ok=1 picked
+  read_recorded_ports
+  for v in "${PORT_VARS[@]}"; do
+    if [[ -n "${!v:-}" ]]; then
+      is_uint "${!v}" || sf_die "$v must be a number, got '${!v}'"
+    else
+      unset_vars+=("$v")
+    fi
+  done
+  if [[ "$STACK_PORTS" == auto && ${#unset_vars[@]} -gt 0 ]]; then
+    # The recorded ports when this stack runs on them or they are free.
+    for v in "${unset_vars[@]}"; do
+      if [[ -z "${RECORDED_PORT[$v]:-}" ]]; then
+        recorded_ok=0
+      elif [[ -z "$(kafka_running_pid)$(ch_running_pid)" ]] && sf_port_busy "${RECORDED_PORT[$v]}"; then
+        recorded_ok=0
+      fi
+    done
+    if ((recorded_ok)); then
+      for v in "${unset_vars[@]}"; do printf -v "$v" '%s' "${RECORDED_PORT[$v]}"; done
+    else
+      local explicit=()
+      for v in "${PORT_VARS[@]}"; do [[ -n "${!v:-}" ]] && explicit+=("${!v}"); done
+      picked=$(sf_free_ports "${#unset_vars[@]}" "${explicit[@]}") ||
+        sf_die "STACK_PORTS=auto: not enough free ports (see above); set ${unset_vars[*]} by hand"
+      mapfile -t picked <<<"$picked"
+      local i
+      for i in "${!unset_vars[@]}"; do printf -v "${unset_vars[$i]}" '%s' "${picked[$i]}"; done
+    fi
+  else
+    for v in "${unset_vars[@]}"; do
+      printf -v "$v" '%s' "${RECORDED_PORT[$v]:-${DEFAULT_PORT[$v]}}"
+    done
+  fi
+  KAFKA_BOOTSTRAP="127.0.0.1:$KAFKA_PORT"
+  CLICKHOUSE_URL="http://127.0.0.1:$CLICKHOUSE_HTTP_PORT/"
+}
+
+# A running service keeps the ports it started with: asking for others is an
+# error, not a silent second meaning of the same STACK_DIR.
+check_running_ports() {
+  local v vars=()
+  [[ -n "$(kafka_running_pid)" ]] && vars+=(KAFKA_PORT KAFKA_CONTROLLER_PORT)
+  [[ -n "$(ch_running_pid)" ]] && vars+=(CLICKHOUSE_HTTP_PORT CLICKHOUSE_TCP_PORT CLICKHOUSE_INTERSERVER_PORT)
+  for v in "${vars[@]}"; do
+    if [[ -n "${RECORDED_PORT[$v]:-}" && "${RECORDED_PORT[$v]}" != "${!v}" ]]; then
+      sf_die "$v=${!v}, but the stack in $STACK_DIR runs with $v=${RECORDED_PORT[$v]}: stop it first (STACK_DIR=$STACK_DIR scripts/stack.sh down), or leave $v unset"
+    fi
+  done
+}
+
+# What to do about a port that is taken, for the start errors.
+port_hint() {
+  printf '; choose other ports (KAFKA_PORT, KAFKA_CONTROLLER_PORT, CLICKHOUSE_HTTP_PORT, CLICKHOUSE_TCP_PORT, CLICKHOUSE_INTERSERVER_PORT), or STACK_PORTS=auto to take free ones, with a STACK_DIR of their own (docs/stack.md)'
+}
+
+# Records the ports in $PORTS_FILE (before a service starts on them).
+record_ports() {
+  local v tmp=$PORTS_FILE.$$.tmp
+  mkdir -p "$STACK_DIR"
+  for v in "${PORT_VARS[@]}"; do printf '%s=%s\n' "$v" "${!v}"; done >"$tmp"
+  mv -f "$tmp" "$PORTS_FILE"
+  for v in "${PORT_VARS[@]}"; do RECORDED_PORT[$v]=${!v}; done
+}
+
+# `env`: what the tests read (tests/common/endpoints.rs), as shell exports.
+cmd_env() {
+  printf 'export STREAMFORGE_TEST_STACK_DIR=%q\n' "$STACK_DIR"
+  printf 'export STREAMFORGE_TEST_KAFKA=%q\n' "$KAFKA_BOOTSTRAP"
+  printf 'export STREAMFORGE_TEST_CLICKHOUSE_URL=%q\n' "http://127.0.0.1:$CLICKHOUSE_HTTP_PORT"
+  printf 'export STREAMFORGE_TEST_CLICKHOUSE_TCP_PORT=%q\n' "$CLICKHOUSE_TCP_PORT"
+}
 
 # Serialize state-changing commands (two `up`s at once would race on pid files).
 take_lock() {
@@ -230,9 +332,10 @@ kafka_start() {
   fi
   rm -f "$KAFKA_PID"
   ensure_kafka_libs
+  record_ports
   kafka_render_config
   if sf_port_open "$KAFKA_PORT" || sf_port_open "$KAFKA_CONTROLLER_PORT"; then
-    sf_die "kafka: port $KAFKA_PORT or $KAFKA_CONTROLLER_PORT is already in use by a process this script did not start"
+    sf_die "kafka: port $KAFKA_PORT or $KAFKA_CONTROLLER_PORT is already in use by a process this script did not start$(port_hint)"
   fi
   if [[ ! -f "$KAFKA_DIR/data/meta.properties" ]]; then
     sf_log "kafka: formatting KRaft storage (cluster id $KAFKA_CLUSTER_ID)"
@@ -377,8 +480,9 @@ ch_start() {
   ensure_clickhouse
   local p
   for p in "$CLICKHOUSE_HTTP_PORT" "$CLICKHOUSE_TCP_PORT" "$CLICKHOUSE_INTERSERVER_PORT"; do
-    sf_port_open "$p" && sf_die "clickhouse: port $p is already in use by a process this script did not start"
+    sf_port_open "$p" && sf_die "clickhouse: port $p is already in use by a process this script did not start$(port_hint)"
   done
+  record_ports
   mkdir -p "$CH_DIR"/{data,tmp,user_files,format_schemas,logs}
   local auth_flags=()
   mapfile -t auth_flags < <(ch_auth_setup)
@@ -480,10 +584,23 @@ main() {
         ;;
     esac
   fi
+  if [[ "$cmd" == reset ]]; then
+    case "$(realpath "$STACK_DIR")" in
+      / | "$(realpath "$HOME")" | "$(realpath "$REPO")") sf_die "refusing to remove STACK_DIR=$STACK_DIR" ;;
+    esac
+  fi
+  # State-changing commands hold the lock from before the ports are chosen
+  # until the services run on them.
+  case "$cmd" in
+    up | down | reset | kafka-start | kafka-stop | clickhouse-start | clickhouse-stop) take_lock ;;
+  esac
+  resolve_ports
+  case "$cmd" in
+    up | kafka-start | clickhouse-start) check_running_ports ;;
+  esac
   case "$cmd" in
     up)
       [[ $# -eq 0 ]] || usage
-      take_lock
       local t0
       local mvn_pid=""
       t0=$(sf_now_ms)
@@ -499,20 +616,16 @@ main() {
       fi
       kafka_start
       topic_create "$KAFKA_TOPIC" "$KAFKA_PARTITIONS"
-      sf_log "up: done in $((($(sf_now_ms) - t0) / 1000))s (kafka $KAFKA_BOOTSTRAP, clickhouse $CLICKHOUSE_URL)"
+      local ms=$(($(sf_now_ms) - t0))
+      sf_log "up: done in $((ms / 1000)).$((ms % 1000 / 100))s (kafka $KAFKA_BOOTSTRAP, clickhouse $CLICKHOUSE_URL, tcp $CLICKHOUSE_TCP_PORT, stack dir $STACK_DIR)"
       ;;
     down)
       [[ $# -eq 0 ]] || usage
-      take_lock
       kafka_stop
       ch_stop
       ;;
     reset)
       [[ $# -eq 0 ]] || usage
-      case "$(realpath "$STACK_DIR")" in
-        / | "$(realpath "$HOME")" | "$(realpath "$REPO")") sf_die "refusing to remove STACK_DIR=$STACK_DIR" ;;
-      esac
-      take_lock
       kafka_stop
       ch_stop
       sf_log "reset: removing $STACK_DIR"
@@ -524,22 +637,18 @@ main() {
       ;;
     kafka-start)
       [[ $# -eq 0 ]] || usage
-      take_lock
       kafka_start
       ;;
     kafka-stop)
       [[ $# -le 1 ]] || usage
-      take_lock
       kafka_stop "$(stop_signal "${1:-}")"
       ;;
     clickhouse-start)
       [[ $# -eq 0 ]] || usage
-      take_lock
       ch_start
       ;;
     clickhouse-stop)
       [[ $# -le 1 ]] || usage
-      take_lock
       ch_stop "$(stop_signal "${1:-}")"
       ;;
     topic)
@@ -549,6 +658,10 @@ main() {
     kafka-tool)
       [[ $# -ge 1 ]] || usage
       kafka_tool "$@"
+      ;;
+    env)
+      [[ $# -eq 0 ]] || usage
+      cmd_env
       ;;
     *) usage ;;
   esac

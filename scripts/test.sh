@@ -8,8 +8,20 @@
 # tests ran.
 #
 #   scripts/test.sh            # everything
-#   SKIP_STACK=1 scripts/test.sh   # reuse a stack you started yourself
+#   SKIP_STACK=1 scripts/test.sh   # reuse a stack you started yourself (see below)
 #   SKIP_FUZZ=1 scripts/test.sh    # without the bounded fuzzing (FUZZ_SECONDS=45)
+#
+# The suite's stack is its own: STACK_DIR .stack-test (TEST_STACK_DIR to move
+# it) on free ports chosen at start (STACK_PORTS=auto of scripts/stack.sh:
+# the ports of the previous run if they are still free, else free ports below
+# the ephemeral range), so a Kafka or ClickHouse already running on the
+# default ports (yours, or `scripts/stack.sh up`) is neither used nor
+# disturbed. KAFKA_PORT, CLICKHOUSE_HTTP_PORT, ... in the environment fix a
+# port instead; a port that is taken stops the run with an error naming it.
+# The tests find the stack through the STREAMFORGE_TEST_* variables that
+# `scripts/stack.sh env` prints (tests/common/endpoints.rs reads them). With
+# SKIP_STACK=1 they come from your environment, and where unset the tests use
+# the development stack on the default ports (`scripts/stack.sh up`).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -24,8 +36,18 @@ log=$(mktemp -t streamforge-test.XXXXXX)
 trap 'rm -f "$log"' EXIT
 
 if [[ "${SKIP_STACK:-0}" != 1 ]]; then
-  scripts/stack.sh up
-  trap 'scripts/stack.sh down || true; rm -f "$log"' EXIT
+  TEST_STACK_DIR=$(realpath -m "${TEST_STACK_DIR:-$PWD/.stack-test}")
+  test_stack() { STACK_DIR=$TEST_STACK_DIR scripts/stack.sh "$@"; }
+  # Stops only what this stack directory started, even after a failed `up`.
+  trap 'test_stack down || true; rm -f "$log"' EXIT
+  echo "== the suite's own stack (scripts/stack.sh, STACK_DIR $TEST_STACK_DIR, free ports)"
+  stack_t0=$(date +%s%3N)
+  STACK_PORTS=auto test_stack up
+  stack_ms=$(($(date +%s%3N) - stack_t0))
+  stack_env=$(test_stack env)
+  eval "$stack_env"
+  echo "test stack up in $((stack_ms / 1000)).$((stack_ms % 1000 / 100)) s: kafka $STREAMFORGE_TEST_KAFKA," \
+    "clickhouse $STREAMFORGE_TEST_CLICKHOUSE_URL (tcp $STREAMFORGE_TEST_CLICKHOUSE_TCP_PORT)"
 fi
 
 # tests/chdb_compat.rs runs the ClickHouse sink on current ClickHouse too

@@ -7,13 +7,12 @@
 //!
 //! Metrics are kept in a `prometheus-client` registry and served as
 //! Prometheus text on `/metrics`, next to `/health` (the process is alive) and
-//! `/ready` (recovered, caught up with the input, sink accepting writes), by a
-//! small HTTP listener bound to loopback unless configured otherwise.
+//! `/ready` (recovered, caught up with the input, sink accepting writes), by
+//! the HTTP listener of [`http`] (axum), on by default on loopback
+//! (`metrics_addr`, `--metrics-addr`; `off` turns it off).
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use prometheus_client::encoding::{text::encode, EncodeLabelSet};
@@ -22,10 +21,12 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
-use tracing::{info, warn};
 
 use crate::engine::{Counters, Engine};
 use crate::event::Reason;
+
+pub mod http;
+pub use http::{start, Listener};
 
 /// Sets up `tracing` once per process.
 pub fn init_logging(json: bool) {
@@ -347,61 +348,4 @@ impl Metrics {
         let _ = encode(&mut out, &r);
         out
     }
-}
-
-/// Serves `/metrics`, `/health` and `/ready` on `addr` from a background thread.
-pub fn serve(addr: &str, metrics: Arc<Metrics>) -> std::io::Result<std::net::SocketAddr> {
-    let listener = TcpListener::bind(addr)?;
-    let local = listener.local_addr()?;
-    info!(address = %local, "serving /metrics, /health and /ready");
-    std::thread::Builder::new()
-        .name("metrics-http".into())
-        .spawn(move || {
-            for stream in listener.incoming().flatten() {
-                if let Err(e) = answer(stream, &metrics) {
-                    warn!(error = %e, "metrics request failed");
-                }
-            }
-        })?;
-    Ok(local)
-}
-
-fn answer(stream: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
-    stream.set_read_timeout(Some(Duration::from_secs(2)))?;
-    let mut reader = BufReader::new(&stream);
-    let mut request_line = String::new();
-    reader.read_line(&mut request_line)?;
-    // Drain the headers so the client sees a clean response.
-    let mut line = String::new();
-    while reader.read_line(&mut line)? > 2 {
-        line.clear();
-    }
-    let path = request_line.split_whitespace().nth(1).unwrap_or("/");
-    let (status, content_type, body) = match path {
-        "/metrics" => (
-            "200 OK",
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            metrics.render(),
-        ),
-        "/health" => ("200 OK", "text/plain", "ok\n".to_string()),
-        "/ready" if metrics.ready.load(Ordering::Relaxed) => {
-            ("200 OK", "text/plain", "ready\n".to_string())
-        }
-        "/ready" => (
-            "503 Service Unavailable",
-            "text/plain",
-            "not ready\n".to_string(),
-        ),
-        _ => (
-            "404 Not Found",
-            "text/plain",
-            "try /metrics, /health or /ready\n".to_string(),
-        ),
-    };
-    let mut out = &stream;
-    write!(
-        out,
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
 }

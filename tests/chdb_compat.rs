@@ -40,6 +40,9 @@ const T0: i64 = 1_704_067_200; // 2024-01-01T00:00:00Z
 /// time is enough for 2 cores.
 static SERIAL: Mutex<()> = Mutex::new(());
 
+#[path = "common/endpoints.rs"]
+mod endpoints;
+
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -208,10 +211,7 @@ impl Table {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         let dir = tempfile::tempdir().unwrap();
         let settings = ClickHouseSettings {
-            url: std::env::var("STREAMFORGE_TEST_CLICKHOUSE_URL")
-                .ok()
-                .filter(|u| !u.is_empty())
-                .unwrap_or_else(|| "http://127.0.0.1:8123".into()),
+            url: endpoints::test_stack().clickhouse_url.clone(),
             database: DATABASE.into(),
             table: format!(
                 "compat_{}_{}_{tag}",

@@ -21,11 +21,11 @@ const DATABASE: &str = "streamforge_test";
 /// they take turns.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+#[path = "common/endpoints.rs"]
+mod endpoints;
+
 fn server_url() -> String {
-    std::env::var("STREAMFORGE_TEST_CLICKHOUSE_URL")
-        .ok()
-        .filter(|u| !u.is_empty())
-        .unwrap_or_else(|| "http://127.0.0.1:8123".into())
+    endpoints::test_stack().clickhouse_url.clone()
 }
 
 /// Settings for a fresh table name unique to this process and call.

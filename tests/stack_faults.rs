@@ -36,7 +36,7 @@ use std::process::{Child, Command, ExitStatus};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-use common::stack::{produce_files_to, repo, require_stack, unique};
+use common::stack::{produce_files_to, require_stack, test_stack, unique};
 use common::*;
 use proxy::{FaultProxy, Mode};
 
@@ -79,8 +79,8 @@ impl Case {
         let tmp = tempfile::tempdir().unwrap();
         let data = make_dataset(&tmp.path().join("in"), &shape);
         let topic = unique("sf_fault");
-        let out = Command::new(repo().join("scripts/stack.sh"))
-            .args(["topic", &topic, &shape.partitions.to_string()])
+        let out = test_stack()
+            .script(&["topic", &topic, &shape.partitions.to_string()])
             .output()
             .unwrap();
         assert!(
@@ -97,9 +97,10 @@ impl Case {
         std::fs::write(
             &kafka,
             format!(
-                "brokers: 127.0.0.1:9092\ntopic: {topic}\ngroup_id: {topic}-group\nproperties:\n  \
+                "brokers: {}\ntopic: {topic}\ngroup_id: {topic}-group\nproperties:\n  \
                  queued.max.messages.kbytes: \"256\"\n  fetch.max.bytes: \"1048576\"\n  \
-                 max.partition.fetch.bytes: \"65536\"\n  fetch.queue.backoff.ms: \"1000\"\n"
+                 max.partition.fetch.bytes: \"65536\"\n  fetch.queue.backoff.ms: \"1000\"\n",
+                test_stack().kafka
             ),
         )
         .unwrap();
@@ -113,8 +114,9 @@ impl Case {
             data,
             tmp,
         };
-        case.write_clickhouse(&case.direct_clickhouse, "http://127.0.0.1:8123", "30s");
-        case.write_clickhouse(&case.job_clickhouse, "http://127.0.0.1:8123", "30s");
+        let url = &test_stack().clickhouse_url;
+        case.write_clickhouse(&case.direct_clickhouse, url, "30s");
+        case.write_clickhouse(&case.job_clickhouse, url, "30s");
         produce_files_to(&topic, std::slice::from_ref(&case.data.dir), false);
         case
     }
@@ -231,6 +233,7 @@ impl Case {
         use streamforge::sink::clickhouse::{ClickHouseSettings, ClickHouseSink};
         use streamforge::sink::Sink;
         let mut sink = ClickHouseSink::connect(&ClickHouseSettings {
+            url: test_stack().clickhouse_url.clone(),
             database: DATABASE.into(),
             table: self.table.clone(),
             create_table: false,
@@ -277,6 +280,7 @@ impl Drop for Case {
         // The table is the test's own: drop it, pass or fail.
         use streamforge::sink::clickhouse::{ClickHouseSettings, ClickHouseSink};
         if let Ok(sink) = ClickHouseSink::connect(&ClickHouseSettings {
+            url: test_stack().clickhouse_url.clone(),
             database: DATABASE.into(),
             table: self.table.clone(),
             ..Default::default()
@@ -652,7 +656,7 @@ fn crash_during_recovery_twice_then_recover() {
 // ---------------------------------------------------------------------------
 
 fn clickhouse_addr() -> std::net::SocketAddr {
-    "127.0.0.1:8123".parse().unwrap()
+    test_stack().clickhouse_addr()
 }
 
 /// Counts `checkpoint committed` lines between the first line holding

@@ -21,10 +21,13 @@ use streamforge::source::kafka::producer::{produce_files, ProduceReport, RecordP
 use streamforge::source::kafka::{KafkaSettings, KafkaSource};
 use streamforge::source::{PartitionState, RecordBatch, Source};
 
+#[path = "common/endpoints.rs"]
+mod endpoints;
+
 type Rec = (u32, u64, Vec<u8>);
 
 fn broker() -> String {
-    std::env::var("STREAMFORGE_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".into())
+    endpoints::test_stack().kafka.clone()
 }
 
 /// Panics with instructions when no broker answers (checked once).

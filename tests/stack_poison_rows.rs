@@ -46,6 +46,7 @@ impl Poison {
 
     fn cmd(&self, args: &[&str]) -> Command {
         let mut cmd = streamforge(args);
+        test_stack().point(&mut cmd);
         cmd.env("KAFKA_TOPIC", &self.topic)
             .env("KAFKA_GROUP_ID", format!("{}-group", self.topic))
             .env("CLICKHOUSE_DATABASE", "streamforge_test")
@@ -98,6 +99,7 @@ impl Drop for Poison {
     fn drop(&mut self) {
         use streamforge::sink::clickhouse::{ClickHouseSettings, ClickHouseSink};
         let settings = ClickHouseSettings {
+            url: test_stack().clickhouse_url.clone(),
             database: "streamforge_test".into(),
             table: self.table.clone(),
             ..ClickHouseSettings::default()

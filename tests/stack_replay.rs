@@ -61,12 +61,13 @@ impl Case {
     }
 
     fn clickhouse(&self, sql: &str) -> String {
+        let url = &test_stack().clickhouse_url;
         let resp = reqwest::blocking::Client::new()
-            .post("http://127.0.0.1:8123/")
+            .post(url)
             .query(&[("database", "streamforge_test")])
             .body(sql.replace("{table}", &self.table))
             .send()
-            .expect("ClickHouse answers on 127.0.0.1:8123");
+            .unwrap_or_else(|e| panic!("ClickHouse does not answer at {url}: {e}"));
         let status = resp.status();
         let text = resp.text().unwrap();
         assert!(status.is_success(), "{sql}: {status} {text}");

@@ -16,10 +16,13 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::ClientConfig;
 
-use common::stack::{ok, require_stack, stack, unique};
+use common::stack::{ok, require_stack, stack, test_stack, unique};
 use common::*;
 
-const BROKERS: &str = "127.0.0.1:9092";
+/// The test stack's broker (tests/common/endpoints.rs).
+fn brokers() -> &'static str {
+    &test_stack().kafka
+}
 
 fn block_on<F: std::future::Future>(f: F) -> F::Output {
     tokio::runtime::Builder::new_current_thread()
@@ -31,7 +34,7 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
 
 fn admin() -> AdminClient<DefaultClientContext> {
     ClientConfig::new()
-        .set("bootstrap.servers", BROKERS)
+        .set("bootstrap.servers", brokers())
         .create()
         .unwrap()
 }
@@ -53,7 +56,7 @@ impl Setup {
         let kafka_yaml = tmp.path().join("kafka.yaml");
         std::fs::write(
             &kafka_yaml,
-            format!("brokers: {BROKERS}\ntopic: {topic}\ngroup_id: {topic}-group\npartition_discovery_interval: 500ms\n"),
+            format!("brokers: {}\ntopic: {topic}\ngroup_id: {topic}-group\npartition_discovery_interval: 500ms\n", brokers()),
         )
         .unwrap();
         Setup {
@@ -74,7 +77,8 @@ impl Setup {
 
     fn cmd(&self, args: &[&str]) -> Command {
         let mut cmd = streamforge(args);
-        cmd.env("CLICKHOUSE_DATABASE", "streamforge_test")
+        cmd.env("CLICKHOUSE_URL", &test_stack().clickhouse_url)
+            .env("CLICKHOUSE_DATABASE", "streamforge_test")
             .env("CLICKHOUSE_TABLE", &self.table)
             .env_remove("KAFKA_TOPIC")
             .env_remove("KAFKA_BROKERS");
@@ -138,7 +142,7 @@ impl Setup {
 
     fn producer(&self) -> BaseProducer {
         ClientConfig::new()
-            .set("bootstrap.servers", BROKERS)
+            .set("bootstrap.servers", brokers())
             .set("linger.ms", "0")
             .create()
             .unwrap()
@@ -190,7 +194,7 @@ fn txn_markers_case_gives_the_expected_table() {
     let s = Setup::new("txn", 2);
     let case = case_dir("txn-markers");
     let txn: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", BROKERS)
+        .set("bootstrap.servers", brokers())
         .set("transactional.id", format!("{}-txn", s.topic))
         .create()
         .unwrap();
@@ -260,7 +264,7 @@ fn the_isolation_level_decides_what_an_aborted_transaction_contributes() {
         )
     };
     let txn: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", BROKERS)
+        .set("bootstrap.servers", brokers())
         .set("transactional.id", format!("{}-txn", s.topic))
         .create()
         .unwrap();
@@ -308,7 +312,8 @@ fn the_isolation_level_decides_what_an_aborted_transaction_contributes() {
     std::fs::write(
         &s2.kafka_yaml,
         format!(
-            "brokers: {BROKERS}\ntopic: {}\nisolation_level: read_uncommitted\n",
+            "brokers: {}\ntopic: {}\nisolation_level: read_uncommitted\n",
+            brokers(),
             s2.topic
         ),
     )
@@ -544,7 +549,11 @@ fn start_latest_survives_a_crash_before_the_first_record() {
     s.produce(0, &(0..50).map(ev).collect::<Vec<_>>(), |_| None);
     std::fs::write(
         &s.kafka_yaml,
-        format!("brokers: {BROKERS}\ntopic: {}\nstart: latest\n", s.topic),
+        format!(
+            "brokers: {}\ntopic: {}\nstart: latest\n",
+            brokers(),
+            s.topic
+        ),
     )
     .unwrap();
     // A live run that dies right after its first checkpoint, before it
@@ -617,7 +626,8 @@ fn a_recreated_topic_is_refused_with_advice() {
 
 fn clickhouse_query(sql: &str) -> String {
     let out = Command::new("clickhouse-client")
-        .args(["--port", "9000", "--query", sql])
+        .args(["--port", &test_stack().clickhouse_tcp_port.to_string()])
+        .args(["--query", sql])
         .output()
         .expect("clickhouse-client");
     assert!(

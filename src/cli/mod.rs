@@ -132,7 +132,8 @@ struct RunArgs {
     /// Barrier every N records (also).
     #[arg(long)]
     checkpoint_events: Option<u64>,
-    /// Serve /metrics, /health and /ready here (e.g. 127.0.0.1:9464).
+    /// Serve /metrics, /health and /ready here (default 127.0.0.1:9464;
+    /// 127.0.0.1:0 takes a free port; `off` turns the listener off).
     #[arg(long)]
     metrics_addr: Option<String>,
     /// Live progress line on stderr (default: when stderr is a terminal).
@@ -306,10 +307,8 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 
 fn run_job(cfg: &Config, bounded: bool, progress: bool) -> anyhow::Result<JobReport> {
     let metrics = Arc::new(Metrics::new());
-    if !cfg.metrics_addr.is_empty() {
-        telemetry::serve(&cfg.metrics_addr, metrics.clone())
-            .with_context(|| format!("cannot serve metrics on {}", cfg.metrics_addr))?;
-    }
+    // Served until the job returns; a port already taken is a WARN, not a failure.
+    let _listener = telemetry::start(cfg.metrics_listen_addr(), metrics.clone());
     let source = build_source(cfg)?;
     let sink = build_sink(cfg)?;
     let opts = JobOptions {

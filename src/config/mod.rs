@@ -38,7 +38,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{anyhow, bail};
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::setting::Dur;
 use crate::sink::clickhouse::ClickHouseSettings;
@@ -50,6 +50,8 @@ use crate::window::WindowSpec;
 pub const DEFAULT_CONFIG: &str = "config/pipeline.yaml";
 /// Prefix of environment overrides.
 pub const ENV_PREFIX: &str = "STREAMFORGE__";
+/// Where the metrics listener is by default: loopback only.
+pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9464";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -202,7 +204,9 @@ pub struct Config {
     pub anomaly_log: PathBuf,
     /// Records per poll.
     pub batch_size: usize,
-    /// `/metrics`, `/health`, `/ready` listen address; empty disables it.
+    /// `/metrics`, `/health`, `/ready` listen address (`host:port`); `off`
+    /// or empty turns the listener off.
+    #[serde(deserialize_with = "null_as_empty")]
     pub metrics_addr: String,
 }
 
@@ -217,7 +221,7 @@ impl Default for Config {
             checkpoint: CheckpointConfig::default(),
             anomaly_log: PathBuf::from("logs/anomalies.log"),
             batch_size: 8192,
-            metrics_addr: String::new(),
+            metrics_addr: DEFAULT_METRICS_ADDR.into(),
         }
     }
 }
@@ -339,6 +343,16 @@ impl Config {
         if self.batch_size == 0 {
             problems.push("batch_size must be at least 1".into());
         }
+        if let Some(addr) = self.metrics_listen_addr() {
+            let host_port = addr
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+            if !host_port {
+                problems.push(format!(
+                    "metrics_addr `{addr}` is not host:port (e.g. {DEFAULT_METRICS_ADDR}); `off` turns the listener off"
+                ));
+            }
+        }
         if self.source.kind == SourceKind::Files && self.source.files.is_empty() {
             problems.push(
                 "source.kind is files but source.files is empty; name a directory or files".into(),
@@ -374,6 +388,12 @@ impl Config {
         }
     }
 
+    /// The metrics listener's address; `None` when it is turned off.
+    pub fn metrics_listen_addr(&self) -> Option<&str> {
+        let addr = self.metrics_addr.trim();
+        (!addr.is_empty() && !addr.eq_ignore_ascii_case("off")).then_some(addr)
+    }
+
     /// The embedded sink location.
     pub fn embedded_sink_path(&self) -> PathBuf {
         self.sink
@@ -381,6 +401,11 @@ impl Config {
             .clone()
             .unwrap_or_else(|| self.checkpoint.state_dir.join("sink"))
     }
+}
+
+/// An empty YAML value (`metrics_addr:`, `--metrics-addr ""`) reads as "".
+fn null_as_empty<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.unwrap_or_default())
 }
 
 /// Fails with a clear message when a path that must exist does not.

@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
+pub mod endpoints;
 pub mod stack;
 
 /// Small deterministic PRNG (xorshift64*), so the tests need no crate for it.
@@ -428,6 +429,9 @@ pub fn streamforge(args: &[&str]) -> Command {
     cmd.env_remove("STREAMFORGE_CONFIG");
     cmd.env("STREAMFORGE_CONFIG", "/dev/null");
     cmd.env("RUST_LOG", "info");
+    // The metrics listener is on by default on one fixed port; the tests run
+    // many jobs at once, so each takes a free port of its own (a flag wins).
+    cmd.env("STREAMFORGE__METRICS_ADDR", "127.0.0.1:0");
     cmd
 }
 

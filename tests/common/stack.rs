@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
+pub use super::endpoints::test_stack;
 use super::*;
 
 /// Brings every service back up when a fault test ends, pass or fail, so
@@ -13,9 +14,7 @@ pub struct RestoreStack;
 
 impl Drop for RestoreStack {
     fn drop(&mut self) {
-        let _ = Command::new(repo().join("scripts/stack.sh"))
-            .arg("up")
-            .output();
+        let _ = test_stack().script(&["up"]).output();
     }
 }
 
@@ -23,9 +22,10 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// `scripts/stack.sh ARGS` on the test stack (tests/common/endpoints.rs).
 pub fn stack(args: &[&str]) {
-    let out = Command::new(repo().join("scripts/stack.sh"))
-        .args(args)
+    let out = test_stack()
+        .script(args)
         .output()
         .expect("running scripts/stack.sh");
     assert!(
@@ -37,13 +37,12 @@ pub fn stack(args: &[&str]) {
 }
 
 pub fn require_stack() {
-    let out = Command::new(repo().join("scripts/stack.sh"))
-        .arg("status")
-        .output()
-        .unwrap();
+    let out = test_stack().script(&["status"]).output().unwrap();
     assert!(
         out.status.success(),
-        "the local stack is not running: start it with `scripts/stack.sh up` (scripts/test.sh does)\n{}{}",
+        "the test stack is not running ({:?}): start it with `scripts/stack.sh up` (scripts/test.sh starts one of its own), \
+         or export what `STACK_DIR=DIR scripts/stack.sh env` prints for a stack elsewhere\n{}{}",
+        test_stack(),
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
@@ -78,7 +77,7 @@ pub fn unique(prefix: &str) -> String {
 /// event time.
 pub fn produce_files_to(topic: &str, inputs: &[PathBuf], event_timestamps: bool) {
     let settings = streamforge::source::kafka::KafkaSettings {
-        brokers: "127.0.0.1:9092".into(),
+        brokers: test_stack().kafka.clone(),
         topic: topic.to_string(),
         ..Default::default()
     };
@@ -118,6 +117,7 @@ impl Case {
 
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut cmd = streamforge(args);
+        test_stack().point(&mut cmd);
         cmd.env("KAFKA_TOPIC", &self.topic)
             .env("KAFKA_GROUP_ID", format!("{}-group", self.topic))
             .env("CLICKHOUSE_DATABASE", "streamforge_test")
@@ -158,7 +158,7 @@ impl Case {
         let settings = self.tmp.path().join("kafka.yaml");
         std::fs::write(
             &settings,
-            "brokers: 127.0.0.1:9092\ntopic: placeholder\nproperties:\n  queued.max.messages.kbytes: \"256\"\n  fetch.max.bytes: \"1048576\"\n  message.max.bytes: \"1000000\"\n  max.partition.fetch.bytes: \"65536\"\n  fetch.queue.backoff.ms: \"1000\"\n",
+            format!("brokers: {}\ntopic: placeholder\nproperties:\n  queued.max.messages.kbytes: \"256\"\n  fetch.max.bytes: \"1048576\"\n  message.max.bytes: \"1000000\"\n  max.partition.fetch.bytes: \"65536\"\n  fetch.queue.backoff.ms: \"1000\"\n", test_stack().kafka),
         )
         .unwrap();
         args.push("--set".into());
