@@ -222,32 +222,35 @@ fi
 
 # ---------------------------------------------------------------- runs
 
-# Facts from one run's stderr (tracing lines and the --progress line).
-last_checkpoint() { grep -ao 'checkpoint committed checkpoint=[0-9]*' "$1" | tail -n 1 | grep -o '[0-9]*$' || true; }
-# The watermark of the newest checkpoint: how far through event time it got.
-last_watermark() { grep -ao 'checkpoint committed .* watermark=[^ ]*' "$1" | tail -n 1 | sed 's/.*watermark=//' || true; }
-# Rows the recovery resends (pending in the checkpoint; the sink may hold them already).
-resent_rows() { grep -a 'recovering from checkpoint' "$1" | head -n 1 | grep -o 'pending_rows=[0-9]*' | cut -d= -f2 || true; }
-recovered_from() { grep -a 'recovering from checkpoint' "$1" | grep -o 'checkpoint=[0-9]*' | head -n 1 | cut -d= -f2 || true; }
-# Sum of the resume offsets the recovery line names: where this run started.
-resumed_at() {
-  awk '/recovering from checkpoint/ && !done {
-         done = 1
-         if (match($0, /offsets=[{][^}]*[}]/)) {
-           n = split(substr($0, RSTART + 9, RLENGTH - 10), kv, ", ")
-           for (i = 1; i <= n; i++) { split(kv[i], pair, ": "); sum += pair[2] }
-         }
-       }
-       END { print sum + 0 }' "$1"
+# Facts about a run come from its /metrics (a listener on a free loopback
+# port; the one thing read from its log is that port). scrape saves the
+# newest answer, which the facts below read; a run that is gone keeps its
+# last answer.
+metrics_address() { grep -ao 'serving /metrics.*address=[0-9.:]*' "$JOB_LOG" 2>/dev/null | head -n 1 | sed 's/.*address=//' || true; }
+scrape() {
+  local addr
+  addr=$(metrics_address)
+  [[ -n $addr ]] || return 1
+  curl -sf --max-time 1 "http://$addr/metrics" >"$SCRAPE.new" 2>/dev/null || return 1
+  mv "$SCRAPE.new" "$SCRAPE"
 }
-read_this_run() { grep -ao '[0-9]* events |' "$1" | tail -n 1 | grep -o '^[0-9]*' || true; }
-position() {
-  local start read
-  start=$(resumed_at "$1")
-  read=$(read_this_run "$1")
-  echo $((start + ${read:-0}))
+# metric NAME: the sum of its samples in the last scrape (empty if absent).
+metric() {
+  [[ -f $SCRAPE ]] || return 0
+  awk -v name="$1" '$1 == name || index($1, name "{") == 1 { sum += $NF; seen = 1 }
+       END { if (seen) printf "%d\n", sum }' "$SCRAPE"
 }
+last_checkpoint() { local id; id=$(metric streamforge_last_checkpoint_id); ((${id:-0} > 0)) && echo "$id" || true; }
+# The watermark: how far through event time the run got.
+last_watermark() {
+  local s
+  s=$(metric streamforge_watermark_seconds)
+  [[ -n $s && $s != 0 ]] && date -u -d "@$s" +%Y-%m-%dT%H:%M:%SZ || echo "-inf"
+}
+# Where the run is: the next offset of every partition, summed.
+position() { metric streamforge_current_offset; }
 
+KILLED=0
 KILLED=0
 RESTORED=()
 JOB_PID=""
@@ -262,28 +265,35 @@ trap stop_job EXIT
 RUN=0
 REPLAY_LINES=()
 RESTORED_NOW=""
+PREV_LAST_SEEN=""
 
 # start_run: runs the job in the background; sets JOB_PID and JOB_LOG.
 start_run() {
   RUN=$((RUN + 1))
   JOB_LOG=$LOGS/run-$RUN.log
-  "$BIN" "${RUN_ARGS[@]}" >/dev/null 2>"$JOB_LOG" &
+  SCRAPE=$LOGS/run-$RUN.metrics
+  rm -f "$SCRAPE"
+  "$BIN" "${RUN_ARGS[@]}" --metrics-addr 127.0.0.1:0 >/dev/null 2>"$JOB_LOG" &
   JOB_PID=$!
 }
 
-# watch_run DEADLINE_MS: prints a progress line every half second until the
-# job exits or the deadline (epoch ms; 0 = none) passes. Returns 0 if the job
-# is still running.
+# watch_run CHECKPOINTS: prints a progress line every half second until the
+# job exits or has committed CHECKPOINTS checkpoints of its own (0 = no
+# limit). Returns 0 if the job is still running. Kills are timed by the
+# job's progress, not by the clock, so they land on a fast machine as on a
+# slow one.
 watch_run() {
-  local deadline=$1 next_line=0 now cp wm
+  local target=$1 next_line=0 now cp wm done
   while kill -0 "$JOB_PID" 2>/dev/null; do
     now=$(date +%s%3N)
-    if ((deadline > 0 && now >= deadline)); then
+    scrape || true
+    done=$(metric streamforge_checkpoints_committed_total)
+    if ((target > 0 && ${done:-0} >= target)); then
       return 0
     fi
     if ((now >= next_line)); then
-      cp=$(last_checkpoint "$JOB_LOG")
-      wm=$(last_watermark "$JOB_LOG")
+      cp=$(last_checkpoint)
+      wm=$(last_watermark)
       if [[ -n $cp ]]; then
         cp="#$cp (watermark $wm)"
       elif [[ -n $RESTORED_NOW ]]; then
@@ -291,7 +301,7 @@ watch_run() {
       else
         cp="none yet"
       fi
-      say "run $RUN | kills so far $KILLED | last checkpoint $cp | events processed ~$(position "$JOB_LOG") of $TOTAL"
+      say "run $RUN | kills so far $KILLED | last checkpoint $cp | events processed ~$(position) of $TOTAL"
       next_line=$((now + 500))
     fi
     sleep 0.05
@@ -299,24 +309,26 @@ watch_run() {
   return 1
 }
 
-# note_recovery: what the run that just started recovered from.
+# note_recovery: what the run that just started recovered from (its
+# metrics, read by wait_for_recovery).
 note_recovery() {
   local from start resent prev prev_restored=$RESTORED_NOW
-  RESTORED_NOW=$(recovered_from "$JOB_LOG")
-  from=$RESTORED_NOW
-  if [[ -n $from ]]; then
-    start=$(resumed_at "$JOB_LOG")
-    resent=$(resent_rows "$JOB_LOG")
-    prev=$(last_checkpoint "$LOGS/run-$((RUN - 1)).log")
+  from=$(metric streamforge_recovered_from_checkpoint)
+  RESTORED_NOW=""
+  if ((${from:-0} > 0)); then
+    RESTORED_NOW=$from
+    start=$(metric streamforge_recovered_offset)
+    resent=$(metric streamforge_recovery_resent_rows)
+    prev=$PREV_LAST_SEEN
     RESTORED+=("#$from")
     if [[ -z $prev ]]; then
       prev="none of its own (it had restored #${prev_restored:-?})"
     elif ((from > prev)); then
-      prev="#$prev (#$from was committed just before the kill; its log line never made it out)"
+      prev="#$prev (#$from was committed after the demo last looked, just before the kill)"
     else
       prev="#$prev"
     fi
-    REPLAY_LINES+=("run $RUN: checkpoint #$from; run $((RUN - 1)) had logged $prev; resumed at event $start of $TOTAL, ${resent:-0} pending rows resent")
+    REPLAY_LINES+=("run $RUN: checkpoint #$from; run $((RUN - 1)) was last seen at $prev; resumed at event $start of $TOTAL, ${resent:-0} pending rows resent")
     say "run $RUN: recovering from checkpoint #$from: resuming at event $start of $TOTAL, resending ${resent:-0} pending rows; events run $((RUN - 1)) read after it are read again"
   elif ((RUN > 1)); then
     RESTORED+=("none")
@@ -325,11 +337,15 @@ note_recovery() {
   fi
 }
 
-# wait_for_recovery_line: up to 1 s for the run to say where it starts from.
-wait_for_recovery_line() {
-  local i
-  for ((i = 0; i < 50; i++)); do
-    grep -aq 'recovering from checkpoint\|no checkpoint: starting' "$JOB_LOG" 2>/dev/null && return 0
+# wait_for_recovery: up to 5 s for the run's metrics to say where it starts
+# from (streamforge_recovered_from_checkpoint is -1 until start-up is done).
+wait_for_recovery() {
+  local i from
+  for ((i = 0; i < 250; i++)); do
+    if scrape; then
+      from=$(metric streamforge_recovered_from_checkpoint)
+      ((${from:--1} >= 0)) && return 0
+    fi
     kill -0 "$JOB_PID" 2>/dev/null || return 0
     sleep 0.02
   done
@@ -338,12 +354,15 @@ wait_for_recovery_line() {
 finished_early=0
 while ((KILLED < KILLS)); do
   start_run
-  delay_ms=$((300 + RANDOM % 1201))
-  deadline=$(($(date +%s%3N) + delay_ms))
-  wait_for_recovery_line
+  # A random moment: after 1 to 4 checkpoints of this run, then 0 to 99 ms
+  # more, which lands inside the checkpoint protocol as often as between.
+  after=$((1 + RANDOM % 4))
+  extra_ms=$((RANDOM % 100))
+  wait_for_recovery
   note_recovery
   rc=0
-  if watch_run "$deadline"; then
+  if watch_run "$after"; then
+    sleep "$(printf '0.%03d' "$extra_ms")"
     kill -9 "$JOB_PID" 2>/dev/null || true
     wait "$JOB_PID" 2>/dev/null || rc=$?
   else
@@ -351,9 +370,9 @@ while ((KILLED < KILLS)); do
   fi
   if ((rc == 137)); then
     KILLED=$((KILLED + 1))
-    lc=$(last_checkpoint "$JOB_LOG")
-    if [[ -n $lc ]]; then lc="#$lc"; else lc="none of its own"; fi
-    say "kill -9 #$KILLED, ${delay_ms} ms after the start of run $RUN (its last logged checkpoint: $lc)"
+    PREV_LAST_SEEN=$(last_checkpoint)
+    if [[ -n $PREV_LAST_SEEN ]]; then lc="#$PREV_LAST_SEEN"; else lc="none of its own"; fi
+    say "kill -9 #$KILLED, ${extra_ms} ms after checkpoint $after of run $RUN (its last checkpoint seen: $lc)"
   else
     # The run ended by itself (it may have beaten the kill by a hair).
     if ((rc != 0)); then
@@ -368,7 +387,7 @@ done
 
 if ((finished_early == 0)); then
   start_run
-  wait_for_recovery_line
+  wait_for_recovery
   note_recovery
   say "run $RUN: no more kills, letting it finish"
   watch_run 0 || true

@@ -79,6 +79,20 @@ pub struct Metrics {
     pub checkpoint_bytes: Gauge,
     pub last_checkpoint_id: Gauge,
     pub last_checkpoint_time: Gauge,
+    /// Checkpoints this process committed.
+    pub checkpoints_committed: Counter,
+    /// The checkpoint this run recovered from: -1 until start-up has
+    /// decided, 0 for a start from the beginning of the input.
+    pub recovered_from_checkpoint: Gauge,
+    /// Rows pending in that checkpoint, sent to the sink again.
+    pub recovery_resent_rows: Gauge,
+    /// The next offset the job processes, per partition.
+    pub current_offset: Family<PartitionLabel, Gauge>,
+    /// The offsets this run resumed at, per partition.
+    pub recovered_offset: Family<PartitionLabel, Gauge>,
+    /// `current_offset`'s gauges by partition, so a batch sets them without
+    /// formatting labels.
+    offset_gauges: Mutex<Vec<Gauge>>,
     pub sink_batch_latency: Histogram,
     pub sink_retries: Counter,
     pub restarts_recovered: Counter,
@@ -118,6 +132,12 @@ impl Metrics {
             checkpoint_bytes: Gauge::default(),
             last_checkpoint_id: Gauge::default(),
             last_checkpoint_time: Gauge::default(),
+            checkpoints_committed: Counter::default(),
+            recovered_from_checkpoint: Gauge::default(),
+            recovery_resent_rows: Gauge::default(),
+            current_offset: Family::default(),
+            recovered_offset: Family::default(),
+            offset_gauges: Mutex::new(Vec::new()),
             sink_batch_latency: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             sink_retries: Counter::default(),
             restarts_recovered: Counter::default(),
@@ -129,6 +149,7 @@ impl Metrics {
             ready: AtomicBool::new(false),
             last_checkpoint_ms: AtomicI64::new(0),
         };
+        m.recovered_from_checkpoint.set(-1);
         {
             let mut r = m.registry.lock().unwrap_or_else(|e| e.into_inner());
             m.register_event_metrics(&mut r);
@@ -215,6 +236,31 @@ impl Metrics {
             "Size of the last checkpoint",
             Unit::Bytes,
             m.checkpoint_bytes.clone(),
+        );
+        r.register(
+            "checkpoints_committed",
+            "Checkpoints committed by this process",
+            m.checkpoints_committed.clone(),
+        );
+        r.register(
+            "recovered_from_checkpoint",
+            "Checkpoint this run recovered from (0: the beginning of the input; -1: start-up not done)",
+            m.recovered_from_checkpoint.clone(),
+        );
+        r.register(
+            "recovery_resent_rows",
+            "Rows pending in the recovered checkpoint, sent to the sink again",
+            m.recovery_resent_rows.clone(),
+        );
+        r.register(
+            "recovered_offset",
+            "Offset this run resumed at, per partition",
+            m.recovered_offset.clone(),
+        );
+        r.register(
+            "current_offset",
+            "Next offset the job processes, per partition",
+            m.current_offset.clone(),
         );
         r.register(
             "last_checkpoint_id",
@@ -311,9 +357,41 @@ impl Metrics {
             .observe(commit.as_secs_f64());
         self.checkpoint_bytes.set(bytes as i64);
         self.last_checkpoint_id.set(id as i64);
+        self.checkpoints_committed.inc();
         let now = crate::time::now_ms();
         self.last_checkpoint_ms.store(now, Ordering::Relaxed);
         self.last_checkpoint_time.set(now / 1000);
+    }
+
+    /// Where start-up resumed: checkpoint `id` (0: none), with `resent`
+    /// pending rows, at `offsets` (the next offset of each partition, in
+    /// partition order).
+    pub fn recovered(&self, id: u64, resent: usize, offsets: &[u64]) {
+        for (partition, offset) in offsets.iter().enumerate() {
+            let partition = partition.to_string();
+            self.recovered_offset
+                .get_or_create(&PartitionLabel { partition })
+                .set(*offset as i64);
+        }
+        self.set_offsets(offsets.iter().copied());
+        self.recovery_resent_rows.set(resent as i64);
+        self.recovered_from_checkpoint.set(id as i64);
+    }
+
+    /// The next offset to process of each partition, in partition order.
+    pub fn set_offsets(&self, next: impl ExactSizeIterator<Item = u64>) {
+        let mut gauges = self.offset_gauges.lock().unwrap_or_else(|e| e.into_inner());
+        while gauges.len() < next.len() {
+            let partition = gauges.len().to_string();
+            let gauge = self
+                .current_offset
+                .get_or_create(&PartitionLabel { partition })
+                .clone();
+            gauges.push(gauge);
+        }
+        for (gauge, offset) in gauges.iter().zip(next) {
+            gauge.set(offset as i64);
+        }
     }
 
     /// Records held back, by reason (see `held_records`).

@@ -6,9 +6,9 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::time::Duration;
 
+use common::watch::Watched;
 use common::*;
 
 /// Crash points of the protocol, each hit on some pass of some run.
@@ -176,21 +176,15 @@ fn a_corrupt_newest_checkpoint_falls_back_to_the_previous_one() {
         "--set",
         "batch_size=500",
     ];
-    // Run until the job reports its third checkpoint, then kill it: no
-    // timing involved, the job's own log line is the trigger.
-    let mut child = spawn(&mut streamforge(&args));
-    let stderr = child.stderr.take().unwrap();
-    let mut seen = 0;
-    for line in BufReader::new(stderr).lines() {
-        if line.unwrap().contains("checkpoint committed") {
-            seen += 1;
-            if seen == 3 {
-                break;
-            }
-        }
-    }
-    kill9(&mut child);
-    assert_eq!(seen, 3, "the job ended before its third checkpoint");
+    // Run until the job has committed its third checkpoint, then kill it:
+    // no timing involved, the job's own metrics are the trigger.
+    let mut job = Watched::attach(spawn(&mut streamforge(&args)));
+    assert!(
+        job.until_checkpoints(3),
+        "the job ended before its third checkpoint:\n{}",
+        job.log
+    );
+    job.kill9();
 
     let listed = run_ok(&["checkpoint", "list", "--state-dir", state.to_str().unwrap()]);
     let listing = String::from_utf8_lossy(&listed.stdout).to_string();

@@ -3,9 +3,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 
+use common::watch::Watched;
 use common::*;
 
 fn get(addr: &str, path: &str) -> (String, String) {
@@ -41,7 +42,7 @@ fn a_running_job_serves_metrics_health_and_readiness() {
     );
     let file_list = data.dir.display().to_string();
     // Unbounded: the job reads the files, then waits for more, and stays up.
-    let mut child = spawn(&mut streamforge(&[
+    let child = spawn(&mut streamforge(&[
         "run",
         "--source",
         &format!("files:{file_list}"),
@@ -56,34 +57,15 @@ fn a_running_job_serves_metrics_health_and_readiness() {
         "--set",
         "window.idle_timeout=200ms",
     ]));
-    // A watchdog turns a hang into a failure: if the job never says what the
-    // test waits for, it is killed and the log ends.
-    let pid = child.id() as i32;
-    std::thread::spawn(move || {
-        std::thread::sleep(std::time::Duration::from_secs(120));
-        unsafe { libc::kill(pid, libc::SIGKILL) };
-    });
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut addr = None;
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        if let Some(rest) = line.split("address=").nth(1) {
-            addr = Some(rest.split_whitespace().next().unwrap().to_string());
-            break;
-        }
-    }
-    let addr = addr.expect("the job did not say where it serves metrics");
-    // Wait (on the job's own log) until every record is in a checkpoint.
+    // The job's own metrics say when every record is in a checkpoint; a
+    // hang is a failure after the wait's deadline, with the log.
+    let mut job = Watched::attach(child);
     let total = data.total() as f64;
-    let mut body = String::new();
-    for line in lines.by_ref() {
-        if line.unwrap().contains("checkpoint committed") {
-            body = get(&addr, "/metrics").1;
-            if value(&body, "streamforge_events_read_total") >= total {
-                break;
-            }
-        }
-    }
+    job.wait_until_metrics("every record read and a checkpoint committed", |job| {
+        job.metric("streamforge_events_read_total") >= Some(total) && job.checkpoints() >= 1
+    });
+    let addr = job.address().unwrap();
+    let body = get(&addr, "/metrics").1;
     assert_eq!(value(&body, "streamforge_events_read_total"), total);
     let anomalies: f64 = body
         .lines()
@@ -96,15 +78,8 @@ fn a_running_job_serves_metrics_health_and_readiness() {
     assert!(body.contains("streamforge_checkpoint_commit_duration_seconds_bucket"));
     assert_eq!(get(&addr, "/health").0, "HTTP/1.1 200 OK");
     // Caught up with the files and the sink is fine: ready, after the next batch.
-    let mut ready = String::new();
-    for line in lines.by_ref() {
-        if line.unwrap().contains("checkpoint committed") || ready.is_empty() {
-            ready = get(&addr, "/ready").0;
-            if ready.contains("200") {
-                break;
-            }
-        }
-    }
-    assert_eq!(ready, "HTTP/1.1 200 OK");
-    kill9(&mut child);
+    job.wait_until_metrics("/ready answers 200", |_| {
+        get(&addr, "/ready").0 == "HTTP/1.1 200 OK"
+    });
+    job.kill9();
 }

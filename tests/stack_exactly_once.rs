@@ -10,45 +10,44 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::sync::Mutex;
 
 use common::stack::*;
+use common::watch::Watched;
 use common::*;
 
 static STACK: Mutex<()> = Mutex::new(());
 
-/// A log line to wait for (alternatives separated by `|`), and what to do then.
-type Step<'a> = (&'a str, Box<dyn FnOnce()>);
+/// When a step's action runs: once the job has committed its first
+/// checkpoint (its metrics say so), or once it says a state change in its
+/// log (alternatives separated by `|`).
+enum When {
+    FirstCheckpoint,
+    Says(&'static str),
+}
 
-/// Runs the job and, each time its log shows the next trigger line, runs
-/// that step's action; then lets it finish and returns its log. Steps are
-/// driven by what the job says, never by guessed timings.
+/// A trigger, and what to do then.
+type Step = (When, Box<dyn FnOnce()>);
+
+/// Runs the job and, each time the next trigger holds, runs that step's
+/// action; then lets it finish and returns its log. Steps are driven by
+/// what the job reports, never by guessed timings.
 fn run_with_steps(case: &Case, steps: Vec<Step>) -> String {
-    let mut child = spawn(&mut case.run_cmd());
-    let stderr = child.stderr.take().unwrap();
-    let mut log = String::new();
-    let mut steps = steps.into_iter();
-    let mut next = steps.next();
-    for line in BufReader::new(stderr).lines() {
-        let line = line.unwrap();
-        log.push_str(&line);
-        log.push('\n');
-        if next
-            .as_ref()
-            .is_some_and(|(trigger, _)| trigger.split('|').any(|t| line.contains(t)))
-        {
-            if let Some((_, action)) = next.take() {
-                action();
+    let mut job = Watched::attach(spawn(&mut case.run_cmd()));
+    for (when, action) in steps {
+        match when {
+            When::FirstCheckpoint => assert!(
+                job.until_checkpoints(1),
+                "the job ended before its first checkpoint:\n{}",
+                job.log
+            ),
+            When::Says(patterns) => {
+                job.wait_for(patterns);
             }
-            next = steps.next();
         }
+        action();
     }
-    let status = child.wait().unwrap();
-    assert!(
-        next.is_none(),
-        "the job ended before every step ran:\n{log}"
-    );
+    let (status, log) = job.finish();
     assert!(status.success(), "streamforge failed: {status}\n{log}");
     log
 }
@@ -116,12 +115,12 @@ fn clickhouse_down_mid_run_loses_and_duplicates_nothing() {
         &case,
         vec![
             (
-                "checkpoint committed",
+                When::FirstCheckpoint,
                 Box::new(|| stack(&["clickhouse-stop", "--kill"])),
             ),
             // The job notices, says so, keeps the rows pending and retries.
             (
-                "sink unavailable",
+                When::Says("sink unavailable"),
                 Box::new(|| stack(&["clickhouse-start"])),
             ),
         ],
@@ -144,11 +143,11 @@ fn kafka_broker_restart_mid_run_loses_and_duplicates_nothing() {
         &case,
         vec![
             (
-                "checkpoint committed",
+                When::FirstCheckpoint,
                 Box::new(|| stack(&["kafka-stop", "--kill"])),
             ),
             (
-                "source unavailable|broker unavailable",
+                When::Says("source unavailable|broker unavailable"),
                 Box::new(|| stack(&["kafka-start"])),
             ),
         ],

@@ -29,21 +29,15 @@ mod common;
 #[path = "common/proxy.rs"]
 mod proxy;
 
-use std::io::{BufRead, BufReader};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
-use std::time::{Duration, Instant};
+use std::process::{Command, ExitStatus};
+use std::time::Duration;
 
 use common::stack::{produce_files_to, require_stack, test_stack, unique};
+use common::watch::Watched;
 use common::*;
 use proxy::{FaultProxy, Mode};
-
-/// Longest a single run of the job may take before the test calls it hung.
-const RUN_DEADLINE: Duration = Duration::from_secs(300);
-/// Longest the test waits for one expected log line.
-const LINE_DEADLINE: Duration = Duration::from_secs(180);
 
 const DATABASE: &str = "streamforge_test";
 
@@ -191,8 +185,8 @@ impl Case {
         cmd
     }
 
-    fn spawn(&self, failpoints: &str) -> Running {
-        Running::spawn(self.run_cmd(failpoints))
+    fn spawn(&self, failpoints: &str) -> Watched {
+        Watched::attach(spawn(&mut self.run_cmd(failpoints)))
     }
 
     /// Runs the job to its end and returns how it ended and its log.
@@ -286,121 +280,6 @@ impl Drop for Case {
             ..Default::default()
         }) {
             let _ = sink.drop_table();
-        }
-    }
-}
-
-/// A running job whose log the test reads line by line.
-struct Running {
-    child: Child,
-    lines: Receiver<String>,
-    log: String,
-    started: Instant,
-}
-
-impl Running {
-    fn spawn(mut cmd: Command) -> Running {
-        let mut child = spawn(&mut cmd);
-        let stderr = child.stderr.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Running {
-            child,
-            lines,
-            log: String::new(),
-            started: Instant::now(),
-        }
-    }
-
-    fn fail(&mut self, why: &str) -> ! {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        while let Ok(line) = self.lines.try_recv() {
-            self.log.push_str(&line);
-            self.log.push('\n');
-        }
-        panic!("{why}\n--- job log so far ---\n{}", self.log);
-    }
-
-    /// Waits for a line containing one of `patterns` (separated by `|`)
-    /// and returns it.
-    fn wait_for(&mut self, patterns: &str) -> String {
-        let deadline = Instant::now() + LINE_DEADLINE;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    self.log.push_str(&line);
-                    self.log.push('\n');
-                    if patterns.split('|').any(|p| line.contains(p)) {
-                        return line;
-                    }
-                }
-                Err(RecvTimeoutError::Timeout) => self.fail(&format!(
-                    "no log line with `{patterns}` within {LINE_DEADLINE:?}"
-                )),
-                Err(RecvTimeoutError::Disconnected) => {
-                    let status = self.child.wait().unwrap();
-                    self.fail(&format!(
-                        "the job ended ({status}) before a log line with `{patterns}`"
-                    ))
-                }
-            }
-        }
-    }
-
-    /// Waits until `condition` holds, reading the log meanwhile.
-    fn wait_until(&mut self, what: &str, mut condition: impl FnMut() -> bool) {
-        let deadline = Instant::now() + LINE_DEADLINE;
-        while !condition() {
-            if Instant::now() >= deadline {
-                self.fail(&format!("{what} did not happen within {LINE_DEADLINE:?}"));
-            }
-            match self.lines.recv_timeout(Duration::from_millis(50)) {
-                Ok(line) => {
-                    self.log.push_str(&line);
-                    self.log.push('\n');
-                }
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => {
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-            }
-        }
-    }
-
-    /// Lets the job run to its end; returns its status and whole log.
-    fn finish(mut self) -> (ExitStatus, String) {
-        loop {
-            let left = RUN_DEADLINE.saturating_sub(self.started.elapsed());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    self.log.push_str(&line);
-                    self.log.push('\n');
-                }
-                Err(RecvTimeoutError::Disconnected) => break,
-                Err(RecvTimeoutError::Timeout) => {
-                    self.fail(&format!("the job did not end within {RUN_DEADLINE:?}"))
-                }
-            }
-        }
-        let status = self.child.wait().unwrap();
-        (status, std::mem::take(&mut self.log))
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
         }
     }
 }
@@ -659,16 +538,6 @@ fn clickhouse_addr() -> std::net::SocketAddr {
     test_stack().clickhouse_addr()
 }
 
-/// Counts `checkpoint committed` lines between the first line holding
-/// `from` and the first later line holding `to`.
-fn checkpoints_between(log: &str, from: &str, to: &str) -> usize {
-    log.lines()
-        .skip_while(|l| !l.contains(from))
-        .take_while(|l| !l.contains(to))
-        .filter(|l| l.contains("checkpoint committed"))
-        .count()
-}
-
 /// Runs the job through the proxy; after its first checkpoint, switches
 /// the proxy to `fault`, and back to forwarding once the job said the sink
 /// fails, committed two more checkpoints meanwhile (processing goes on) and
@@ -682,7 +551,11 @@ fn sink_fault_mid_run(
     served: impl Fn(&proxy::Counts) -> u64,
 ) -> (String, String) {
     let mut run = case.spawn("");
-    run.wait_for("checkpoint committed");
+    assert!(
+        run.until_checkpoints(1),
+        "the job ended before its first checkpoint:\n{}",
+        run.log
+    );
     proxy.set_mode(fault);
     let failing = run.wait_for("sink unavailable");
     assert!(
@@ -691,15 +564,18 @@ fn sink_fault_mid_run(
          or the job is no longer paced by the test's Kafka settings:\n{}",
         run.log
     );
-    for _ in 0..2 {
-        let line = run.wait_for("checkpoint committed|waiting for the sink to acknowledge");
-        assert!(
-            line.contains("checkpoint committed"),
-            "the job reached the end of its input before it committed two checkpoints with the sink failing; \
-             the data set is too small for this machine:\n{}",
-            run.log
-        );
-    }
+    // Processing goes on while the sink fails: two more checkpoints.
+    let failed_at = run.checkpoints();
+    run.poll_until("two checkpoints with the sink failing", |run| {
+        run.checkpoints() >= failed_at + 2
+            || run.log.contains("waiting for the sink to acknowledge")
+    });
+    assert!(
+        run.checkpoints() >= failed_at + 2,
+        "the job reached the end of its input before it committed two checkpoints with the sink failing; \
+         the data set is too small for this machine:\n{}",
+        run.log
+    );
     run.wait_until(&format!("{times} requests meeting {fault:?}"), || {
         served(&proxy.counts()) >= times
     });
@@ -707,10 +583,6 @@ fn sink_fault_mid_run(
     run.wait_for("sink is accepting writes again");
     let (status, log) = run.finish();
     assert_success(status, &log);
-    assert!(
-        checkpoints_between(&log, "sink unavailable", "sink is accepting writes again") >= 2,
-        "no checkpoint while the sink failed:\n{log}"
-    );
     (log, failing)
 }
 

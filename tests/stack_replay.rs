@@ -11,11 +11,11 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::process::Output;
 use std::time::Duration;
 
 use common::stack::*;
+use common::watch::Watched;
 use common::*;
 
 const T0_MS: i64 = 1_764_064_800_000;
@@ -215,24 +215,14 @@ fn replay_before_or_during_the_live_run_gives_the_same_table() {
     // Replay while the live job runs: started once the job has committed its
     // first checkpoint; the job goes on and ends exact.
     let case = Case::new(shape(34));
-    let mut child = spawn(&mut case.run_cmd());
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut log = String::new();
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        log.push_str(&line);
-        log.push('\n');
-        if line.contains("checkpoint committed") {
-            break;
-        }
-    }
-    assert!(log.contains("checkpoint committed"), "{log}");
+    let mut job = Watched::attach(spawn(&mut case.run_cmd()));
+    assert!(
+        job.until_checkpoints(1),
+        "the live job ended before its first checkpoint:\n{}",
+        job.log
+    );
     let replay = case.replay(from, to, &[]);
-    for line in lines {
-        log.push_str(&line.unwrap());
-        log.push('\n');
-    }
-    let status = child.wait().unwrap();
+    let (status, log) = job.finish();
     assert!(status.success(), "the live job failed: {status}\n{log}");
     assert!(
         stderr_of(&replay).contains("written with version"),

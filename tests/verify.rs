@@ -5,9 +5,9 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
+use common::watch::Watched;
 use common::*;
 use streamforge::config::Config;
 use streamforge::sink::embedded::EmbeddedSink;
@@ -185,21 +185,16 @@ fn verify_passes_after_sigkills_and_restarts() {
             .map(|s| s.to_string()),
     );
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    // Kill after the job's own 2nd, then 3rd checkpoint line: no timing.
+    // Kill after the job's own 2nd, then 3rd checkpoint (its metrics say
+    // when): no timing.
     for wanted in [2, 3] {
-        let mut child = spawn(&mut streamforge(&args));
-        let stderr = child.stderr.take().unwrap();
-        let mut seen = 0;
-        for line in BufReader::new(stderr).lines() {
-            if line.unwrap().contains("checkpoint committed") {
-                seen += 1;
-                if seen == wanted {
-                    break;
-                }
-            }
-        }
-        kill9(&mut child);
-        assert_eq!(seen, wanted, "the job ended before being killed");
+        let mut job = Watched::attach(spawn(&mut streamforge(&args)));
+        assert!(
+            job.until_checkpoints(wanted),
+            "the job ended before being killed:\n{}",
+            job.log
+        );
+        job.kill9();
     }
     let out = run_ok(&args);
     assert!(String::from_utf8_lossy(&out.stderr).contains("recovering from checkpoint"));

@@ -55,6 +55,8 @@ impl Job<'_> {
         self.records_since_barrier += processed as u64;
         self.changed = true;
         self.metrics.observe_batch(&self.engine, processed);
+        self.metrics
+            .set_offsets(self.slots.iter().map(|s| s.next_offset));
         Ok(())
     }
 

@@ -54,9 +54,6 @@ pub fn run_in(
         restored_from: latest.as_ref().map(|cp| cp.id),
         ..Default::default()
     };
-    if latest.is_some() {
-        metrics.restarts_recovered.inc();
-    }
     let source_id = source.id();
     let mut resumed = resume(
         cfg,
@@ -67,7 +64,9 @@ pub fn run_in(
     )?;
     let (slots, source_identity, bounded_end) =
         open_source(cfg, opts, source.as_mut(), &mut resumed)?;
+    let resent: usize = resumed.pending.iter().map(|b| b.rows.len()).sum();
     let writer = start_sink(sink, cfg, &env, &mut resumed)?;
+    publish_start(&metrics, report.restored_from, resent, &slots);
     crash_point("job::recovery::after_resend");
     let committer = start_committer(store, &env)?;
     let discovery = source.discovery_interval().map(|interval| Discovery {
@@ -126,6 +125,17 @@ impl Job<'_> {
         }
         report
     }
+}
+
+/// Where start-up left the job, for the metrics that tests and the crash
+/// demo read: the checkpoint recovered from, the rows sent again, the
+/// offsets to resume at.
+fn publish_start(metrics: &Metrics, restored_from: Option<u64>, resent: usize, slots: &[Slot]) {
+    if restored_from.is_some() {
+        metrics.restarts_recovered.inc();
+    }
+    let offsets: Vec<u64> = slots.iter().map(|s| s.next_offset).collect();
+    metrics.recovered(restored_from.unwrap_or(0), resent, &offsets);
 }
 
 /// The checkpoint committer: on a thread of its own, or inline in the

@@ -14,6 +14,7 @@ use std::process::{Child, Command, Output, Stdio};
 
 pub mod endpoints;
 pub mod stack;
+pub mod watch;
 
 /// Small deterministic PRNG (xorshift64*), so the tests need no crate for it.
 pub struct Rng(u64);
@@ -482,28 +483,47 @@ pub fn spawn(cmd: &mut Command) -> Child {
         .expect("spawning streamforge")
 }
 
-/// Reads the job's log until its `wanted`-th `checkpoint committed` line,
-/// waits `extra`, and kills it with SIGKILL: a random moment chosen by the
-/// job's own progress, not by guessed timings. Returns false (without killing
-/// or waiting) when the job ended before that line.
+/// Waits until the job has committed `wanted` checkpoints (its
+/// `checkpoints_committed` metric), waits `extra`, and kills it with
+/// SIGKILL: a random moment chosen by the job's own progress, not by
+/// guessed timings. Returns false (without killing) when the job ended
+/// before. The job's log is drained meanwhile and dropped.
 pub fn kill_after_checkpoints(child: &mut Child, wanted: u64, extra: std::time::Duration) -> bool {
     use std::io::{BufRead, BufReader};
     let Some(stderr) = child.stderr.take() else {
         return false;
     };
-    let mut seen = 0;
-    for line in BufReader::new(stderr).lines() {
-        let Ok(line) = line else { break };
-        if line.contains("checkpoint committed") {
-            seen += 1;
-            if seen == wanted {
+    let (tx, addr) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if let Some(found) = watch::metrics_address(&line) {
+                let _ = tx.send(found);
+            }
+        }
+    });
+    let mut served = None;
+    let deadline = std::time::Instant::now() + watch::WAIT_DEADLINE;
+    loop {
+        served = served.or_else(|| addr.try_recv().ok());
+        if let Some(at) = &served {
+            let body = watch::fetch_metrics(at);
+            if metric_sum(&body, "streamforge_checkpoints_committed_total") >= wanted as f64 {
                 std::thread::sleep(extra);
                 kill9(child);
                 return true;
             }
         }
+        if child.try_wait().unwrap().is_some() {
+            return false;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the job neither committed {wanted} checkpoints nor ended within {:?}",
+            watch::WAIT_DEADLINE
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
     }
-    false
 }
 
 /// Kills a child with SIGKILL (no chance to clean up, like `kill -9`).
