@@ -14,7 +14,7 @@ fn the_crash_demo_passes_with_kills_landing() {
         env!("CARGO_MANIFEST_DIR"),
         "/scripts/crash_demo.sh"
     ))
-    .args(["--kills", "2", "--events", "200000", "--dir"])
+    .args(["--kills", "2", "--events", "1000000", "--dir"])
     .arg(dir.path())
     .env("STREAMFORGE_BIN", env!("CARGO_BIN_EXE_streamforge"))
     .output()
