@@ -305,8 +305,10 @@ impl Config {
         }
         // The section files, found with every layer applied (a flag may name
         // one), go between the config file and the layers above it.
+        let shape = serde_yaml_ng::to_value(Config::default())
+            .map_err(|e| anyhow!("the default configuration as YAML: {e}"))?;
         let mut probe = base.clone();
-        tree::apply(&mut probe, &layers)?;
+        tree::apply(&mut probe, &layers, &shape)?;
         for (section, key) in [
             ("kafka", "source.kafka_config"),
             ("clickhouse", "sink.clickhouse_config"),
@@ -316,7 +318,7 @@ impl Config {
                 tree::merge_into(&mut base, section, section_tree);
             }
         }
-        tree::apply(&mut base, &layers)?;
+        tree::apply(&mut base, &layers, &shape)?;
         let config = tree::deserialize(base, &origin)?;
         config.validate().map_err(|problems| {
             anyhow!(
@@ -442,6 +444,34 @@ mod tests {
         c.batch_size = 0;
         let problems = c.validate().unwrap_err();
         assert_eq!(problems.len(), 3, "{problems:?}");
+    }
+
+    /// A value YAML reads as a number or a boolean, given for a key that
+    /// holds text, stays the text given, from the environment and from
+    /// flags alike; keys that hold numbers still read numbers.
+    #[test]
+    fn numeric_looking_text_stays_text_where_the_key_holds_text() {
+        let env = [
+            ("STREAMFORGE__KAFKA__TOPIC".to_string(), "2024".to_string()),
+            (
+                "STREAMFORGE__KAFKA__GROUP_ID".to_string(),
+                "true".to_string(),
+            ),
+            ("STREAMFORGE__BATCH_SIZE".to_string(), "512".to_string()),
+        ];
+        let loaded = Config::load_with(None, &[], &env).unwrap();
+        assert_eq!(loaded.config.kafka.topic, "2024");
+        assert_eq!(loaded.config.kafka.group_id, "true");
+        assert_eq!(loaded.config.batch_size, 512);
+
+        let flags = [("metrics_addr".to_string(), "9464".to_string())];
+        let err = Config::load_with(None, &flags, &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("metrics_addr `9464` is not host:port") && !err.contains("invalid type"),
+            "{err}"
+        );
     }
 
     /// The precedence of the module docs, layer by layer, on one key each.

@@ -22,20 +22,36 @@ pub fn read_file(path: &Path) -> anyhow::Result<Value> {
 }
 
 /// Applies `(origin, dotted key, YAML value)` layers in order.
-pub fn apply(tree: &mut Value, layers: &[(String, String, String)]) -> anyhow::Result<()> {
+///
+/// `shape` is a tree of the same schema whose leaves have the right types
+/// (the defaults): where it holds a string, a value that YAML reads as a
+/// number or a boolean stays the text it was given, so
+/// `STREAMFORGE__KAFKA__TOPIC=2024` names topic "2024" and
+/// `--metrics-addr 9464` reaches the check that explains the address form
+/// instead of a type error.
+pub fn apply(
+    tree: &mut Value,
+    layers: &[(String, String, String)],
+    shape: &Value,
+) -> anyhow::Result<()> {
     for (origin, key, value) in layers {
-        set_path(tree, key, value).map_err(|e| anyhow!("{origin}: {e}"))?;
+        set_path(tree, key, value, shape).map_err(|e| anyhow!("{origin}: {e}"))?;
     }
     Ok(())
 }
 
-/// The string at a dotted key, if there is one.
-pub fn get_str(tree: &Value, dotted: &str) -> Option<String> {
+/// The node at a dotted key, if there is one.
+fn get<'a>(tree: &'a Value, dotted: &str) -> Option<&'a Value> {
     let mut node = tree;
     for part in dotted.split('.') {
         node = node.as_mapping()?.get(Value::String(part.to_string()))?;
     }
-    node.as_str().map(str::to_string)
+    Some(node)
+}
+
+/// The string at a dotted key, if there is one.
+pub fn get_str(tree: &Value, dotted: &str) -> Option<String> {
+    get(tree, dotted)?.as_str().map(str::to_string)
 }
 
 /// Merges `section` (a tree read from a section file) into `tree[name]`,
@@ -66,10 +82,19 @@ pub fn deserialize(tree: Value, origin: &str) -> anyhow::Result<super::Config> {
     })
 }
 
-/// Sets `a.b.c` in a YAML tree to `value` (parsed as YAML), creating maps.
-pub fn set_path(tree: &mut Value, dotted: &str, value: &str) -> Result<(), String> {
-    let parsed: Value =
-        serde_yaml_ng::from_str(value).unwrap_or_else(|_| Value::String(value.to_string()));
+/// Sets `a.b.c` in a YAML tree to `value` (parsed as YAML, except a scalar
+/// for a key `shape` holds as a string: that stays text), creating maps.
+pub fn set_path(tree: &mut Value, dotted: &str, value: &str, shape: &Value) -> Result<(), String> {
+    let text = || Value::String(value.to_string());
+    let parsed = match serde_yaml_ng::from_str::<Value>(value) {
+        Ok(Value::Number(_) | Value::Bool(_))
+            if get(shape, dotted).is_some_and(Value::is_string) =>
+        {
+            text()
+        }
+        Ok(v) => v,
+        Err(_) => text(),
+    };
     let mut node = tree;
     let parts: Vec<&str> = dotted.split('.').collect();
     for (i, part) in parts.iter().enumerate() {
