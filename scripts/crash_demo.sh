@@ -203,6 +203,11 @@ if [[ $STACK == embedded ]]; then
 else
   say "stack: starting Kafka and ClickHouse (scripts/stack.sh up)"
   "$SCRIPT_DIR/stack.sh" up
+  # The stack's endpoints (its STACK_DIR and ports: the defaults, or
+  # whatever STACK_DIR / STACK_PORTS=auto chose) for every command below.
+  eval "$("$SCRIPT_DIR/stack.sh" env)"
+  export KAFKA_BROKERS=$STREAMFORGE_TEST_KAFKA
+  export CLICKHOUSE_URL=$STREAMFORGE_TEST_CLICKHOUSE_URL
   suffix=$(date +%Y%m%d_%H%M%S)_$$
   export KAFKA_TOPIC=crash_demo_$suffix
   export KAFKA_GROUP_ID=crash_demo_$suffix
@@ -454,7 +459,7 @@ EOF
   say "RESULT: PASS. $KILLED x kill -9, restored from ${RESTORED[*]:-nothing}; the sink holds exactly"
   say "the windows of one uninterrupted run, and the anomaly log holds each bad line exactly once."
   if [[ $STACK == kafka ]]; then
-    say "look: clickhouse-client --port 9000 --query \"SELECT * FROM ${CLICKHOUSE_DATABASE:-streamforge}.$CLICKHOUSE_TABLE FINAL ORDER BY window_start\""
+    say "look: clickhouse-client --port $STREAMFORGE_TEST_CLICKHOUSE_TCP_PORT --query \"SELECT * FROM ${CLICKHOUSE_DATABASE:-streamforge}.$CLICKHOUSE_TABLE FINAL ORDER BY window_start\""
     say "(the stack stays up: scripts/stack.sh down stops it)"
   else
     say "look: $BIN results --state-dir $STATE"
