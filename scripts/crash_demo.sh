@@ -460,7 +460,7 @@ EOF
   say "the windows of one uninterrupted run, and the anomaly log holds each bad line exactly once."
   if [[ $STACK == kafka ]]; then
     say "look: clickhouse-client --port $STREAMFORGE_TEST_CLICKHOUSE_TCP_PORT --query \"SELECT * FROM ${CLICKHOUSE_DATABASE:-streamforge}.$CLICKHOUSE_TABLE FINAL ORDER BY window_start\""
-    say "(the stack stays up: scripts/stack.sh down stops it)"
+    say "(the stack stays up: ${STACK_DIR:+STACK_DIR=$STACK_DIR }scripts/stack.sh down stops it)"
   else
     say "look: $BIN results --state-dir $STATE"
   fi
