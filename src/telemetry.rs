@@ -9,7 +9,11 @@
 //! Prometheus text on `/metrics`, next to `/health` (the process is alive) and
 //! `/ready` (recovered, caught up with the input, sink accepting writes), by
 //! the HTTP listener of [`http`] (axum), on by default on loopback
-//! (`metrics_addr`, `--metrics-addr`; `off` turns it off).
+//! (`metrics_addr`, `--metrics-addr`; `off` turns it off). The same
+//! listener serves the live page (`/`) and the document it polls
+//! (`/api/status`, [`status`]), fed by the registry and by [`live`]: the
+//! windows the sink acknowledged, the last checkpoints and the partition
+//! clocks, kept in small rings.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Mutex;
@@ -26,6 +30,8 @@ use crate::engine::{Counters, Engine};
 use crate::event::Reason;
 
 pub mod http;
+pub mod live;
+pub mod status;
 pub use http::{start, Listener};
 
 /// Sets up `tracing` once per process.
@@ -105,6 +111,8 @@ pub struct Metrics {
     last: Mutex<Counters>,
     pub ready: AtomicBool,
     last_checkpoint_ms: AtomicI64,
+    /// What the live page shows beside the registry (see [`live`]).
+    pub live: live::Live,
 }
 
 impl Default for Metrics {
@@ -148,6 +156,7 @@ impl Metrics {
             last: Mutex::new(Counters::default()),
             ready: AtomicBool::new(false),
             last_checkpoint_ms: AtomicI64::new(0),
+            live: live::Live::default(),
         };
         m.recovered_from_checkpoint.set(-1);
         {
@@ -328,6 +337,13 @@ impl Metrics {
 
     /// Publishes the engine's counters and gauges once per batch.
     pub fn observe_batch(&self, engine: &Engine, _records: usize) {
+        self.observe(engine);
+    }
+
+    /// Publishes the engine's counters, gauges and partition clocks: after
+    /// each batch, and at each turn of the job's loop, since idleness moves
+    /// the watermark (and emits windows) with no record read.
+    pub fn observe(&self, engine: &Engine) {
         let c = engine.counters;
         let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
         self.events_read.inc_by(c.read - last.read);
@@ -349,6 +365,7 @@ impl Metrics {
         self.state_panes.set(panes as i64);
         self.state_user_entries.set(users as i64);
         self.state_dedup_ids.set(ids as i64);
+        self.live.observe_clocks(engine);
     }
 
     pub fn checkpoint(&self, id: u64, pause: Duration, commit: Duration, bytes: usize) {
@@ -361,6 +378,13 @@ impl Metrics {
         let now = crate::time::now_ms();
         self.last_checkpoint_ms.store(now, Ordering::Relaxed);
         self.last_checkpoint_time.set(now / 1000);
+        self.live.checkpoint(live::CheckpointEntry {
+            id,
+            bytes,
+            pause,
+            commit,
+            at_ms: now,
+        });
     }
 
     /// Where start-up resumed: checkpoint `id` (0: none), with `resent`

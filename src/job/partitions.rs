@@ -94,6 +94,8 @@ impl Job<'_> {
             .ready
             .store(ready, std::sync::atomic::Ordering::Relaxed);
         self.publish_held();
+        // Idleness may have moved the watermark without a record.
+        self.metrics.observe(&self.engine);
     }
 
     /// A bounded run has read everything: every partition is at its end and

@@ -20,7 +20,14 @@ impl Job<'_> {
         for event in events {
             self.on_sink_event(event);
         }
+        // Barriers add pending rows; acknowledgements take them away.
+        self.publish_pending();
         Ok(())
+    }
+
+    fn publish_pending(&self) {
+        let rows = self.pending.iter().map(|b| b.rows.len()).sum();
+        self.metrics.live.set_pending_rows(rows);
     }
 
     fn on_sink_event(&mut self, event: SinkEvent) {
@@ -30,7 +37,15 @@ impl Job<'_> {
                 rows,
                 latency,
             } => {
+                // The live page shows what the sink holds: these rows now.
+                self.metrics.live.acked(
+                    self.pending
+                        .iter()
+                        .filter(|b| b.checkpoint_id <= checkpoint_id)
+                        .flat_map(|b| &b.rows),
+                );
                 self.pending.retain(|b| b.checkpoint_id > checkpoint_id);
+                self.publish_pending();
                 self.report.rows_acked += rows as u64;
                 self.metrics.sink_batch(latency);
                 self.changed = true;

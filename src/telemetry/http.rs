@@ -1,6 +1,8 @@
 //! The job's HTTP listener: `/metrics` (the registry as OpenMetrics text),
-//! `/health` (the process is alive) and `/ready` (recovered, caught up with
-//! the input, sink accepting writes).
+//! `/health` (the process is alive), `/ready` (recovered, caught up with
+//! the input, sink accepting writes), and the live page: `/` (HTML that
+//! polls `/api/status` every second and draws it), its assets under
+//! `/assets/`, all compiled into the binary (no CDN, works offline).
 //!
 //! It is axum on a one-thread tokio runtime of its own (thread
 //! `metrics-http`): the job's threads never wait for a scraper, and a slow
@@ -29,7 +31,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::header::CONTENT_TYPE;
+use axum::http::header::{
+    CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, X_CONTENT_TYPE_OPTIONS,
+};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -51,12 +55,92 @@ pub struct Shared {
 
 /// Every route of the listener.
 pub fn router(shared: Shared) -> Router {
-    Router::new()
+    let mut router = Router::new()
         .route("/metrics", get(metrics))
         .route("/health", get(health))
         .route("/ready", get(ready))
-        .fallback(not_found)
-        .with_state(shared)
+        .route("/", get(|| async { asset(&PAGE) }))
+        .route("/api/status", get(status));
+    for a in &ASSETS {
+        router = router.route(a.path, get(move || async move { asset(a) }));
+    }
+    router.fallback(not_found).with_state(shared)
+}
+
+/// A file of the live page, compiled in.
+struct Asset {
+    path: &'static str,
+    content_type: &'static str,
+    body: &'static [u8],
+}
+
+static PAGE: Asset = Asset {
+    path: "/",
+    content_type: "text/html; charset=utf-8",
+    body: include_bytes!("page/index.html"),
+};
+
+/// The page's script and style, and uPlot (MIT, vendored in
+/// `page/vendor/uplot/`, see its README) for the charts.
+static ASSETS: [Asset; 4] = [
+    Asset {
+        path: "/assets/page.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("page/page.js"),
+    },
+    Asset {
+        path: "/assets/page.css",
+        content_type: "text/css; charset=utf-8",
+        body: include_bytes!("page/page.css"),
+    },
+    Asset {
+        path: "/assets/uPlot.iife.min.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("page/vendor/uplot/uPlot.iife.min.js"),
+    },
+    Asset {
+        path: "/assets/uPlot.min.css",
+        content_type: "text/css; charset=utf-8",
+        body: include_bytes!("page/vendor/uplot/uPlot.min.css"),
+    },
+];
+
+/// The page loads nothing from elsewhere, and nothing may frame it.
+const CSP: &str = "default-src 'self'; frame-ancestors 'none'";
+
+fn asset(a: &Asset) -> Response {
+    (
+        [
+            (CONTENT_TYPE, a.content_type),
+            (CONTENT_SECURITY_POLICY, CSP),
+            (X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            // The binary is the version: a new one may serve other files
+            // under the same names.
+            (CACHE_CONTROL, "no-cache"),
+        ],
+        a.body,
+    )
+        .into_response()
+}
+
+async fn status(State(shared): State<Shared>) -> Response {
+    let doc = super::status::status(&shared.metrics);
+    match serde_json::to_vec(&doc) {
+        Ok(body) => (
+            [
+                (CONTENT_TYPE, "application/json"),
+                (CACHE_CONTROL, "no-store"),
+            ],
+            body,
+        )
+            .into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            [(CONTENT_TYPE, TEXT)],
+            format!("cannot encode the status: {e}\n"),
+        )
+            .into_response(),
+    }
 }
 
 async fn metrics(State(shared): State<Shared>) -> Response {
@@ -84,7 +168,7 @@ async fn not_found() -> Response {
     (
         StatusCode::NOT_FOUND,
         [(CONTENT_TYPE, TEXT)],
-        "try /metrics, /health or /ready\n",
+        "try / (the live page), /api/status, /metrics, /health or /ready\n",
     )
         .into_response()
 }
@@ -140,7 +224,7 @@ pub fn serve(addr: &str, shared: Shared) -> std::io::Result<Listener> {
                 }
             });
         })?;
-    info!(address = %local, "serving /metrics, /health and /ready");
+    info!(address = %local, page = %format!("http://{local}/"), "serving /metrics, /health and /ready, and the live page");
     Ok(Listener {
         addr: local,
         stop: Some(stop),
@@ -232,6 +316,52 @@ mod tests {
         let (status, _, body) = get(addr, "/nope");
         assert_eq!(status, "HTTP/1.1 404 Not Found");
         assert!(body.contains("/metrics"), "{body}");
+    }
+
+    #[test]
+    fn the_page_its_assets_and_its_status_are_served_from_the_binary() {
+        let metrics = Arc::new(Metrics::new());
+        metrics.live.acked(&[crate::window::WindowRow {
+            window_start: 60,
+            window_end: 120,
+            order_cnt: 2,
+            gmv_cents: 1005,
+            user_cnt: 1,
+            version: 1,
+            updated_at: 0,
+        }]);
+        let listener = start(Some("127.0.0.1:0"), metrics).unwrap();
+        let addr = listener.local_addr();
+
+        let (status, content_type, body) = get(addr, "/");
+        assert_eq!(status, "HTTP/1.1 200 OK");
+        assert_eq!(content_type, "text/html; charset=utf-8");
+        // Everything the page loads is served here, by relative paths.
+        for path in [
+            "assets/page.js",
+            "assets/page.css",
+            "assets/uPlot.iife.min.js",
+        ] {
+            assert!(
+                body.contains(&format!("\"{path}\"")),
+                "{path} not in the page"
+            );
+            let (status, _, asset) = get(addr, &format!("/{path}"));
+            assert_eq!(status, "HTTP/1.1 200 OK", "{path}");
+            assert!(!asset.is_empty());
+        }
+        assert!(!body.contains("http://") && !body.contains("https://"));
+        assert!(body.contains("assets/uPlot.min.css"));
+        let (_, content_type, uplot) = get(addr, "/assets/uPlot.iife.min.js");
+        assert_eq!(content_type, "text/javascript; charset=utf-8");
+        assert!(uplot.starts_with("/*! https://github.com/leeoniya/uPlot (v1.6.32) */"));
+
+        let (status, content_type, body) = get(addr, "/api/status");
+        assert_eq!(status, "HTTP/1.1 200 OK");
+        assert_eq!(content_type, "application/json");
+        let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(doc["windows"][0]["gmv_total"], "10.05");
+        assert_eq!(doc["groupings"], serde_json::json!([]));
     }
 
     #[test]
