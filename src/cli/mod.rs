@@ -23,8 +23,8 @@ use crate::source::file::FileSource;
 use crate::source::generator::GeneratorSource;
 use crate::source::Source;
 use crate::telemetry::{self, Metrics};
-use crate::window::WindowRow;
 
+mod demo;
 mod ops;
 mod repair;
 
@@ -45,7 +45,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the whole pipeline on simulated orders, with no servers, and print the windows.
-    Demo(DemoArgs),
+    Demo(demo::DemoArgs),
     /// Run the job.
     Run(RunArgs),
     /// Print the final windows from the configured sink, one JSON object a line.
@@ -142,19 +142,6 @@ struct RunArgs {
 }
 
 #[derive(Args, Clone)]
-struct DemoArgs {
-    /// Where the demo keeps its state and anomaly log (wiped first).
-    #[arg(long, default_value = "streamforge-demo")]
-    dir: PathBuf,
-    /// Simulated partitions.
-    #[arg(long, default_value_t = 4)]
-    partitions: u32,
-    /// Simulated orders per partition (500 per second of event time).
-    #[arg(long, default_value_t = 150_000)]
-    events_per_partition: u64,
-}
-
-#[derive(Args, Clone)]
 struct ResultsArgs {
     #[command(flatten)]
     common: Common,
@@ -199,7 +186,7 @@ pub fn main() -> ExitCode {
 
 fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Demo(args) => demo(args),
+        Command::Demo(args) => demo::demo(args),
         Command::Run(args) => run(args),
         Command::Results(args) => results(args),
         Command::Checkpoint { command } => checkpoint(command),
@@ -309,11 +296,24 @@ fn run_job(cfg: &Config, bounded: bool, progress: bool) -> anyhow::Result<JobRep
     let metrics = Arc::new(Metrics::new());
     // Served until the job returns; a port already taken is a WARN, not a failure.
     let _listener = telemetry::start(cfg.metrics_listen_addr(), metrics.clone());
+    run_job_with(cfg, bounded, progress, metrics, stop_flag()?)
+}
+
+/// Runs the job with the given metrics (served by a listener the caller
+/// keeps) and stop flag.
+fn run_job_with(
+    cfg: &Config,
+    bounded: bool,
+    progress: bool,
+    metrics: Arc<Metrics>,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<JobReport> {
     let source = build_source(cfg)?;
     let sink = build_sink(cfg)?;
+    metrics.live.set_pipeline(source.id(), sink.describe());
     let opts = JobOptions {
         bounded,
-        stop: stop_flag()?,
+        stop,
         progress,
         shutdown_grace: Duration::from_secs(10),
     };
@@ -364,69 +364,6 @@ fn print_summary(r: &JobReport) {
         r.sink,
         r.anomaly_log.display()
     );
-}
-
-fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
-    if args.dir.exists() {
-        std::fs::remove_dir_all(&args.dir)
-            .with_context(|| format!("cannot clear the demo directory {}", args.dir.display()))?;
-    }
-    let mut cfg = Config::default();
-    cfg.source.kind = SourceKind::Generator;
-    cfg.source.generator.partitions = args.partitions;
-    cfg.source.generator.events_per_partition = Some(args.events_per_partition);
-    cfg.sink.kind = SinkKind::Embedded;
-    cfg.checkpoint.state_dir = args.dir.join("state");
-    cfg.checkpoint.interval = crate::setting::Dur(Duration::from_millis(500));
-    cfg.anomaly_log = args.dir.join("logs/anomalies.log");
-    cfg.validate().map_err(|p| anyhow!(p.join("; ")))?;
-    let g = &cfg.source.generator;
-    eprintln!(
-        "StreamForge demo: {} partitions x {} simulated orders ({} s of event time at {}/s per partition), \
-         with {:.0}% broken, {:.0}% duplicated and {:.1}% very late events.",
-        g.partitions,
-        args.events_per_partition,
-        args.events_per_partition / g.rate.max(1),
-        g.rate,
-        g.anomaly_share * 100.0,
-        g.duplicate_share * 100.0,
-        g.late_share * 100.0
-    );
-    let report = run_job(&cfg, true, std::io::stderr().is_terminal())?;
-    let rows = EmbeddedSink::open(&cfg.embedded_sink_path())?.read_final()?;
-    println!();
-    print_table(&rows);
-    println!();
-    print_summary(&report);
-    println!();
-    println!("Sliding windows of 60 s every 30 s, exact GMV and exact distinct users.");
-    println!(
-        "Same windows as JSON:   streamforge results --state-dir {}",
-        cfg.checkpoint.state_dir.display()
-    );
-    println!(
-        "Checkpoints:            streamforge checkpoint list --state-dir {}",
-        cfg.checkpoint.state_dir.display()
-    );
-    println!("Anomaly log:            {}", cfg.anomaly_log.display());
-    Ok(ExitCode::SUCCESS)
-}
-
-fn print_table(rows: &[WindowRow]) {
-    println!(
-        "{:<21} {:<21} {:>10} {:>16} {:>10}",
-        "window_start (UTC)", "window_end (UTC)", "orders", "gmv", "users"
-    );
-    for r in rows {
-        println!(
-            "{:<21} {:<21} {:>10} {:>16} {:>10}",
-            crate::time::format_rfc3339_s(r.window_start),
-            crate::time::format_rfc3339_s(r.window_end),
-            r.order_cnt,
-            crate::event::format_cents(r.gmv_cents),
-            r.user_cnt
-        );
-    }
 }
 
 fn results(args: ResultsArgs) -> anyhow::Result<ExitCode> {
