@@ -59,6 +59,27 @@ echo "== chdb venv for tests/chdb_compat.rs (scripts/chdb_env.sh)"
 chdb_status=0
 scripts/chdb_env.sh >/dev/null || chdb_status=$?
 
+# tests/live_page.rs drives Debian's Chromium, headless, against a running
+# job. A machine without it gets it here from Debian's packages (once, about
+# 1 min and 300 MB with its libraries). If it cannot be installed the test
+# fails and says what to install: a missing browser is never a skip.
+echo "== chromium for tests/live_page.rs"
+if ! command -v chromium >/dev/null; then
+  sudo=()
+  [[ $(id -u) -eq 0 ]] || sudo=(sudo)
+  apt_log=$(mktemp -t streamforge-apt.XXXXXX)
+  if "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 update >"$apt_log" 2>&1 &&
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y chromium >>"$apt_log" 2>&1; then
+    echo "installed $(chromium --version)"
+  else
+    tail -n 20 "$apt_log" >&2
+    echo "apt-get install chromium FAILED: tests/live_page.rs will fail" >&2
+  fi
+  rm -f "$apt_log"
+else
+  echo "$(chromium --version)"
+fi
+
 echo "== cargo test, the whole workspace (product, tools, simulator; crash points compiled in)"
 set +e
 cargo test --workspace --no-fail-fast --features streamforge/failpoints --all-targets 2>&1 | tee "$log"

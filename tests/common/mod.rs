@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
+pub mod browser;
 pub mod endpoints;
 pub mod stack;
 pub mod watch;
@@ -89,7 +90,9 @@ impl Default for Shape {
     }
 }
 
-fn rfc3339(ms: i64, offset_minutes: i64) -> String {
+/// `ms` as RFC 3339 at `offset_minutes` from UTC (`Z` at 0), with
+/// milliseconds.
+pub fn rfc3339(ms: i64, offset_minutes: i64) -> String {
     // Independent of the crate's time module: civil-from-days by hand.
     let local = ms + offset_minutes * 60_000;
     let days = local.div_euclid(86_400_000);
