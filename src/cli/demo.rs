@@ -6,6 +6,9 @@
 //! presses Enter or Ctrl-C, so the page can be looked at. Only an
 //! interactive terminal is waited for: with standard input from a file, a
 //! pipe or nothing (scripts, tests, CI) the demo ends at once, as before.
+//! `--speed N` paces the generator ([`super::paced`]) so that event time
+//! runs N times faster than real time and the page fills in while one
+//! watches.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -15,9 +18,10 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{anyhow, Context};
+use anyhow::{anyhow, bail, Context};
 use clap::Args;
 
+use super::paced::Paced;
 use super::{print_summary, run_job_with, stop_flag};
 use crate::config::{Config, SinkKind, SourceKind, DEFAULT_METRICS_ADDR};
 use crate::sink::embedded::EmbeddedSink;
@@ -40,9 +44,17 @@ pub(super) struct DemoArgs {
     /// port, `off` turns it off.
     #[arg(long, default_value = DEFAULT_METRICS_ADDR)]
     metrics_addr: String,
+    /// Replay event time N times faster than real time, to watch the live
+    /// page fill in (10: the default 300 s of orders in 30 s). Default: as
+    /// fast as the machine goes.
+    #[arg(long, value_name = "N")]
+    speed: Option<f64>,
 }
 
 pub(super) fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
+    if args.speed.is_some_and(|s| !(s.is_finite() && s > 0.0)) {
+        bail!("--speed must be a number above 0 (10: ten times faster than real time)");
+    }
     if args.dir.exists() {
         std::fs::remove_dir_all(&args.dir)
             .with_context(|| format!("cannot clear the demo directory {}", args.dir.display()))?;
@@ -72,11 +84,20 @@ pub(super) fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let metrics = Arc::new(Metrics::new());
     let listener = telemetry::start(cfg.metrics_listen_addr(), metrics.clone());
     if let Some(l) = &listener {
-        eprintln!("Live page: {} (refreshes every second)", page_url(l));
+        let hint = match args.speed {
+            Some(_) => "",
+            None => "; --speed 10 runs slower, to watch the windows arrive",
+        };
+        eprintln!("Live page: {} (refreshes every second{hint})", page_url(l));
+    }
+    let mut source = super::build_source(&cfg)?;
+    if let Some(speed) = args.speed {
+        let per_second = speed * (g.rate * u64::from(g.partitions)) as f64;
+        source = Box::new(Paced::new(source, per_second));
     }
     let stop = stop_flag()?;
     let progress = std::io::stderr().is_terminal();
-    let report = run_job_with(&cfg, true, progress, metrics, stop.clone())?;
+    let report = run_job_with(&cfg, source, true, progress, metrics, stop.clone())?;
     let rows = EmbeddedSink::open(&cfg.embedded_sink_path())?.read_final()?;
     println!();
     print_table(&rows);

@@ -26,6 +26,7 @@ use crate::telemetry::{self, Metrics};
 
 mod demo;
 mod ops;
+mod paced;
 mod repair;
 
 #[derive(Parser)]
@@ -296,19 +297,20 @@ fn run_job(cfg: &Config, bounded: bool, progress: bool) -> anyhow::Result<JobRep
     let metrics = Arc::new(Metrics::new());
     // Served until the job returns; a port already taken is a WARN, not a failure.
     let _listener = telemetry::start(cfg.metrics_listen_addr(), metrics.clone());
-    run_job_with(cfg, bounded, progress, metrics, stop_flag()?)
+    let source = build_source(cfg)?;
+    run_job_with(cfg, source, bounded, progress, metrics, stop_flag()?)
 }
 
-/// Runs the job with the given metrics (served by a listener the caller
-/// keeps) and stop flag.
+/// Runs the job on `source` with the given metrics (served by a listener
+/// the caller keeps) and stop flag.
 fn run_job_with(
     cfg: &Config,
+    source: Box<dyn Source>,
     bounded: bool,
     progress: bool,
     metrics: Arc<Metrics>,
     stop: Arc<AtomicBool>,
 ) -> anyhow::Result<JobReport> {
-    let source = build_source(cfg)?;
     let sink = build_sink(cfg)?;
     metrics.live.set_pipeline(source.id(), sink.describe());
     let opts = JobOptions {
