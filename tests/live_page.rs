@@ -26,7 +26,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::browser::{attr, table_rows, text_by_id, Chromium};
+use common::browser::{attr, table_rows, tag_by_id, text_by_id, Chromium};
 use common::watch::{Watched, WAIT_DEADLINE};
 use common::{make_dataset, results_lines, run_ok, spawn, streamforge, Shape};
 
@@ -227,6 +227,25 @@ fn the_page_shows_the_windows_the_sink_holds() {
         "{}",
         text_by_id(&dom, "conn")
     );
+    // It refreshes by itself: within one load (3 s of the browser's
+    // virtual time) it asked the job again and drew each answer.
+    let polls: u32 = attr(tag_by_id(&dom, "conn"), "data-polls")
+        .expect("the page counts its polls")
+        .parse()
+        .unwrap();
+    assert!(polls >= 2, "the page drew {polls} answer(s) in one load");
+    // Each chart is drawn (uPlot puts its root inside the chart's box).
+    for chart in ["chart-orders", "chart-gmv", "chart-users"] {
+        let inside = dom.split(&format!("id=\"{chart}\"")).nth(1).unwrap();
+        assert!(
+            inside
+                .split("id=\"chart-")
+                .next()
+                .unwrap()
+                .contains("class=\"uplot"),
+            "#{chart} has no chart"
+        );
+    }
 
     let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("live-page.png");
     browser.screenshot(&url, &shot, SHOT.0, SHOT.1);
@@ -400,4 +419,72 @@ fn the_demo_at_a_terminal_keeps_the_page_up_until_enter() {
         std::net::TcpStream::connect(&addr).is_err(),
         "the page is still served after the demo ended"
     );
+}
+
+/// The demo's windows (its table's rows) and how long it ran.
+fn demo_table(args: &[&str]) -> (Vec<String>, Duration, String) {
+    let started = Instant::now();
+    let out = streamforge(args).stdin(Stdio::null()).output().unwrap();
+    let took = started.elapsed();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    );
+    assert!(out.status.success(), "{args:?}: {stdout}\n{stderr}");
+    let rows: Vec<String> = stdout
+        .lines()
+        .filter(|l| l.starts_with(|c: char| c.is_ascii_digit()))
+        .map(str::to_string)
+        .collect();
+    assert!(!rows.is_empty(), "no window in the demo's table:\n{stdout}");
+    (rows, took, stderr)
+}
+
+#[test]
+fn the_demo_at_a_watchable_speed_is_paced_and_gives_the_same_windows() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut args = demo_args(&tmp.path().join("demo"));
+    let (fast, ..) = demo_table(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    // 2 partitions x 4,000 orders at 500 per second of event time each:
+    // 8 s of event time, 2 s at four times real time, however fast the
+    // machine is.
+    args.extend(["--speed".to_string(), "4".to_string()]);
+    let (paced, took, _) = demo_table(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(took >= Duration::from_secs(2), "--speed 4 took {took:?}");
+    assert_eq!(paced, fast, "pacing changed the windows");
+
+    for bad in ["0", "-1", "NaN", "inf"] {
+        let dir = tmp.path().join("refused").display().to_string();
+        let speed = format!("--speed={bad}");
+        let out = streamforge(&["demo", "--dir", &dir, &speed])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "--speed {bad} was accepted");
+        assert!(
+            err.contains("--speed must be a number above 0"),
+            "{bad}: {err}"
+        );
+    }
+}
+
+#[test]
+fn the_demo_with_its_port_taken_warns_and_runs_to_its_end() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut args = demo_args(&tmp.path().join("demo"));
+    let (free, ..) = demo_table(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let at = args.iter().position(|a| a == "--metrics-addr").unwrap();
+    args[at + 1] = addr.clone();
+    let (rows, _, log) = demo_table(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(rows, free);
+    let warning = log
+        .lines()
+        .find(|l| l.contains("WARN") && l.contains(&addr))
+        .unwrap_or_else(|| panic!("no warning about {addr}:\n{log}"));
+    for words in ["the live page", "already taken", "goes on without"] {
+        assert!(warning.contains(words), "`{words}` missing from: {warning}");
+    }
+    assert!(!log.contains("Live page:"), "{log}");
 }

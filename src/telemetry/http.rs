@@ -250,7 +250,7 @@ pub fn start(addr: Option<&str>, metrics: Arc<Metrics>) -> Option<Listener> {
             warn!(
                 metrics_addr = addr,
                 error = %e,
-                "cannot serve /metrics, /health and /ready: {why}; the job goes on without them. \
+                "cannot serve /metrics, /health, /ready and the live page: {why}; the job goes on without them. \
                  Choose another address with --metrics-addr or metrics_addr (127.0.0.1:0 takes any free port), \
                  or turn the listener off with `off`"
             );
@@ -362,6 +362,32 @@ mod tests {
         let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert_eq!(doc["windows"][0]["gmv_total"], "10.05");
         assert_eq!(doc["groupings"], serde_json::json!([]));
+    }
+
+    #[test]
+    fn the_listener_is_read_only() {
+        let metrics = Arc::new(Metrics::new());
+        let listener = start(Some("127.0.0.1:0"), metrics).unwrap();
+        let addr = listener.local_addr();
+        let paths = ["/", "/api/status", "/metrics", "/health", "/ready"]
+            .into_iter()
+            .chain(ASSETS.iter().map(|a| a.path));
+        for path in paths {
+            for method in ["POST", "PUT", "PATCH", "DELETE"] {
+                let mut s = std::net::TcpStream::connect(addr).unwrap();
+                write!(
+                    s,
+                    "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
+                )
+                .unwrap();
+                let mut text = String::new();
+                s.read_to_string(&mut text).unwrap();
+                assert!(
+                    text.starts_with("HTTP/1.1 405 Method Not Allowed"),
+                    "{method} {path}: {text}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -154,6 +154,16 @@ pub fn text_by_id(dom: &str, id: &str) -> String {
     text_of(inner.split('<').next().unwrap())
 }
 
+/// The opening tag of the element with id `id`, `<` and `>` left out.
+pub fn tag_by_id<'a>(dom: &'a str, id: &str) -> &'a str {
+    let at = dom
+        .find(&format!(" id=\"{id}\""))
+        .unwrap_or_else(|| panic!("no element #{id} in the page"));
+    let open = dom[..at].rfind('<').unwrap();
+    let close = at + dom[at..].find('>').unwrap();
+    &dom[open + 1..close]
+}
+
 /// The value of attribute `name` in a tag's attributes.
 pub fn attr(attrs: &str, name: &str) -> Option<String> {
     let at = attrs.find(&format!(" {name}=\""))? + name.len() + 3;

@@ -7,6 +7,7 @@
   const $ = (id) => document.getElementById(id);
   const charts = {};
   const drawn = {};
+  let polls = 0;
   const PALETTE = ["#2b6cb0", "#2f855a", "#805ad5", "#c05621", "#b83280", "#2c7a7b", "#975a16", "#4a5568"];
 
   // ---- formatting (money stays a string: exact, as the sink holds it)
@@ -238,6 +239,8 @@
     try {
       draw(doc);
       text("conn", "live · updated " + utcMillis(doc.now_ms).slice(0, 8) + " UTC", "conn ok");
+      // How many answers were drawn since the page loaded (tests read it).
+      $("conn").dataset.polls = ++polls;
     } catch (e) {
       text("conn", "cannot draw the status: " + e.message, "conn bad");
     }
