@@ -276,7 +276,7 @@ fn highest_version_in(sink: &mut dyn Sink, cfg: &Config, clock: &dyn Clock) -> a
             ),
             Err(crate::sink::SinkError::Retryable(e)) => {
                 let delay = backoff.delay(attempt);
-                if attempt % 10 == 0 {
+                if attempt.is_multiple_of(10) {
                     warn!(error = %e, retry_in = ?delay, "sink unreachable at start; a fresh state needs its highest version before emitting anything");
                 }
                 attempt += 1;

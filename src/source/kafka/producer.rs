@@ -395,7 +395,7 @@ impl RecordProducer {
             }
         }
         self.sent += 1;
-        if self.sent % 1024 == 0 {
+        if self.sent.is_multiple_of(1024) {
             self.producer.poll(Duration::ZERO);
             let (failed, first) = self.producer.context().failures();
             if failed > 0 {
