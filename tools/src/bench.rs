@@ -16,7 +16,7 @@ use serde::Serialize;
 use streamforge::checkpoint::committer::{Commit, Committer};
 use streamforge::checkpoint::{Checkpoint, CheckpointStore};
 use streamforge::engine::{Engine, Lookahead};
-use streamforge::source::generator::GeneratorConfig;
+use streamforge::source::generator::{GeneratorConfig, PayloadStyle};
 use streamforge::window::{WindowRow, WindowSpec};
 
 #[derive(Debug, Clone)]
@@ -30,6 +30,8 @@ pub struct CoreBenchOptions {
     pub checkpoint_every: u64,
     pub anomaly_share: f64,
     pub duplicate_share: f64,
+    /// How the payloads are written.
+    pub style: PayloadStyle,
 }
 
 impl Default for CoreBenchOptions {
@@ -42,12 +44,19 @@ impl Default for CoreBenchOptions {
             checkpoint_every: 2_000_000,
             anomaly_share: 0.01,
             duplicate_share: 0.02,
+            style: PayloadStyle::Canonical,
         }
     }
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct CoreBenchReport {
+    /// The payload style the figures are for.
+    pub style: String,
+    pub anomaly_share: f64,
+    pub duplicate_share: f64,
+    /// Average payload size.
+    pub bytes_per_event: f64,
     pub events: u64,
     pub seconds_total: f64,
     pub events_per_second: f64,
@@ -111,6 +120,7 @@ pub fn core(opts: &CoreBenchOptions) -> anyhow::Result<CoreBenchReport> {
         duplicate_share: opts.duplicate_share,
         late_share: 0.0,
         disorder_ms: 2_000,
+        style: opts.style,
         ..GeneratorConfig::default()
     };
     let spec = WindowSpec::DEFAULT;
@@ -135,6 +145,7 @@ pub fn core(opts: &CoreBenchOptions) -> anyhow::Result<CoreBenchReport> {
     let mut checkpoint_id = 0u64;
     let mut windows = 0usize;
     let mut max_window_users = 0u64;
+    let mut bytes = 0u64;
 
     while processed < opts.events {
         // Untimed: produce the next chunk, round-robin over partitions.
@@ -148,6 +159,7 @@ pub fn core(opts: &CoreBenchOptions) -> anyhow::Result<CoreBenchReport> {
             next[p as usize] += 1;
             spans.push((p, start, data.len()));
         }
+        bytes += data.len() as u64;
         parse_cpu += parse_spans(&data, &spans);
         let (wall, cpu) = process_spans(&mut engine, &data, &spans, &mut out);
         busy += wall;
@@ -204,6 +216,10 @@ pub fn core(opts: &CoreBenchOptions) -> anyhow::Result<CoreBenchReport> {
     let total = busy + pauses.iter().sum::<Duration>() + last_commit_wait;
     pauses.sort();
     Ok(CoreBenchReport {
+        style: opts.style.to_string(),
+        anomaly_share: opts.anomaly_share,
+        duplicate_share: opts.duplicate_share,
+        bytes_per_event: bytes as f64 / processed.max(1) as f64,
         events: processed,
         seconds_total: total.as_secs_f64(),
         events_per_second: processed as f64 / total.as_secs_f64(),
@@ -233,6 +249,7 @@ impl CoreBenchReport {
     pub fn markdown(&self) -> String {
         format!(
             "| metric | value |\n| --- | --- |\n\
+             | payload style | {} ({:.0} bytes per event, {}% anomalies, {}% duplicates) |\n\
              | events | {} |\n\
              | events/s (with checkpoints) | {:.0} |\n\
              | ns/event | {:.0} |\n\
@@ -247,6 +264,10 @@ impl CoreBenchReport {
              | user entries in state (max) | {} |\n\
              | checkpoint bytes per user entry | {:.1} |\n\
              | peak RSS | {:.0} MiB |\n",
+            self.style,
+            self.bytes_per_event,
+            self.anomaly_share * 100.0,
+            self.duplicate_share * 100.0,
             self.events,
             self.events_per_second,
             self.ns_per_event,
@@ -790,7 +811,7 @@ fn parse_spans(data: &[u8], spans: &[(u32, usize, usize)]) -> Duration {
 
 /// CPU time this thread has used: unlike wall time, it does not count the
 /// time other processes on a busy machine held the core.
-fn thread_cpu_time() -> Duration {
+pub(crate) fn thread_cpu_time() -> Duration {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,

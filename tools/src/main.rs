@@ -3,6 +3,8 @@
 //!
 //! * `produce`: simulated order events (or files) into the Kafka topic,
 //!   paced to a rate, or written as files (`--out-dir`);
+//! * `gen-files`: generated events in a payload style into files for
+//!   `streamforge run --source files`, reproducibly (fixed event times);
 //! * `bench core` / `bench scaling`: the benchmarks behind
 //!   docs/performance.md.
 
@@ -19,6 +21,7 @@ use anyhow::{anyhow, Context};
 use clap::{Args, Parser, Subcommand};
 
 use streamforge::config::Config;
+use streamforge::source::generator::{GeneratorConfig, PayloadStyle};
 use streamforge::source::kafka::KafkaSettings;
 
 #[derive(Parser)]
@@ -41,6 +44,58 @@ enum Command {
         #[command(subcommand)]
         command: BenchCommand,
     },
+    /// Write generated events into DIR/part-<p>.jsonl (one file per
+    /// partition: the file source's layout), in a payload style. Event
+    /// times start at a fixed instant, so the same flags give the same files.
+    GenFiles(GenFilesArgs),
+}
+
+/// Shares and payload styles: the realistic mix's defaults are issue 15's
+/// (2 % broken, 3 % duplicates); the canonical layout keeps the shares its
+/// earlier figures were measured with (1 %, 2 %).
+fn default_shares(style: PayloadStyle) -> (f64, f64) {
+    match style {
+        PayloadStyle::Canonical => (0.01, 0.02),
+        _ => (0.02, 0.03),
+    }
+}
+
+#[derive(Args, Clone)]
+struct GenFilesArgs {
+    /// Payload style: canonical, python, jackson, go, js, pretty, reordered, mix.
+    #[arg(long, default_value = "mix")]
+    style: PayloadStyle,
+    /// Total events over all files.
+    #[arg(long)]
+    events: u64,
+    #[arg(long, default_value_t = 4)]
+    partitions: u32,
+    /// Directory to create (must be empty or new).
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Distinct users to draw from.
+    #[arg(long, default_value_t = 100_000)]
+    users: u64,
+    /// Events per second of event time, per partition.
+    #[arg(long, default_value_t = 10_000)]
+    rate: u64,
+    /// Share of broken events (default: 0.02 for the producer styles, 0.01 canonical).
+    #[arg(long)]
+    anomaly_share: Option<f64>,
+    /// Share of re-sent copies (default: 0.03 for the producer styles, 0.02 canonical).
+    #[arg(long)]
+    duplicate_share: Option<f64>,
+    /// Share of very late events.
+    #[arg(long, default_value_t = 0.0)]
+    late_share: f64,
+    /// Maximum within-partition event-time disorder, ms.
+    #[arg(long, default_value_t = 2000)]
+    disorder: u64,
+    /// First event time, epoch ms (default 2025-11-25T10:00:00Z).
+    #[arg(long, default_value_t = 1_764_064_800_000)]
+    start_time_ms: i64,
 }
 
 #[derive(Args, Clone)]
@@ -93,6 +148,10 @@ struct ProduceArgs {
     /// Progress line on stderr (default: when stderr is a terminal).
     #[arg(long)]
     progress: Option<bool>,
+    /// Payload style of generated events: canonical, python, jackson, go,
+    /// js, pretty, reordered, or mix (the producer styles, drawn per record).
+    #[arg(long, default_value = "canonical")]
+    style: PayloadStyle,
 }
 
 #[derive(Subcommand)]
@@ -109,6 +168,15 @@ enum BenchCommand {
         rate: u64,
         #[arg(long, default_value_t = 2_000_000)]
         checkpoint_every: u64,
+        /// Payload style (see `gen-files --help`); the realistic mix by default.
+        #[arg(long, default_value = "mix")]
+        style: PayloadStyle,
+        /// Share of broken events (default: 0.02 for the producer styles, 0.01 canonical).
+        #[arg(long)]
+        anomaly_share: Option<f64>,
+        /// Share of re-sent copies (default: 0.03 for the producer styles, 0.02 canonical).
+        #[arg(long)]
+        duplicate_share: Option<f64>,
         /// Also write the figures as JSON here.
         #[arg(long)]
         json: Option<PathBuf>,
@@ -144,6 +212,7 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Produce(args) => produce(args),
         Command::Bench { command } => bench(command),
+        Command::GenFiles(args) => gen_files(args),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -196,10 +265,11 @@ fn produce(args: ProduceArgs) -> anyhow::Result<()> {
             .progress
             .unwrap_or_else(|| std::io::stderr().is_terminal()),
         event_timestamps: args.timestamps == "event",
+        style: args.style,
     };
     let (report, target) = match &args.out_dir {
         Some(dir) => (
-            produce::write_generated_files(&opts, dir, args.partitions)?,
+            produce::write_generated_files(&opts, None, dir, args.partitions)?,
             dir.display().to_string(),
         ),
         None => (produce::produce(&opts)?, opts.settings.topic.clone()),
@@ -220,6 +290,49 @@ fn produce(args: ProduceArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn gen_files(args: GenFilesArgs) -> anyhow::Result<()> {
+    let (anomalies, duplicates) = default_shares(args.style);
+    let generator = GeneratorConfig {
+        seed: args.seed,
+        partitions: args.partitions,
+        events_per_partition: None,
+        rate: args.rate,
+        start_time_ms: args.start_time_ms,
+        users: args.users.max(1),
+        anomaly_share: args.anomaly_share.unwrap_or(anomalies),
+        duplicate_share: args.duplicate_share.unwrap_or(duplicates),
+        late_share: args.late_share,
+        disorder_ms: args.disorder,
+        style: args.style,
+    };
+    let opts = produce::ProduceOptions {
+        settings: KafkaSettings::default(),
+        rate: 0,
+        count: Some(args.events),
+        anomaly_rate: generator.anomaly_share,
+        duplicate_rate: generator.duplicate_share,
+        late_rate: generator.late_share,
+        disorder_ms: generator.disorder_ms,
+        seed: generator.seed,
+        users: generator.users,
+        from_files: None,
+        stop: stop_flag()?,
+        progress: std::io::stderr().is_terminal(),
+        event_timestamps: false,
+        style: generator.style,
+    };
+    let report =
+        produce::write_generated_files(&opts, Some(generator), &args.out, args.partitions)?;
+    eprintln!(
+        "wrote {} {} events in {:.2?} to {}",
+        report.produced,
+        args.style,
+        report.elapsed,
+        args.out.display()
+    );
+    Ok(())
+}
+
 fn bench(command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Core {
@@ -227,17 +340,24 @@ fn bench(command: BenchCommand) -> anyhow::Result<()> {
             users,
             rate,
             checkpoint_every,
+            style,
+            anomaly_share,
+            duplicate_share,
             json,
         } => {
+            let (anomalies, duplicates) = default_shares(style);
             let opts = bench::CoreBenchOptions {
                 events,
                 users,
                 rate,
                 checkpoint_every,
+                style,
+                anomaly_share: anomaly_share.unwrap_or(anomalies),
+                duplicate_share: duplicate_share.unwrap_or(duplicates),
                 ..Default::default()
             };
             eprintln!(
-                "bench core: {events} events, {users} users, {} partitions at {rate}/s event time, checkpoint every {checkpoint_every}",
+                "bench core: {events} {style} events, {users} users, {} partitions at {rate}/s event time, checkpoint every {checkpoint_every}",
                 opts.partitions
             );
             let report = bench::core(&opts)?;

@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use tracing::info;
 
-use streamforge::source::generator::GeneratorConfig;
+use streamforge::source::generator::{GeneratorConfig, PayloadStyle};
 use streamforge::source::kafka::producer::{check_fits, FileFeed, ProduceReport, RecordProducer};
 use streamforge::source::kafka::KafkaSettings;
 
@@ -60,6 +60,8 @@ pub struct ProduceOptions {
     /// Stamp each record with its event time (when the payload has a valid
     /// one) instead of the time it is sent.
     pub event_timestamps: bool,
+    /// How generated payloads are written.
+    pub style: PayloadStyle,
 }
 
 /// Event-time rate per partition when producing as fast as possible.
@@ -166,6 +168,7 @@ fn fresh_generator(opts: &ProduceOptions, partitions: u32, event_rate: u64) -> G
         duplicate_share: opts.duplicate_rate,
         late_share: opts.late_rate,
         disorder_ms: opts.disorder_ms,
+        style: opts.style,
     }
 }
 
@@ -185,8 +188,11 @@ fn per_partition_rate(rate: u64, partitions: u32) -> u64 {
 /// `partitions` partitions (see the module documentation). Kafka settings
 /// and `from_files` are not used. `DIR` is created if missing and must hold
 /// no other files, since the file source reads every file of a directory.
+/// `generator`, when given, replaces the fresh topic's generator (`gen-files`:
+/// a fixed start time, so the files are reproducible).
 pub fn write_generated_files(
     opts: &ProduceOptions,
+    generator: Option<GeneratorConfig>,
     dir: &Path,
     partitions: u32,
 ) -> anyhow::Result<ProduceReport> {
@@ -219,8 +225,11 @@ pub fn write_generated_files(
             File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
         files.push((path, BufWriter::with_capacity(1 << 20, file)));
     }
+    let config = generator.unwrap_or_else(|| {
+        fresh_generator(opts, partitions, per_partition_rate(opts.rate, partitions))
+    });
     let mut feed = Feed::Generated {
-        config: fresh_generator(opts, partitions, per_partition_rate(opts.rate, partitions)),
+        config,
         next: vec![0; partitions as usize],
         cursor: 0,
     };
@@ -368,6 +377,7 @@ mod tests {
             stop: Arc::new(AtomicBool::new(false)),
             progress: false,
             event_timestamps: false,
+            style: PayloadStyle::Canonical,
         }
     }
 
@@ -375,7 +385,7 @@ mod tests {
     fn out_dir_gets_one_file_per_partition_in_topic_order() {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("data");
-        let report = write_generated_files(&file_options(10), &out, 3).unwrap();
+        let report = write_generated_files(&file_options(10), None, &out, 3).unwrap();
         assert_eq!(report.produced, 10);
         assert_eq!(
             report.per_partition,
@@ -398,11 +408,11 @@ mod tests {
         let lag = streamforge::time::now_ms() - first_time.unwrap();
         assert!((0..60_000).contains(&lag), "{lag}");
         // A directory with files in it is refused: the file source would read them all.
-        let err = write_generated_files(&file_options(10), &out, 3).unwrap_err();
+        let err = write_generated_files(&file_options(10), None, &out, 3).unwrap_err();
         assert!(err.to_string().contains("not empty"), "{err}");
         let mut unbounded = file_options(1);
         unbounded.count = None;
-        assert!(write_generated_files(&unbounded, &dir.path().join("x"), 1).is_err());
+        assert!(write_generated_files(&unbounded, None, &dir.path().join("x"), 1).is_err());
     }
 
     #[test]
