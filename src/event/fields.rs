@@ -34,16 +34,23 @@ pub(super) fn parse_with_serde(text: &str) -> Result<Event<'_>, Reason> {
     raw.validate()
 }
 
-/// The last occurrence of each known field (`Null` when absent).
+/// The last occurrence of each known field of a payload (`Null` when
+/// absent), as a JSON reader found them, before the rules.
+///
+/// [`parse_event`] fills it with its own readers; it is public so that
+/// other readers (the JSON crates `streamforge-tools bench parse` compares)
+/// can be held to exactly the same rules through [`RawFields::validate`].
+/// A reader must only fill it from a complete, valid JSON object (rules 1
+/// to 4 of the module docs are the reader's part).
 #[derive(Debug, PartialEq)]
-pub(super) struct RawFields<'a> {
-    pub(super) event_id: Json<'a>,
-    pub(super) order_id: Json<'a>,
-    pub(super) user_id: Json<'a>,
-    pub(super) amount: Json<'a>,
-    pub(super) event_time: Json<'a>,
-    pub(super) city: Json<'a>,
-    pub(super) category: Json<'a>,
+pub struct RawFields<'a> {
+    pub event_id: Json<'a>,
+    pub order_id: Json<'a>,
+    pub user_id: Json<'a>,
+    pub amount: Json<'a>,
+    pub event_time: Json<'a>,
+    pub city: Json<'a>,
+    pub category: Json<'a>,
 }
 
 impl Default for RawFields<'_> {
@@ -63,7 +70,7 @@ impl Default for RawFields<'_> {
 impl<'a> RawFields<'a> {
     /// The slot of the field whose key is `key` (unescaped), if any.
     #[inline]
-    pub(super) fn slot_named(&mut self, key: &[u8]) -> Option<&mut Json<'a>> {
+    pub fn slot_named(&mut self, key: &[u8]) -> Option<&mut Json<'a>> {
         // By length first, so that at most three keys are compared.
         Some(match key.len() {
             4 if key == b"city" => &mut self.city,
@@ -77,7 +84,8 @@ impl<'a> RawFields<'a> {
         })
     }
 
-    pub(super) fn slot(&mut self, field: Field) -> &mut Json<'a> {
+    /// The slot of `field`.
+    pub fn slot(&mut self, field: Field) -> &mut Json<'a> {
         match field {
             Field::EventId => &mut self.event_id,
             Field::OrderId => &mut self.order_id,
@@ -89,8 +97,8 @@ impl<'a> RawFields<'a> {
         }
     }
 
-    /// Applies the field rules, in order.
-    pub(super) fn validate(self) -> Result<Event<'a>, Reason> {
+    /// Applies the field rules (rule 5 and 6 of the module docs), in order.
+    pub fn validate(self) -> Result<Event<'a>, Reason> {
         use Field::*;
 
         let event_id = required_string(self.event_id, EventId)?;
@@ -149,7 +157,7 @@ impl<'a> RawFields<'a> {
 
 /// A JSON value, as far as the rules care.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub(super) enum Json<'a> {
+pub enum Json<'a> {
     /// `null`, or the field is absent.
     Null,
     /// A string literal without escapes: its text between the quotes.

@@ -99,7 +99,10 @@ mod tests;
 
 pub use amount::{format_cents, parse_amount_cents};
 use fields::parse_with_serde;
-use scan::{plain_string_end, scan_canonical, scan_flat_object, QuoteMask};
+pub use fields::{Json, RawFields};
+#[cfg(test)]
+use scan::{plain_string_end, scan_flat_object};
+use scan::{scan_canonical, scan_object, string_end, QuoteMask};
 
 /// The largest amount of one order accepted, in cents: 9999999999999999.99,
 /// eighteen digits (a `Decimal(18, 2)`). The sink's GMV column is
@@ -357,26 +360,34 @@ fn push_json_string(out: &mut String, s: &str) {
 /// Parses one message value into an event, or says why it is an anomaly.
 /// See the module docs for the rules.
 pub fn parse_event(payload: &[u8]) -> Result<Event<'_>, Reason> {
-    // The usual payload is short, plain ASCII: no escape, no control
-    // character. One vector pass proves that and finds every quote, so it
-    // needs no UTF-8 check and no string scan.
-    if let Some(quotes) = QuoteMask::of_plain_ascii(payload) {
-        // SAFETY: `of_plain_ascii` returns a mask only when every byte of
-        // `payload` is below 0x80, and ASCII is valid UTF-8.
-        let text = unsafe { std::str::from_utf8_unchecked(payload) };
-        let raw = scan_canonical(text, &quotes)
-            .or_else(|| scan_flat_object(text, |i| quotes.next_from(i)));
+    // A payload up to a kilobyte without control characters (nearly all)
+    // is classified 16 bytes at a time: one vector pass finds where every
+    // string starts and ends, and whether the payload is plain ASCII.
+    if let Some(strings) = QuoteMask::of(payload) {
+        let text = if strings.is_ascii() {
+            // SAFETY: every byte of `payload` is below 0x80, and ASCII is
+            // valid UTF-8.
+            unsafe { std::str::from_utf8_unchecked(payload) }
+        } else {
+            std::str::from_utf8(payload).map_err(|_| Reason::MalformedJson)?
+        };
+        let canonical = if strings.is_plain() {
+            scan_canonical(text, &strings)
+        } else {
+            None
+        };
+        let raw = canonical.or_else(|| scan_object(text, |i| strings.string_end(i)));
         return match raw {
             Some(raw) => raw.validate(),
             None => parse_with_serde(text),
         };
     }
-    // serde_json's slice reader skips ignored strings without checking their
-    // UTF-8, so validate the whole payload once up front; its string reader
-    // (and the flat scanner) then have nothing left to check.
+    // Validate the whole payload once up front (serde_json's slice reader
+    // skips ignored strings without checking their UTF-8); the readers then
+    // have only the JSON grammar left to check.
     let text = std::str::from_utf8(payload).map_err(|_| Reason::MalformedJson)?;
     let b = text.as_bytes();
-    match scan_flat_object(text, |i| plain_string_end(b, i)) {
+    match scan_object(text, |i| string_end(b, i)) {
         Some(raw) => raw.validate(),
         None => parse_with_serde(text),
     }

@@ -1,8 +1,12 @@
 //! The parser's examples and properties.
 
 use super::fields::RawFields;
-use super::scan::{classify16, classify16_scalar};
+use super::scan::{
+    backslash_control16, backslash_control16_scalar, classify16, classify16_scalar, special16,
+    special16_scalar,
+};
 use super::*;
+use crate::source::generator::{GeneratorConfig, PayloadStyle};
 use proptest::prelude::*;
 use serde::de::IgnoredAny;
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -1099,5 +1103,287 @@ proptest! {
             }
         }
         prop_assert_eq!(parse_event(&bytes), general_verdict(&bytes));
+    }
+}
+
+/// Keys the general reader meets: the seven fields, unknown ones, non-ASCII
+/// ones and escaped ones (which it leaves to serde_json).
+fn any_key() -> impl Strategy<Value = &'static str> {
+    prop::sample::select(vec![
+        r#""event_id""#,
+        r#""order_id""#,
+        r#""user_id""#,
+        r#""amount""#,
+        r#""event_time""#,
+        r#""city""#,
+        r#""category""#,
+        r#""meta""#,
+        r#""""#,
+        r#""é東""#,
+        r#""event\u005fid""#,
+        r#""a\"b""#,
+    ])
+}
+
+/// Whitespace JSON allows between tokens, as producers write it.
+fn any_ws() -> impl Strategy<Value = &'static str> {
+    prop::sample::select(vec!["", "", "", " ", "\n  ", "\r\n\t"])
+}
+
+/// Any JSON value, nested, with escapes and non-ASCII text, and a few
+/// things that are not JSON: what the general reader must check when it
+/// skips a value.
+fn nested_value() -> impl Strategy<Value = String> {
+    let leaf = prop::sample::select(vec![
+        r#""a""#,
+        r#""""#,
+        r#""a\"b\\""#,
+        r#""\/\b\f\n\r\t""#,
+        r#""S\u00e3o Paulo""#,
+        r#""\ud83c\udf81""#,
+        r#""\ud800""#,
+        r#""\uDFFF x""#,
+        r#""é東😀""#,
+        r#""12.50""#,
+        r#""2025-11-25T10:00:00.250+08:00""#,
+        "0",
+        "-12.5e-3",
+        "1764064800250",
+        "true",
+        "false",
+        "null",
+        "[]",
+        "{}",
+        // Not JSON:
+        r#""\x""#,
+        r#""\u12""#,
+        "\"a\u{1}\"",
+        "01",
+        "1.",
+        "tru",
+        "[1,]",
+        "{\"a\"}",
+    ])
+    .prop_map(String::from);
+    leaf.prop_recursive(5, 48, 4, |inner| {
+        let member = (any_key(), any_ws(), inner.clone(), any_ws());
+        prop_oneof![
+            (prop::collection::vec((inner, any_ws()), 0..4), any_ws()).prop_map(|(items, ws)| {
+                let items: Vec<String> = items.iter().map(|(v, w)| format!("{w}{v}{w}")).collect();
+                format!("[{ws}{}]", items.join(","))
+            }),
+            (prop::collection::vec(member, 0..4), any_ws()).prop_map(|(members, ws)| {
+                let members: Vec<String> = members
+                    .iter()
+                    .map(|(k, w1, v, w2)| format!("{w1}{k}{w2}:{w1}{v}{w2}"))
+                    .collect();
+                format!("{{{ws}{}}}", members.join(","))
+            }),
+        ]
+    })
+}
+
+/// An object with the seven fields (values of every type, escaped or not)
+/// and nested extras, keys in any order and repeated, whitespace anywhere.
+fn realistic_object() -> impl Strategy<Value = String> {
+    let known = prop::sample::select(vec![
+        r#""e-1""#,
+        r#""\u00e9v\u0000""#,
+        r#""S\u00e3o Paulo""#,
+        r#""\ud800""#,
+        r#""北京""#,
+        "42",
+        "-0",
+        "12.5",
+        r#""12.50""#,
+        r#""2025-11-25T18:00:00.25+08:00""#,
+        r#""2025-11-25T10:00:00.250123456Z""#,
+        "1764064800250",
+        "null",
+        "true",
+        r#"{"a":[1]}"#,
+    ])
+    .prop_map(String::from);
+    let value = prop_oneof![3 => known, 1 => nested_value()];
+    let member = (any_key(), any_ws(), value, any_ws());
+    (prop::collection::vec(member, 0..14), any_ws()).prop_map(|(members, ws)| {
+        let members: Vec<String> = members
+            .iter()
+            .map(|(k, w1, v, w2)| format!("{w1}{k}{w2}:{w1}{v}{w2}"))
+            .collect();
+        format!("{ws}{{{}}}{ws}", members.join(","))
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(4096))]
+
+    /// The general reader never changes a verdict on nested, escaped,
+    /// spaced-out objects, valid or broken.
+    #[test]
+    fn the_general_reader_agrees_with_the_serde_path(
+        text in realistic_object(),
+        mutations in prop::collection::vec(mutation(), 0..3),
+    ) {
+        let bytes = apply(text.into_bytes(), &mutations);
+        prop_assert_eq!(parse_event(&bytes), general_verdict(&bytes));
+        check_outcome(&bytes)?;
+    }
+
+    /// Whenever the general reader reads a payload, serde_json reads it as
+    /// an object too, and finds the same raw text for every field.
+    #[test]
+    fn the_general_reader_reads_what_serde_json_reads(text in realistic_object()) {
+        if let Some(mut raw) = scan_object(&text, |i| string_end(text.as_bytes(), i)) {
+            let map: Result<std::collections::HashMap<&str, &serde_json::value::RawValue>, _> =
+                serde_json::from_str(&text);
+            prop_assert!(map.is_ok(), "{} read as {:?}", text, raw);
+            let map = map.unwrap();
+            for field in Field::ALL {
+                let theirs = map.get(field.name()).map(|v| v.get()).filter(|v| *v != "null");
+                let ours = match *raw.slot(field) {
+                    Json::Null => None,
+                    Json::Plain(s) => Some(format!("\"{s}\"")),
+                    Json::Escaped(s) | Json::Number { text: s, .. } => Some(s.to_string()),
+                    Json::Other => theirs.filter(|v| !v.starts_with(['"', '-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9'])).map(str::to_string),
+                };
+                prop_assert_eq!(ours.as_deref(), theirs, "{} in {}", field.name(), text);
+            }
+        }
+    }
+
+    /// Payloads of every producer style, then broken in small ways: the
+    /// same verdict as the serde path.
+    #[test]
+    fn generated_payloads_of_every_style_agree_with_the_serde_path(
+        style in prop::sample::select(PayloadStyle::ALL.to_vec()),
+        partition in 0u32..4,
+        offset in 0u64..1_000_000,
+        mutations in prop::collection::vec(mutation(), 0..3),
+    ) {
+        let generator = GeneratorConfig { style, anomaly_share: 0.1, ..GeneratorConfig::default() };
+        let mut payload = Vec::new();
+        generator.payload(partition, offset, &mut payload);
+        let bytes = apply(payload, &mutations);
+        prop_assert_eq!(parse_event(&bytes), general_verdict(&bytes));
+    }
+
+    /// A string ends where serde_json says it does, and is refused exactly
+    /// when serde_json refuses it.
+    #[test]
+    fn strings_end_where_serde_json_says(
+        content in prop::collection::vec(
+            prop::sample::select(vec![
+                "a", "é", "東", "😀", " ", "\\\"", "\\\\", "\\/", "\\n", "\\u00e9", "\\ud800",
+                "\\uZZZZ", "\\u12", "\\x", "\\", "\u{1}", "\u{1f}", "\u{7f}", "\"", "0123456789abcdef",
+            ]),
+            0..24,
+        ),
+    ) {
+        let literal = format!("\"{}\" ", content.concat());
+        let b = literal.as_bytes();
+        let ours = string_end(b, 1);
+        let mut stream = serde_json::Deserializer::from_str(&literal).into_iter::<IgnoredAny>();
+        let theirs = match stream.next() {
+            Some(Ok(_)) => Some(stream.byte_offset() - 1),
+            _ => None,
+        };
+        prop_assert_eq!(ours.map(|(end, _)| end), theirs, "{:?}", literal);
+        if let Some((end, escaped)) = ours {
+            prop_assert_eq!(escaped, literal[..end].contains('\\'));
+        }
+    }
+
+    #[test]
+    fn the_sse2_special_bytes_are_the_scalar_ones(bytes in prop::array::uniform16(interesting_byte())) {
+        prop_assert_eq!(special16(&bytes), special16_scalar(&bytes));
+    }
+}
+
+/// The general reader is what reads every producer's valid payloads: none
+/// of them goes the slow way round.
+#[test]
+fn the_general_reader_reads_every_producer_style() {
+    for style in PayloadStyle::ALL {
+        let generator = GeneratorConfig {
+            style,
+            anomaly_share: 0.0,
+            ..GeneratorConfig::default()
+        };
+        for offset in 0..2_000 {
+            let mut payload = Vec::new();
+            generator.payload(1, offset, &mut payload);
+            let text = std::str::from_utf8(&payload).unwrap();
+            let raw = scan_object(text, |i| string_end(text.as_bytes(), i));
+            assert!(raw.is_some(), "{style}: {text}");
+            assert_eq!(raw.unwrap().validate(), generator.intended(1, offset));
+        }
+    }
+}
+
+/// Whether `b` is what [`QuoteMask::of`] covers, worked out byte by byte:
+/// short enough, no control character, and every escape one JSON has.
+fn mask_covers(b: &[u8]) -> bool {
+    if b.len() > QuoteMask::MAX_LEN || b.iter().any(|&c| c < 0x20) {
+        return false;
+    }
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] != b'\\' {
+            i += 1;
+            continue;
+        }
+        i += match b.get(i + 1) {
+            Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => 2,
+            Some(b'u')
+                if b.get(i + 2..i + 6)
+                    .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) =>
+            {
+                6
+            }
+            _ => return false,
+        };
+    }
+    true
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(4096))]
+
+    #[test]
+    fn the_sse2_backslashes_and_controls_are_the_scalar_ones(
+        bytes in prop::array::uniform16(interesting_byte()),
+    ) {
+        prop_assert_eq!(backslash_control16(&bytes), backslash_control16_scalar(&bytes));
+    }
+
+    /// Read through the mask or string by string, a payload gives the same
+    /// fields; the mask covers exactly what it should and knows ASCII.
+    #[test]
+    fn the_mask_reads_as_the_string_scan_reads(
+        text in prop_oneof![realistic_object(), flat_object_text()],
+        mutations in prop::collection::vec(mutation(), 0..3),
+    ) {
+        let bytes = apply(text.into_bytes(), &mutations);
+        let mask = QuoteMask::of(&bytes);
+        prop_assert_eq!(mask.is_some(), mask_covers(&bytes), "{:?}", String::from_utf8_lossy(&bytes));
+        if let (Some(mask), Ok(text)) = (mask, std::str::from_utf8(&bytes)) {
+            prop_assert_eq!(mask.is_ascii(), bytes.is_ascii());
+            prop_assert_eq!(
+                scan_object(text, |i| mask.string_end(i)),
+                scan_object(text, |i| string_end(text.as_bytes(), i)),
+                "{}", text
+            );
+        }
+    }
+
+    #[test]
+    fn the_mask_covers_what_it_should_of_any_bytes(
+        bytes in prop::collection::vec(
+            prop_oneof![interesting_byte(), Just(b'\\'), Just(b'"')],
+            0..1100,
+        ),
+    ) {
+        prop_assert_eq!(QuoteMask::of(&bytes).is_some(), mask_covers(&bytes));
     }
 }
