@@ -5,10 +5,11 @@
 //!   paced to a rate, or written as files (`--out-dir`);
 //! * `gen-files`: generated events in a payload style into files for
 //!   `streamforge run --source files`, reproducibly (fixed event times);
-//! * `bench core` / `bench scaling`: the benchmarks behind
+//! * `bench core` / `bench scaling` / `bench parse`: the benchmarks behind
 //!   docs/performance.md.
 
 mod bench;
+mod parse_bench;
 mod produce;
 
 use std::io::IsTerminal;
@@ -177,6 +178,31 @@ enum BenchCommand {
         /// Share of re-sent copies (default: 0.03 for the producer styles, 0.02 canonical).
         #[arg(long)]
         duplicate_share: Option<f64>,
+        /// Also write the figures as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+    /// JSON readers side by side (this build's parser, the parser before
+    /// issue 15, serde_json, sonic-rs, simd-json) on the same payloads of
+    /// each style, verdicts checked against the generator's intent.
+    Parse {
+        /// Payloads per style.
+        #[arg(long, default_value_t = 200_000)]
+        records: usize,
+        /// Styles, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "mix,canonical")]
+        styles: Vec<PayloadStyle>,
+        /// Timed passes per reader (the median is reported).
+        #[arg(long, default_value_t = 7)]
+        rounds: usize,
+        /// Only the readers whose name contains one of these (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        readers: Vec<String>,
+        /// Share of broken events (default: 0.02, as the mix).
+        #[arg(long, default_value_t = 0.02)]
+        anomaly_share: f64,
+        #[arg(long, default_value_t = 0.03)]
+        duplicate_share: f64,
         /// Also write the figures as JSON here.
         #[arg(long)]
         json: Option<PathBuf>,
@@ -364,6 +390,30 @@ fn bench(command: BenchCommand) -> anyhow::Result<()> {
             println!("{}", report.markdown());
             if let Some(path) = json {
                 std::fs::write(&path, serde_json::to_string_pretty(&report)?)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+            }
+        }
+        BenchCommand::Parse {
+            records,
+            styles,
+            rounds,
+            readers,
+            anomaly_share,
+            duplicate_share,
+            json,
+        } => {
+            let opts = parse_bench::ParseBenchOptions {
+                records,
+                styles,
+                rounds,
+                anomaly_share,
+                duplicate_share,
+                readers,
+            };
+            let rows = parse_bench::run(&opts)?;
+            println!("{}", parse_bench::markdown(&rows, rounds));
+            if let Some(path) = json {
+                std::fs::write(&path, serde_json::to_string_pretty(&rows)?)
                     .with_context(|| format!("cannot write {}", path.display()))?;
             }
         }
