@@ -13,14 +13,18 @@
 //! # Layout
 //!
 //! - [`Field`] and [`Reason`]: the vocabulary of anomalies, with static names.
-//! - [`parse_event`]: the rules below, in order. Three readers find the
-//!   fields, fastest first, each handing what it cannot read to the next:
-//!   `scan_canonical` for the layout [`Event::to_json`] writes (fields in
-//!   order, no whitespace, plain ASCII strings), `scan_flat_object` for any
-//!   flat object without escapes, and serde_json for all the rest. Plain
-//!   ASCII payloads are first classified 16 bytes at a time (SSE2 on
-//!   x86_64), which finds every quote and proves the payload is UTF-8. The
-//!   proptests hold the three to the same verdicts.
+//! - [`parse_event`]: the rules below, in order. One reader,
+//!   `scan::scan_object`, reads every payload that is a valid JSON object
+//!   whatever the producer (keys in any order, whitespace anywhere, escaped
+//!   and non-ASCII strings, nested extras): there is no faster path for one
+//!   layout. Payloads up to a kilobyte are first classified 16 bytes at a
+//!   time (SSE2 on x86_64), which finds where every string ends and proves
+//!   a plain ASCII payload UTF-8. What the reader refuses (invalid JSON,
+//!   an escaped key) goes to serde_json, which decides between
+//!   `malformed_json` and `not_an_object`; the proptests hold the two to the
+//!   same verdicts. Measured against serde_json, sonic-rs and simd-json on
+//!   the producers' mix by `streamforge-tools bench parse`
+//!   (docs/performance.md, "Parsing").
 //! - [`parse_amount_cents`] / [`format_cents`]: exact decimal money, with no
 //!   floats anywhere.
 //! - [`Event::to_json`]: the canonical encoding, used by the generator and the
@@ -100,9 +104,7 @@ mod tests;
 pub use amount::{format_cents, parse_amount_cents};
 use fields::parse_with_serde;
 pub use fields::{Json, RawFields};
-#[cfg(test)]
-use scan::{plain_string_end, scan_flat_object};
-use scan::{scan_canonical, scan_object, string_end, QuoteMask};
+use scan::{scan_object, string_end, QuoteMask};
 
 /// The largest amount of one order accepted, in cents: 9999999999999999.99,
 /// eighteen digits (a `Decimal(18, 2)`). The sink's GMV column is
@@ -371,12 +373,7 @@ pub fn parse_event(payload: &[u8]) -> Result<Event<'_>, Reason> {
         } else {
             std::str::from_utf8(payload).map_err(|_| Reason::MalformedJson)?
         };
-        let canonical = if strings.is_plain() {
-            scan_canonical(text, &strings)
-        } else {
-            None
-        };
-        let raw = canonical.or_else(|| scan_object(text, |i| strings.string_end(i)));
+        let raw = scan_object(text, |i| strings.string_end(i));
         return match raw {
             Some(raw) => raw.validate(),
             None => parse_with_serde(text),

@@ -1,7 +1,10 @@
-//! The fast readers: a vector pass that finds every quote of a plain ASCII
-//! payload, and the two scanners that read the fields of a flat object
-//! without a general JSON parser. Each returns `None` for what it cannot
-//! read, and the general path in `fields` decides.
+//! The reader: one pass over any JSON object that finds the seven fields
+//! without building anything ([`scan_object`]), and the two ways it finds
+//! where strings end: a vector pass over the whole payload up to a
+//! kilobyte ([`QuoteMask`]), or a string-by-string scan 16 bytes at a time
+//! ([`string_end`]) for longer ones. The reader returns `None` for what it
+//! cannot read (any invalid JSON, an escaped key), and the serde_json path
+//! in `fields` decides the verdict of that.
 
 use super::fields::{Json, RawFields};
 use super::MAX_NESTING;
@@ -61,19 +64,6 @@ impl QuoteMask {
             mask.resolve_escapes(b)?;
         }
         Some(mask)
-    }
-
-    /// The mask of `b` if `b` is also plain ASCII without a single escape:
-    /// then every quote in it opens or closes a string.
-    #[cfg(test)]
-    pub(super) fn of_plain_ascii(b: &[u8]) -> Option<QuoteMask> {
-        Self::of(b).filter(|mask| mask.is_plain())
-    }
-
-    /// Whether the payload is plain ASCII without escapes.
-    #[inline]
-    pub(super) fn is_plain(&self) -> bool {
-        self.ascii && !self.any_escape
     }
 
     /// Whether every byte of the payload is ASCII (and so it is UTF-8).
@@ -246,152 +236,6 @@ pub(super) fn classify16_scalar(bytes: &[u8; 16]) -> (u16, u32) {
 #[inline]
 pub(super) fn classify16(bytes: &[u8; 16]) -> (u16, u32) {
     classify16_scalar(bytes)
-}
-
-/// The fastest path, for the layout [`Event::to_json`] writes (and so
-/// `produce` and the generator, and any producer that writes a fixed schema
-/// in field order): every field once, in field order, no whitespace, plain
-/// strings, `user_id` a string and `amount` and `event_time` numbers.
-///
-/// It checks the punctuation and keys between the values as whole
-/// literals, and takes each string's end from `quotes`. It returns what
-/// [`scan_flat_object`] would for such a payload, and `None` for any other
-/// (which the flat scanner then reads), so it never changes a verdict.
-pub(super) fn scan_canonical<'a>(text: &'a str, quotes: &QuoteMask) -> Option<RawFields<'a>> {
-    let mut c = Cursor { text, at: 0 };
-    c.literal(b"{\"event_id\":\"")?;
-    let event_id = c.string(quotes)?;
-    c.literal(b"\",\"order_id\":\"")?;
-    let order_id = c.string(quotes)?;
-    c.literal(b"\",\"user_id\":\"")?;
-    let user_id = c.string(quotes)?;
-    c.literal(b"\",\"amount\":")?;
-    let amount = c.number()?;
-    c.literal(b",\"event_time\":")?;
-    let event_time = c.number()?;
-    c.literal(b",\"city\":\"")?;
-    let city = c.string(quotes)?;
-    c.literal(b"\",\"category\":\"")?;
-    let category = c.string(quotes)?;
-    c.literal(b"\"}")?;
-    (c.at == text.len()).then_some(RawFields {
-        event_id,
-        order_id,
-        user_id,
-        amount,
-        event_time,
-        city,
-        category,
-    })
-}
-
-/// A read position in a payload, for [`scan_canonical`].
-struct Cursor<'a> {
-    text: &'a str,
-    at: usize,
-}
-
-impl<'a> Cursor<'a> {
-    /// Steps over `expected`, if the text continues with it.
-    #[inline]
-    fn literal(&mut self, expected: &[u8]) -> Option<()> {
-        let end = self.at + expected.len();
-        (self.text.as_bytes().get(self.at..end)? == expected).then(|| self.at = end)
-    }
-
-    /// The content of a string that starts here (after its opening quote),
-    /// up to its closing quote, which stays ahead of the cursor.
-    #[inline]
-    fn string(&mut self, quotes: &QuoteMask) -> Option<Json<'a>> {
-        let end = quotes.next_from(self.at)?;
-        let s = self.text.get(self.at..end)?;
-        self.at = end;
-        Some(Json::Plain(s))
-    }
-
-    /// A number literal that starts here.
-    #[inline]
-    fn number(&mut self) -> Option<Json<'a>> {
-        let (end, integer) = number_end(self.text.as_bytes(), self.at)?;
-        let n = self.text.get(self.at..end)?;
-        self.at = end;
-        Some(Json::Number { text: n, integer })
-    }
-}
-
-/// The fast path, for what producers actually send: one flat object whose
-/// keys are unescaped strings and whose values are unescaped strings,
-/// numbers, `true`, `false` or `null`.
-///
-/// Returns the fields exactly as serde_json would have found them, but only
-/// when `text` is a complete, valid JSON document of that shape. For
-/// anything else (an escape, a nested value, any syntax error, trailing
-/// bytes) it returns `None` and the general path decides, so the verdict
-/// never depends on which path ran. `text` is already known to be UTF-8, so
-/// only the JSON grammar is checked here.
-///
-/// `string_end(i)` is [`plain_string_end`] of the string whose content
-/// starts at `i`: the index of its closing quote, or `None` when the string
-/// holds an escape or a control character, or is not closed.
-#[cfg_attr(not(test), allow(dead_code))]
-pub(super) fn scan_flat_object(
-    text: &str,
-    string_end: impl Fn(usize) -> Option<usize>,
-) -> Option<RawFields<'_>> {
-    let b = text.as_bytes();
-    let mut i = skip_ws(b, 0);
-    if b.get(i) != Some(&b'{') {
-        return None;
-    }
-    i = skip_ws(b, i + 1);
-    let mut fields = RawFields::default();
-    if b.get(i) == Some(&b'}') {
-        i += 1;
-    } else {
-        loop {
-            if b.get(i) != Some(&b'"') {
-                return None;
-            }
-            let key_end = string_end(i + 1)?;
-            let key = b.get(i + 1..key_end)?;
-            i = skip_ws(b, key_end + 1);
-            if b.get(i) != Some(&b':') {
-                return None;
-            }
-            let start = skip_ws(b, i + 1);
-            let (value, end) = match b.get(start)? {
-                b'"' => {
-                    let end = string_end(start + 1)?;
-                    // The quotes are ASCII, so the slice is on char
-                    // boundaries; `get` checks that all the same.
-                    (Json::Plain(text.get(start + 1..end)?), end + 1)
-                }
-                b'-' | b'0'..=b'9' => {
-                    let (end, integer) = number_end(b, start)?;
-                    let n = text.get(start..end)?;
-                    (Json::Number { text: n, integer }, end)
-                }
-                b't' => (Json::Other, literal_end(b, start, b"true")?),
-                b'f' => (Json::Other, literal_end(b, start, b"false")?),
-                b'n' => (Json::Null, literal_end(b, start, b"null")?),
-                _ => return None,
-            };
-            if let Some(slot) = fields.slot_named(key) {
-                // Last occurrence wins; a later null erases an earlier value.
-                *slot = value;
-            }
-            i = skip_ws(b, end);
-            match b.get(i) {
-                Some(b',') => i = skip_ws(b, i + 1),
-                Some(b'}') => {
-                    i += 1;
-                    break;
-                }
-                _ => return None,
-            }
-        }
-    }
-    (skip_ws(b, i) == b.len()).then_some(fields)
 }
 
 /// The general reader: any JSON object, in one pass, without building
@@ -666,41 +510,6 @@ fn skip_ws(b: &[u8], mut i: usize) -> usize {
         i += 1;
     }
     i
-}
-
-/// The index of the closing quote of a string whose content starts at `i`,
-/// if the content has no escape and no control character (which JSON
-/// forbids unescaped).
-#[inline]
-#[cfg_attr(not(test), allow(dead_code))]
-pub(super) fn plain_string_end(b: &[u8], mut i: usize) -> Option<usize> {
-    // Eight bytes at a time: flag every byte that is a quote, a backslash
-    // or below 0x20. The lowest flag of each test is exact (false flags
-    // only ever sit above a true one), so the lowest flag overall is the
-    // first special byte.
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGHS: u64 = 0x8080_8080_8080_8080;
-    let zero_bytes = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
-    while let Some(chunk) = b.get(i..i + 8) {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
-        let x = u64::from_le_bytes(word);
-        let special = zero_bytes(x ^ (ONES * u64::from(b'"')))
-            | zero_bytes(x ^ (ONES * u64::from(b'\\')))
-            | (x.wrapping_sub(ONES * 0x20) & !x & HIGHS);
-        if special != 0 {
-            i += (special.trailing_zeros() / 8) as usize;
-            return (b.get(i) == Some(&b'"')).then_some(i);
-        }
-        i += 8;
-    }
-    loop {
-        match *b.get(i)? {
-            b'"' => return Some(i),
-            b'\\' | 0..=0x1f => return None,
-            _ => i += 1,
-        }
-    }
 }
 
 #[inline]

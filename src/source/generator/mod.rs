@@ -25,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use super::{End, PartitionState, RecordBatch, Source, SourceError};
 use crate::event::{Event, Field, Reason};
 
+mod emit;
 pub mod style;
 
 pub use style::PayloadStyle;
@@ -171,7 +172,7 @@ impl GeneratorConfig {
         let (order, defect) = self.order(partition, offset);
         match self.style_at(partition, offset) {
             PayloadStyle::Canonical => canonical(&order, defect, out),
-            style => style::write(style, &order, defect, out),
+            style => style::write(style, &order.event(style), order.bits, defect, out),
         }
     }
 
@@ -198,28 +199,17 @@ impl GeneratorConfig {
                 Defect::EventIdNumber => Reason::BadType(Field::EventId),
             });
         }
-        let (event_id, order_id, city, category) = match style {
-            PayloadStyle::Canonical => (
-                format!("p{partition}-{offset}"),
-                format!("o{partition}-{offset}"),
-                CANONICAL_CITIES[(order.bits >> 20) as usize % 5],
-                CANONICAL_CATEGORIES[(order.bits >> 30) as usize % 4],
-            ),
-            style => (
-                order.event_id(style),
-                order.order_id(style),
-                order.city(),
-                order.category(),
-            ),
-        };
-        Ok(Event {
-            event_id: event_id.into(),
-            order_id: order_id.into(),
-            user_id: style::written_user(style, &order).into(),
-            amount_cents: order.cents,
-            event_time_ms: style::written_time_ms(style, &order),
-            city: city.into(),
-            category: category.into(),
+        Ok(match style {
+            PayloadStyle::Canonical => Event {
+                event_id: format!("p{partition}-{offset}").into(),
+                order_id: format!("o{partition}-{offset}").into(),
+                user_id: format!("u{}", order.user).into(),
+                amount_cents: order.cents,
+                event_time_ms: order.time_ms,
+                city: CANONICAL_CITIES[(order.bits >> 20) as usize % 5].into(),
+                category: CANONICAL_CATEGORIES[(order.bits >> 30) as usize % 4].into(),
+            },
+            style => style::read_back(style, &order.event(style), order.bits),
         })
     }
 }

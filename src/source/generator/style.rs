@@ -20,11 +20,19 @@
 //!
 //! Broken records (the anomaly share) are the same eight defects in every
 //! style; see [`Defect`].
+//!
+//! [`write_event`] writes any event in any style, and [`read_back`] says
+//! what a parser must read from it: the proptests render arbitrary events
+//! (quotes, control characters, any Unicode, any user id) in every style
+//! and hold the parser to that. JSON values themselves are written by
+//! `emit`.
 
-use std::fmt::Write as _;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
+
+use super::emit::{decimal_text, emit, float_text, n, rfc3339, s, Digits, Layout, COMPACT, V};
+use crate::event::Event;
 
 /// How the generator writes its payloads.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -191,16 +199,29 @@ const CATEGORIES: [&str; 6] = [
 ];
 
 impl Order {
-    /// `n` bits of the order's randomness, starting at bit `at`.
     fn bits(&self, at: u32, n: u32) -> u64 {
-        (self.bits.rotate_right(at)) & ((1u64 << n) - 1)
+        take(self.bits, at, n)
     }
 
-    pub fn city(&self) -> &'static str {
+    /// The event a producer `style` writes for this order, before its
+    /// clock's precision (see [`read_back`]).
+    pub fn event(&self, style: PayloadStyle) -> Event<'static> {
+        Event {
+            event_id: self.event_id(style).into(),
+            order_id: self.order_id(style).into(),
+            user_id: self.user.to_string().into(),
+            amount_cents: self.cents,
+            event_time_ms: self.time_ms,
+            city: self.city().into(),
+            category: self.category().into(),
+        }
+    }
+
+    fn city(&self) -> &'static str {
         CITIES[(self.bits % CITIES.len() as u64) as usize]
     }
 
-    pub fn category(&self) -> &'static str {
+    fn category(&self) -> &'static str {
         CATEGORIES[((self.bits >> 8) % CATEGORIES.len() as u64) as usize]
     }
 
@@ -217,14 +238,14 @@ impl Order {
     }
 
     /// The event id a style writes.
-    pub fn event_id(&self, style: PayloadStyle) -> String {
+    fn event_id(&self, style: PayloadStyle) -> String {
         match style {
             PayloadStyle::Js => format!("ev-{}-{}", self.partition, self.offset),
             _ => self.uuid(),
         }
     }
 
-    pub fn order_id(&self, style: PayloadStyle) -> String {
+    fn order_id(&self, style: PayloadStyle) -> String {
         match style {
             PayloadStyle::Jackson | PayloadStyle::Go => {
                 (7_000_000_000_000 + u64::from(self.partition) * 100_000_000_000 + self.offset)
@@ -249,24 +270,19 @@ enum Clock {
     },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Digits {
-    /// Exactly this many fraction digits (0 drops the fraction).
-    Fixed(u32),
-    /// Nanoseconds with trailing zeros trimmed, no fraction when zero (Go).
-    GoTrimmed,
-    /// Microseconds, no fraction when zero (Python's `isoformat`).
-    PythonMicros,
-}
-
 /// Offsets producers' clocks run in, minutes east of UTC.
 const OFFSETS: [i32; 5] = [0, 480, 60, -300, 330];
 
-/// The event-time layout of `style` for `order`.
-fn clock(style: PayloadStyle, order: &Order) -> Clock {
-    let offset_min = OFFSETS[order.bits(40, 8) as usize % OFFSETS.len()];
-    let any_digits = Digits::Fixed([0, 3, 6, 9][order.bits(48, 2) as usize]);
-    let epoch = order.bits(50, 1) == 1;
+/// `n` of the random `bits`, starting at bit `at`.
+fn take(bits: u64, at: u32, n: u32) -> u64 {
+    bits.rotate_right(at) & ((1u64 << n) - 1)
+}
+
+/// The event-time layout of `style` for a record with random `bits`.
+fn clock(style: PayloadStyle, bits: u64) -> Clock {
+    let offset_min = OFFSETS[take(bits, 40, 8) as usize % OFFSETS.len()];
+    let any_digits = Digits::Fixed([0, 3, 6, 9][take(bits, 48, 2) as usize]);
+    let epoch = take(bits, 50, 1) == 1;
     match style {
         PayloadStyle::Canonical => Clock::EpochMs,
         PayloadStyle::Python => Clock::Text {
@@ -298,233 +314,81 @@ fn clock(style: PayloadStyle, order: &Order) -> Clock {
     }
 }
 
-/// The event time a parser must read back from what `style` writes: the
-/// written digits, floored to milliseconds.
-pub(super) fn written_time_ms(style: PayloadStyle, order: &Order) -> i64 {
-    match clock(style, order) {
-        Clock::Text {
-            digits: Digits::Fixed(0),
-            ..
-        } => order.time_ms.div_euclid(1000) * 1000,
-        _ => order.time_ms,
+/// The event a parser must read back from what [`write_event`] writes for
+/// `event` in `style` with `bits`: the same event, its time floored to the
+/// precision written (a producer that writes whole seconds drops the
+/// milliseconds).
+pub fn read_back(style: PayloadStyle, event: &Event<'_>, bits: u64) -> Event<'static> {
+    let style = style.pick(bits.rotate_left(23));
+    let mut event = event.clone().into_owned();
+    if let Clock::Text {
+        digits: Digits::Fixed(0),
+        ..
+    } = clock(style, bits)
+    {
+        event.event_time_ms = event.event_time_ms.div_euclid(1000) * 1000;
     }
+    event
 }
 
-/// The `user_id` a parser must read back (integers become their digits).
-pub(super) fn written_user(style: PayloadStyle, order: &Order) -> String {
-    match style {
-        PayloadStyle::Canonical => format!("u{}", order.user),
-        _ => order.user.to_string(),
+/// What a producer style writes: an event, and random bits for the
+/// producer's per-record choices (clock offset, fraction digits, number or
+/// string, key order, extras).
+struct Record<'a> {
+    event: &'a Event<'a>,
+    bits: u64,
+}
+
+impl Record<'_> {
+    fn bits(&self, at: u32, n: u32) -> u64 {
+        take(self.bits, at, n)
     }
-}
 
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian
-/// (Howard Hinnant's `civil_from_days`).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
-}
-
-/// RFC 3339 text for `clock` (which must be `Text`), with `sub_ns`
-/// (0..1_000_000) more nanoseconds than the millisecond `ms`.
-fn rfc3339(ms: i64, sub_ns: u32, offset_min: i32, plus_zero: bool, digits: Digits) -> String {
-    let local_ms = ms + i64::from(offset_min) * 60_000;
-    let secs = local_ms.div_euclid(1000);
-    let nanos = local_ms.rem_euclid(1000) as u32 * 1_000_000 + sub_ns;
-    let (y, mo, d) = civil_from_days(secs.div_euclid(86_400));
-    let sod = secs.rem_euclid(86_400);
-    let mut s = format!(
-        "{y:04}-{mo:02}-{d:02}T{:02}:{:02}:{:02}",
-        sod / 3600,
-        sod / 60 % 60,
-        sod % 60
-    );
-    let fraction = format!("{nanos:09}");
-    match digits {
-        Digits::Fixed(0) => {}
-        Digits::Fixed(n) => {
-            let _ = write!(s, ".{}", &fraction[..n as usize]);
-        }
-        Digits::GoTrimmed if nanos > 0 => {
-            let _ = write!(s, ".{}", fraction.trim_end_matches('0'));
-        }
-        Digits::PythonMicros if nanos >= 1000 => {
-            let _ = write!(s, ".{}", &fraction[..6]);
-        }
-        Digits::GoTrimmed | Digits::PythonMicros => {}
+    fn cents(&self) -> u64 {
+        self.event.amount_cents
     }
-    if offset_min == 0 && !plus_zero {
-        s.push('Z');
-    } else {
-        let sign = if offset_min < 0 { '-' } else { '+' };
-        let m = offset_min.unsigned_abs();
-        let _ = write!(s, "{sign}{:02}:{:02}", m / 60, m % 60);
-    }
-    s
-}
 
-/// A JSON value as a producer builds it.
-#[derive(Debug, Clone)]
-enum V {
-    Str(String),
-    /// A number literal, written as is.
-    Num(String),
-    Bool(bool),
-    Null,
-    Obj(Vec<(&'static str, V)>),
-    Arr(Vec<V>),
-}
-
-fn s(text: impl Into<String>) -> V {
-    V::Str(text.into())
-}
-
-fn n(text: impl ToString) -> V {
-    V::Num(text.to_string())
-}
-
-/// How a producer's serializer lays out and escapes JSON.
-struct Layout {
-    comma: &'static str,
-    colon: &'static str,
-    /// A space inside every non-empty `{}` and `[]`.
-    pad: bool,
-    /// Everything above U+007F as `\uXXXX` (Python's `ensure_ascii`).
-    ascii: bool,
-    /// `<`, `>`, `&`, U+2028, U+2029 as `\uXXXX` (Go).
-    html: bool,
-}
-
-const COMPACT: Layout = Layout {
-    comma: ",",
-    colon: ":",
-    pad: false,
-    ascii: false,
-    html: false,
-};
-
-fn push_u(out: &mut Vec<u8>, unit: u32) {
-    let _ = write!(Utf8(out), "\\u{unit:04x}");
-}
-
-/// `std::fmt::Write` into a byte buffer.
-struct Utf8<'a>(&'a mut Vec<u8>);
-
-impl std::fmt::Write for Utf8<'_> {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        self.0.extend_from_slice(s.as_bytes());
-        Ok(())
-    }
-}
-
-fn emit_str(text: &str, layout: &Layout, out: &mut Vec<u8>) {
-    out.push(b'"');
-    for c in text.chars() {
-        match c {
-            '"' => out.extend_from_slice(b"\\\""),
-            '\\' => out.extend_from_slice(b"\\\\"),
-            '\n' => out.extend_from_slice(b"\\n"),
-            '\r' => out.extend_from_slice(b"\\r"),
-            '\t' => out.extend_from_slice(b"\\t"),
-            c if (c as u32) < 0x20 => push_u(out, c as u32),
-            '<' | '>' | '&' | '\u{2028}' | '\u{2029}' if layout.html => push_u(out, c as u32),
-            c if layout.ascii && (c as u32) > 0x7f => {
-                let mut units = [0u16; 2];
-                for unit in c.encode_utf16(&mut units) {
-                    push_u(out, u32::from(*unit));
-                }
-            }
-            c => {
-                let mut buf = [0u8; 4];
-                out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
-            }
+    /// The user id as a producer that holds it as a number writes it: a
+    /// JSON integer when the text is one (the parser gives back the same
+    /// text), else a string.
+    fn user_number(&self) -> V {
+        let user = &*self.event.user_id;
+        let digits = user.strip_prefix('-').unwrap_or(user);
+        let integer = !digits.is_empty()
+            && digits.bytes().all(|b| b.is_ascii_digit())
+            && (digits == "0" || !digits.starts_with('0'))
+            && user != "-0";
+        if integer {
+            n(user)
+        } else {
+            s(user)
         }
     }
-    out.push(b'"');
-}
 
-fn pad(layout: &Layout, out: &mut Vec<u8>) {
-    if layout.pad {
-        out.push(b' ');
+    fn user_text(&self) -> V {
+        s(&*self.event.user_id)
     }
 }
 
-fn emit(v: &V, layout: &Layout, out: &mut Vec<u8>) {
-    match v {
-        V::Str(text) => emit_str(text, layout, out),
-        V::Num(text) => out.extend_from_slice(text.as_bytes()),
-        V::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
-        V::Null => out.extend_from_slice(b"null"),
-        V::Obj(members) => {
-            out.push(b'{');
-            for (i, (key, value)) in members.iter().enumerate() {
-                out.extend_from_slice(if i > 0 { layout.comma } else { "" }.as_bytes());
-                pad(layout, out);
-                emit_str(key, layout, out);
-                out.extend_from_slice(layout.colon.as_bytes());
-                emit(value, layout, out);
-            }
-            if !members.is_empty() {
-                pad(layout, out);
-            }
-            out.push(b'}');
-        }
-        V::Arr(items) => {
-            out.push(b'[');
-            for (i, item) in items.iter().enumerate() {
-                out.extend_from_slice(if i > 0 { layout.comma } else { "" }.as_bytes());
-                pad(layout, out);
-                emit(item, layout, out);
-            }
-            if !items.is_empty() {
-                pad(layout, out);
-            }
-            out.push(b']');
-        }
-    }
-}
-
-/// Cents as a float's shortest text: `12.5`, `19.99`, and for whole
-/// amounts `100.0` (Python's `repr`) or `100` (JavaScript, Go).
-fn float_text(cents: u64, python: bool) -> String {
-    match (cents % 100, python) {
-        (0, true) => format!("{}.0", cents / 100),
-        (0, false) => (cents / 100).to_string(),
-        (c, _) if c % 10 == 0 => format!("{}.{}", cents / 100, c / 10),
-        (c, _) => format!("{}.{c:02}", cents / 100),
-    }
-}
-
-/// Cents with exactly two decimals: `12.50`.
-fn decimal_text(cents: u64) -> String {
-    format!("{}.{:02}", cents / 100, cents % 100)
-}
-
-/// The members a style writes for `order`, in its order, and its layout.
-fn members(style: PayloadStyle, o: &Order) -> (Vec<(&'static str, V)>, Layout) {
-    let time = match clock(style, o) {
-        Clock::EpochMs => n(o.time_ms),
+/// The members a style writes for a record, in its order, and its layout.
+fn members(style: PayloadStyle, o: &Record<'_>) -> (Vec<(&'static str, V)>, Layout) {
+    let e = o.event;
+    let time = match clock(style, o.bits) {
+        Clock::EpochMs => n(e.event_time_ms),
         Clock::Text {
             offset_min,
             plus_zero,
             digits,
         } => s(rfc3339(
-            o.time_ms,
+            e.event_time_ms,
             o.bits(12, 20) as u32 % 1_000_000,
             offset_min,
             plus_zero,
             digits,
         )),
     };
-    let (id, order_id) = (s(o.event_id(style)), s(o.order_id(style)));
-    let (city, category) = (s(o.city()), s(o.category()));
+    let (id, order_id) = (s(&*e.event_id), s(&*e.order_id));
+    let (city, category) = (s(&*e.city), s(&*e.category));
     let qty = 1 + o.bits(52, 2);
     match style {
         PayloadStyle::Python => python(o, id, order_id, time, city, category, qty),
@@ -537,7 +401,7 @@ fn members(style: PayloadStyle, o: &Order) -> (Vec<(&'static str, V)>, Layout) {
 }
 
 fn python(
-    o: &Order,
+    o: &Record<'_>,
     id: V,
     oid: V,
     t: V,
@@ -548,7 +412,7 @@ fn python(
     let item = V::Obj(vec![
         ("sku", s(format!("SKU-{:05}", o.bits(24, 16)))),
         ("qty", n(qty)),
-        ("price", n(float_text(o.cents / qty, true))),
+        ("price", n(float_text(o.cents() / qty, true))),
     ]);
     let meta = V::Obj(vec![
         ("source", s("checkout-api")),
@@ -570,8 +434,8 @@ fn python(
     let members = vec![
         ("event_id", id),
         ("order_id", oid),
-        ("user_id", n(o.user)),
-        ("amount", n(float_text(o.cents, true))),
+        ("user_id", o.user_number()),
+        ("amount", n(float_text(o.cents(), true))),
         ("event_time", t),
         ("city", city),
         ("category", cat),
@@ -589,7 +453,7 @@ fn python(
 }
 
 fn jackson(
-    o: &Order,
+    o: &Record<'_>,
     id: V,
     oid: V,
     t: V,
@@ -600,7 +464,7 @@ fn jackson(
     let item = V::Obj(vec![
         ("sku", s(format!("A-{}", o.bits(24, 12)))),
         ("quantity", n(qty)),
-        ("unit_price", n(decimal_text(o.cents / qty))),
+        ("unit_price", n(decimal_text(o.cents() / qty))),
     ]);
     let address = V::Obj(vec![
         (
@@ -612,9 +476,9 @@ fn jackson(
     let members = vec![
         ("order_id", oid),
         ("event_id", id),
-        ("user_id", n(o.user)),
+        ("user_id", o.user_number()),
         ("event_time", t),
-        ("amount", n(decimal_text(o.cents))),
+        ("amount", n(decimal_text(o.cents()))),
         ("currency", s("EUR")),
         ("city", city),
         ("category", cat),
@@ -628,9 +492,9 @@ fn jackson(
     (members, COMPACT)
 }
 
-fn go(o: &Order, id: V, oid: V, t: V, city: V, cat: V) -> (Vec<(&'static str, V)>, Layout) {
+fn go(o: &Record<'_>, id: V, oid: V, t: V, city: V, cat: V) -> (Vec<(&'static str, V)>, Layout) {
     // `,string` on the amount field writes it as a numeric string.
-    let amount = float_text(o.cents, false);
+    let amount = float_text(o.cents(), false);
     let amount = if o.bits(58, 1) == 1 {
         s(amount)
     } else {
@@ -651,7 +515,7 @@ fn go(o: &Order, id: V, oid: V, t: V, city: V, cat: V) -> (Vec<(&'static str, V)
     let mut members = vec![
         ("event_id", id),
         ("order_id", oid),
-        ("user_id", n(o.user)),
+        ("user_id", o.user_number()),
         ("amount", amount),
         ("event_time", t),
         ("city", city),
@@ -670,7 +534,7 @@ fn go(o: &Order, id: V, oid: V, t: V, city: V, cat: V) -> (Vec<(&'static str, V)
     (members, layout)
 }
 
-fn js(o: &Order, id: V, oid: V, t: V, city: V, cat: V) -> (Vec<(&'static str, V)>, Layout) {
+fn js(o: &Record<'_>, id: V, oid: V, t: V, city: V, cat: V) -> (Vec<(&'static str, V)>, Layout) {
     let session = V::Obj(vec![
         ("id", s(format!("s{:x}", o.bits(16, 40)))),
         (
@@ -680,9 +544,9 @@ fn js(o: &Order, id: V, oid: V, t: V, city: V, cat: V) -> (Vec<(&'static str, V)
     ]);
     let members = vec![
         ("event_id", id),
-        ("user_id", s(o.user.to_string())),
+        ("user_id", o.user_text()),
         ("order_id", oid),
-        ("amount", n(float_text(o.cents, false))),
+        ("amount", n(float_text(o.cents(), false))),
         ("city", city),
         ("category", cat),
         ("event_time", t),
@@ -699,12 +563,19 @@ fn js(o: &Order, id: V, oid: V, t: V, city: V, cat: V) -> (Vec<(&'static str, V)
     (members, COMPACT)
 }
 
-fn pretty(o: &Order, id: V, oid: V, t: V, city: V, cat: V) -> (Vec<(&'static str, V)>, Layout) {
+fn pretty(
+    o: &Record<'_>,
+    id: V,
+    oid: V,
+    t: V,
+    city: V,
+    cat: V,
+) -> (Vec<(&'static str, V)>, Layout) {
     let members = vec![
         ("event_id", id),
         ("order_id", oid),
-        ("user_id", s(o.user.to_string())),
-        ("amount", s(decimal_text(o.cents))),
+        ("user_id", o.user_text()),
+        ("amount", s(decimal_text(o.cents()))),
         ("event_time", t),
         ("city", city),
         ("category", cat),
@@ -723,17 +594,24 @@ fn pretty(o: &Order, id: V, oid: V, t: V, city: V, cat: V) -> (Vec<(&'static str
     (members, layout)
 }
 
-fn reordered(o: &Order, id: V, oid: V, t: V, city: V, cat: V) -> (Vec<(&'static str, V)>, Layout) {
+fn reordered(
+    o: &Record<'_>,
+    id: V,
+    oid: V,
+    t: V,
+    city: V,
+    cat: V,
+) -> (Vec<(&'static str, V)>, Layout) {
     let user = if o.bits(61, 1) == 1 {
-        n(o.user)
+        o.user_number()
     } else {
-        s(o.user.to_string())
+        o.user_text()
     };
     let mut members = vec![
         ("event_id", id),
         ("order_id", oid),
         ("user_id", user),
-        ("amount", s(decimal_text(o.cents))),
+        ("amount", s(decimal_text(o.cents()))),
         ("event_time", t),
         ("city", city),
         ("category", cat),
@@ -756,10 +634,29 @@ fn reordered(o: &Order, id: V, oid: V, t: V, city: V, cat: V) -> (Vec<(&'static 
     (members, layout)
 }
 
-/// Writes `order` in `style` (not `canonical` or `mix`), broken by
-/// `defect` if any.
-pub(super) fn write(style: PayloadStyle, order: &Order, defect: Option<Defect>, out: &mut Vec<u8>) {
-    let (mut members, layout) = members(style, order);
+/// Writes `event` the way `style`'s producer would, `bits` making the
+/// producer's per-record choices (see [`read_back`] for what a parser
+/// reads from it). `canonical` is [`Event::to_json`]; `mix` draws one of
+/// the producer styles with `bits`. Any event can be written: strings with
+/// quotes, control characters and any Unicode, user ids of any text.
+pub fn write_event(style: PayloadStyle, event: &Event<'_>, bits: u64, out: &mut Vec<u8>) {
+    match style.pick(bits.rotate_left(23)) {
+        PayloadStyle::Canonical => out.extend_from_slice(event.to_json().as_bytes()),
+        style => write(style, event, bits, None, out),
+    }
+}
+
+/// Writes `event` in a producer `style` (not `canonical` or `mix`), broken
+/// by `defect` if any.
+pub(super) fn write(
+    style: PayloadStyle,
+    event: &Event<'_>,
+    bits: u64,
+    defect: Option<Defect>,
+    out: &mut Vec<u8>,
+) {
+    let record = Record { event, bits };
+    let (mut members, layout) = members(style, &record);
     let mut set = |key: &str, value: V| {
         if let Some(slot) = members.iter_mut().find(|(k, _)| *k == key) {
             slot.1 = value;
@@ -769,15 +666,18 @@ pub(super) fn write(style: PayloadStyle, order: &Order, defect: Option<Defect>, 
         None | Some(Defect::Truncated) | Some(Defect::NotAnObject) => {}
         Some(Defect::NoOrderId) => members.retain(|(k, _)| *k != "order_id"),
         Some(Defect::AmountBool) => set("amount", V::Bool(true)),
-        Some(Defect::AmountNegative) => set("amount", n(format!("-{}", decimal_text(order.cents)))),
+        Some(Defect::AmountNegative) => set(
+            "amount",
+            n(format!("-{}", decimal_text(event.amount_cents.max(1)))),
+        ),
         Some(Defect::AmountSubCent) => set("amount", s("12.345")),
         Some(Defect::BadTime) => set("event_time", s("2025-13-45T99:00:00Z")),
-        Some(Defect::EventIdNumber) => set("event_id", n(order.offset)),
+        Some(Defect::EventIdNumber) => set("event_id", n(take(bits, 0, 20))),
     }
     let start = out.len();
     if defect == Some(Defect::NotAnObject) {
         let id = members.swap_remove(0).1;
-        emit(&V::Arr(vec![id, n(order.time_ms)]), &layout, out);
+        emit(&V::Arr(vec![id, n(event.event_time_ms)]), &layout, out);
         return;
     }
     emit(&V::Obj(members), &layout, out);
