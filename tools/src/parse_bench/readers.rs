@@ -177,34 +177,46 @@ struct SonicWire<'a> {
     category: Option<sonic_rs::LazyValue<'a>>,
 }
 
-fn sonic_rs_derive<'a>(payload: &'a [u8], _: &'a mut Scratch) -> Result<Event<'a>, Reason> {
+fn sonic_rs_derive<'a>(payload: &'a [u8], scratch: &'a mut Scratch) -> Result<Event<'a>, Reason> {
     let text = precheck(payload)?;
     if !starts_an_object(text) {
         return Err(not_an_object_or_malformed(text));
     }
     let wire: SonicWire<'a> = sonic_rs::from_str(text).map_err(|_| Reason::MalformedJson)?;
-    // `as_raw_str` borrows the LazyValue, but its text is a slice of the
-    // payload: take the same bytes from the payload, for the payload's
-    // lifetime.
-    let get = |v: &Option<sonic_rs::LazyValue<'a>>| -> Json<'a> {
-        let Some(v) = v else { return Json::Null };
-        let raw = v.as_raw_str();
-        let start = (raw.as_ptr() as usize).wrapping_sub(text.as_ptr() as usize);
-        match text.get(start..start + raw.len()) {
-            Some(same) if same.as_ptr() == raw.as_ptr() => classify(same),
-            _ => Json::Other,
+    // A value's raw text is a slice of the payload, except for some
+    // escaped strings, which sonic-rs hands over as a copy: those are kept
+    // in the scratch buffer for the payload's lifetime.
+    let values = [
+        (Field::EventId, &wire.event_id),
+        (Field::OrderId, &wire.order_id),
+        (Field::UserId, &wire.user_id),
+        (Field::Amount, &wire.amount),
+        (Field::EventTime, &wire.event_time),
+        (Field::City, &wire.city),
+        (Field::Category, &wire.category),
+    ];
+    let mut fields = empty();
+    let mut copied: [Option<(usize, usize)>; 7] = [None; 7];
+    let copies = &mut scratch.numbers;
+    copies.clear();
+    for (field, value) in values {
+        let Some(value) = value else { continue };
+        match value.as_raw_cow() {
+            std::borrow::Cow::Borrowed(raw) => *fields.slot(field) = classify(raw),
+            std::borrow::Cow::Owned(raw) => {
+                let start = copies.len();
+                copies.push_str(&raw);
+                copied[field as usize] = Some((start, copies.len()));
+            }
         }
-    };
-    RawFields {
-        event_id: get(&wire.event_id),
-        order_id: get(&wire.order_id),
-        user_id: get(&wire.user_id),
-        amount: get(&wire.amount),
-        event_time: get(&wire.event_time),
-        city: get(&wire.city),
-        category: get(&wire.category),
     }
-    .validate()
+    let copies: &'a str = copies;
+    for field in Field::ALL {
+        if let Some((start, end)) = copied[field as usize] {
+            *fields.slot(field) = classify(&copies[start..end]);
+        }
+    }
+    fields.validate()
 }
 
 /// simd-json parses in place (it unescapes strings into the input), so
