@@ -365,13 +365,14 @@ pub fn parse_event(payload: &[u8]) -> Result<Event<'_>, Reason> {
     // A payload up to a kilobyte without control characters (nearly all)
     // is classified 16 bytes at a time: one vector pass finds where every
     // string starts and ends, and whether the payload is plain ASCII.
-    if let Some(strings) = QuoteMask::of(payload) {
+    let mut strings = QuoteMask::new();
+    if strings.classify(payload) {
         let text = if strings.is_ascii() {
             // SAFETY: every byte of `payload` is below 0x80, and ASCII is
             // valid UTF-8.
             unsafe { std::str::from_utf8_unchecked(payload) }
         } else {
-            std::str::from_utf8(payload).map_err(|_| Reason::MalformedJson)?
+            simdutf8::basic::from_utf8(payload).map_err(|_| Reason::MalformedJson)?
         };
         let raw = scan_object(text, |i| strings.string_end(i));
         return match raw {
@@ -382,7 +383,7 @@ pub fn parse_event(payload: &[u8]) -> Result<Event<'_>, Reason> {
     // Validate the whole payload once up front (serde_json's slice reader
     // skips ignored strings without checking their UTF-8); the readers then
     // have only the JSON grammar left to check.
-    let text = std::str::from_utf8(payload).map_err(|_| Reason::MalformedJson)?;
+    let text = simdutf8::basic::from_utf8(payload).map_err(|_| Reason::MalformedJson)?;
     let b = text.as_bytes();
     match scan_object(text, |i| string_end(b, i)) {
         Some(raw) => raw.validate(),

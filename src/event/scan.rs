@@ -34,23 +34,43 @@ impl QuoteMask {
     /// path.
     pub(super) const MAX_LEN: usize = 64 * Self::WORDS;
 
-    /// The mask of `b`, if `b` is at most [`Self::MAX_LEN`] bytes, holds no
-    /// control character and only escapes that JSON has.
+    /// An empty mask, to [`classify`](Self::classify) a payload into.
     #[inline]
-    pub(super) fn of(b: &[u8]) -> Option<QuoteMask> {
-        if b.len() > Self::MAX_LEN {
-            return None;
-        }
-        let mut mask = QuoteMask {
+    pub(super) fn new() -> QuoteMask {
+        QuoteMask {
             quotes: [0; Self::WORDS],
             escapes: [0; Self::WORDS],
             any_escape: false,
             ascii: true,
-        };
+        }
+    }
+
+    /// The mask of `b`, if `b` is at most [`Self::MAX_LEN`] bytes, holds no
+    /// control character and only escapes that JSON has.
+    #[cfg(test)]
+    pub(super) fn of(b: &[u8]) -> Option<QuoteMask> {
+        let mut mask = QuoteMask::new();
+        mask.classify(b).then_some(mask)
+    }
+
+    /// Fills this (new) mask with `b`'s strings, and says whether it covers
+    /// `b`: at most [`Self::MAX_LEN`] bytes, no control character and only
+    /// escapes that JSON has. In place rather than returned, because the
+    /// mask is a quarter of a kilobyte and the hot path would copy it.
+    #[inline]
+    pub(super) fn classify(&mut self, b: &[u8]) -> bool {
+        self.fill(b).is_some()
+    }
+
+    #[inline]
+    fn fill(&mut self, b: &[u8]) -> Option<()> {
+        if b.len() > Self::MAX_LEN {
+            return None;
+        }
         let mut chunks = b.chunks_exact(16);
         let mut at = 0;
         for chunk in chunks.by_ref() {
-            mask.add(chunk.try_into().expect("16 bytes"), at)?;
+            self.add(chunk.try_into().expect("16 bytes"), at)?;
             at += 16;
         }
         let rest = chunks.remainder();
@@ -58,12 +78,12 @@ impl QuoteMask {
             // Padded with spaces, which are neither quotes nor unusual.
             let mut last = [b' '; 16];
             last[..rest.len()].copy_from_slice(rest);
-            mask.add(&last, at)?;
+            self.add(&last, at)?;
         }
-        if mask.any_escape {
-            mask.resolve_escapes(b)?;
+        if self.any_escape {
+            self.resolve_escapes(b)?;
         }
-        Some(mask)
+        Some(())
     }
 
     /// Whether every byte of the payload is ASCII (and so it is UTF-8).
