@@ -50,9 +50,20 @@ core() {
   {
     echo "## Core path (one thread, in-memory payloads, checkpoints every 2M events)"
     echo
-    echo "Command: \`$tools bench core --events $events\`"
+    # The realistic mix is the headline; the generator's own layout is one
+    # line among others (docs/performance.md, "Payload styles").
+    for style in mix canonical; do
+      echo "Command: \`$tools bench core --events $events --style $style\`"
+      echo
+      "$tools" bench core --events "$events" --style "$style" --json "$out/core-$style.json"
+      echo
+    done
+    echo "## Parsing: JSON readers side by side on each payload style"
     echo
-    "$tools" bench core --events "$events" --json "$out/core.json"
+    echo "Command: \`$tools bench parse --styles mix,canonical,python,jackson,go,js,pretty,reordered\`"
+    echo
+    "$tools" bench parse --styles mix,canonical,python,jackson,go,js,pretty,reordered \
+      --json "$out/parse.json"
   } | tee -a "$report"
 }
 
