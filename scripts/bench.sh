@@ -17,7 +17,10 @@
 # BENCH_LATENCY_SECONDS (300), BENCH_LATENCY_CHECKPOINT (1s),
 # BENCH_LATENCY_WINDOW / BENCH_LATENCY_SLIDE (10s / 5s: more windows per
 # minute; the latency does not depend on the window size),
-# BENCH_OUT (bench-out: the report directory).
+# BENCH_E2E_STYLE (mix: the payload style produced for e2e; canonical for
+# the generator's own layout), BENCH_OUT (bench-out: the report directory).
+# e2e runs on the stack scripts/stack.sh starts: set STACK_DIR (and
+# STACK_PORTS=auto) for a stack of its own beside another one.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -25,8 +28,8 @@ what=${1:-all}
 out=${BENCH_OUT:-bench-out}
 mkdir -p "$out"
 report=$out/report.md
-bin=target/release/streamforge
-tools=target/release/streamforge-tools
+bin=${CARGO_TARGET_DIR:-target}/release/streamforge
+tools=${CARGO_TARGET_DIR:-target}/release/streamforge-tools
 
 echo "== building the release binary" >&2
 cargo build --release --quiet --workspace
@@ -92,8 +95,10 @@ latency() {
   local rate=${BENCH_LATENCY_RATE:-2000} secs=${BENCH_LATENCY_SECONDS:-300}
   local interval=${BENCH_LATENCY_CHECKPOINT:-1s}
   local size=${BENCH_LATENCY_WINDOW:-10s} slide=${BENCH_LATENCY_SLIDE:-5s}
-  local ch=${CLICKHOUSE_URL:-http://127.0.0.1:8123/}
   scripts/stack.sh up >&2
+  eval "$(scripts/stack.sh env)"
+  export KAFKA_BROKERS=$STREAMFORGE_TEST_KAFKA CLICKHOUSE_URL=$STREAMFORGE_TEST_CLICKHOUSE_URL
+  local ch=$STREAMFORGE_TEST_CLICKHOUSE_URL/
   local topic state
   topic=latency_$(date +%s)
   state=$(mktemp -d)
@@ -104,7 +109,13 @@ latency() {
     --anomaly-log "$state/anomalies.log" --checkpoint-interval "$interval" \
     --set "window.size=$size" --set "window.slide=$slide" 2> "$out/latency-job.log" &
   local job=$!
-  sleep 5 # the job creates the table and joins the group
+  # The job creates the table once it started; wait for that (60 s at most).
+  local waited=0
+  until [[ $(curl -s --max-time 2 "$ch" --data-binary "EXISTS TABLE streamforge.$topic" || true) == 1 ]]; do
+    kill -0 "$job" 2>/dev/null || { tail -n 20 "$out/latency-job.log" >&2; echo "latency: the job exited before creating its table" >&2; return 1; }
+    ((waited++ < 600)) || { echo "latency: no table streamforge.$topic after 60 s" >&2; return 1; }
+    sleep 0.1
+  done
   local t_start t_end now ws we
   t_start=$(date +%s%3N)
   "$tools" produce --rate "$rate" --count $((rate * secs)) 2> "$out/latency-produce.log" &
@@ -155,21 +166,26 @@ latency() {
 e2e() {
   local events=${BENCH_E2E_EVENTS:-10000000}
   local interval=${BENCH_CHECKPOINT:-5s}
+  local style=${BENCH_E2E_STYLE:-mix}
   scripts/stack.sh up >&2
+  # The stack's endpoints and directory, whatever STACK_DIR / ports it has.
+  eval "$(scripts/stack.sh env)"
+  local stack_dir=$STREAMFORGE_TEST_STACK_DIR
   local topic table state
   topic=bench_$(date +%s)
   table=bench_$(date +%s)
   state=$(mktemp -d)
   scripts/stack.sh topic "$topic" 4 >&2
+  export KAFKA_BROKERS=$STREAMFORGE_TEST_KAFKA CLICKHOUSE_URL=$STREAMFORGE_TEST_CLICKHOUSE_URL
   export KAFKA_TOPIC=$topic KAFKA_GROUP_ID=$topic CLICKHOUSE_TABLE=$table STREAMFORGE_CONFIG=/dev/null
-  echo "== e2e: producing $events events to $topic" >&2
+  echo "== e2e: producing $events events ($style payloads) to $topic" >&2
   local t0 t1
   t0=$(date +%s.%N)
-  "$tools" produce --count "$events" --rate 0 --users 100000 2> "$out/produce.log"
+  "$tools" produce --count "$events" --rate 0 --users 100000 --style "$style" 2> "$out/produce.log"
   t1=$(date +%s.%N)
   local kafka_pid ch_pid k0 c0 k1 c1
-  kafka_pid=$(cat .stack/kafka/kafka.pid)
-  ch_pid=$(cat .stack/clickhouse/clickhouse.pid)
+  kafka_pid=$(cat "$stack_dir/kafka/kafka.pid")
+  ch_pid=$(cat "$stack_dir/clickhouse/clickhouse.pid")
   k0=$(cpu_of "$kafka_pid"); c0=$(cpu_of "$ch_pid")
   echo "== e2e: consuming into ClickHouse table $table (checkpoint every $interval)" >&2
   /usr/bin/time -f "%e %U %S %M" -o "$out/job.time" \
@@ -178,9 +194,9 @@ e2e() {
   k1=$(cpu_of "$kafka_pid"); c1=$(cpu_of "$ch_pid")
   read -r wall user sys rss < "$out/job.time"
   {
-    echo "## End to end: Kafka -> StreamForge -> ClickHouse (broker and ClickHouse on the same machine)"
+    echo "## End to end: Kafka -> StreamForge -> ClickHouse, $style payloads (broker and ClickHouse on the same machine)"
     echo
-    echo "Commands: \`streamforge-tools produce --count $events --rate 0\`, then \`streamforge run --source kafka --sink clickhouse --bounded --checkpoint-interval $interval\`"
+    echo "Commands: \`streamforge-tools produce --count $events --rate 0 --style $style\`, then \`streamforge run --source kafka --sink clickhouse --bounded --checkpoint-interval $interval\`"
     echo
     echo "| metric | value |"
     echo "| --- | --- |"
