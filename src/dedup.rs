@@ -32,6 +32,18 @@
 //! The engine prefetches an id's slot a few events ahead of its insert
 //! ([`Dedup::prefetch`]).
 //!
+//! # Changes since the last checkpoint
+//!
+//! When tracking is on ([`Dedup::track_changes`], the job's engine), every
+//! id counted (new, or moved to another pane by the rule) is also appended
+//! to a log, and the highest purge bound is kept. [`Dedup::take_delta`]
+//! hands both over in O(1) at a barrier; [`Dedup::apply_delta`] replays
+//! them on a restored state: the purge, the counted ids in order (the last
+//! value of an id wins), the purge again. That gives exactly the live table,
+//! because an id is only ever counted in a pane at or above every bound
+//! purged so far (lateness is checked first, and the bound trails the first
+//! live pane), so purging before or after counting keeps the same ids.
+//!
 //! # Fingerprints
 //!
 //! Ids (and user ids, in `window`) are kept as 96-bit XXH3 fingerprints keyed
@@ -62,6 +74,32 @@ pub struct Dedup {
     /// Copies whose panes are less than this apart are one event: the
     /// window's pane count (`size / slide`).
     horizon_panes: i64,
+    /// Ids counted since the last [`Dedup::take_delta`], in order, with
+    /// their pane relative to `base` (see the module docs). Only when
+    /// `tracking`.
+    log: Vec<Counted>,
+    tracking: bool,
+    /// Every id of a pane below this is gone: the highest purge bound.
+    forgotten_below: i64,
+}
+
+/// An id counted in pane `base + rel`: 16 bytes, like a table slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counted {
+    pub hi: u64,
+    pub lo: u32,
+    pub rel: u32,
+}
+
+/// What changed in a [`Dedup`] between two checkpoints (see the module docs).
+#[derive(Serialize, Deserialize, Default, Debug, Clone, PartialEq)]
+pub struct DedupDelta {
+    /// The pane `Counted::rel` counts from.
+    pub base: i64,
+    /// Ids counted, in order; the last value of an id wins.
+    pub counted: Vec<Counted>,
+    /// Then every id of a pane below this is forgotten.
+    pub forget_below: i64,
 }
 
 /// The checkpointed form: ids grouped by the pane of the copy that counted.
@@ -78,7 +116,16 @@ impl Dedup {
             base: 0,
             oldest: None,
             horizon_panes: horizon_panes.max(1),
+            log: Vec::new(),
+            tracking: false,
+            forgotten_below: i64::MIN,
         }
+    }
+
+    /// Starts logging the ids counted from now on (see the module docs).
+    pub fn track_changes(&mut self) {
+        self.tracking = true;
+        self.log = Vec::new();
     }
 
     /// Counts the event with fingerprint `id` in `pane` unless a copy within
@@ -86,10 +133,7 @@ impl Dedup {
     /// the event is a duplicate.
     #[inline]
     pub fn insert(&mut self, id: Fp, pane: i64) -> bool {
-        if self.seen.is_empty() {
-            self.base = pane - (1 << 30);
-        }
-        let rel = pane.saturating_sub(self.base).clamp(0, u32::MAX as i64) as u32;
+        let rel = self.rel(pane);
         if let Some(counted) = self.seen.insert_or_get(id, rel) {
             if (i64::from(*counted) - i64::from(rel)).abs() < self.horizon_panes {
                 return false;
@@ -101,7 +145,39 @@ impl Dedup {
         if self.oldest.is_none_or(|o| pane < o) {
             self.oldest = Some(pane);
         }
+        if self.tracking {
+            self.log.push(Counted {
+                hi: id.hi,
+                lo: id.lo,
+                rel,
+            });
+        }
         true
+    }
+
+    /// `pane` relative to `base`, which an empty table first sets near it.
+    #[inline]
+    fn rel(&mut self, pane: i64) -> u32 {
+        if self.seen.is_empty() {
+            self.base = pane - (1 << 30);
+            // Every id logged so far is purged: the delta's purge bound
+            // forgets them, and their panes were relative to the old base.
+            self.log.clear();
+        }
+        pane.saturating_sub(self.base).clamp(0, u32::MAX as i64) as u32
+    }
+
+    /// Records `id` as counted in `pane`, whatever was recorded before: the
+    /// replay of a logged change.
+    fn set(&mut self, id: Fp, pane: i64) {
+        let rel = self.rel(pane);
+        if let Some(counted) = self.seen.insert_or_get(id, rel) {
+            *counted = rel;
+        }
+        let pane = self.base + i64::from(rel);
+        if self.oldest.is_none_or(|o| pane < o) {
+            self.oldest = Some(pane);
+        }
     }
 
     /// Starts loading the memory [`Dedup::insert`] of `id` will touch.
@@ -113,7 +189,12 @@ impl Dedup {
     /// Forgets every id no copy can match any more, given that panes below
     /// `first_live_pane` are final (see the module docs).
     pub fn purge_before(&mut self, first_live_pane: i64) {
-        let keep_from = first_live_pane.saturating_sub(self.horizon_panes - 1);
+        self.forget_below(first_live_pane.saturating_sub(self.horizon_panes - 1));
+    }
+
+    /// Forgets every id counted in a pane below `keep_from`.
+    fn forget_below(&mut self, keep_from: i64) {
+        self.forgotten_below = self.forgotten_below.max(keep_from);
         if self.oldest.is_none_or(|o| o >= keep_from) {
             return;
         }
@@ -162,16 +243,45 @@ impl Dedup {
         }
     }
 
-    pub fn restore(horizon_panes: i64, snapshot: DedupSnapshot) -> Self {
+    pub fn restore(horizon_panes: i64, snapshot: &DedupSnapshot) -> Self {
         let mut dedup = Dedup::new(horizon_panes);
         let total = snapshot.expiry.iter().map(|(_, ids)| ids.len()).sum();
         dedup.seen = FpMap::with_capacity(total);
-        for (pane, ids) in snapshot.expiry {
+        for (pane, ids) in &snapshot.expiry {
             for id in ids {
-                dedup.insert(id, pane);
+                dedup.set(*id, *pane);
             }
         }
         dedup
+    }
+
+    /// The ids counted since the last call (or since tracking started) and
+    /// the purge bound; the log starts again empty.
+    pub fn take_delta(&mut self) -> DedupDelta {
+        // The next interval likely counts about as many: no regrowing.
+        let capacity = self.log.len();
+        DedupDelta {
+            base: self.base,
+            counted: std::mem::replace(&mut self.log, Vec::with_capacity(capacity)),
+            forget_below: self.forgotten_below,
+        }
+    }
+
+    /// Replays `delta` (see the module docs). Changes replayed are not
+    /// logged.
+    pub fn apply_delta(&mut self, delta: &DedupDelta) {
+        // Purged first as well: what the live table forgot before counting
+        // the logged ids is gone here too, so a table the live one emptied
+        // starts over from the same base (the logged panes fit it).
+        self.forget_below(delta.forget_below);
+        self.seen.reserve(delta.counted.len());
+        let tracking = std::mem::replace(&mut self.tracking, false);
+        for c in &delta.counted {
+            let id = Fp { hi: c.hi, lo: c.lo };
+            self.set(id, delta.base.saturating_add(i64::from(c.rel)));
+        }
+        self.tracking = tracking;
+        self.forget_below(delta.forget_below);
     }
 }
 
@@ -270,9 +380,39 @@ mod tests {
         for i in 0..100 {
             d.insert(fp(&format!("e-{i}")), i % 7);
         }
-        let restored = Dedup::restore(PANES, d.snapshot());
+        let restored = Dedup::restore(PANES, &d.snapshot());
         assert_eq!(restored.len(), 100);
         assert_eq!(restored.snapshot(), d.snapshot());
+    }
+
+    #[test]
+    fn a_delta_replays_moves_purges_and_a_new_base() {
+        let mut live = Dedup::new(PANES);
+        live.track_changes();
+        let mut replica = Dedup::new(PANES);
+        let (a, b, c, d) = (fp("a"), fp("b"), fp("c"), fp("d"));
+        assert!(live.insert(a, 10) && live.insert(b, 10));
+        replica.apply_delta(&live.take_delta());
+        assert_eq!(replica.snapshot(), live.snapshot());
+        // `a` counted again three panes on: it moves to pane 13; then pane
+        // 10 is purged (`b` goes, `a` stays), then `a` moves back to 11.
+        assert!(live.insert(a, 13));
+        live.purge_before(12);
+        assert!(live.insert(c, 12));
+        assert!(live.insert(a, 11) || live.len() == 2);
+        let delta = live.take_delta();
+        assert_eq!(delta.forget_below, 11);
+        replica.apply_delta(&delta);
+        assert_eq!(replica.snapshot(), live.snapshot());
+        // Everything purged, then an id far away: the table starts over
+        // from a new base, and the delta still replays exactly.
+        live.purge_before(100);
+        assert!(live.is_empty());
+        assert!(live.insert(d, 5_000_000_000));
+        replica.apply_delta(&live.take_delta());
+        assert_eq!(replica.snapshot(), live.snapshot());
+        assert_eq!(replica.len(), 1);
+        assert!(live.take_delta().counted.is_empty());
     }
 
     #[test]

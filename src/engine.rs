@@ -23,13 +23,24 @@
 //!   counts, whenever it arrived. That is what `streamforge replay`
 //!   recomputes; the same parsing, cleaning, storable range, dedup rule and
 //!   window arithmetic as the job, by construction.
+//!
+//! # Checkpoints
+//!
+//! [`Engine::snapshot`] copies the whole state (a checkpoint's base).
+//! The job does not stop for that at every barrier: its engine tracks what
+//! changes ([`Engine::track_changes`]), and [`Engine::take_delta`] hands
+//! over the small state in full and, of the big tables, only the users and
+//! ids added since the previous call, in time proportional to the number of
+//! panes. [`Engine::restore_chain`] rebuilds the state from a base and the
+//! deltas after it; [`Engine::apply_delta`] is the one step both recovery
+//! and the checkpoint committer's replica use.
 
 use serde::{Deserialize, Serialize};
 
-use crate::dedup::{fingerprint, new_seed, Dedup, DedupSnapshot, Fp};
+use crate::dedup::{fingerprint, new_seed, Dedup, DedupDelta, DedupSnapshot, Fp};
 use crate::event::{parse_event, Reason};
 use crate::watermark::{PartitionClock, Watermarks};
-use crate::window::{WindowRow, WindowSpec, Windows, WindowsSnapshot};
+use crate::window::{WindowRow, WindowSpec, Windows, WindowsDelta, WindowsSnapshot};
 
 /// What happened to one record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,10 +185,77 @@ pub struct Engine {
     pub counters: Counters,
 }
 
+/// What changed in an engine between two checkpoints (see the module docs):
+/// the fields of [`EngineSnapshot`], with the windows and dedup ids as
+/// changes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EngineDelta {
+    pub spec: WindowSpec,
+    pub windows: WindowsDelta,
+    pub dedup: DedupDelta,
+    pub clocks: Vec<PartitionClock>,
+    pub watermark: i64,
+    pub incomplete_before_ms: i64,
+    pub awaiting_first: Vec<u32>,
+    pub seed: u64,
+}
+
 impl EngineSnapshot {
     /// See [`WindowsSnapshot::note_emitted`].
     pub fn note_emitted(&mut self, rows: &[WindowRow]) {
         self.windows.note_emitted(&self.spec, rows);
+    }
+}
+
+impl EngineDelta {
+    /// See [`WindowsSnapshot::note_emitted`].
+    pub fn note_emitted(&mut self, rows: &[WindowRow]) {
+        self.windows.note_emitted(&self.spec, rows);
+    }
+
+    /// The same state with nothing added: applied after this delta, it
+    /// changes nothing (a checkpoint that only records acknowledgements).
+    pub fn without_changes(&self) -> Self {
+        EngineDelta {
+            windows: self.windows.without_changes(),
+            dedup: DedupDelta {
+                base: self.dedup.base,
+                counted: Vec::new(),
+                forget_below: self.dedup.forget_below,
+            },
+            clocks: self.clocks.clone(),
+            awaiting_first: self.awaiting_first.clone(),
+            ..*self
+        }
+    }
+
+    /// User entries and ids the delta adds.
+    pub fn changes(&self) -> usize {
+        let users: usize = self.windows.panes.iter().map(|p| p.3.len()).sum();
+        users + self.dedup.counted.len()
+    }
+
+    /// Whether the lists it replays are in the order they were taken in
+    /// (a frame whose crc matches but whose content is not ours is refused,
+    /// never half applied).
+    fn check(&self) -> Result<(), String> {
+        let ascending = |keys: &mut dyn Iterator<Item = i64>| {
+            let keys: Vec<i64> = keys.collect();
+            keys.windows(2).all(|w| w[0] < w[1])
+        };
+        if !ascending(&mut self.windows.panes.iter().map(|p| p.0))
+            || !ascending(&mut self.windows.fired.iter().map(|f| f.0))
+        {
+            return Err("the delta's panes or fired windows are not in order".into());
+        }
+        if self
+            .awaiting_first
+            .iter()
+            .any(|p| *p as usize >= self.clocks.len())
+        {
+            return Err("the delta awaits a partition it has no clock for".into());
+        }
+        Ok(())
     }
 }
 
@@ -237,34 +315,129 @@ impl Engine {
         partitions: usize,
         snap: EngineSnapshot,
     ) -> Result<Self, String> {
-        if snap.spec != spec {
+        Self::restore_chain(spec, partitions, &snap, &[])
+    }
+
+    /// Restores from a checkpoint stored as a base and the deltas after it,
+    /// oldest first (see the module docs).
+    pub fn restore_chain(
+        spec: WindowSpec,
+        partitions: usize,
+        base: &EngineSnapshot,
+        deltas: &[EngineDelta],
+    ) -> Result<Self, String> {
+        if base.spec != spec {
             return Err(format!(
                 "the checkpoint was taken with window settings {:?}, the config now says {:?}; \
                  restore the old settings, or start from a fresh state directory and replay",
-                snap.spec, spec
+                base.spec, spec
             ));
         }
-        let mut clocks = snap.clocks;
-        if clocks.len() > partitions {
+        if base
+            .awaiting_first
+            .iter()
+            .any(|p| *p as usize >= base.clocks.len())
+        {
+            return Err("the checkpoint awaits a partition it has no clock for".into());
+        }
+        let known = deltas.last().map_or(&base.clocks, |d| &d.clocks).len();
+        if known > partitions {
             return Err(format!(
-                "the checkpoint knows {} partitions, the source now has {}; partitions cannot be removed",
-                clocks.len(),
-                partitions
+                "the checkpoint knows {known} partitions, the source now has {partitions}; partitions cannot be removed",
             ));
         }
-        clocks.resize(partitions, PartitionClock::default());
+        let mut clocks = base.clocks.clone();
+        clocks.resize(partitions.max(clocks.len()), PartitionClock::default());
         let mut engine = Self::assemble(
             spec,
-            Windows::restore(spec, snap.windows),
-            Dedup::restore(spec.panes_per_window(), snap.dedup),
-            Watermarks::restore(spec.out_of_orderness_ms, clocks, snap.watermark),
-            snap.seed,
+            Windows::restore(spec, &base.windows),
+            Dedup::restore(spec.panes_per_window(), &base.dedup),
+            Watermarks::restore(spec.out_of_orderness_ms, clocks, base.watermark),
+            base.seed,
         );
-        engine.incomplete_before_ms = snap.incomplete_before_ms;
-        for p in snap.awaiting_first {
-            engine.mark_truncated(p as usize);
+        engine.set_awaiting(base.incomplete_before_ms, &base.awaiting_first);
+        for delta in deltas {
+            engine.apply_delta(delta)?;
         }
         Ok(engine)
+    }
+
+    /// An empty engine for the settings and seed `delta` was taken with: what
+    /// a delta of a fresh state applies to.
+    pub fn empty_for(delta: &EngineDelta) -> Self {
+        Self::with_seed(delta.spec, delta.clocks.len(), delta.seed)
+    }
+
+    /// Starts tracking what changes, for [`Engine::take_delta`]: the next
+    /// delta holds the changes from now on.
+    pub fn track_changes(&mut self) {
+        self.windows.track_changes();
+        self.dedup.track_changes();
+    }
+
+    /// The changes since the last call, or since [`Engine::track_changes`]
+    /// (see the module docs). Cheap: no table is copied.
+    pub fn take_delta(&mut self) -> EngineDelta {
+        EngineDelta {
+            spec: self.spec,
+            windows: self.windows.take_delta(),
+            dedup: self.dedup.take_delta(),
+            clocks: self.watermarks.clocks().to_vec(),
+            watermark: self.watermarks.current(),
+            incomplete_before_ms: self.incomplete_before_ms,
+            awaiting_first: self.awaiting_partitions(),
+            seed: self.seed,
+        }
+    }
+
+    /// Replays `delta` on this state. Fails, changing nothing, when it was
+    /// taken from another state (other settings or seed) or is not in order.
+    pub fn apply_delta(&mut self, delta: &EngineDelta) -> Result<(), String> {
+        if delta.spec != self.spec || delta.seed != self.seed {
+            return Err(format!(
+                "a delta of another state (window settings {:?}, seed {:#x}) cannot apply to this one \
+                 ({:?}, {:#x})",
+                delta.spec, delta.seed, self.spec, self.seed
+            ));
+        }
+        delta.check()?;
+        // As read back from a frame: idleness and the end of a bounded input
+        // are not state (see `watermark`), so the replica of a committer
+        // holds exactly what recovery would.
+        let mut clocks: Vec<PartitionClock> = delta
+            .clocks
+            .iter()
+            .map(|c| PartitionClock {
+                max_event_ms: c.max_event_ms,
+                ..PartitionClock::default()
+            })
+            .collect();
+        clocks.resize(
+            self.partitions().max(clocks.len()),
+            PartitionClock::default(),
+        );
+        self.watermarks =
+            Watermarks::restore(self.spec.out_of_orderness_ms, clocks, delta.watermark);
+        self.windows.apply_delta(&delta.windows);
+        self.dedup.apply_delta(&delta.dedup);
+        self.set_awaiting(delta.incomplete_before_ms, &delta.awaiting_first);
+        Ok(())
+    }
+
+    fn set_awaiting(&mut self, incomplete_before_ms: i64, awaiting: &[u32]) {
+        self.incomplete_before_ms = incomplete_before_ms;
+        self.awaiting_first.clear();
+        self.any_awaiting = false;
+        for p in awaiting {
+            self.mark_truncated(*p as usize);
+        }
+    }
+
+    fn awaiting_partitions(&self) -> Vec<u32> {
+        (0..self.awaiting_first.len())
+            .filter(|p| self.awaiting_first[*p])
+            .map(|p| p as u32)
+            .collect()
     }
 
     pub fn snapshot(&self) -> EngineSnapshot {
@@ -275,10 +448,7 @@ impl Engine {
             clocks: self.watermarks.clocks().to_vec(),
             watermark: self.watermarks.current(),
             incomplete_before_ms: self.incomplete_before_ms,
-            awaiting_first: (0..self.awaiting_first.len())
-                .filter(|p| self.awaiting_first[*p])
-                .map(|p| p as u32)
-                .collect(),
+            awaiting_first: self.awaiting_partitions(),
             seed: self.seed,
         }
     }
@@ -422,8 +592,8 @@ impl Engine {
 
     /// The end of a bounded input: every partition finished, the watermark
     /// at +inf, every window with data emitted. What this changes is not
-    /// meant to be checkpointed: take the snapshot before, and record the
-    /// rows with [`EngineSnapshot::note_emitted`].
+    /// meant to be checkpointed: take the snapshot or delta before, and
+    /// record the rows with [`EngineDelta::note_emitted`].
     pub fn end_of_input(&mut self, now_s: i64, out: &mut Vec<WindowRow>) {
         for p in 0..self.watermarks.clocks().len() {
             self.watermarks.set_finished(p);
@@ -804,6 +974,164 @@ mod tests {
         assert_eq!(got, want);
         assert_eq!(e.counters.windows_re_emitted, 0);
         assert_eq!(e.counters.windows_emitted, want.len() as u64);
+    }
+
+    mod deltas {
+        use super::*;
+        use proptest::prelude::*;
+
+        const SMALL: WindowSpec = WindowSpec {
+            size_ms: 4_000,
+            slide_ms: 2_000,
+            out_of_orderness_ms: 1_000,
+            allowed_lateness_ms: 2_000,
+        };
+
+        #[derive(Debug, Clone)]
+        enum Op {
+            /// An order on a partition: id and user from small pools, event
+            /// time moved by a step (back within the bound, or far ahead).
+            Order(usize, u8, u8, i64),
+            Idle(usize, bool),
+            Grow,
+            Truncated(usize),
+            /// Partition discovery caps the watermark this far below the
+            /// frontier.
+            Ceiling(i64),
+            Delta,
+            /// A new base from the live state (a compaction).
+            Base,
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            prop_oneof![
+                12 => (0usize..4, any::<u8>(), 0u8..24, prop_oneof![
+                    8 => -1_500i64..800,
+                    1 => 3_000i64..30_000,
+                ]).prop_map(|(p, id, user, dt)| Op::Order(p, id, user, dt)),
+                1 => (0usize..4, any::<bool>()).prop_map(|(p, idle)| Op::Idle(p, idle)),
+                1 => Just(Op::Grow),
+                1 => (0usize..4).prop_map(Op::Truncated),
+                1 => (0i64..5_000).prop_map(Op::Ceiling),
+                3 => Just(Op::Delta),
+                1 => Just(Op::Base),
+            ]
+        }
+
+        /// `state` as a frame holds it: without what is not state.
+        fn stored(mut state: EngineSnapshot) -> EngineSnapshot {
+            for c in &mut state.clocks {
+                *c = PartitionClock {
+                    max_event_ms: c.max_event_ms,
+                    ..PartitionClock::default()
+                };
+            }
+            state
+        }
+
+        proptest! {
+            /// Against the live engine's own whole snapshot, restored (what
+            /// recovery did before deltas): a base and the deltas after it
+            /// restore to exactly that, and so does the replica that applies
+            /// each delta as it comes (the committer's), at every step.
+            #[test]
+            fn a_base_and_its_deltas_restore_the_live_state(
+                ops in proptest::collection::vec(op(), 1..300),
+            ) {
+                let mut live = Engine::with_seed(SMALL, 2, 3);
+                live.track_changes();
+                let mut base = stored(live.snapshot());
+                let mut deltas: Vec<EngineDelta> = Vec::new();
+                let mut replica = Engine::with_seed(SMALL, 2, 3);
+                let mut out = Vec::new();
+                let mut t = 1_800_000_000_000i64;
+                for op in ops {
+                    match op {
+                        Op::Order(p, id, user, dt) => {
+                            t += dt;
+                            let p = p % live.partitions();
+                            let payload = ev(&format!("e{id}"), &format!("u{user}"), "0.10", t);
+                            live.process(p, &payload, 0, &mut out);
+                            live.flush_updates(0, &mut out);
+                        }
+                        Op::Idle(p, idle) => {
+                            let p = p % live.partitions();
+                            live.set_idle(p, idle, 0, &mut out);
+                        }
+                        Op::Grow => live.grow(live.partitions() + 1),
+                        Op::Truncated(p) => live.mark_truncated(p % live.partitions()),
+                        Op::Ceiling(below) => {
+                            let ceiling = live.frontier().saturating_sub(below);
+                            live.set_watermark_ceiling(ceiling, 0, &mut out);
+                        }
+                        Op::Delta => {
+                            let delta = live.take_delta();
+                            replica.apply_delta(&delta).unwrap();
+                            deltas.push(delta);
+                            let parts = live.partitions();
+                            let want = Engine::restore(SMALL, parts, stored(live.snapshot()))
+                                .unwrap()
+                                .snapshot();
+                            prop_assert_eq!(&replica.snapshot(), &want);
+                            let restored = Engine::restore_chain(SMALL, parts, &base, &deltas).unwrap();
+                            prop_assert_eq!(restored.snapshot(), want);
+                        }
+                        Op::Base => {
+                            replica.apply_delta(&live.take_delta()).unwrap();
+                            base = stored(replica.snapshot());
+                            deltas.clear();
+                        }
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn a_delta_of_another_state_is_refused() {
+            let mut a = Engine::with_seed(SPEC, 1, 1);
+            a.track_changes();
+            let delta = a.take_delta();
+            let mut other_seed = Engine::with_seed(SPEC, 1, 2);
+            assert!(other_seed.apply_delta(&delta).is_err());
+            let spec = WindowSpec {
+                size_ms: 120_000,
+                ..SPEC
+            };
+            let mut other_spec = Engine::with_seed(spec, 1, 1);
+            assert!(other_spec.apply_delta(&delta).is_err());
+            let mut shuffled = delta.clone();
+            shuffled.windows.panes = vec![(2, 1, 1, vec![]), (1, 1, 1, vec![])];
+            assert!(Engine::with_seed(SPEC, 1, 1)
+                .apply_delta(&shuffled)
+                .is_err());
+        }
+
+        #[test]
+        fn taking_a_delta_copies_no_table() {
+            let mut e = Engine::with_seed(SPEC, 1, 1);
+            e.track_changes();
+            let mut out = Vec::new();
+            for i in 0..5_000 {
+                e.process(
+                    0,
+                    &ev(
+                        &format!("e{i}"),
+                        &format!("u{}", i % 700),
+                        "1.00",
+                        100_000 + i,
+                    ),
+                    0,
+                    &mut out,
+                );
+            }
+            let first = e.take_delta();
+            assert_eq!(first.dedup.counted.len(), 5_000);
+            assert_eq!(first.changes(), 5_700);
+            e.process(0, &ev("e-new", "u1", "1.00", 105_000), 0, &mut out);
+            let second = e.take_delta();
+            assert_eq!(second.changes(), 1, "only the id: u1 was known");
+            assert_eq!(e.take_delta().changes(), 0);
+        }
     }
 
     #[test]

@@ -418,6 +418,11 @@ impl FpSet {
         self.0.insert(fp, 0)
     }
 
+    /// See [`FpMap::reserve`].
+    pub fn reserve(&mut self, additional: usize) {
+        self.0.reserve(additional);
+    }
+
     #[inline]
     pub fn prefetch(&self, fp: Fp) {
         self.0.prefetch(fp);

@@ -23,6 +23,15 @@
 //! * `panes`: live panes by index, each with count, GMV in cents and user set.
 //! * `fired`: the windows fired and not final yet, with their last version and
 //!   whether an update is waiting to be emitted.
+//!
+//! # Changes since the last checkpoint
+//!
+//! With tracking on ([`Windows::track_changes`]), each pane also lists the
+//! users added to it since the last [`Windows::take_delta`]. A delta holds
+//! every live pane with its counters and those users, and the small
+//! `fired` state in full; a pane it does not list was dropped. User sets
+//! only grow until their pane is dropped whole, so that is the whole
+//! change ([`Windows::apply_delta`]).
 
 use std::collections::BTreeMap;
 
@@ -187,6 +196,8 @@ struct Pane {
     order_cnt: u64,
     gmv_cents: u128,
     users: UserSet,
+    /// Users added since the last delta (only when tracking).
+    added: Vec<Fp>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -206,27 +217,66 @@ pub struct WindowsSnapshot {
     pub version_base: u64,
 }
 
+/// What changed in [`Windows`] between two checkpoints (see the module docs).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct WindowsDelta {
+    /// Every live pane, ascending: (pane index, order count, GMV cents,
+    /// users added since the previous checkpoint). Any other pane was
+    /// dropped.
+    pub panes: Vec<(i64, u64, u128, Vec<Fp>)>,
+    pub fired: Vec<(i64, FiredWindow)>,
+    pub fired_upto: Option<i64>,
+    pub version_base: u64,
+}
+
 impl WindowsSnapshot {
     /// Records that `rows` were emitted after this snapshot was taken, by a
     /// step whose effects are not state (the end of a bounded input): every
     /// later emission of those windows gets a higher version. A window not
     /// fired yet is entered with that version; firing it later adds one.
     pub fn note_emitted(&mut self, spec: &WindowSpec, rows: &[WindowRow]) {
-        for row in rows {
-            let w = spec.window_of_start(row.window_start);
-            match self.fired.binary_search_by_key(&w, |(k, _)| *k) {
-                Ok(i) => self.fired[i].1.version = self.fired[i].1.version.max(row.version),
-                Err(i) => self.fired.insert(
-                    i,
-                    (
-                        w,
-                        FiredWindow {
-                            version: row.version,
-                            dirty: false,
-                        },
-                    ),
+        note_emitted(&mut self.fired, spec, rows);
+    }
+}
+
+impl WindowsDelta {
+    /// See [`WindowsSnapshot::note_emitted`].
+    pub fn note_emitted(&mut self, spec: &WindowSpec, rows: &[WindowRow]) {
+        note_emitted(&mut self.fired, spec, rows);
+    }
+
+    /// The same state with no user added: what a checkpoint that changes
+    /// nothing records.
+    pub fn without_changes(&self) -> Self {
+        WindowsDelta {
+            panes: self
+                .panes
+                .iter()
+                .map(|(k, n, gmv, _)| (*k, *n, *gmv, Vec::new()))
+                .collect(),
+            fired: self.fired.clone(),
+            fired_upto: self.fired_upto,
+            version_base: self.version_base,
+        }
+    }
+}
+
+/// See [`WindowsSnapshot::note_emitted`].
+fn note_emitted(fired: &mut Vec<(i64, FiredWindow)>, spec: &WindowSpec, rows: &[WindowRow]) {
+    for row in rows {
+        let w = spec.window_of_start(row.window_start);
+        match fired.binary_search_by_key(&w, |(k, _)| *k) {
+            Ok(i) => fired[i].1.version = fired[i].1.version.max(row.version),
+            Err(i) => fired.insert(
+                i,
+                (
+                    w,
+                    FiredWindow {
+                        version: row.version,
+                        dirty: false,
+                    },
                 ),
-            }
+            ),
         }
     }
 }
@@ -243,6 +293,8 @@ pub struct Windows {
     version_base: u64,
     /// Reused for distinct-user unions so firing does not allocate each time.
     scratch: UserSet,
+    /// Panes list the users added since the last delta (see the module docs).
+    tracking: bool,
 }
 
 impl Windows {
@@ -255,6 +307,15 @@ impl Windows {
             fired_upto: None,
             version_base: 0,
             scratch: UserSet::default(),
+            tracking: false,
+        }
+    }
+
+    /// Starts listing the users added from now on (see the module docs).
+    pub fn track_changes(&mut self) {
+        self.tracking = true;
+        for pane in self.panes.values_mut() {
+            pane.added = Vec::new();
         }
     }
 
@@ -287,7 +348,9 @@ impl Windows {
         let pane = self.panes.entry(k).or_default();
         pane.order_cnt += 1;
         pane.gmv_cents += cents as u128;
-        pane.users.insert(user);
+        if pane.users.insert(user) && self.tracking {
+            pane.added.push(user);
+        }
 
         let n = self.panes_per_window;
         let first = k - n + 1;
@@ -487,24 +550,62 @@ impl Windows {
         }
     }
 
-    pub fn restore(spec: WindowSpec, snapshot: WindowsSnapshot) -> Self {
+    pub fn restore(spec: WindowSpec, snapshot: &WindowsSnapshot) -> Self {
         let mut windows = Windows::new(spec);
-        for (k, order_cnt, gmv_cents, users) in snapshot.panes {
+        for (k, order_cnt, gmv_cents, users) in &snapshot.panes {
             let mut set = UserSet::with_capacity(users.len());
-            set.extend(users);
+            set.extend(users.iter().copied());
             windows.panes.insert(
-                k,
+                *k,
                 Pane {
-                    order_cnt,
-                    gmv_cents,
+                    order_cnt: *order_cnt,
+                    gmv_cents: *gmv_cents,
                     users: set,
+                    added: Vec::new(),
                 },
             );
         }
-        windows.fired = snapshot.fired.into_iter().collect();
+        windows.fired = snapshot.fired.iter().copied().collect();
         windows.fired_upto = snapshot.fired_upto;
         windows.version_base = snapshot.version_base;
         windows
+    }
+
+    /// Every live pane's counters and the users added to it since the last
+    /// call (or since tracking started), and the `fired` state; the lists
+    /// of added users start again empty. O(panes + fired windows).
+    pub fn take_delta(&mut self) -> WindowsDelta {
+        WindowsDelta {
+            panes: self
+                .panes
+                .iter_mut()
+                .map(|(k, p)| {
+                    let capacity = p.added.len();
+                    let added = std::mem::replace(&mut p.added, Vec::with_capacity(capacity));
+                    (*k, p.order_cnt, p.gmv_cents, added)
+                })
+                .collect(),
+            fired: self.fired.iter().map(|(w, f)| (*w, *f)).collect(),
+            fired_upto: self.fired_upto,
+            version_base: self.version_base,
+        }
+    }
+
+    /// Replays `delta` on this state (see the module docs). Users added
+    /// here are not listed as changes.
+    pub fn apply_delta(&mut self, delta: &WindowsDelta) {
+        self.panes
+            .retain(|k, _| delta.panes.binary_search_by_key(k, |p| p.0).is_ok());
+        for (k, order_cnt, gmv_cents, added) in &delta.panes {
+            let pane = self.panes.entry(*k).or_default();
+            pane.order_cnt = *order_cnt;
+            pane.gmv_cents = *gmv_cents;
+            pane.users.reserve(added.len());
+            pane.users.extend(added.iter().copied());
+        }
+        self.fired = delta.fired.iter().copied().collect();
+        self.fired_upto = delta.fired_upto;
+        self.version_base = delta.version_base;
     }
 }
 
@@ -627,7 +728,7 @@ mod tests {
         }
         fire(&mut w, 100_000);
         let snap = w.snapshot();
-        let mut r = Windows::restore(SPEC, snap.clone());
+        let mut r = Windows::restore(SPEC, &snap);
         assert_eq!(r.snapshot(), snap);
         assert_eq!(fire(&mut r, i64::MAX), fire(&mut w, i64::MAX));
     }
