@@ -4,13 +4,23 @@
 //! actually present before anything is allocated, so a truncated or
 //! bit-flipped frame is an error value, never a panic or a huge allocation.
 //! Integers in the header are big-endian.
+//!
+//! # Formats
+//!
+//! * 3 (this build writes it): the payload is a `StoredCheckpoint`, whose
+//!   engine state is a base or a delta on the checkpoint before it.
+//! * 2: the payload is a `Checkpoint` with the whole engine state; still
+//!   read, as a base.
+//! * 1 and anything newer than 3: refused, saying what to do.
 
 use serde::{de::DeserializeOwned, Serialize};
 use thiserror::Error;
 
 const MAGIC: &[u8; 4] = b"SFCK";
-/// 2: the checkpoint names the source's identity and a bounded run's end.
-pub const FORMAT: u16 = 2;
+/// 3: the engine state is a base or a delta (see the module docs).
+pub const FORMAT: u16 = 3;
+/// The format before deltas (whole states), still read.
+pub const FORMAT_WHOLE: u16 = 2;
 const HEADER: usize = 4 + 2 + 8 + 4;
 /// Upper bound on what bincode may allocate while decoding one checkpoint,
 /// in case a frame with a valid crc still carries absurd lengths.
@@ -24,13 +34,13 @@ const DECODE_LIMIT: usize = 8 << 30;
 /// payload, rounded up to a power of four.
 const DECODE_FACTOR: usize = 32;
 
-#[derive(Debug, Error, PartialEq, Eq)]
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
 pub enum CodecError {
     #[error("frame too short ({0} bytes)")]
     Truncated(usize),
     #[error("bad magic (not a StreamForge checkpoint)")]
     BadMagic,
-    #[error("unsupported checkpoint format {0} (this build reads {FORMAT})")]
+    #[error("unsupported checkpoint format {0} (this build reads formats {FORMAT_WHOLE} and {FORMAT}). {advice}", advice = format_advice(*.0))]
     UnsupportedFormat(u16),
     #[error("length mismatch: header says {declared} bytes, frame holds {actual}")]
     LengthMismatch { declared: u64, actual: u64 },
@@ -42,14 +52,30 @@ pub enum CodecError {
     Encode(String),
 }
 
+fn format_advice(format: u16) -> &'static str {
+    if format > FORMAT {
+        "It was written by a newer StreamForge: run that version on this state directory, or start from a \
+         fresh one (the sink's idempotence absorbs the recomputed rows)"
+    } else {
+        "It was written by an older StreamForge that this one cannot read: finish the run with that \
+         version, or start from a fresh state directory (the sink's idempotence absorbs the recomputed rows)"
+    }
+}
+
 fn config() -> impl bincode::config::Config {
     bincode::config::standard().with_limit::<DECODE_LIMIT>()
 }
 
+/// The frame of `value`, in the current format.
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
+    encode_as(FORMAT, value)
+}
+
+/// The frame of `value`, labelled with `format` (tests of older formats).
+pub fn encode_as<T: Serialize>(format: u16, value: &T) -> Result<Vec<u8>, CodecError> {
     let mut frame = Vec::with_capacity(HEADER + 4096);
     frame.extend_from_slice(MAGIC);
-    frame.extend_from_slice(&FORMAT.to_be_bytes());
+    frame.extend_from_slice(&format.to_be_bytes());
     frame.extend_from_slice(&[0; 12]);
     bincode::serde::encode_into_std_write(value, &mut frame, config())
         .map_err(|e| CodecError::Encode(e.to_string()))?;
@@ -60,8 +86,26 @@ pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
     Ok(frame)
 }
 
-/// Checks the frame and returns its payload, without decoding it.
+/// The crc32 of a frame's payload, from its header (the frame must have
+/// been verified, or just encoded).
+pub fn frame_crc(frame: &[u8]) -> u32 {
+    let mut crc = [0u8; 4];
+    crc.copy_from_slice(&frame[14..18]);
+    u32::from_be_bytes(crc)
+}
+
+/// Checks a frame of the current format and returns its payload, without
+/// decoding it.
 pub fn verify(frame: &[u8]) -> Result<&[u8], CodecError> {
+    match verify_any(frame)? {
+        (FORMAT, payload) => Ok(payload),
+        (format, _) => Err(CodecError::UnsupportedFormat(format)),
+    }
+}
+
+/// Checks a frame of any format this build reads; returns the format and
+/// the payload.
+pub fn verify_any(frame: &[u8]) -> Result<(u16, &[u8]), CodecError> {
     if frame.len() < HEADER {
         return Err(CodecError::Truncated(frame.len()));
     }
@@ -69,7 +113,7 @@ pub fn verify(frame: &[u8]) -> Result<&[u8], CodecError> {
         return Err(CodecError::BadMagic);
     }
     let format = u16::from_be_bytes([frame[4], frame[5]]);
-    if format != FORMAT {
+    if format != FORMAT && format != FORMAT_WHOLE {
         return Err(CodecError::UnsupportedFormat(format));
     }
     let mut len = [0u8; 8];
@@ -87,7 +131,7 @@ pub fn verify(frame: &[u8]) -> Result<&[u8], CodecError> {
     if stored != computed {
         return Err(CodecError::CrcMismatch { stored, computed });
     }
-    Ok(payload)
+    Ok((format, payload))
 }
 
 /// Decodes with a limit proportional to the payload (see `DECODE_FACTOR`);
@@ -112,8 +156,13 @@ fn decode_limited<T: DeserializeOwned>(
     decode_from_slice(payload, config())
 }
 
+/// Checks and decodes a frame of the current format.
 pub fn decode<T: DeserializeOwned>(frame: &[u8]) -> Result<T, CodecError> {
-    let payload = verify(frame)?;
+    decode_payload(verify(frame)?)
+}
+
+/// Decodes a verified payload, all of it.
+pub fn decode_payload<T: DeserializeOwned>(payload: &[u8]) -> Result<T, CodecError> {
     let (value, used) = decode_limited(payload).map_err(|e| CodecError::Decode(e.to_string()))?;
     if used != payload.len() {
         return Err(CodecError::Decode(format!(

@@ -1,18 +1,19 @@
 //! Commits checkpoints on a thread of its own, so that the job thread stops
-//! only to take the snapshot.
+//! only to mark the barrier.
 //!
-//! Encoding a checkpoint, writing it to sled and flushing it are most of a
-//! large checkpoint's cost (for 52 MB of state: ~80 ms of bincode and crc
-//! and ~300 ms of sled write and `fsync`, against ~150 ms of snapshot), and
-//! none of it needs the engine: the snapshot is already a copy. So the job
-//! takes the snapshot, hands the [`Checkpoint`] to the committer and goes on
-//! processing; the protocol's order is unchanged, because the job hands a
-//! checkpoint's rows to the sink only once the committer reports it durable.
+//! The job takes the changes since the last checkpoint (an [`EngineDelta`]:
+//! no table is copied), hands them to the committer with the rest of the
+//! [`Checkpoint`] and goes on processing. The committer applies them to its
+//! replica of the state, encodes them (or, when the chain has grown, the
+//! replica whole, as a new base), writes and flushes; the protocol's order
+//! is unchanged, because the job hands a checkpoint's rows to the sink only
+//! once the committer reports it durable. Before its first commit after
+//! recovery, the thread builds its replica ([`CheckpointStore::prepare`]).
 //!
-//! At most one checkpoint is in flight. The next barrier waits for it first,
-//! which bounds both the memory held (one snapshot and its frame) and how far
-//! processing runs ahead of the last durable checkpoint (one barrier
-//! interval, as before).
+//! At most one checkpoint is in flight, which bounds both the memory held
+//! (one delta and its frame) and how far processing runs ahead of the last
+//! durable checkpoint. A barrier that comes due while one is in flight is
+//! the job's to defer (see `job::barrier`).
 //!
 //! [`Committer::inline`] commits on the caller's thread instead, when
 //! [`Committer::start`] is called: the same protocol with no thread, for
@@ -22,15 +23,19 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::{Checkpoint, CheckpointError, CheckpointStore};
+use super::{Checkpoint, CheckpointError, CheckpointStore, Written};
+use crate::engine::EngineDelta;
+
+/// What the job hands the committer.
+pub type Delta = Checkpoint<EngineDelta>;
 
 /// The outcome of one commit, with what the caller gave [`Committer::start`]
 /// along with the checkpoint.
 #[derive(Debug)]
 pub struct Commit<T> {
     pub id: u64,
-    /// The frame's size when the checkpoint is durable.
-    pub result: Result<usize, CheckpointError>,
+    /// What was written, when the checkpoint is durable.
+    pub result: Result<Written, CheckpointError>,
     /// Encoding, writing and flushing, on the committer's thread.
     pub took: Duration,
     pub tag: T,
@@ -38,7 +43,7 @@ pub struct Commit<T> {
 
 /// What the thread reports for one checkpoint.
 struct Done {
-    result: Result<usize, CheckpointError>,
+    result: Result<Written, CheckpointError>,
     took: Duration,
 }
 
@@ -52,12 +57,12 @@ pub struct Committer<T> {
 
 enum Mode {
     Thread {
-        to_thread: Option<mpsc::SyncSender<Checkpoint>>,
+        to_thread: Option<mpsc::SyncSender<Delta>>,
         from_thread: mpsc::Receiver<Done>,
         thread: Option<JoinHandle<()>>,
     },
     Inline {
-        store: CheckpointStore,
+        store: Box<CheckpointStore>,
         done: Option<Done>,
     },
 }
@@ -65,19 +70,19 @@ enum Mode {
 impl<T> Committer<T> {
     /// Moves `store` to a new thread that commits what [`Committer::start`]
     /// is given, in order.
-    pub fn spawn(store: CheckpointStore) -> std::io::Result<Committer<T>> {
-        let (to_thread, jobs) = mpsc::sync_channel::<Checkpoint>(1);
+    pub fn spawn(mut store: CheckpointStore) -> std::io::Result<Committer<T>> {
+        let (to_thread, jobs) = mpsc::sync_channel::<Delta>(1);
         let (done, from_thread) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("checkpoint-commit".into())
             .spawn(move || {
+                store.prepare();
                 for checkpoint in jobs {
                     let started = Instant::now();
-                    let result = store.commit(&checkpoint);
+                    // The delta is consumed (and its memory freed) before
+                    // the commit is reported.
+                    let result = store.commit_delta(checkpoint);
                     let took = started.elapsed();
-                    // Dropped before it is reported: the snapshot's memory
-                    // is free by the time the job starts the next one.
-                    drop(checkpoint);
                     if done.send(Done { result, took }).is_err() {
                         break;
                     }
@@ -99,7 +104,10 @@ impl<T> Committer<T> {
     /// Commits on the caller's thread, inside [`Committer::start`].
     pub fn inline(store: CheckpointStore) -> Committer<T> {
         Committer {
-            mode: Mode::Inline { store, done: None },
+            mode: Mode::Inline {
+                store: Box::new(store),
+                done: None,
+            },
             in_flight: None,
         }
     }
@@ -112,7 +120,7 @@ impl<T> Committer<T> {
     /// Starts committing `checkpoint`; `tag` comes back with its
     /// [`Commit`]. The one before must be finished ([`Committer::wait`]):
     /// one checkpoint at a time, in id order.
-    pub fn start(&mut self, checkpoint: Checkpoint, tag: T) -> Result<(), CheckpointError> {
+    pub fn start(&mut self, checkpoint: Delta, tag: T) -> Result<(), CheckpointError> {
         assert!(
             self.in_flight.is_none(),
             "checkpoint {} started while {:?} is still being committed",
@@ -130,7 +138,7 @@ impl<T> Committer<T> {
                 }
             }
             Mode::Inline { store, done } => {
-                let result = store.commit(&checkpoint);
+                let result = store.commit_delta(checkpoint);
                 *done = Some(Done {
                     result,
                     took: Duration::ZERO,
@@ -202,7 +210,8 @@ impl<T> Drop for Committer<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checkpoint::tests::checkpoint;
+    use crate::checkpoint::tests::{delta, feed, tracked};
+    use crate::window::WindowSpec;
 
     #[test]
     fn commits_in_the_background_and_reports_each_one() {
@@ -210,21 +219,23 @@ mod tests {
         let mut committer =
             Committer::spawn(CheckpointStore::open(dir.path(), 2).unwrap()).unwrap();
         assert!(committer.wait().is_none(), "nothing in flight");
+        let mut engine = tracked(WindowSpec::DEFAULT, 3);
         for id in 1..=3 {
-            committer.start(checkpoint(id), id * 7).unwrap();
+            feed(&mut engine, id * 100, id * 100 + 100, 40);
+            committer.start(delta(&mut engine, id), id * 7).unwrap();
             assert_eq!(committer.in_flight(), Some(id));
             let commit = committer.wait().expect("one in flight");
             assert_eq!(commit.id, id);
             assert_eq!(commit.tag, id * 7, "the tag comes back with its commit");
-            assert!(commit.result.unwrap() > 0);
+            assert!(commit.result.unwrap().bytes > 0);
             assert_eq!(committer.in_flight(), None);
         }
         drop(committer);
         // Dropping the committer closed the store: it opens again, and holds
         // what was committed.
         let store = CheckpointStore::open(dir.path(), 2).unwrap();
-        assert_eq!(store.ids().unwrap(), vec![2, 3]);
-        assert_eq!(store.load(3).unwrap(), checkpoint(3));
+        assert_eq!(store.ids().unwrap(), vec![1, 2, 3]);
+        assert_eq!(store.load(3).unwrap().engine, engine.snapshot());
     }
 
     #[test]
@@ -232,7 +243,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut committer =
             Committer::spawn(CheckpointStore::open(dir.path(), 2).unwrap()).unwrap();
-        committer.start(checkpoint(1), ()).unwrap();
+        let mut engine = tracked(WindowSpec::DEFAULT, 3);
+        committer.start(delta(&mut engine, 1), ()).unwrap();
         let commit = loop {
             if let Some(commit) = committer.try_finished() {
                 break commit;

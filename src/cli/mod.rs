@@ -410,18 +410,19 @@ fn checkpoint(command: CheckpointCommand) -> anyhow::Result<ExitCode> {
             let (store, dir) = open_store(&common)?;
             println!("checkpoints in {}", dir.display());
             println!(
-                "{:>8}  {:<24}  {:>10}  {:<8}  {:<24}  offsets",
-                "id", "created (UTC)", "bytes", "crc", "watermark"
+                "{:>8}  {:<24}  {:>10}  {:<8}  {:<24}  {:<14}  offsets",
+                "id", "created (UTC)", "bytes", "crc", "watermark", "stored as"
             );
             for info in store.list()? {
                 match info.status {
                     Ok(s) => println!(
-                        "{:>8}  {:<24}  {:>10}  {:<8}  {:<24}  {}",
+                        "{:>8}  {:<24}  {:>10}  {:<8}  {:<24}  {:<14}  {}",
                         info.id,
                         crate::time::format_rfc3339_ms(s.created_ms),
                         info.bytes,
                         "ok",
                         telemetry::format_watermark(s.watermark_ms),
+                        s.kind.split(" (").next().unwrap_or(""),
                         format_offsets(&s.offsets)
                     ),
                     Err(e) => println!(

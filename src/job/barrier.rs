@@ -24,6 +24,17 @@
 //! run resumed after a crash stops where the one that was started would
 //! have; the last checkpoint drops them, so the next bounded run reads to the
 //! input's new end.
+//!
+//! # What the job thread does at a barrier
+//!
+//! It takes the engine's changes since the last checkpoint (no table is
+//! copied: see `engine`) and hands them to the committer thread with the
+//! rest of the checkpoint. A barrier that comes due while the previous
+//! checkpoint is still being committed is deferred, not waited for: the job
+//! goes on processing and takes it once the committer is free (the changes
+//! simply cover a longer interval). Only the barriers that must be durable
+//! before the job goes on (the first one, the stop, the end of a bounded
+//! input, errors) wait.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -33,22 +44,26 @@ use tracing::info;
 
 use super::{FinalState, InFlight, Job, RecordCtx};
 use crate::checkpoint::{Checkpoint, PendingBatch};
-use crate::engine::EngineSnapshot;
+use crate::engine::EngineDelta;
 use crate::failpoint::crash_point;
 use crate::telemetry;
 use crate::time::format_rfc3339_ms;
 
 impl Job<'_> {
-    /// Takes a checkpoint of the live state: the snapshot here, on the job
-    /// thread; the encoding, write and flush on the committer's. Its rows go
-    /// to the sink once it is durable ([`Job::finish_commit`]): right away
+    /// Takes a checkpoint of the live state: the changes since the last one
+    /// here, on the job thread; the rest on the committer's. Its rows go to
+    /// the sink once it is durable ([`Job::finish_commit`]): right away
     /// when `wait` (stop, end of input, errors), otherwise when the main
-    /// loop sees the committer done. `force` commits even when nothing
-    /// changed.
+    /// loop sees the committer done. Without `wait`, a barrier that finds
+    /// the previous checkpoint still in flight is deferred (see the module
+    /// docs). `force` commits even when nothing changed.
     pub(super) fn barrier(&mut self, force: bool, wait: bool) -> anyhow::Result<()> {
         let started = self.clock.now();
         // One checkpoint in flight at a time, committed in id order.
-        self.finish_commit(true)?;
+        self.finish_commit(wait)?;
+        if self.committer.in_flight().is_some() {
+            return Ok(());
+        }
         let now_s = self.clock.wall_ms() / 1000;
         self.engine.flush_updates(now_s, &mut self.emitted);
         if !self.changed && self.emitted.is_empty() && !force {
@@ -57,7 +72,7 @@ impl Job<'_> {
         }
         let anomaly_log_len = self.sync_anomalies()?;
         crash_point("job::barrier::after_anomaly_sync");
-        let engine = self.engine.snapshot();
+        let engine = self.engine.take_delta();
         let offsets = self.offsets();
         let bounded_end = self.bounded_end.clone();
         self.commit(engine, offsets, anomaly_log_len, bounded_end, started, wait)
@@ -74,7 +89,7 @@ impl Job<'_> {
             detected_at: format_rfc3339_ms(now),
         };
         self.engine.flush_updates(ctx.now_s, &mut self.emitted);
-        let mut engine = self.engine.snapshot();
+        let mut engine = self.engine.take_delta();
         let offsets = self.offsets();
         let anomaly_log_len = self.sync_anomalies()?;
         let real = self.emitted.len();
@@ -85,7 +100,7 @@ impl Job<'_> {
         self.sync_anomalies()?;
         crash_point("job::barrier::after_anomaly_sync");
         self.final_state = Some(FinalState {
-            engine: engine.clone(),
+            engine: engine.without_changes(),
             offsets: offsets.clone(),
             anomaly_log_len,
         });
@@ -126,7 +141,7 @@ impl Job<'_> {
     /// the last one as a new pending batch.
     fn commit(
         &mut self,
-        engine: EngineSnapshot,
+        engine: EngineDelta,
         offsets: BTreeMap<u32, u64>,
         anomaly_log_len: u64,
         bounded_end: Option<BTreeMap<u32, u64>>,
@@ -186,7 +201,8 @@ impl Job<'_> {
             return Ok(());
         };
         let (id, flight) = (commit.id, commit.tag);
-        let bytes = commit.result.with_context(|| commit_failed(id))?;
+        let written = commit.result.with_context(|| commit_failed(id))?;
+        let bytes = written.bytes;
         crash_point("job::barrier::after_commit");
         if !flight.rows.is_empty() {
             self.writer.submit(id, flight.rows);
@@ -208,6 +224,8 @@ impl Job<'_> {
             bytes,
             pause_ms = format!("{:.2}", pause.as_secs_f64() * 1e3),
             commit_ms = format!("{:.2}", commit.took.as_secs_f64() * 1e3),
+            stored_as = if written.base { "base" } else { "delta" },
+            changes = written.changes,
             watermark = %telemetry::format_watermark(flight.watermark),
             pending_rows,
             "checkpoint committed"

@@ -12,7 +12,7 @@ use tracing::{error, info, warn};
 use super::{Discovery, Environment, InFlight, Job, JobOptions, JobReport, Slot, TimeGuard};
 use crate::anomaly_log::AnomalyLog;
 use crate::checkpoint::committer::Committer;
-use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointStore, PendingBatch};
+use crate::checkpoint::{CheckpointStore, PendingBatch, Recovered};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::engine::Engine;
@@ -155,22 +155,25 @@ fn start_committer(
 fn open_store(
     cfg: &Config,
     env: &Environment,
-) -> anyhow::Result<(CheckpointStore, Option<Checkpoint>, usize)> {
+) -> anyhow::Result<(CheckpointStore, Option<Recovered>, usize)> {
     let state_dir = &cfg.checkpoint.state_dir;
     std::fs::create_dir_all(state_dir)
         .with_context(|| format!("cannot create the state directory {}", state_dir.display()))?;
-    let store = match &env.store {
+    let mut store = match &env.store {
         Some(memory) => CheckpointStore::in_memory(memory.clone(), cfg.checkpoint.keep),
         None => CheckpointStore::open(state_dir, cfg.checkpoint.keep)?,
     };
-    let (latest, skipped) = store.load_latest()?;
+    let (latest, skipped) = store.recover()?;
     for e in &skipped {
         error!(error = %e, "skipping a corrupt checkpoint; falling back to the previous one");
     }
-    if let (Some(CheckpointError::Corrupt { .. }), None) = (skipped.first(), &latest) {
+    // A damaged or unreadable checkpoint is never taken for no checkpoint
+    // at all (a fresh start would move the anomaly log aside).
+    if let (Some(first), None) = (skipped.first(), &latest) {
         bail!(
-            "every checkpoint in {} is corrupt; nothing safe to resume from. Move the state directory \
-             aside and start again (the sink's idempotence absorbs the recomputed rows)",
+            "every checkpoint in {} is corrupt or depends on one that is ({first}); nothing safe to \
+             resume from. Move the state directory aside and start again (the sink's idempotence \
+             absorbs the recomputed rows)",
             state_dir.display()
         );
     }
@@ -289,7 +292,7 @@ fn highest_version_in(sink: &mut dyn Sink, cfg: &Config, clock: &dyn Clock) -> a
 /// Restores from the newest good checkpoint, or starts fresh.
 fn resume(
     cfg: &Config,
-    latest: Option<Checkpoint>,
+    latest: Option<Recovered>,
     source: &dyn Source,
     source_id: &str,
     fingerprint_seed: Option<u64>,
@@ -304,10 +307,11 @@ fn resume(
             warn!(moved_to = %old.display(), "an anomaly log from an earlier run was moved aside");
         }
         info!(state_dir = %cfg.checkpoint.state_dir.display(), "no checkpoint: starting from the beginning of the input");
-        let engine = match fingerprint_seed {
+        let mut engine = match fingerprint_seed {
             Some(seed) => Engine::with_seed(spec, partitions, seed),
             None => Engine::new(spec, partitions),
         };
+        engine.track_changes();
         return Ok(Resumed {
             engine,
             anomalies,
@@ -335,9 +339,13 @@ fn resume(
         anomaly_log_bytes = cp.anomaly_log_len,
         pending_rows,
         bounded_run_in_progress = cp.bounded_end.is_some(),
+        deltas_on_base = cp.engine.deltas.len(),
         "recovering from checkpoint"
     );
-    let engine = Engine::restore(spec, partitions, cp.engine).map_err(anyhow::Error::msg)?;
+    let chain = &cp.engine;
+    let mut engine = Engine::restore_chain(spec, partitions, &chain.base, &chain.deltas)
+        .map_err(anyhow::Error::msg)?;
+    engine.track_changes();
     let anomalies =
         AnomalyLog::resume(&cfg.anomaly_log, cp.anomaly_log_len).with_context(|| {
             format!(

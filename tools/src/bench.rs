@@ -1,10 +1,13 @@
 //! `streamforge-tools bench core`: the core path on one thread, from in-memory
 //! payloads: parse, clean, dedup, window updates with exact distinct users,
-//! and checkpoints (snapshot, encode, sled commit + flush) at a fixed event
-//! interval, taken as the job takes them: the snapshot on the processing
-//! thread, the rest on the committer's thread while processing goes on.
-//! Prints events/s, ns/event, checkpoint pause percentiles and bytes, state
-//! bytes per distinct user, and peak RSS.
+//! and checkpoints at a fixed event interval, taken as the job takes them:
+//! the engine's changes handed over on the processing thread, the rest
+//! (replica, encoding, sled commit + flush, a new base now and then) on the
+//! committer's thread while processing goes on; a barrier that finds the
+//! previous checkpoint still in flight is deferred, as in the job. Prints
+//! events/s, ns/event, checkpoint pause percentiles and bytes (deltas and
+//! bases), the in-process recovery time, state bytes per distinct user, and
+//! peak RSS.
 //!
 //! Payloads come from the generator in chunks that are produced outside the
 //! timed sections, so the figures measure StreamForge, not the generator.
@@ -14,7 +17,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use streamforge::checkpoint::committer::{Commit, Committer};
-use streamforge::checkpoint::{Checkpoint, CheckpointStore};
+use streamforge::checkpoint::{Checkpoint, CheckpointStore, Written};
 use streamforge::engine::{Engine, Lookahead};
 use streamforge::source::generator::{GeneratorConfig, PayloadStyle};
 use streamforge::window::{WindowRow, WindowSpec};
@@ -23,6 +26,9 @@ use streamforge::window::{WindowRow, WindowSpec};
 pub struct CoreBenchOptions {
     pub events: u64,
     pub users: u64,
+    /// Distinct users per 60 s window to aim for: when set, `users` (the
+    /// pool) is sized for it at `rate` (see [`core_user_pool`]).
+    pub users_per_window: Option<u64>,
     pub partitions: u32,
     /// Event-time rate per partition: with `users` users, the rate decides
     /// how many distinct users a window holds.
@@ -39,6 +45,7 @@ impl Default for CoreBenchOptions {
         CoreBenchOptions {
             events: 20_000_000,
             users: 100_000,
+            users_per_window: None,
             partitions: 4,
             rate: 10_000,
             checkpoint_every: 2_000_000,
@@ -72,10 +79,26 @@ pub struct CoreBenchReport {
     pub checkpoint_pause_p50_ms: f64,
     pub checkpoint_pause_p99_ms: f64,
     pub checkpoint_pause_max_ms: f64,
-    /// Encoding, writing and flushing, on the committer's thread while
-    /// processing goes on.
+    /// Barriers deferred because the previous checkpoint was in flight.
+    pub checkpoints_deferred: usize,
+    /// Applying to the replica, encoding, writing and flushing, on the
+    /// committer's thread while processing goes on.
     pub checkpoint_commit_p50_ms: f64,
+    pub checkpoint_commit_max_ms: f64,
+    /// The largest frame written (a base: the whole state).
     pub checkpoint_bytes_max: usize,
+    /// Frames written as deltas: median and largest size.
+    pub checkpoint_delta_bytes_p50: usize,
+    pub checkpoint_delta_bytes_max: usize,
+    /// Checkpoints written as bases (the first one, and compactions).
+    pub checkpoint_bases: usize,
+    /// All frames written, over the checkpoints.
+    pub checkpoint_bytes_mean: f64,
+    /// In this process, after the run: open the store, read and decode the
+    /// newest checkpoint's chain; then rebuild the engine from it.
+    pub recovery_load_ms: f64,
+    pub recovery_restore_ms: f64,
+    pub user_pool: u64,
     pub max_user_entries: usize,
     pub max_distinct_users_per_window: u64,
     pub checkpoint_bytes_per_user_entry: f64,
@@ -109,13 +132,114 @@ fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
     sorted[i].as_secs_f64() * 1e3
 }
 
+/// The user pool that gives about `per_window` distinct users in a 60 s
+/// window when `partitions` partitions send `rate` orders a second each.
+pub fn core_user_pool(per_window: u64, rate: u64, partitions: u32) -> u64 {
+    let draws = (rate * partitions as u64 * 60) as f64;
+    user_pool(per_window, draws / per_window.max(1) as f64)
+}
+
+/// The checkpoints of `bench core`, taken as the job takes them.
+struct Checkpoints {
+    committer: Committer<()>,
+    next_id: u64,
+    pauses: Vec<Duration>,
+    commits: Vec<Duration>,
+    written: Vec<Written>,
+    deferred: usize,
+}
+
+impl Checkpoints {
+    /// A barrier, as the job's: deferred (false) while the previous
+    /// checkpoint is in flight, else the engine's changes handed over.
+    fn barrier(&mut self, engine: &mut Engine, next: &[u64]) -> anyhow::Result<bool> {
+        let t = Instant::now();
+        if let Some(commit) = self.committer.try_finished() {
+            self.done(commit)?;
+        }
+        if self.committer.in_flight().is_some() {
+            self.deferred += 1;
+            return Ok(false);
+        }
+        let checkpoint = Checkpoint {
+            id: self.next_id,
+            created_ms: streamforge::time::now_ms(),
+            source_id: "bench".into(),
+            offsets: next
+                .iter()
+                .enumerate()
+                .map(|(p, o)| (p as u32, *o))
+                .collect(),
+            anomaly_log_len: 0,
+            engine: engine.take_delta(),
+            pending: Vec::new(),
+            source_identity: None,
+            bounded_end: None,
+        };
+        self.committer.start(checkpoint, ())?;
+        self.next_id += 1;
+        self.pauses.push(t.elapsed());
+        Ok(true)
+    }
+
+    fn done(&mut self, commit: Commit<()>) -> anyhow::Result<()> {
+        self.commits.push(commit.took);
+        self.written.push(commit.result?);
+        Ok(())
+    }
+
+    /// Waits for the last commit; returns how long that took.
+    fn finish(&mut self) -> anyhow::Result<Duration> {
+        let t = Instant::now();
+        if let Some(commit) = self.committer.wait() {
+            self.done(commit)?;
+        }
+        Ok(t.elapsed())
+    }
+}
+
+/// Opens the store in `dir` once sled has let go of it (it releases its
+/// lock from a background thread after the last handle drops), recovers
+/// the newest checkpoint and restores the engine: (load, restore) times.
+fn recover_in_process(
+    dir: &std::path::Path,
+    partitions: usize,
+) -> anyhow::Result<(Duration, Duration)> {
+    let waited = Instant::now();
+    let mut store = loop {
+        match CheckpointStore::open(dir, 3) {
+            Ok(store) => break store,
+            Err(_) if waited.elapsed() < Duration::from_secs(30) => {
+                std::thread::sleep(Duration::from_millis(5))
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+    let t = Instant::now();
+    let recovered = store
+        .recover()?
+        .0
+        .ok_or_else(|| anyhow::anyhow!("no checkpoint to recover"))?;
+    let load = t.elapsed();
+    let t = Instant::now();
+    let chain = &recovered.engine;
+    let engine = Engine::restore_chain(chain.base.spec, partitions, &chain.base, &chain.deltas)
+        .map_err(anyhow::Error::msg)?;
+    let restore = t.elapsed();
+    drop(engine);
+    Ok((load, restore))
+}
+
 pub fn core(opts: &CoreBenchOptions) -> anyhow::Result<CoreBenchReport> {
+    let users = opts.users_per_window.map_or(opts.users, |n| {
+        core_user_pool(n, opts.rate, opts.partitions)
+    });
     let gen = GeneratorConfig {
         seed: 1,
         partitions: opts.partitions,
         events_per_partition: None,
         rate: opts.rate,
-        users: opts.users,
+        users,
         anomaly_share: opts.anomaly_share,
         duplicate_share: opts.duplicate_share,
         late_share: 0.0,
@@ -125,9 +249,16 @@ pub fn core(opts: &CoreBenchOptions) -> anyhow::Result<CoreBenchReport> {
     };
     let spec = WindowSpec::DEFAULT;
     let dir = tempfile::tempdir()?;
-    let mut committer: Committer<()> = Committer::spawn(CheckpointStore::open(dir.path(), 3)?)?;
-    let mut commits = Vec::new();
+    let mut checkpoints = Checkpoints {
+        committer: Committer::spawn(CheckpointStore::open(dir.path(), 3)?)?,
+        next_id: 1,
+        pauses: Vec::new(),
+        commits: Vec::new(),
+        written: Vec::new(),
+        deferred: 0,
+    };
     let mut engine = Engine::new(spec, opts.partitions as usize);
+    engine.track_changes();
     let mut out: Vec<WindowRow> = Vec::new();
 
     const CHUNK: u64 = 100_000;
@@ -139,10 +270,7 @@ pub fn core(opts: &CoreBenchOptions) -> anyhow::Result<CoreBenchReport> {
     let mut busy = Duration::ZERO;
     let mut busy_cpu = Duration::ZERO;
     let mut parse_cpu = Duration::ZERO;
-    let mut pauses = Vec::new();
-    let mut max_bytes = 0usize;
     let mut max_users = 0usize;
-    let mut checkpoint_id = 0u64;
     let mut windows = 0usize;
     let mut max_window_users = 0u64;
     let mut bytes = 0u64;
@@ -175,46 +303,34 @@ pub fn core(opts: &CoreBenchOptions) -> anyhow::Result<CoreBenchReport> {
             .max(max_window_users);
         out.clear();
         max_users = max_users.max(engine.state_stats().1);
-        if since_checkpoint >= opts.checkpoint_every {
+        if since_checkpoint >= opts.checkpoint_every && checkpoints.barrier(&mut engine, &next)? {
             since_checkpoint = 0;
-            checkpoint_id += 1;
-            // The pause: waiting for the previous commit (if it is not
-            // done yet) and the snapshot, as in the job's barrier.
-            let t = Instant::now();
-            if let Some(commit) = committer.wait() {
-                max_bytes = max_bytes.max(committed(commit, &mut commits)?);
-            }
-            committer.start(
-                Checkpoint {
-                    id: checkpoint_id,
-                    created_ms: streamforge::time::now_ms(),
-                    source_id: "bench".into(),
-                    offsets: next
-                        .iter()
-                        .enumerate()
-                        .map(|(p, o)| (p as u32, *o))
-                        .collect(),
-                    anomaly_log_len: 0,
-                    engine: engine.snapshot(),
-                    pending: Vec::new(),
-                    source_identity: None,
-                    bounded_end: None,
-                },
-                (),
-            )?;
-            pauses.push(t.elapsed());
         }
     }
     // The run is over when its last checkpoint is durable: the wait counts
     // in the total time, not as a pause (processing is over).
-    let t = Instant::now();
-    if let Some(commit) = committer.wait() {
-        max_bytes = max_bytes.max(committed(commit, &mut commits)?);
-    }
-    let last_commit_wait = t.elapsed();
+    let last_commit_wait = checkpoints.finish()?;
+    drop(engine);
+    let Checkpoints {
+        committer,
+        mut pauses,
+        mut commits,
+        written,
+        deferred,
+        ..
+    } = checkpoints;
+    drop(committer);
+    let (load, restore) = recover_in_process(dir.path(), opts.partitions as usize)?;
     commits.sort();
     let total = busy + pauses.iter().sum::<Duration>() + last_commit_wait;
     pauses.sort();
+    let max_bytes = written.iter().map(|w| w.bytes).max().unwrap_or(0);
+    let mut deltas: Vec<usize> = written
+        .iter()
+        .filter(|w| !w.base)
+        .map(|w| w.bytes)
+        .collect();
+    deltas.sort();
     Ok(CoreBenchReport {
         style: opts.style.to_string(),
         anomaly_share: opts.anomaly_share,
@@ -231,8 +347,18 @@ pub fn core(opts: &CoreBenchOptions) -> anyhow::Result<CoreBenchReport> {
         checkpoint_pause_p50_ms: percentile_ms(&pauses, 0.5),
         checkpoint_pause_p99_ms: percentile_ms(&pauses, 0.99),
         checkpoint_pause_max_ms: pauses.last().map_or(0.0, |d| d.as_secs_f64() * 1e3),
+        checkpoints_deferred: deferred,
         checkpoint_commit_p50_ms: percentile_ms(&commits, 0.5),
+        checkpoint_commit_max_ms: commits.last().map_or(0.0, |d| d.as_secs_f64() * 1e3),
         checkpoint_bytes_max: max_bytes,
+        checkpoint_delta_bytes_p50: deltas.get(deltas.len() / 2).copied().unwrap_or(0),
+        checkpoint_delta_bytes_max: deltas.last().copied().unwrap_or(0),
+        checkpoint_bases: written.iter().filter(|w| w.base).count(),
+        checkpoint_bytes_mean: written.iter().map(|w| w.bytes as f64).sum::<f64>()
+            / written.len().max(1) as f64,
+        recovery_load_ms: load.as_secs_f64() * 1e3,
+        recovery_restore_ms: restore.as_secs_f64() * 1e3,
+        user_pool: users,
         max_user_entries: max_users,
         max_distinct_users_per_window: max_window_users,
         checkpoint_bytes_per_user_entry: if max_users > 0 {
@@ -256,10 +382,12 @@ impl CoreBenchReport {
              | events/s (processing only) | {:.0} |\n\
              | events per CPU-second (processing only, one thread) | {:.0} |\n\
              | of which parsing and cleaning, CPU ns/event | {:.0} |\n\
-             | checkpoints | {} |\n\
-             | checkpoint pause p50 / p99 / max | {:.1} / {:.1} / {:.1} ms |\n\
-             | checkpoint commit p50 (committer thread, overlapping processing) | {:.1} ms |\n\
-             | checkpoint bytes (max) | {} |\n\
+             | checkpoints (deferred barriers) | {} ({}) |\n\
+             | checkpoint pause p50 / p99 / max | {:.2} / {:.2} / {:.2} ms |\n\
+             | checkpoint commit p50 / max (committer thread, overlapping processing) | {:.1} / {:.1} ms |\n\
+             | checkpoint bytes: deltas p50 / max, bases (count), mean | {} / {}, {} ({}), {:.0} |\n\
+             | recovery in process: load + restore | {:.0} + {:.0} ms |\n\
+             | user pool | {} |\n\
              | distinct users per window (max) | {} |\n\
              | user entries in state (max) | {} |\n\
              | checkpoint bytes per user entry | {:.1} |\n\
@@ -275,11 +403,20 @@ impl CoreBenchReport {
             self.events_per_cpu_second,
             self.parse_ns_per_event,
             self.checkpoints,
+            self.checkpoints_deferred,
             self.checkpoint_pause_p50_ms,
             self.checkpoint_pause_p99_ms,
             self.checkpoint_pause_max_ms,
             self.checkpoint_commit_p50_ms,
+            self.checkpoint_commit_max_ms,
+            self.checkpoint_delta_bytes_p50,
+            self.checkpoint_delta_bytes_max,
             self.checkpoint_bytes_max,
+            self.checkpoint_bases,
+            self.checkpoint_bytes_mean,
+            self.recovery_load_ms,
+            self.recovery_restore_ms,
+            self.user_pool,
             self.max_distinct_users_per_window,
             self.max_user_entries,
             self.checkpoint_bytes_per_user_entry,
@@ -357,14 +494,26 @@ pub struct ScalingBenchReport {
     /// checkpoint bytes / distinct users of one window (max).
     pub bytes_per_distinct_user: f64,
     pub checkpoints: usize,
+    /// What stops processing: taking the engine's changes.
     pub checkpoint_pause_p50_ms: f64,
     pub checkpoint_pause_p99_ms: f64,
     pub checkpoint_pause_max_ms: f64,
-    /// The part of the pause spent taking the snapshot (p50).
+    /// The committer's part (replica, encoding, sled write and flush), here
+    /// on the benchmark's thread after the pause.
+    pub checkpoint_commit_p50_ms: f64,
+    pub checkpoint_commit_max_ms: f64,
+    /// Frames written as deltas (6 s of event time each): median, largest.
+    pub checkpoint_delta_bytes_p50: usize,
+    pub checkpoint_delta_bytes_max: usize,
+    /// Checkpoints written as bases (the first one, and compactions).
+    pub checkpoint_bases: usize,
+    /// A whole snapshot of the final state, for comparison (not taken by
+    /// the checkpoints).
     pub snapshot_p50_ms: f64,
-    /// In this process: open the store, read, crc-check and decode the newest checkpoint.
+    /// In this process: open the store, read, crc-check and decode the
+    /// newest checkpoint's chain.
     pub load_ms: f64,
-    /// In this process: rebuild the engine from the decoded state.
+    /// In this process: rebuild the engine from the chain.
     pub restore_ms: f64,
     pub restarts: Vec<RestartSample>,
     pub recovery_p50_ms: f64,
@@ -552,17 +701,16 @@ pub fn scaling(opts: &ScalingBenchOptions) -> anyhow::Result<ScalingBenchReport>
         .map_err(|e| anyhow::anyhow!("{e}"))?
         .id();
     let dir = tempfile::tempdir()?;
-    let store = CheckpointStore::open(dir.path(), 3)?;
+    let mut store = CheckpointStore::open(dir.path(), 3)?;
     let mut engine = Engine::new(spec, opts.partitions as usize);
+    engine.track_changes();
     let mut out: Vec<WindowRow> = Vec::new();
     let mut data: Vec<u8> = Vec::with_capacity(64 * 200);
-    let mut next = vec![0u64; opts.partitions as usize];
     let mut busy = Duration::ZERO;
     let mut pauses = Vec::new();
-    let mut snapshots = Vec::new();
+    let mut commits = Vec::new();
+    let mut written = Vec::new();
     let mut max_window_users = 0u64;
-    let mut last_bytes = 0usize;
-    let mut last_snapshot = None;
     let mut processed = 0u64;
     let checkpoint_at: Vec<u64> = (1..=opts.checkpoints as u64)
         .map(|i| rate * (warmup_s + 6 * i))
@@ -584,9 +732,6 @@ pub fn scaling(opts: &ScalingBenchOptions) -> anyhow::Result<ScalingBenchReport>
             busy += process_spans(&mut engine, &data, &spans, &mut out).0;
             processed += spans.len() as u64;
             offset += n;
-            for p in next.iter_mut() {
-                *p = offset;
-            }
             if offset > rate * warmup_s {
                 for r in &out {
                     max_window_users = max_window_users.max(r.user_cnt);
@@ -595,54 +740,39 @@ pub fn scaling(opts: &ScalingBenchOptions) -> anyhow::Result<ScalingBenchReport>
             out.clear();
         }
         let t = Instant::now();
-        let snapshot = engine.snapshot();
-        let t_snap = t.elapsed();
+        let delta = engine.take_delta();
+        pauses.push(t.elapsed());
         let checkpoint = Checkpoint {
             id,
             created_ms: streamforge::time::now_ms(),
             source_id: source_id.clone(),
-            offsets: next
-                .iter()
-                .enumerate()
-                .map(|(p, o)| (p as u32, *o))
-                .collect(),
+            offsets: (0..opts.partitions).map(|p| (p, offset)).collect(),
             anomaly_log_len: 0,
-            engine: snapshot,
+            engine: delta,
             pending: Vec::new(),
             source_identity: None,
             bounded_end: None,
         };
-        last_bytes = store.commit(&checkpoint)?;
-        pauses.push(t.elapsed());
-        snapshots.push(t_snap);
-        last_snapshot = Some(checkpoint.engine);
+        let t = Instant::now();
+        written.push(store.commit_delta(checkpoint)?);
+        commits.push(t.elapsed());
     }
     let (panes, user_entries, dedup_ids) = engine.state_stats();
     let peak_rss = peak_rss_bytes();
+    let t = Instant::now();
+    let snap = engine.snapshot();
+    let snapshot_time = t.elapsed();
     drop(engine);
     drop(store);
-    let snap = last_snapshot.expect("at least one checkpoint");
     let window_users = open_window_users(&snap.windows, &spec);
     let pairs: u64 = window_users.iter().sum();
     let windows_bytes = streamforge::checkpoint::codec::encode(&snap.windows)?.len() - 18;
     let dedup_bytes = streamforge::checkpoint::codec::encode(&snap.dedup)?.len() - 18;
+    let state_bytes = streamforge::checkpoint::codec::encode(&snap)?.len();
     drop(snap);
 
-    // In-process recovery, for the breakdown. sled releases its file lock
-    // from a background thread after the last handle drops: wait for it.
-    std::thread::sleep(Duration::from_secs(3));
-    let t = Instant::now();
-    let store = CheckpointStore::open(dir.path(), 3)?;
-    let (latest, _) = store.load_latest()?;
-    let latest = latest.expect("the checkpoint just written");
-    let load = t.elapsed();
-    let t = Instant::now();
-    let restored = Engine::restore(spec, opts.partitions as usize, latest.engine)
-        .map_err(anyhow::Error::msg)?;
-    let restore = t.elapsed();
-    drop(restored);
-    drop(store);
-    std::thread::sleep(Duration::from_secs(3));
+    // In-process recovery, for the breakdown.
+    let (load, restore) = recover_in_process(dir.path(), opts.partitions as usize)?;
 
     let binary = match &opts.binary {
         Some(b) => b.clone(),
@@ -657,9 +787,15 @@ pub fn scaling(opts: &ScalingBenchOptions) -> anyhow::Result<ScalingBenchReport>
         .map(|r| Duration::from_secs_f64(r.to_first_event_ms / 1e3))
         .collect();
     rec.sort();
-    let total = busy + pauses.iter().sum::<Duration>();
+    let total = busy + pauses.iter().sum::<Duration>() + commits.iter().sum::<Duration>();
     pauses.sort();
-    snapshots.sort();
+    commits.sort();
+    let mut deltas: Vec<usize> = written
+        .iter()
+        .filter(|w| !w.base)
+        .map(|w| w.bytes)
+        .collect();
+    deltas.sort();
     Ok(ScalingBenchReport {
         distinct_users_target: opts.distinct_users,
         user_pool: gen.users,
@@ -673,16 +809,21 @@ pub fn scaling(opts: &ScalingBenchOptions) -> anyhow::Result<ScalingBenchReport>
         panes,
         user_entries,
         dedup_ids,
-        checkpoint_bytes: last_bytes,
+        checkpoint_bytes: state_bytes,
         checkpoint_bytes_windows: windows_bytes,
         checkpoint_bytes_dedup: dedup_bytes,
-        bytes_per_distinct_user_per_open_window: last_bytes as f64 / pairs.max(1) as f64,
-        bytes_per_distinct_user: last_bytes as f64 / max_window_users.max(1) as f64,
+        bytes_per_distinct_user_per_open_window: state_bytes as f64 / pairs.max(1) as f64,
+        bytes_per_distinct_user: state_bytes as f64 / max_window_users.max(1) as f64,
         checkpoints: pauses.len(),
         checkpoint_pause_p50_ms: percentile_ms(&pauses, 0.5),
         checkpoint_pause_p99_ms: percentile_ms(&pauses, 0.99),
         checkpoint_pause_max_ms: pauses.last().map_or(0.0, |d| d.as_secs_f64() * 1e3),
-        snapshot_p50_ms: percentile_ms(&snapshots, 0.5),
+        checkpoint_commit_p50_ms: percentile_ms(&commits, 0.5),
+        checkpoint_commit_max_ms: commits.last().map_or(0.0, |d| d.as_secs_f64() * 1e3),
+        checkpoint_delta_bytes_p50: deltas.get(deltas.len() / 2).copied().unwrap_or(0),
+        checkpoint_delta_bytes_max: deltas.last().copied().unwrap_or(0),
+        checkpoint_bases: written.iter().filter(|w| w.base).count(),
+        snapshot_p50_ms: snapshot_time.as_secs_f64() * 1e3,
         load_ms: load.as_secs_f64() * 1e3,
         restore_ms: restore.as_secs_f64() * 1e3,
         recovery_p50_ms: percentile_ms(&rec, 0.5),
@@ -701,7 +842,7 @@ impl ScalingBenchReport {
             .map(|r| r.peak_rss_mib)
             .fold(0.0, f64::max);
         format!(
-            "| {} | {} | {} | {:.1} MB | {:.1} MB / {:.1} MB | {:.1} | {:.1} | {:.0} / {:.0} ms | {:.0} ms + {:.0} ms | {:.0} / {:.0} ms | {:.0} MiB | {:.0} MiB |",
+            "| {} | {} | {} | {:.1} MB | {:.1} MB / {:.1} MB | {:.1} | {:.1} | {:.2} MB / {:.2} MB ({} bases) | {:.2} / {:.2} ms | {:.0} / {:.0} ms | {:.0} ms + {:.0} ms | {:.0} / {:.0} ms | {:.0} MiB | {:.0} MiB |",
             self.distinct_users_target,
             self.distinct_users_per_window_max,
             self.open_windows,
@@ -710,8 +851,13 @@ impl ScalingBenchReport {
             self.checkpoint_bytes_dedup as f64 / 1e6,
             self.bytes_per_distinct_user_per_open_window,
             self.bytes_per_distinct_user,
+            self.checkpoint_delta_bytes_p50 as f64 / 1e6,
+            self.checkpoint_delta_bytes_max as f64 / 1e6,
+            self.checkpoint_bases,
             self.checkpoint_pause_p50_ms,
             self.checkpoint_pause_p99_ms,
+            self.checkpoint_commit_p50_ms,
+            self.checkpoint_commit_max_ms,
             self.load_ms,
             self.restore_ms,
             self.recovery_p50_ms,
@@ -722,7 +868,7 @@ impl ScalingBenchReport {
     }
 
     pub fn markdown_header() -> &'static str {
-        "| distinct users per window (target) | measured (max) | open windows | checkpoint bytes | of which user sets / dedup ids | bytes per distinct user per open window | bytes per distinct user of a window | checkpoint pause p50 / p99 | in-process load + restore | recovery: process start to first event, p50 / max | peak RSS (building) | peak RSS (restarted) |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+        "| distinct users per window (target) | measured (max) | open windows | state bytes (a base) | of which user sets / dedup ids | bytes per distinct user per open window | bytes per distinct user of a window | delta bytes per checkpoint (6 s) p50 / max | pause (job thread) p50 / p99 | commit (committer) p50 / max | in-process load + restore | recovery: process start to first event, p50 / max | peak RSS (building) | peak RSS (restarted) |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
     }
 }
 
@@ -771,12 +917,6 @@ pub fn scaling_suite(
         reports.push(serde_json::from_str(&text)?);
     }
     Ok(reports)
-}
-
-/// The frame size of a finished commit, its time noted in `commits`.
-fn committed(commit: Commit<()>, commits: &mut Vec<Duration>) -> anyhow::Result<usize> {
-    commits.push(commit.took);
-    Ok(commit.result?)
 }
 
 /// Runs one chunk through the engine, as the job does (lookahead, then one

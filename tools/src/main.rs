@@ -164,6 +164,10 @@ enum BenchCommand {
         /// Distinct users to draw from (about this many per window at the default rate).
         #[arg(long, default_value_t = 100_000)]
         users: u64,
+        /// Distinct users per window to aim for instead: sizes the pool of
+        /// --users for the rate (the report gives the pool).
+        #[arg(long)]
+        users_per_window: Option<u64>,
         /// Event-time rate per partition (4 partitions).
         #[arg(long, default_value_t = 10_000)]
         rate: u64,
@@ -364,6 +368,7 @@ fn bench(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Core {
             events,
             users,
+            users_per_window,
             rate,
             checkpoint_every,
             style,
@@ -375,6 +380,7 @@ fn bench(command: BenchCommand) -> anyhow::Result<()> {
             let opts = bench::CoreBenchOptions {
                 events,
                 users,
+                users_per_window,
                 rate,
                 checkpoint_every,
                 style,
