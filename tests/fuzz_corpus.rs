@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use streamforge::checkpoint::{codec, Checkpoint};
+use streamforge::checkpoint::{codec, decode_stored, Checkpoint, Stored, StoredCheckpoint};
 use streamforge::event::parse_event;
 
 fn corpus(target: &str) -> Vec<PathBuf> {
@@ -41,45 +41,86 @@ fn parse_event_corpus_never_panics_and_round_trips() {
     assert!(valid > 0, "the corpus should hold valid events too");
 }
 
-/// The checkpoint_decode target's two modes: the bytes as a stored frame, and
-/// as the payload of a frame with a valid crc (reaching bincode's decoding).
+/// What the checkpoint_decode target does with what decodes: restore it as
+/// recovery would (a base into an engine, a delta applied to an empty one).
+fn restore(checkpoint: &StoredCheckpoint) {
+    use streamforge::engine::Engine;
+    use streamforge::window::WindowSpec;
+    let spec = WindowSpec::DEFAULT;
+    match &checkpoint.engine {
+        Stored::Base(state) => {
+            let _ = Engine::restore_chain(spec, state.clocks.len(), state, &[]);
+        }
+        Stored::Delta(_, delta) => {
+            let mut engine = Engine::with_seed(spec, delta.clocks.len().min(1 << 16), delta.seed);
+            let _ = engine.apply_delta(delta);
+        }
+    }
+}
+
+/// The bytes as the payload of a frame of `format` with a valid header and crc.
+fn framed(format: u16, data: &[u8]) -> Vec<u8> {
+    let mut frame = Vec::with_capacity(18 + data.len());
+    frame.extend_from_slice(b"SFCK");
+    frame.extend_from_slice(&format.to_be_bytes());
+    frame.extend_from_slice(&(data.len() as u64).to_be_bytes());
+    frame.extend_from_slice(&crc32fast::hash(data).to_be_bytes());
+    frame.extend_from_slice(data);
+    frame
+}
+
+/// The checkpoint_decode target's modes: the bytes as a stored frame, and as
+/// the payload of a frame of each format read (3, and 2: whole states, read
+/// as bases) with a valid crc, reaching bincode's decoding.
 #[test]
 fn checkpoint_decode_corpus_is_rejected_or_decoded_without_panic() {
-    let mut decoded = 0;
+    let (mut current, mut whole) = (0, 0);
     for file in corpus("checkpoint_decode") {
         let data = std::fs::read(&file).unwrap();
-        if codec::decode::<Checkpoint>(&data).is_ok() {
-            decoded += 1;
+        if let Ok(checkpoint) = decode_stored(&data) {
+            current += 1;
+            restore(&checkpoint);
         }
-        let mut frame = Vec::with_capacity(18 + data.len());
-        frame.extend_from_slice(b"SFCK");
-        frame.extend_from_slice(&codec::FORMAT.to_be_bytes());
-        frame.extend_from_slice(&(data.len() as u64).to_be_bytes());
-        frame.extend_from_slice(&crc32fast::hash(&data).to_be_bytes());
-        frame.extend_from_slice(&data);
-        if let Ok(checkpoint) = codec::decode::<Checkpoint>(&frame) {
-            decoded += 1;
+        if let Ok(checkpoint) = decode_stored(&framed(codec::FORMAT, &data)) {
+            current += 1;
             let again = codec::encode(&checkpoint).unwrap();
             assert_eq!(
-                codec::decode::<Checkpoint>(&again).as_ref(),
+                decode_stored(&again).as_ref(),
                 Ok(&checkpoint),
                 "{}",
                 file.display()
             );
+            restore(&checkpoint);
+        }
+        if let Ok(checkpoint) = decode_stored(&framed(codec::FORMAT_WHOLE, &data)) {
+            whole += 1;
+            assert!(
+                matches!(checkpoint.engine, Stored::Base(_)),
+                "a format-2 frame is read as a base: {}",
+                file.display()
+            );
+            restore(&checkpoint);
         }
     }
-    assert!(decoded > 0, "the corpus should hold valid checkpoints too");
+    assert!(
+        current > 0,
+        "the corpus should hold valid format-3 checkpoints too"
+    );
+    assert!(
+        whole > 0,
+        "the corpus should hold valid format-2 checkpoints too"
+    );
 }
 
 /// Writes realistic checkpoints (as stored frames, and as bare payloads for
 /// the target's framed mode) into the checkpoint corpus, so a campaign starts
-/// from the real format instead of guessing it. Run by hand after a change of
-/// the checkpoint format:
+/// from the real format instead of guessing it: bases, and deltas on them.
+/// Run by hand after a change of the checkpoint format:
 /// `cargo test --test fuzz_corpus -- --ignored write_checkpoint_seeds`
 #[test]
 #[ignore = "writes files; run by hand when the checkpoint format changes"]
 fn write_checkpoint_seeds() {
-    use streamforge::checkpoint::PendingBatch;
+    use streamforge::checkpoint::{Link, PendingBatch};
     use streamforge::engine::Engine;
     use streamforge::window::WindowSpec;
 
@@ -91,18 +132,28 @@ fn write_checkpoint_seeds() {
     };
     let mut out = Vec::new();
     let mut engine = Engine::with_seed(WindowSpec::DEFAULT, 2, 7);
-    let checkpoint = |engine: &Engine, id: u64, pending: Vec<PendingBatch>| Checkpoint {
+    engine.track_changes();
+    let checkpoint = |id: u64, engine: Stored, pending: Vec<PendingBatch>| Checkpoint {
         id,
         created_ms: 1_764_064_800_000 + id as i64,
         source_id: "generator:seed=1".into(),
         offsets: [(0, 10 * id), (1, 3)].into_iter().collect(),
         anomaly_log_len: 120 * id,
-        engine: engine.snapshot(),
+        engine,
         pending,
         source_identity: None,
         bounded_end: None,
     };
-    let mut seeds = vec![("empty", checkpoint(&engine, 1, vec![]))];
+    let link = |id: u64| Link {
+        base: 1,
+        parent: id - 1,
+        parent_crc: 0x5eed_0000 + id as u32,
+    };
+    let mut seeds = vec![(
+        "v3-empty-base",
+        checkpoint(1, Stored::Base(engine.snapshot()), vec![]),
+    )];
+    engine.take_delta();
     for i in 0..6 {
         engine.process(
             (i % 2) as usize,
@@ -111,7 +162,14 @@ fn write_checkpoint_seeds() {
             &mut out,
         );
     }
-    seeds.push(("open_panes", checkpoint(&engine, 2, vec![])));
+    seeds.push((
+        "v3-open-panes-base",
+        checkpoint(2, Stored::Base(engine.snapshot()), vec![]),
+    ));
+    seeds.push((
+        "v3-open-panes-delta",
+        checkpoint(2, Stored::Delta(link(2), engine.take_delta()), vec![]),
+    ));
     for i in 6..12 {
         engine.process(
             (i % 2) as usize,
@@ -125,7 +183,15 @@ fn write_checkpoint_seeds() {
         checkpoint_id: 3,
         rows: out.clone(),
     }];
-    seeds.push(("fired_and_pending", checkpoint(&engine, 3, pending)));
+    let delta = engine.take_delta();
+    seeds.push((
+        "v3-fired-and-pending-delta",
+        checkpoint(3, Stored::Delta(link(3), delta.clone()), pending.clone()),
+    ));
+    seeds.push((
+        "v3-nothing-changed-delta",
+        checkpoint(4, Stored::Delta(link(4), delta.without_changes()), pending),
+    ));
     for (name, cp) in seeds {
         let frame = codec::encode(&cp).unwrap();
         std::fs::write(dir.join(format!("{name}.frame")), &frame).unwrap();

@@ -2,34 +2,63 @@
 //! a huge allocation (libFuzzer's -rss_limit_mb / -malloc_limit_mb catch
 //! those).
 //!
-//! Each input is tried twice:
+//! Each input is tried three times:
 //! 1. as a stored frame, exactly as recovery reads it (header, length and
 //!    crc checks);
-//! 2. as the payload of a frame with a valid header and crc. A random frame
-//!    almost never passes the crc, so without this the fuzzer would never
-//!    reach bincode's decoding of the state; with it, every length, tag and
-//!    varint of the checkpoint format is explored (a frame whose crc matches
-//!    but whose content is wrong: a bug, or a checkpoint of another version).
+//! 2. as the payload of a frame of the current format (3), and of format 2
+//!    (whole states, read as bases), with a valid header and crc. A random
+//!    frame almost never passes the crc, so without this the fuzzer would
+//!    never reach bincode's decoding of the state;
+//!    with it, every length, tag and varint of the checkpoint format (a
+//!    base or a delta) is explored (a frame whose crc matches but whose
+//!    content is wrong: a bug, or a checkpoint of another version).
+//!
+//! What decodes is also restored, as recovery would: a base into an engine,
+//! a delta applied to an empty one. Either may be refused, never panic.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use streamforge::checkpoint::{codec, Checkpoint};
+use streamforge::checkpoint::{codec, decode_stored, Stored, StoredCheckpoint};
+use streamforge::engine::Engine;
+use streamforge::window::WindowSpec;
 
-fuzz_target!(|data: &[u8]| {
-    let _ = codec::decode::<Checkpoint>(data);
+fn restore(checkpoint: &StoredCheckpoint) {
+    let spec = WindowSpec::DEFAULT;
+    match &checkpoint.engine {
+        Stored::Base(state) => {
+            let _ = Engine::restore_chain(spec, state.clocks.len(), state, &[]);
+        }
+        Stored::Delta(_, delta) => {
+            let mut engine = Engine::with_seed(spec, delta.clocks.len().min(1 << 16), delta.seed);
+            let _ = engine.apply_delta(delta);
+        }
+    }
+}
 
+/// The bytes as the payload of a frame of `format` with a valid header and crc.
+fn framed(format: u16, data: &[u8]) -> Vec<u8> {
     let mut frame = Vec::with_capacity(18 + data.len());
     frame.extend_from_slice(b"SFCK");
-    frame.extend_from_slice(&codec::FORMAT.to_be_bytes());
+    frame.extend_from_slice(&format.to_be_bytes());
     frame.extend_from_slice(&(data.len() as u64).to_be_bytes());
     frame.extend_from_slice(&crc32fast::hash(data).to_be_bytes());
     frame.extend_from_slice(data);
-    if let Ok(checkpoint) = codec::decode::<Checkpoint>(&frame) {
+    frame
+}
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(checkpoint) = decode_stored(data) {
+        restore(&checkpoint);
+    }
+    if let Ok(checkpoint) = decode_stored(&framed(codec::FORMAT, data)) {
         // What decodes must encode back to a frame that decodes equal.
         let again = codec::encode(&checkpoint).expect("a decoded checkpoint encodes");
-        assert_eq!(
-            codec::decode::<Checkpoint>(&again).as_ref(),
-            Ok(&checkpoint)
-        );
+        assert_eq!(decode_stored(&again).as_ref(), Ok(&checkpoint));
+        restore(&checkpoint);
+    }
+    // Format 2 (whole states, before deltas) is still read, as a base.
+    if let Ok(checkpoint) = decode_stored(&framed(codec::FORMAT_WHOLE, data)) {
+        assert!(matches!(checkpoint.engine, Stored::Base(_)));
+        restore(&checkpoint);
     }
 });
