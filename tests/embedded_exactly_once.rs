@@ -17,6 +17,9 @@ const CRASH_POINTS: &[&str] = &[
     "checkpoint::commit::before_write",
     "checkpoint::commit::before_flush",
     "checkpoint::commit::after_flush",
+    "checkpoint::compact::before_write",
+    "checkpoint::compact::before_flush",
+    "checkpoint::compact::after_flush",
     "job::barrier::after_commit",
     "job::barrier::after_submit",
     "sink::embedded::before_write",
@@ -62,7 +65,12 @@ fn run_until_done(
             } else {
                 rng.below(3)
             };
-            cmd.env("FAILPOINTS", format!("{point}={skip}*off->return"));
+            // Chains of at most three checkpoints, so that the compaction's
+            // crash points come up too.
+            cmd.env(
+                "FAILPOINTS",
+                format!("{point}={skip}*off->return;checkpoint::compact::every=return(3)"),
+            );
         }
         let mut child = spawn(&mut cmd);
         if !use_failpoint && attempt < 40 {
@@ -254,4 +262,129 @@ fn a_state_directory_is_not_resumed_on_another_input() {
             assert!(String::from_utf8_lossy(&out.stderr).contains("belongs to another input"));
         }
     }
+}
+
+/// The arguments of a bounded run of `data` on `state`, checkpointing every
+/// 2000 records.
+fn bounded_run_args(data: &DataSet, state: &std::path::Path, log: &std::path::Path) -> Vec<String> {
+    [
+        "run",
+        "--source",
+        &format!("files:{}", data.dir.display()),
+        "--state-dir",
+        state.to_str().unwrap(),
+        "--anomaly-log",
+        log.to_str().unwrap(),
+        "--bounded",
+        "--checkpoint-events",
+        "2000",
+        "--set",
+        "batch_size=500",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// A crash at each step of a compaction (the checkpoint written as a new
+/// base, the chain before it dropped in the same batch): the next run
+/// recovers from whatever the crash left and ends with the exact results.
+#[cfg(feature = "failpoints")]
+#[test]
+fn a_crash_at_each_step_of_a_compaction_still_gives_exact_results() {
+    for (i, step) in ["before_write", "before_flush", "after_flush"]
+        .iter()
+        .enumerate()
+    {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = make_dataset(
+            &tmp.path().join("in"),
+            &Shape {
+                seed: 20 + i as u64,
+                ..Shape::default()
+            },
+        );
+        let (state, log) = (tmp.path().join("state"), tmp.path().join("anomalies.log"));
+        let args = bounded_run_args(&data, &state, &log);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        // Chains of three: the second compaction is at checkpoint 7.
+        let out = streamforge(&args)
+            .env(
+                "FAILPOINTS",
+                format!("checkpoint::compact::{step}=1*off->return;checkpoint::compact::every=return(3)"),
+            )
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success()
+                && stderr.contains(&format!("failpoint checkpoint::compact::{step} fired")),
+            "the compaction crash point was not reached: {}\n{stderr}",
+            out.status
+        );
+        let out = run_ok(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("recovering from checkpoint"), "{stderr}");
+        let results = run_ok(&["results", "--state-dir", state.to_str().unwrap()]);
+        assert_same_results(&results_lines(&results), &data.expected_results());
+        assert_anomalies_exactly_once(&log, &data.expected_anomalies());
+    }
+}
+
+/// The newest base damaged on disk: the deltas on it are unusable too, and
+/// the job falls back to the end of the chain before it, kept for that.
+#[cfg(feature = "failpoints")]
+#[test]
+fn a_damaged_base_falls_back_to_the_end_of_the_chain_before() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = make_dataset(
+        &tmp.path().join("in"),
+        &Shape {
+            seed: 5,
+            ..Shape::default()
+        },
+    );
+    let (state, log) = (tmp.path().join("state"), tmp.path().join("anomalies.log"));
+    let args = bounded_run_args(&data, &state, &log);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let compact = "checkpoint::compact::every=return(3)";
+    let mut child = spawn(streamforge(&args).env("FAILPOINTS", compact));
+    assert!(
+        kill_after_checkpoints(&mut child, 8, Duration::ZERO),
+        "the job ended before its eighth checkpoint"
+    );
+    let list = |state: &std::path::Path| {
+        let out = run_ok(&["checkpoint", "list", "--state-dir", state.to_str().unwrap()]);
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let listing = list(&state);
+    let bases: Vec<&str> = listing
+        .lines()
+        .filter(|l| l.contains(" ok ") && l.contains(" base "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    let newest_base = *bases
+        .last()
+        .unwrap_or_else(|| panic!("no base:\n{listing}"));
+    assert!(bases.len() >= 2, "the chain before is kept:\n{listing}");
+    run_ok(&[
+        "checkpoint",
+        "corrupt",
+        "--state-dir",
+        state.to_str().unwrap(),
+        "--id",
+        newest_base,
+    ]);
+    let out = streamforge(&args)
+        .env("FAILPOINTS", compact)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("checkpoint {newest_base} is corrupt")),
+        "the fallback was not logged:\n{stderr}"
+    );
+    let results = run_ok(&["results", "--state-dir", state.to_str().unwrap()]);
+    assert_same_results(&results_lines(&results), &data.expected_results());
+    assert_anomalies_exactly_once(&log, &data.expected_anomalies());
 }
