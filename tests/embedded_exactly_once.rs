@@ -388,3 +388,91 @@ fn a_damaged_base_falls_back_to_the_end_of_the_chain_before() {
     assert_same_results(&results_lines(&results), &data.expected_results());
     assert_anomalies_exactly_once(&log, &data.expected_anomalies());
 }
+
+/// Every base damaged (no chain left to fall back to): every checkpoint
+/// is unusable, and the job refuses to start, saying so, rather
+/// than starting over from nothing; the store and the anomaly log are left
+/// as they were. Then, as the message says, a fresh state directory gives
+/// the exact results.
+#[test]
+fn every_base_damaged_is_refused_clearly_never_taken_for_a_fresh_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = make_dataset(
+        &tmp.path().join("in"),
+        &Shape {
+            seed: 9,
+            ..Shape::default()
+        },
+    );
+    let (state, log) = (tmp.path().join("state"), tmp.path().join("anomalies.log"));
+    let args = bounded_run_args(&data, &state, &log);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut job = Watched::attach(spawn(&mut streamforge(&args)));
+    assert!(
+        job.until_checkpoints(3),
+        "the job ended before its third checkpoint:\n{}",
+        job.log
+    );
+    job.kill9();
+    let list = || {
+        let out = run_ok(&["checkpoint", "list", "--state-dir", state.to_str().unwrap()]);
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let listing = list();
+    let ids: Vec<String> = listing
+        .lines()
+        .filter(|l| l.contains(" ok "))
+        .filter_map(|l| l.split_whitespace().next().map(String::from))
+        .collect();
+    let bases: Vec<&String> = ids
+        .iter()
+        .filter(|id| {
+            listing
+                .lines()
+                .any(|l| l.starts_with(&format!("{id:>8}  ")) && l.contains(" base "))
+        })
+        .collect();
+    assert!(ids.len() >= 3 && !bases.is_empty(), "{listing}");
+    for base in bases {
+        run_ok(&[
+            "checkpoint",
+            "corrupt",
+            "--state-dir",
+            state.to_str().unwrap(),
+            "--id",
+            base,
+        ]);
+    }
+    let log_before = std::fs::read(&log).unwrap();
+
+    let out = streamforge(&args).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "a damaged store was resumed:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("nothing safe to resume from")
+            && stderr.contains("Move the state directory aside"),
+        "the refusal does not say what to do:\n{stderr}"
+    );
+    assert_eq!(
+        std::fs::read(&log).unwrap(),
+        log_before,
+        "the anomaly log was touched"
+    );
+    let after = list();
+    for id in &ids {
+        assert!(
+            after.lines().any(|l| l.starts_with(&format!("{id:>8}  "))),
+            "checkpoint {id} was dropped:\n{after}"
+        );
+    }
+
+    std::fs::rename(&state, tmp.path().join("state.damaged")).unwrap();
+    std::fs::remove_file(&log).unwrap();
+    run_ok(&args);
+    let results = run_ok(&["results", "--state-dir", state.to_str().unwrap()]);
+    assert_same_results(&results_lines(&results), &data.expected_results());
+    assert_anomalies_exactly_once(&log, &data.expected_anomalies());
+}
