@@ -235,6 +235,18 @@ impl EngineDelta {
         users + self.dedup.counted.len()
     }
 
+    /// Whether it applies to a state of `spec` and `seed`, and is in order.
+    fn check_for(&self, spec: WindowSpec, seed: u64) -> Result<(), String> {
+        if self.spec != spec || self.seed != seed {
+            return Err(format!(
+                "a delta of another state (window settings {:?}, seed {:#x}) cannot apply to this one \
+                 ({:?}, {:#x})",
+                self.spec, self.seed, spec, seed
+            ));
+        }
+        self.check()
+    }
+
     /// Whether the lists it replays are in the order they were taken in
     /// (a frame whose crc matches but whose content is not ours is refused,
     /// never half applied).
@@ -257,6 +269,46 @@ impl EngineDelta {
         }
         Ok(())
     }
+}
+
+/// Dedup ids from which a restore builds the dedup table and the user sets
+/// on two threads (below, the thread costs more than it saves).
+const PARALLEL_RESTORE_IDS: usize = 100_000;
+
+/// The user sets and the dedup table of a base with `deltas` applied: on two
+/// threads when the state is big (they are independent), one otherwise.
+fn restore_tables(
+    spec: WindowSpec,
+    base: &EngineSnapshot,
+    deltas: &[EngineDelta],
+) -> (Windows, Dedup) {
+    let dedup = || {
+        let mut dedup = Dedup::restore(spec.panes_per_window(), &base.dedup);
+        for delta in deltas {
+            dedup.apply_delta(&delta.dedup);
+        }
+        dedup
+    };
+    let windows = || {
+        let mut windows = Windows::restore(spec, &base.windows);
+        for delta in deltas {
+            windows.apply_delta(&delta.windows);
+        }
+        windows
+    };
+    let ids: usize = base.dedup.expiry.iter().map(|e| e.1.len()).sum::<usize>()
+        + deltas.iter().map(|d| d.dedup.counted.len()).sum::<usize>();
+    if ids < PARALLEL_RESTORE_IDS {
+        return (windows(), dedup());
+    }
+    std::thread::scope(|scope| {
+        let dedup = scope.spawn(dedup);
+        let windows = windows();
+        match dedup.join() {
+            Ok(dedup) => (windows, dedup),
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    })
 }
 
 impl Engine {
@@ -346,18 +398,23 @@ impl Engine {
                 "the checkpoint knows {known} partitions, the source now has {partitions}; partitions cannot be removed",
             ));
         }
+        for delta in deltas {
+            delta.check_for(spec, base.seed)?;
+        }
         let mut clocks = base.clocks.clone();
         clocks.resize(partitions.max(clocks.len()), PartitionClock::default());
+        let (windows, dedup) = restore_tables(spec, base, deltas);
         let mut engine = Self::assemble(
             spec,
-            Windows::restore(spec, &base.windows),
-            Dedup::restore(spec.panes_per_window(), &base.dedup),
+            windows,
+            dedup,
             Watermarks::restore(spec.out_of_orderness_ms, clocks, base.watermark),
             base.seed,
         );
         engine.set_awaiting(base.incomplete_before_ms, &base.awaiting_first);
-        for delta in deltas {
-            engine.apply_delta(delta)?;
+        // The small state is whole in every delta: the last one's is it.
+        if let Some(last) = deltas.last() {
+            engine.set_small_state(last);
         }
         Ok(engine)
     }
@@ -393,14 +450,16 @@ impl Engine {
     /// Replays `delta` on this state. Fails, changing nothing, when it was
     /// taken from another state (other settings or seed) or is not in order.
     pub fn apply_delta(&mut self, delta: &EngineDelta) -> Result<(), String> {
-        if delta.spec != self.spec || delta.seed != self.seed {
-            return Err(format!(
-                "a delta of another state (window settings {:?}, seed {:#x}) cannot apply to this one \
-                 ({:?}, {:#x})",
-                delta.spec, delta.seed, self.spec, self.seed
-            ));
-        }
-        delta.check()?;
+        delta.check_for(self.spec, self.seed)?;
+        self.windows.apply_delta(&delta.windows);
+        self.dedup.apply_delta(&delta.dedup);
+        self.set_small_state(delta);
+        Ok(())
+    }
+
+    /// Takes the clocks, watermark and partitions awaiting their first
+    /// record from `delta`.
+    fn set_small_state(&mut self, delta: &EngineDelta) {
         // As read back from a frame: idleness and the end of a bounded input
         // are not state (see `watermark`), so the replica of a committer
         // holds exactly what recovery would.
@@ -418,10 +477,7 @@ impl Engine {
         );
         self.watermarks =
             Watermarks::restore(self.spec.out_of_orderness_ms, clocks, delta.watermark);
-        self.windows.apply_delta(&delta.windows);
-        self.dedup.apply_delta(&delta.dedup);
         self.set_awaiting(delta.incomplete_before_ms, &delta.awaiting_first);
-        Ok(())
     }
 
     fn set_awaiting(&mut self, incomplete_before_ms: i64, awaiting: &[u32]) {
@@ -1084,6 +1140,33 @@ mod tests {
                     }
                 }
             }
+        }
+
+        fn feed_orders(engine: &mut Engine, from: i64, to: i64, out: &mut Vec<WindowRow>) {
+            for i in from..to {
+                let user = format!("u{}", i % 30_000);
+                let payload = ev(&format!("e{i}"), &user, "1.00", 1_800_000_000_000 + 2 * i);
+                engine.process((i % 2) as usize, &payload, 0, out);
+            }
+        }
+
+        /// Big enough for the two-thread restore: the same state as the
+        /// live engine's own snapshot, restored.
+        #[test]
+        fn a_big_chain_restores_on_two_threads_to_the_live_state() {
+            let mut live = Engine::with_seed(SPEC, 2, 5);
+            live.track_changes();
+            let mut out = Vec::new();
+            feed_orders(&mut live, 0, 60_000, &mut out);
+            let base = stored(live.snapshot());
+            live.take_delta();
+            feed_orders(&mut live, 60_000, 120_000, &mut out);
+            let delta = live.take_delta();
+            let ids: usize = base.dedup.expiry.iter().map(|e| e.1.len()).sum();
+            assert!(ids + delta.dedup.counted.len() >= PARALLEL_RESTORE_IDS);
+            let restored = Engine::restore_chain(SPEC, 2, &base, &[delta]).unwrap();
+            let want = Engine::restore(SPEC, 2, stored(live.snapshot())).unwrap();
+            assert_eq!(restored.snapshot(), want.snapshot());
         }
 
         #[test]
