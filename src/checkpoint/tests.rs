@@ -45,7 +45,7 @@ pub(super) fn tracked(spec: WindowSpec, partitions: usize) -> Engine {
 pub(super) fn order(i: u64, step_ms: i64) -> (usize, Vec<u8>) {
     let partitions = 3;
     let t = 1_800_000_000_000 + i as i64 * step_ms - ((i * 7919) % 5) as i64 * step_ms;
-    let id = if i % 11 == 0 { i / 3 } else { i };
+    let id = if i.is_multiple_of(11) { i / 3 } else { i };
     let payload = format!(
         r#"{{"event_id":"e{id}","order_id":"o","user_id":"u{}","amount":"1.25","event_time":{t}}}"#,
         (i * 31) % 997
