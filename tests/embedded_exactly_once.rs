@@ -348,10 +348,11 @@ fn a_damaged_base_falls_back_to_the_end_of_the_chain_before() {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let compact = "checkpoint::compact::every=return(3)";
     let mut child = spawn(streamforge(&args).env("FAILPOINTS", compact));
-    assert!(
-        kill_after_checkpoints(&mut child, 8, Duration::ZERO),
-        "the job ended before its eighth checkpoint"
-    );
+    // Killed after its eighth checkpoint, or (on a fast machine, before
+    // the metrics showed it) finished: either way at least two chains are
+    // stored, which the listing below checks.
+    let _killed = kill_after_checkpoints(&mut child, 8, Duration::ZERO);
+    child.wait().unwrap();
     let list = |state: &std::path::Path| {
         let out = run_ok(&["checkpoint", "list", "--state-dir", state.to_str().unwrap()]);
         String::from_utf8_lossy(&out.stdout).to_string()
