@@ -64,6 +64,7 @@ pub fn new_seed() -> u64 {
     std::collections::hash_map::RandomState::new().hash_one(crate::time::now_ms())
 }
 
+#[derive(Clone)]
 pub struct Dedup {
     /// Fingerprint -> pane (relative to `base`) of the copy that counted.
     seen: FpMap,

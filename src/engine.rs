@@ -160,6 +160,9 @@ pub struct EngineSnapshot {
     pub seed: u64,
 }
 
+/// `Clone` copies the tables as they are (a memory copy, no rehashing):
+/// how the checkpoint committer gets its replica after recovery.
+#[derive(Clone)]
 pub struct Engine {
     spec: WindowSpec,
     /// `spec.storable_event_times()`: valid event times outside are

@@ -65,6 +65,7 @@ impl Default for PartitionClock {
     }
 }
 
+#[derive(Clone)]
 pub struct Watermarks {
     bound_ms: i64,
     clocks: Vec<PartitionClock>,

@@ -191,7 +191,7 @@ impl WindowRow {
 
 type UserSet = FpSet;
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct Pane {
     order_cnt: u64,
     gmv_cents: u128,
@@ -281,6 +281,7 @@ fn note_emitted(fired: &mut Vec<(i64, FiredWindow)>, spec: &WindowSpec, rows: &[
     }
 }
 
+#[derive(Clone)]
 pub struct Windows {
     spec: WindowSpec,
     /// `spec.panes_per_window()`, kept: the hot path should not divide.

@@ -722,7 +722,9 @@ mod crashes {
     }
 }
 
-/// Recovers `kv`'s newest usable checkpoint into a tracking engine.
+/// Recovers `kv`'s newest usable checkpoint into a tracking engine. The
+/// committer's replica is, as in the job, a copy of the restored engine
+/// (after an even checkpoint) or rebuilt from the chain (after an odd one).
 pub(super) fn restart(
     kv: &Arc<kv::MemoryKv>,
     spec: WindowSpec,
@@ -732,6 +734,9 @@ pub(super) fn restart(
     let restored = recovered.map(|cp| {
         let chain = &cp.engine;
         let mut engine = Engine::restore_chain(spec, 3, &chain.base, &chain.deltas).unwrap();
+        if cp.id.is_multiple_of(2) {
+            store.use_replica(engine.clone());
+        }
         engine.track_changes();
         (cp, engine)
     });

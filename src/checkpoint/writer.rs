@@ -154,6 +154,17 @@ impl CheckpointStore {
         };
     }
 
+    /// Takes `engine` as the replica: the state of the checkpoint recovered
+    /// from, restored from the chain [`CheckpointStore::recover`] read and
+    /// not changed since (the job's own engine, copied before it processes
+    /// anything), so the committer need not rebuild it. Ignored unless the
+    /// replica is still to be built from that chain.
+    pub fn use_replica(&mut self, engine: Engine) {
+        if let Replica::Pending(_) = self.writer.replica {
+            self.writer.replica = Replica::Ready(Box::new(engine));
+        }
+    }
+
     /// Builds the replica from the chain recovery read, if that is still to
     /// do: the committer's thread calls this first, so the job does not wait
     /// for it.

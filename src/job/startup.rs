@@ -31,6 +31,8 @@ struct Resumed {
     identity: Option<String>,
     bounded_end: Option<BTreeMap<u32, u64>>,
     fresh: bool,
+    /// The engine as restored, before any change: the committer's replica.
+    replica: Option<Engine>,
 }
 
 /// Runs the job in `env` until the input ends (bounded) or a stop is
@@ -45,7 +47,7 @@ pub fn run_in(
 ) -> anyhow::Result<JobReport> {
     let clock = env.clock.clone();
     let started = clock.now();
-    let (store, latest, skipped) = open_store(cfg, &env)?;
+    let (mut store, latest, skipped) = open_store(cfg, &env)?;
     let report = JobReport {
         anomaly_log: cfg.anomaly_log.clone(),
         state_dir: cfg.checkpoint.state_dir.clone(),
@@ -68,6 +70,9 @@ pub fn run_in(
     let writer = start_sink(sink, cfg, &env, &mut resumed)?;
     publish_start(&metrics, report.restored_from, resent, &slots);
     crash_point("job::recovery::after_resend");
+    if let Some(replica) = resumed.replica.take() {
+        store.use_replica(replica);
+    }
     let committer = start_committer(store, &env)?;
     let discovery = source.discovery_interval().map(|interval| Discovery {
         interval,
@@ -318,6 +323,7 @@ fn resume(
             offsets: BTreeMap::new(),
             pending: Vec::new(),
             next_id: 1,
+            replica: None,
             identity: None,
             bounded_end: None,
             fresh: true,
@@ -345,6 +351,9 @@ fn resume(
     let chain = &cp.engine;
     let mut engine = Engine::restore_chain(spec, partitions, &chain.base, &chain.deltas)
         .map_err(anyhow::Error::msg)?;
+    // A copy for the committer, so that it does not rebuild the same state
+    // from the chain while the job starts (a memory copy, no rehashing).
+    let replica = Some(engine.clone());
     engine.track_changes();
     let anomalies =
         AnomalyLog::resume(&cfg.anomaly_log, cp.anomaly_log_len).with_context(|| {
@@ -362,6 +371,7 @@ fn resume(
         identity: cp.source_identity,
         bounded_end: cp.bounded_end,
         fresh: false,
+        replica,
     })
 }
 
