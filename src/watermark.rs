@@ -97,6 +97,10 @@ impl Watermarks {
             alignment_floor: i64::MAX,
         };
         w.recompute();
+        // Only the alignment floor: the watermark moves at the job's first
+        // recompute, which fires the windows it passes (moving it here
+        // fired none of them until it moved again).
+        w.current = current;
         w
     }
 
