@@ -4,9 +4,13 @@
 //! never from a flag left over from an earlier batch:
 //!
 //! * a partition with a record in the batch being processed has data: before
-//!   any record of the batch is processed, it stops being idle and its idle
-//!   timer restarts, so partitions waking up together (or one drained within
-//!   one poll) never see each other's records move the watermark past them;
+//!   any record of the batch is processed, it stops being idle, so partitions
+//!   waking up together (or one drained within one poll) never see each
+//!   other's records move the watermark past them;
+//! * a partition's idle timer restarts at each record that carries an event
+//!   time, and only then: records that cannot move its clock (malformed
+//!   ones, and the offsets transaction markers and aborted records take) do
+//!   not keep it from going idle;
 //! * a partition the source calls caught up is idle once it has been for the
 //!   idle timeout with no record since;
 //! * a partition with a backlog is never idle;
@@ -37,8 +41,7 @@ impl Job<'_> {
             }
             last = meta.partition;
             let p = meta.partition as usize;
-            if let Some(slot) = self.slots.get_mut(p) {
-                slot.caught_up_since = None;
+            if p < self.slots.len() {
                 self.engine.set_idle(p, false, now_s, &mut self.emitted);
             }
         }
@@ -83,7 +86,6 @@ impl Job<'_> {
                 }
                 PartitionState::Backlog => {
                     caught_up = false;
-                    self.slots[p].caught_up_since = None;
                     self.engine.set_idle(p, false, now_s, &mut self.emitted);
                 }
             }

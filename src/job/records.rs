@@ -36,6 +36,9 @@ impl Job<'_> {
                      (a bug: please report it with the log)"
                 );
             }
+            if prepared.event_time_ms().is_some() {
+                self.slots[p].caught_up_since = None;
+            }
             if !self.slots[p].held.is_empty()
                 || self.is_ahead(p)
                 || self.is_unconfirmed(p, &prepared)
