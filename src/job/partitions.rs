@@ -31,7 +31,11 @@ use super::{Job, Slot};
 use crate::source::{PartitionState, RecordBatch};
 
 impl Job<'_> {
-    /// Marks every partition with a record in `batch` as having data.
+    /// Marks every partition with data as having it, before any record of
+    /// `batch` moves the watermark: those with a record in the batch, and
+    /// idle ones the source says have a backlog now (after a pause of the
+    /// process, several partitions have records waiting and one poll may
+    /// return only some of them).
     pub(super) fn wake(&mut self, batch: &RecordBatch) {
         let mut last = u32::MAX;
         let now_s = self.clock.wall_ms() / 1000;
@@ -42,6 +46,12 @@ impl Job<'_> {
             last = meta.partition;
             let p = meta.partition as usize;
             if p < self.slots.len() {
+                self.engine.set_idle(p, false, now_s, &mut self.emitted);
+            }
+        }
+        for p in 0..self.slots.len() {
+            let idle = self.engine.clock(p).is_some_and(|c| c.idle);
+            if idle && self.source.state(p as u32) == PartitionState::Backlog {
                 self.engine.set_idle(p, false, now_s, &mut self.emitted);
             }
         }
