@@ -225,11 +225,17 @@ impl Job<'_> {
                     }
                 }
             }
+            let decided = self.slots[p].held.unconfirmed_at().is_some();
             let Some(record) = self.slots[p].held.pop() else {
                 break;
             };
             self.handle(p, record.offset, &record.payload, prepared, ctx)?;
             processed += 1;
+            if decided {
+                // Its cap on the watermark goes now, not after the whole
+                // pass: the records behind it must not be judged under it.
+                self.refresh_ceiling();
+            }
         }
         Ok(processed)
     }
