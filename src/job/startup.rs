@@ -214,6 +214,9 @@ fn open_source(
     let partitions = source.partition_count();
     resumed.engine.grow(partitions);
     let mut slots: Vec<Slot> = (0..partitions).map(|_| Slot::default()).collect();
+    if !resumed.fresh {
+        check_unread_partitions(&resumed.offsets, &starts, source)?;
+    }
     for (p, o) in starts {
         if let Some(slot) = slots.get_mut(p as usize) {
             slot.next_offset = o;
@@ -373,6 +376,32 @@ fn resume(
         fresh: false,
         replica,
     })
+}
+
+/// A partition the checkpoint does not know (added since it was taken) is
+/// read from its earliest offset: if retention already deleted the start of
+/// it, records no run ever read are gone, and the job stops rather than
+/// skip them silently, as it does for offsets a checkpoint names.
+fn check_unread_partitions(
+    checkpointed: &BTreeMap<u32, u64>,
+    starts: &BTreeMap<u32, u64>,
+    source: &dyn Source,
+) -> anyhow::Result<()> {
+    let lost: Vec<String> = starts
+        .keys()
+        .filter(|p| !checkpointed.contains_key(p) && source.log_start(**p) > 0)
+        .map(|p| format!("partition {p} (offsets 0..{})", source.log_start(*p)))
+        .collect();
+    if lost.is_empty() {
+        return Ok(());
+    }
+    bail!(
+        "{}: {} added after the last checkpoint, and retention deleted records of it that no run has \
+         read. Retention deleted records the checkpoint still needs; StreamForge does not skip them \
+         silently. To accept the loss, start again with a fresh state directory",
+        source.id(),
+        lost.join(", ")
+    )
 }
 
 /// Refuses to resume on a log that is not the checkpoint's (a topic deleted
