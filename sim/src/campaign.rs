@@ -28,7 +28,11 @@ pub struct Options {
 /// one.
 pub fn scratch_dir(tag: &str) -> PathBuf {
     let shm = Path::new("/dev/shm");
-    let base = if shm.is_dir() { shm.to_path_buf() } else { std::env::temp_dir() };
+    let base = if shm.is_dir() {
+        shm.to_path_buf()
+    } else {
+        std::env::temp_dir()
+    };
     base.join(format!("streamforge-sim-{}-{tag}", std::process::id()))
 }
 
@@ -43,7 +47,11 @@ pub fn regressions() -> Vec<(String, Plan)> {
     files
         .into_iter()
         .map(|f| {
-            let name = f.file_stem().unwrap_or_default().to_string_lossy().to_string();
+            let name = f
+                .file_stem()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .to_string();
             let plan = load(&f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
             (name, plan)
         })
@@ -59,30 +67,45 @@ pub fn load(path: &Path) -> Result<Plan, String> {
 
 /// Runs `plan`, shrinks it if it diverges, and says so. `None` when it
 /// does not diverge.
-pub fn check(label: &str, plan: &Plan, opts: &Options, dir: &Path) -> Option<String> {
+/// `reproduce` is the one command that runs this schedule again.
+pub fn check(
+    label: &str,
+    reproduce: &str,
+    plan: &Plan,
+    opts: &Options,
+    dir: &Path,
+) -> Option<String> {
     let outcome = run_plan(plan, dir);
     if outcome.divergences.is_empty() {
         return None;
     }
-    Some(report(label, plan, &outcome, opts, dir))
+    Some(report(label, reproduce, plan, &outcome, opts, dir))
 }
 
-fn report(label: &str, plan: &Plan, outcome: &Outcome, opts: &Options, dir: &Path) -> String {
+fn report(
+    label: &str,
+    reproduce: &str,
+    plan: &Plan,
+    outcome: &Outcome,
+    opts: &Options,
+    dir: &Path,
+) -> String {
     let mut text = format!("DIVERGENCE in {label} ({})\n", size(plan));
     for d in outcome.divergences.iter().take(5) {
         text.push_str(&format!("  - {d}\n"));
     }
-    text.push_str(&format!(
-        "  reproduce: scripts/sim.sh --seed {} --schedules 1\n",
-        plan.seed
-    ));
+    text.push_str(&format!("  reproduce: {reproduce}\n"));
     if !opts.shrink {
         return text;
     }
     let want = kind(&outcome.divergences[0]);
-    let (small, found, tries) = shrink(plan, &want, opts.shrink_budget, |c| run_plan(c, dir).divergences);
+    let (small, found, tries) = shrink(plan, &want, opts.shrink_budget, |c| {
+        run_plan(c, dir).divergences
+    });
     let _ = std::fs::create_dir_all(&opts.out_dir);
-    let file = opts.out_dir.join(format!("divergence-seed-{}.json", plan.seed));
+    let file = opts
+        .out_dir
+        .join(format!("divergence-seed-{}.json", plan.seed));
     let saved = serde_json::to_string_pretty(&small)
         .ok()
         .and_then(|json| std::fs::write(&file, json).ok());
@@ -91,8 +114,14 @@ fn report(label: &str, plan: &Plan, outcome: &Outcome, opts: &Options, dir: &Pat
         text.push_str(&format!("  - {d}\n"));
     }
     match saved {
-        Some(()) => text.push_str(&format!("  shrunk schedule: scripts/sim.sh --replay {}\n", file.display())),
-        None => text.push_str(&format!("  (could not save the shrunk schedule to {})\n", file.display())),
+        Some(()) => text.push_str(&format!(
+            "  shrunk schedule: scripts/sim.sh --replay {}\n",
+            file.display()
+        )),
+        None => text.push_str(&format!(
+            "  (could not save the shrunk schedule to {})\n",
+            file.display()
+        )),
     }
     text
 }
@@ -103,8 +132,10 @@ fn one_seed(seed: u64, opts: &Options, dir: &Path) -> (Outcome, Option<String>) 
     let result = std::panic::catch_unwind(|| {
         let plan = generate(seed);
         let outcome = run_plan(&plan, dir);
-        let text = (!outcome.divergences.is_empty())
-            .then(|| report(&format!("seed {seed}"), &plan, &outcome, opts, dir));
+        let text = (!outcome.divergences.is_empty()).then(|| {
+            let again = format!("scripts/sim.sh --seed {seed} --schedules 1");
+            report(&format!("seed {seed}"), &again, &plan, &outcome, opts, dir)
+        });
         (outcome, text)
     });
     result.unwrap_or_else(|payload| {

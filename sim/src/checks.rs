@@ -74,14 +74,17 @@ pub fn final_rows(model: &Model, table: &BTreeMap<i64, WindowRow>) -> Option<Str
 }
 
 pub fn anomaly_log(model: &Model, path: &Path) -> Option<String> {
-    let records = match streamforge::anomaly::read_all(path) {
+    let records = match streamforge::anomaly_log::read_all(path) {
         Ok(r) => r,
         Err(e) => return Some(format!("cannot read the anomaly log: {e}")),
     };
     let mut got: Vec<AnomalyKey> = Vec::new();
     for r in records {
         let Ok(payload) = r.payload_bytes() else {
-            return Some(format!("anomaly log: bad payload encoding at offset {}", r.offset));
+            return Some(format!(
+                "anomaly log: bad payload encoding at offset {}",
+                r.offset
+            ));
         };
         if r.source != "orders" {
             return Some(format!("anomaly log: source {:?}", r.source));
@@ -92,7 +95,12 @@ pub fn anomaly_log(model: &Model, path: &Path) -> Option<String> {
     if got == model.anomalies {
         return None;
     }
-    let missing: Vec<_> = model.anomalies.iter().filter(|a| !got.contains(a)).take(3).collect();
+    let missing: Vec<_> = model
+        .anomalies
+        .iter()
+        .filter(|a| !got.contains(a))
+        .take(3)
+        .collect();
     let mut seen = std::collections::BTreeMap::new();
     for a in &got {
         *seen.entry(a).or_insert(0) += 1;
@@ -101,7 +109,13 @@ pub fn anomaly_log(model: &Model, path: &Path) -> Option<String> {
         .iter()
         .filter(|(a, n)| **n > 1 || !model.anomalies.contains(a))
         .take(3)
-        .map(|(a, n)| format!("{}x {:?}", n, (&a.0, a.1, a.2, String::from_utf8_lossy(&a.3))))
+        .map(|(a, n)| {
+            format!(
+                "{}x {:?}",
+                n,
+                (&a.0, a.1, a.2, String::from_utf8_lossy(&a.3))
+            )
+        })
         .collect();
     let missing: Vec<_> = missing
         .iter()
@@ -122,8 +136,13 @@ pub fn final_offsets(model: &Model, cp: &Checkpoint, starts: &[u64]) -> Option<S
     for (p, start) in starts.iter().enumerate() {
         let got = cp.offsets.get(&(p as u32)).copied();
         let end = model.read_end(p).map_or(*start, |e| e.max(*start));
-        let after = |o: u64| model.read_end_before(p, o).map_or(*start, |e| e.max(*start));
-        let held = |o: u64| o >= *start && model.times[p][o as usize].is_some() && Some(after(o)) == got;
+        let after = |o: u64| {
+            model
+                .read_end_before(p, o)
+                .map_or(*start, |e| e.max(*start))
+        };
+        let held =
+            |o: u64| o >= *start && model.times[p][o as usize].is_some() && Some(after(o)) == got;
         if got != Some(end) && !(*start..end).any(held) {
             return Some(format!(
                 "partition {p}: the final checkpoint resumes at {got:?}, want {end} or before a valid event"
@@ -143,7 +162,12 @@ pub fn final_counts(model: &Model, from: &[u64], counters: &Counters) -> Option<
         want.duplicates += c.duplicates;
         want.anomalies += c.anomalies;
     }
-    let got = (counters.read, counters.accepted, counters.duplicates, counters.anomalies);
+    let got = (
+        counters.read,
+        counters.accepted,
+        counters.duplicates,
+        counters.anomalies,
+    );
     let w = (want.read, want.accepted, want.duplicates, want.anomalies);
     (got != w).then(|| {
         format!("the final run counted (read, accepted, duplicates, anomalies) {got:?}, the model {w:?}")
@@ -163,7 +187,9 @@ fn quiet_watermark(s: &Settings, model: &Model, arrived: &[usize]) -> i64 {
     for (p, n) in arrived.iter().enumerate() {
         let last = model.times[p][..*n].iter().rposition(Option::is_some);
         for o in 0..*n {
-            let (Some(t), Fate::Accepted | Fate::Duplicate) = (model.times[p][o], &model.fates[p][o]) else {
+            let (Some(t), Fate::Accepted | Fate::Duplicate) =
+                (model.times[p][o], &model.fates[p][o])
+            else {
                 continue;
             };
             if Some(o) == last {
@@ -189,12 +215,24 @@ fn quiet_watermark(s: &Settings, model: &Model, arrived: &[usize]) -> i64 {
 }
 
 /// Liveness at the end of a quiet live phase (see the module docs).
-pub fn liveness(s: &Settings, model: &Model, log: &Log, table: &BTreeMap<i64, WindowRow>, now_ms: u64) -> Option<String> {
+pub fn liveness(
+    s: &Settings,
+    model: &Model,
+    log: &Log,
+    table: &BTreeMap<i64, WindowRow>,
+    now_ms: u64,
+) -> Option<String> {
     let arrived: Vec<usize> = log
         .parts
         .iter()
         .enumerate()
-        .map(|(p, part)| if part.created_ms <= now_ms { log.high(p, now_ms) as usize } else { 0 })
+        .map(|(p, part)| {
+            if part.created_ms <= now_ms {
+                log.high(p, now_ms) as usize
+            } else {
+                0
+            }
+        })
         .collect();
     // Since when nothing has arrived or been created.
     let silent_from = log
@@ -223,7 +261,6 @@ pub fn liveness(s: &Settings, model: &Model, log: &Log, table: &BTreeMap<i64, Wi
         .filter(|(start, _)| want.contains_key(start))
         .map(|(start, r)| (*start, row_figures(r)))
         .collect();
-    diff(&want, &got).map(|d| {
-        format!("liveness at clock {now_ms} ms (watermark at least {watermark}): {d}")
-    })
+    diff(&want, &got)
+        .map(|d| format!("liveness at clock {now_ms} ms (watermark at least {watermark}): {d}"))
 }

@@ -137,7 +137,9 @@ pub fn step(what: &'static str) {
         (s.armed.crash_step == Some(s.steps)).then_some(Ok(()))
     });
     match crash {
-        Some(Ok(())) => std::panic::panic_any(Crash { at: what.to_string() }),
+        Some(Ok(())) => std::panic::panic_any(Crash {
+            at: what.to_string(),
+        }),
         Some(Err(why)) => std::panic::panic_any(Hang { why }),
         None => {}
     }
@@ -194,7 +196,9 @@ fn hook(name: &str) {
         (crash, check)
     });
     if crash {
-        std::panic::panic_any(Crash { at: name.to_string() });
+        std::panic::panic_any(Crash {
+            at: name.to_string(),
+        });
     }
     if let Some((kv, keep)) = check {
         check_pending(&kv, keep);

@@ -33,7 +33,8 @@ pub fn generate(seed: u64) -> Plan {
 }
 
 fn settings(rng: &mut Rng) -> Settings {
-    let (size_s, slide_s) = *rng.pick(&[(60, 30), (60, 30), (60, 30), (30, 10), (20, 20), (90, 30)]);
+    let (size_s, slide_s) =
+        *rng.pick(&[(60, 30), (60, 30), (60, 30), (30, 10), (20, 20), (90, 30)]);
     let bound_ms = *rng.pick(&[5_000, 5_000, 2_000, 8_000]);
     let lateness_ms = *rng.pick(&[30_000, 30_000, 0, 10_000, 60_000]);
     // A wrong clock confirmed by the watermark moves every partition's

@@ -14,10 +14,18 @@ use crate::validate::left_behind;
 /// How many partitions exist from the start, and how many are added.
 pub fn partition_count(rng: &mut Rng) -> (u64, u64) {
     let initial = *rng.pick(&[1u64, 2, 2, 3, 3, 4]);
-    (initial, (*rng.pick(&[0u64, 0, 0, 1, 1, 2])).min(6 - initial))
+    (
+        initial,
+        (*rng.pick(&[0u64, 0, 0, 1, 1, 2])).min(6 - initial),
+    )
 }
 
-pub fn partitions(rng: &mut Rng, s: &Settings, phases: &[Phase], count: (u64, u64)) -> Vec<PartitionPlan> {
+pub fn partitions(
+    rng: &mut Rng,
+    s: &Settings,
+    phases: &[Phase],
+    count: (u64, u64),
+) -> Vec<PartitionPlan> {
     let end = data_end_ms(phases);
     let quiet_ms = s.quiet_ms((count.0 + count.1) as usize);
     let quiet: Vec<(u64, u64)> = phases
@@ -97,7 +105,9 @@ enum Step {
     Burst,
     /// The events a producer held while it could not reach the brokers,
     /// sent when it can again.
-    Buffered { since: u64 },
+    Buffered {
+        since: u64,
+    },
 }
 
 /// Step times of one partition: roughly every `mean` ms, sometimes a
@@ -106,7 +116,14 @@ fn timeline(rng: &mut Rng, created: u64, end: u64, mean: u64) -> Vec<(u64, Step)
     let mut out = Vec::new();
     let mut t = created + rng.range(0, mean);
     while t < end {
-        out.push((t, if rng.chance(50) { Step::Burst } else { Step::One }));
+        out.push((
+            t,
+            if rng.chance(50) {
+                Step::Burst
+            } else {
+                Step::One
+            },
+        ));
         t += rng.range(1, 2 * mean);
         if rng.chance(30) {
             t += rng.range(15_000, 180_000);
@@ -122,7 +139,11 @@ fn live_spans(quiet_ms: u64, phases: &[Phase]) -> Vec<(u64, u64)> {
         .iter()
         .filter_map(|ph| match ph.kind {
             PhaseKind::Live { until_ms, liveness } => {
-                let end = if liveness { until_ms - quiet_ms } else { until_ms };
+                let end = if liveness {
+                    until_ms - quiet_ms
+                } else {
+                    until_ms
+                };
                 Some((ph.start_ms, end))
             }
             PhaseKind::Bounded => None,
@@ -132,7 +153,14 @@ fn live_spans(quiet_ms: u64, phases: &[Phase]) -> Vec<(u64, u64)> {
 
 /// Several partitions idle for a while, then a burst in each at the same
 /// moment (inside a live phase).
-fn wake_together(rng: &mut Rng, quiet_ms: u64, s: &Settings, phases: &[Phase], created: &[u64], times: &mut [Vec<(u64, Step)>]) {
+fn wake_together(
+    rng: &mut Rng,
+    quiet_ms: u64,
+    s: &Settings,
+    phases: &[Phase],
+    created: &[u64],
+    times: &mut [Vec<(u64, Step)>],
+) {
     let lives = live_spans(quiet_ms, phases);
     if lives.is_empty() {
         return;
@@ -159,7 +187,14 @@ fn wake_together(rng: &mut Rng, quiet_ms: u64, s: &Settings, phases: &[Phase], c
 /// Every producer loses the brokers for a while (inside a live phase),
 /// keeps its events, and sends them when it reconnects: every partition
 /// wakes at the same moment with a burst whose event times span the outage.
-fn producers_cut_off(rng: &mut Rng, quiet_ms: u64, s: &Settings, phases: &[Phase], created: &[u64], times: &mut [Vec<(u64, Step)>]) {
+fn producers_cut_off(
+    rng: &mut Rng,
+    quiet_ms: u64,
+    s: &Settings,
+    phases: &[Phase],
+    created: &[u64],
+    times: &mut [Vec<(u64, Step)>],
+) {
     let lives = live_spans(quiet_ms, phases);
     if lives.is_empty() {
         return;
@@ -173,6 +208,15 @@ fn producers_cut_off(rng: &mut Rng, quiet_ms: u64, s: &Settings, phases: &[Phase
     let back = rng.range(from + len + 1, to - 1);
     let since = back - len;
     if created.iter().any(|c| (since..=back).contains(c)) {
+        return;
+    }
+    // Two outages that overlap would send one's held events into the
+    // other: producers are cut off once at a time.
+    let overlaps = times.iter().flatten().any(|(at, step)| match step {
+        Step::Buffered { since: other } => *other <= back && *at >= since,
+        _ => false,
+    });
+    if overlaps {
         return;
     }
     for (p, steps) in times.iter_mut().enumerate() {
@@ -261,7 +305,9 @@ impl<'a> PartGen<'a> {
         if self.closed {
             return;
         }
-        let mut times: Vec<u64> = (0..rng.range(2, 12)).map(|_| rng.range(since + 1, at)).collect();
+        let mut times: Vec<u64> = (0..rng.range(2, 12))
+            .map(|_| rng.range(since + 1, at))
+            .collect();
         times.sort_unstable();
         for t in times {
             let jitter = rng.range(0, self.s.disorder_ms as u64) as i64;
@@ -414,7 +460,9 @@ fn late_records(rng: &mut Rng, s: &Settings, parts: &mut [PartitionPlan], at: u6
             _ => None,
         });
         let late = match oldest {
-            Some(mut ev) if rng.chance(500) && left_behind(s, parts, p, at, ev.t_ms + s.late_copy_ms()) => {
+            Some(mut ev)
+                if rng.chance(500) && left_behind(s, parts, p, at, ev.t_ms + s.late_copy_ms()) =>
+            {
                 ev.role = Role::LateCopy;
                 ev
             }
@@ -430,7 +478,13 @@ fn late_records(rng: &mut Rng, s: &Settings, parts: &mut [PartitionPlan], at: u6
         let regular = g.ev(rng, at, Role::Regular);
         let i = parts[p].entries.partition_point(|e| e.at_ms <= at);
         for (k, ev) in [late, regular].into_iter().enumerate() {
-            parts[p].entries.insert(i + k, Entry { at_ms: at, kind: Kind::Event { ev, aborted: false } });
+            parts[p].entries.insert(
+                i + k,
+                Entry {
+                    at_ms: at,
+                    kind: Kind::Event { ev, aborted: false },
+                },
+            );
         }
     }
 }

@@ -33,11 +33,23 @@ fn window(rng: &mut Rng, max_start: u64, max_len: u64) -> (u64, u64) {
 
 fn run(rng: &mut Rng, s: &Settings, partitions: usize) -> RunPlan {
     let before = Before {
-        downtime_ms: if rng.chance(500) { rng.range(0, 60_000) } else { 0 },
-        corrupt: if rng.chance(120) { rng.range(1, 2) as u8 } else { 0 },
+        downtime_ms: if rng.chance(500) {
+            rng.range(0, 60_000)
+        } else {
+            0
+        },
+        corrupt: if rng.chance(120) {
+            rng.range(1, 2) as u8
+        } else {
+            0
+        },
         retention: rng.chance(120).then(|| Retention {
             partition: rng.below(partitions as u64) as u32,
-            beyond: if rng.chance(400) { rng.range(1, 6) as u32 } else { 0 },
+            beyond: if rng.chance(400) {
+                rng.range(1, 6) as u32
+            } else {
+                0
+            },
         }),
     };
     let mut f = Faults {
@@ -63,7 +75,11 @@ fn run(rng: &mut Rng, s: &Settings, partitions: usize) -> RunPlan {
             SinkMode::Half,
             SinkMode::Slow(slow),
         ]);
-        f.sink = Some(SinkFault { from_ms, to_ms, mode });
+        f.sink = Some(SinkFault {
+            from_ms,
+            to_ms,
+            mode,
+        });
     }
     if rng.chance(50) {
         f.sink_fatal_write = Some(rng.range(1, 12) as u32);

@@ -45,7 +45,10 @@ fn run() -> Result<ExitCode, String> {
             "--dump" => {
                 let seed = number(value("--dump")?)?;
                 let plan = streamforge_sim::gen::generate(seed);
-                println!("{}", serde_json::to_string_pretty(&plan).map_err(|e| e.to_string())?);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&plan).map_err(|e| e.to_string())?
+                );
                 return Ok(ExitCode::SUCCESS);
             }
             "-h" | "--help" => {
@@ -58,24 +61,37 @@ fn run() -> Result<ExitCode, String> {
     let dir = campaign::scratch_dir("main");
     if let Some(file) = replay {
         let plan = campaign::load(&file)?;
-        let found = campaign::check(&file.display().to_string(), &plan, &Options { shrink: false, ..opts }, &dir);
+        let again = format!("scripts/sim.sh --replay {}", file.display());
+        let no_shrink = Options {
+            shrink: false,
+            ..opts
+        };
+        let found = campaign::check(&file.display().to_string(), &again, &plan, &no_shrink, &dir);
         let _ = std::fs::remove_dir_all(&dir);
         if let Some(text) = &found {
             print!("{text}");
         }
         println!("1 schedules, {} divergences", u8::from(found.is_some()));
-        return Ok(if found.is_some() { ExitCode::FAILURE } else { ExitCode::SUCCESS });
+        return Ok(if found.is_some() {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        });
     }
-    let mut divergent = 0;
+    let (mut divergent, mut named_count) = (0, 0);
     if regressions {
         let named = campaign::regressions();
         for (name, plan) in &named {
-            if let Some(text) = campaign::check(&format!("regression {name}"), plan, &opts, &dir) {
+            let again = format!("scripts/sim.sh --replay sim/regressions/{name}.json");
+            if let Some(text) =
+                campaign::check(&format!("regression {name}"), &again, plan, &opts, &dir)
+            {
                 print!("{text}");
                 divergent += 1;
             }
         }
-        println!("{} regression schedules, {divergent} divergences", named.len());
+        named_count = named.len() as u64;
+        println!("{named_count} regression schedules, {divergent} divergences");
     }
     let _ = std::fs::remove_dir_all(&dir);
     let last = opts.seed.saturating_add(opts.schedules.saturating_sub(1));
@@ -92,6 +108,13 @@ fn run() -> Result<ExitCode, String> {
         sum.crashes,
         sum.schedules as f64 / secs.max(1e-9)
     );
-    println!("{} schedules, {divergent} divergences", sum.schedules);
-    Ok(if divergent > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    println!(
+        "{} schedules, {divergent} divergences",
+        sum.schedules + named_count
+    );
+    Ok(if divergent > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }

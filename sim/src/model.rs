@@ -102,8 +102,15 @@ impl Model {
                     }
                 };
                 if let Fate::Anomaly(reason) = &fate {
-                    let late = (reason == "late_event").then(|| time.expect("late events have a time"));
-                    anomalies.push((reason.clone(), p as u32, o as u64, log.payload(p, o).to_vec(), late));
+                    let late =
+                        (reason == "late_event").then(|| time.expect("late events have a time"));
+                    anomalies.push((
+                        reason.clone(),
+                        p as u32,
+                        o as u64,
+                        log.payload(p, o).to_vec(),
+                        late,
+                    ));
                 }
                 acc.push(match (&fate, &e.kind) {
                     (Fate::Accepted, Kind::Event { ev, .. }) => {
@@ -173,18 +180,27 @@ impl Model {
 
     /// The offset after the last record of `p` the job reads, if any.
     pub fn read_end(&self, p: usize) -> Option<u64> {
-        self.fates[p].iter().rposition(Fate::is_read).map(|o| o as u64 + 1)
+        self.fates[p]
+            .iter()
+            .rposition(Fate::is_read)
+            .map(|o| o as u64 + 1)
     }
 
     /// The offset after the last record of `p` the job reads before `o`.
     pub fn read_end_before(&self, p: usize, o: u64) -> Option<u64> {
         let o = (o as usize).min(self.fates[p].len());
-        self.fates[p][..o].iter().rposition(Fate::is_read).map(|i| i as u64 + 1)
+        self.fates[p][..o]
+            .iter()
+            .rposition(Fate::is_read)
+            .map(|i| i as u64 + 1)
     }
 
     /// The offset of the last valid event of `p` (the only record a
     /// finished run may leave waiting for confirmation).
     pub fn last_valid(&self, p: usize) -> Option<u64> {
-        self.times[p].iter().rposition(Option::is_some).map(|o| o as u64)
+        self.times[p]
+            .iter()
+            .rposition(Option::is_some)
+            .map(|o| o as u64)
     }
 }

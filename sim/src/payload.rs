@@ -117,11 +117,17 @@ pub fn broken(kind: u64, good: &Ev, rng: &mut Rng) -> (String, Vec<u8>) {
     let fields = ["event_id", "order_id", "user_id", "amount", "event_time"];
     let r = |s: &str| s.to_string();
     match kind {
-        0 => (r("malformed_json"), b"{\"event_id\":\"x\",\"order_id\":".to_vec()),
+        0 => (
+            r("malformed_json"),
+            b"{\"event_id\":\"x\",\"order_id\":".to_vec(),
+        ),
         1 => (r("malformed_json"), b"not json at all".to_vec()),
         2 => (r("malformed_json"), Vec::new()),
         3 => (r("malformed_json"), b"{\"event_id\":\"\xff\xfe\"}".to_vec()),
-        4 => (r("malformed_json"), [&b"\xEF\xBB\xBF"[..], &base("", None)].concat()),
+        4 => (
+            r("malformed_json"),
+            [&b"\xEF\xBB\xBF"[..], &base("", None)].concat(),
+        ),
         5 => (r("malformed_json"), [&base("", None)[..], b" x"].concat()),
         6 => (r("malformed_json"), b"{\"amount\": NaN}".to_vec()),
         7 => (r("not_an_object"), b"[1,2,3]".to_vec()),
@@ -137,7 +143,10 @@ pub fn broken(kind: u64, good: &Ev, rng: &mut Rng) -> (String, Vec<u8>) {
         }
         20 => (r("bad_type:event_id"), set("event_id", "42")),
         21 => (r("bad_type:event_id"), set("event_id", "\"\"")),
-        22 => (r("bad_type:event_id"), set("event_id", &json_str(&"x".repeat(129)))),
+        22 => (
+            r("bad_type:event_id"),
+            set("event_id", &json_str(&"x".repeat(129))),
+        ),
         23 => (r("bad_type:order_id"), set("order_id", "17")),
         24 => (r("bad_type:order_id"), set("order_id", "true")),
         25 => (r("bad_type:user_id"), set("user_id", "1.5")),
@@ -153,13 +162,28 @@ pub fn broken(kind: u64, good: &Ev, rng: &mut Rng) -> (String, Vec<u8>) {
         35 => (r("bad_amount"), set("amount", "1.234")),
         36 => (r("bad_amount"), set("amount", "10000000000000000.00")),
         37 => (r("bad_amount"), set("amount", "1e41")),
-        38 => (r("bad_event_time"), set("event_time", "\"2025-13-01T00:00:00Z\"")),
+        38 => (
+            r("bad_event_time"),
+            set("event_time", "\"2025-13-01T00:00:00Z\""),
+        ),
         39 => (r("bad_event_time"), set("event_time", "\"1764064800000\"")),
         40 => (r("bad_event_time"), set("event_time", "1764064800000.5")),
-        41 => (r("bad_event_time"), set("event_time", "\"2100-01-01T00:00:00Z\"")),
-        42 => (r("bad_event_time"), set("event_time", "\"2025-11-25T10:00:00\"")),
-        43 => (r("bad_event_time"), set("event_time", "\"2025-11-25T10:00:60Z\"")),
-        44 => (r("bad_event_time"), set("event_time", "\"2025-11-25T10:00:00+0530\"")),
+        41 => (
+            r("bad_event_time"),
+            set("event_time", "\"2100-01-01T00:00:00Z\""),
+        ),
+        42 => (
+            r("bad_event_time"),
+            set("event_time", "\"2025-11-25T10:00:00\""),
+        ),
+        43 => (
+            r("bad_event_time"),
+            set("event_time", "\"2025-11-25T10:00:60Z\""),
+        ),
+        44 => (
+            r("bad_event_time"),
+            set("event_time", "\"2025-11-25T10:00:00+0530\""),
+        ),
         45 => (r("not_an_object"), b"null".to_vec()),
         46 => (r("bad_type:user_id"), set("user_id", "{}")),
         _ => {

@@ -82,7 +82,11 @@ impl Settings {
     /// against any watermark a job that has seen one regular event per
     /// partition can hold (see `validate`).
     pub fn very_late_ms(&self) -> i64 {
-        self.disorder_ms + self.max_jump_ms() + self.size_ms + self.lateness_ms + self.slide_ms
+        self.disorder_ms
+            + self.max_jump_ms()
+            + self.size_ms
+            + self.lateness_ms
+            + self.slide_ms
             + 60_000
     }
 

@@ -15,8 +15,9 @@ use std::time::Duration;
 
 use streamforge::checkpoint::kv::MemoryKv;
 use streamforge::checkpoint::{Checkpoint, CheckpointStore};
-use streamforge::config::{Config, Dur};
+use streamforge::config::Config;
 use streamforge::job::JobReport;
+use streamforge::setting::Dur;
 
 use crate::crash;
 use crate::model::Model;
@@ -30,6 +31,8 @@ pub struct Outcome {
     pub runs: u32,
     pub crashes: u32,
     pub steps: u64,
+    /// The sink's rows after the final run, when the schedule got there.
+    pub final_table: Option<BTreeMap<i64, streamforge::window::WindowRow>>,
 }
 
 /// An error the next run must end with.
@@ -185,7 +188,8 @@ impl Sched<'_> {
     /// While the process is down: time passes, checkpoints are damaged,
     /// retention deletes old records.
     fn before(&mut self, before: &Before) {
-        self.clock.advance(Duration::from_millis(before.downtime_ms));
+        self.clock
+            .advance(Duration::from_millis(before.downtime_ms));
         for _ in 0..before.corrupt {
             self.corrupt();
         }
@@ -243,7 +247,10 @@ impl Sched<'_> {
         let to = (needed + r.beyond as u64).min(high);
         if to > needed && to > old {
             w.log_start[p] = to;
-            self.expect = Some(Expect::Retention { partition: p, restore_to: old });
+            self.expect = Some(Expect::Retention {
+                partition: p,
+                restore_to: old,
+            });
         }
     }
 
@@ -265,7 +272,8 @@ impl Sched<'_> {
                 .iter()
                 .any(|e| match &e.kind {
                     Kind::Event { ev, aborted: false } if ev.role.is_late_class() => {
-                        let final_at = ev.t_ms.div_euclid(s.slide_ms) * s.slide_ms + s.size_ms + s.lateness_ms;
+                        let final_at =
+                            ev.t_ms.div_euclid(s.slide_ms) * s.slide_ms + s.size_ms + s.lateness_ms;
                         watermark < final_at
                     }
                     _ => false,

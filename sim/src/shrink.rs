@@ -8,7 +8,11 @@ use crate::plan::{Faults, Plan, RunPlan};
 
 /// The first words of a divergence, which say which invariant broke.
 pub fn kind(divergence: &str) -> String {
-    divergence.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+    divergence
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Every plan one step smaller than `plan`, roughly biggest cuts first.
@@ -79,7 +83,12 @@ fn simpler_runs(r: &RunPlan) -> Vec<RunPlan> {
 
 /// The smallest plan found (within `budget` of time) that still diverges
 /// with a divergence of kind `want`; `diverges` runs a plan.
-pub fn shrink(plan: &Plan, want: &str, budget: Duration, diverges: impl Fn(&Plan) -> Vec<String>) -> (Plan, Vec<String>, u32) {
+pub fn shrink(
+    plan: &Plan,
+    want: &str,
+    budget: Duration,
+    diverges: impl Fn(&Plan) -> Vec<String>,
+) -> (Plan, Vec<String>, u32) {
     let started = Instant::now();
     let mut best = plan.clone();
     let mut found = diverges(&best);

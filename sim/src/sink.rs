@@ -68,7 +68,11 @@ impl SimSink {
     /// resends write earlier rows again, unchanged).
     fn check(&mut self, row: &WindowRow) {
         let figures = (row.order_cnt, row.gmv_cents, row.user_cnt);
-        crate::runner::trace!("  sink: window {} v{} {figures:?}", row.window_start, row.version);
+        crate::runner::trace!(
+            "  sink: window {} v{} {figures:?}",
+            row.window_start,
+            row.version
+        );
         let versions = self.written.entry(row.window_start).or_default();
         let newest = versions.keys().next_back().copied();
         match versions.get(&row.version) {
@@ -106,7 +110,9 @@ impl Sink for SimSink {
             Some(SinkMode::Fail) => Err(SinkError::Retryable("sim table: HTTP 503".into())),
             Some(SinkMode::TimeoutAfterApply) => {
                 self.apply(rows);
-                Err(SinkError::Retryable("sim table: no answer within 1s".into()))
+                Err(SinkError::Retryable(
+                    "sim table: no answer within 1s".into(),
+                ))
             }
             Some(SinkMode::Half) => {
                 self.apply(&rows[..rows.len() / 2]);

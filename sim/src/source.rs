@@ -107,7 +107,9 @@ impl SimSource {
     /// anything that arrives after it, say during a stall, is read).
     fn limit(&self, p: usize) -> u64 {
         let w = lock(&self.world);
-        let now = self.until_ms.map_or(self.now_ms(), |u| u.min(self.now_ms()));
+        let now = self
+            .until_ms
+            .map_or(self.now_ms(), |u| u.min(self.now_ms()));
         let high = w.log.high(p, now);
         self.parts[p].end.map_or(high, |e| e.min(high))
     }
@@ -205,7 +207,7 @@ impl Source for SimSource {
         let w = lock(&self.world);
         let count = w.log.partitions_at(now);
         if let Some((p, _)) = resume.iter().find(|(p, _)| **p as usize >= count) {
-            return Err(SourceError::Fatal(format!(
+            return Err(SourceError::Misconfigured(format!(
                 "the topic has {count} partitions but the checkpoint names partition {p}"
             )));
         }
@@ -218,7 +220,9 @@ impl Source for SimSource {
             // earliest offset, as the Kafka source does.
             let at = resume.get(&(p as u32)).copied().unwrap_or(low);
             if at < low || at > high {
-                lost.push(format!("partition {p}: offset {at} is not in {low}..{high}"));
+                lost.push(format!(
+                    "partition {p}: offset {at} is not in {low}..{high}"
+                ));
             }
             let end = match end {
                 End::Never => None,
@@ -234,7 +238,7 @@ impl Source for SimSource {
             starts.insert(p as u32, at);
         }
         if !lost.is_empty() {
-            return Err(SourceError::Fatal(format!(
+            return Err(SourceError::DataLost(format!(
                 "sim topic: {}. {RETENTION_ERROR}; StreamForge does not skip them silently",
                 lost.join("; ")
             )));
@@ -253,7 +257,12 @@ impl Source for SimSource {
             .collect()
     }
 
-    fn poll(&mut self, batch: &mut RecordBatch, max: usize, timeout: Duration) -> Result<(), SourceError> {
+    fn poll(
+        &mut self,
+        batch: &mut RecordBatch,
+        max: usize,
+        timeout: Duration,
+    ) -> Result<(), SourceError> {
         step("source::poll");
         self.polls += 1;
         if self.maybe_stop() {
@@ -266,11 +275,13 @@ impl Source for SimSource {
             }
         }
         if self.faults.source_fatal_poll == Some(self.polls) {
-            return Err(SourceError::Fatal("sim topic: the broker refused the consumer".into()));
+            return Err(SourceError::Failed(
+                "sim topic: the broker refused the consumer".into(),
+            ));
         }
         if self.in_window(self.faults.source_down) {
             self.clock.advance(timeout.max(Duration::from_millis(100)));
-            return Err(SourceError::Transient("sim brokers unreachable".into()));
+            return Err(SourceError::Unavailable("sim brokers unreachable".into()));
         }
         let mut order: Vec<usize> = (0..self.parts.len()).collect();
         for i in (1..order.len()).rev() {
@@ -323,7 +334,9 @@ impl Source for SimSource {
     }
 
     fn log_start(&self, partition: u32) -> u64 {
-        self.parts.get(partition as usize).map_or(0, |p| p.log_start)
+        self.parts
+            .get(partition as usize)
+            .map_or(0, |p| p.log_start)
     }
 
     fn discovery_interval(&self) -> Option<Duration> {
@@ -337,7 +350,9 @@ impl Source for SimSource {
     fn discover(&mut self) -> Result<usize, SourceError> {
         step("source::discover");
         if self.in_window(self.faults.discover_down) {
-            return Err(SourceError::Transient("sim: metadata request timed out".into()));
+            return Err(SourceError::Unavailable(
+                "sim: metadata request timed out".into(),
+            ));
         }
         let now = self.now_ms();
         let w = lock(&self.world);

@@ -58,7 +58,9 @@ impl Plan {
             let unseen = crate::gen_data::live_windows(&self.phases)
                 .any(|(from, to)| (from..=to).contains(&part.created_ms));
             if self.settings.discovery_ms == 0 && p > 0 && part.created_ms > 0 && unseen {
-                return Err(format!("p{p} created while a live run reads, without discovery"));
+                return Err(format!(
+                    "p{p} created while a live run reads, without discovery"
+                ));
             }
             let mut last = part.created_ms;
             for (o, e) in part.entries.iter().enumerate() {
@@ -103,7 +105,9 @@ impl Plan {
         }
         let budget = s.disorder_ms + s.copy_delay_ms + s.small_jump_ms;
         if budget > s.lag_budget_ms() {
-            return Err(format!("lag and lead budget {budget} ms over bound + lateness"));
+            return Err(format!(
+                "lag and lead budget {budget} ms over bound + lateness"
+            ));
         }
         if s.clock_poison && s.size_ms != s.slide_ms {
             return Err("clock_poison needs tumbling windows (see gen::settings)".into());
@@ -126,7 +130,12 @@ impl Plan {
                     return Err(format!("phase {i} is empty"));
                 }
                 end = until_ms + 1;
-                if liveness && !self.quiet(until_ms - self.settings.quiet_ms(self.partitions.len()), until_ms) {
+                if liveness
+                    && !self.quiet(
+                        until_ms - self.settings.quiet_ms(self.partitions.len()),
+                        until_ms,
+                    )
+                {
                     return Err(format!("phase {i}: something arrives in its quiet period"));
                 }
             }
@@ -159,9 +168,8 @@ impl Plan {
             .iter()
             .filter(|e| e.ev.role.is_valid())
             .collect();
-        let earlier_same = |f: &dyn Fn(&Ev) -> bool| {
-            events[..i].iter().any(|e| e.ev.id == ev.id && f(e.ev))
-        };
+        let earlier_same =
+            |f: &dyn Fn(&Ev) -> bool| events[..i].iter().any(|e| e.ev.id == ev.id && f(e.ev));
         match ev.role {
             Role::Regular | Role::Resend if !(0..=s.disorder_ms).contains(&lag) => {
                 Err(format!("lag {lag} ms out of the disorder budget"))
@@ -173,7 +181,9 @@ impl Plan {
             Role::Copy if !earlier_same(&|o| o.t_ms == ev.t_ms && o.style == ev.style) => {
                 Err("a copy of nothing".into())
             }
-            Role::Resend if !earlier_same(&|o| o.t_ms != ev.t_ms) => Err("a resend of nothing".into()),
+            Role::Resend if !earlier_same(&|o| o.t_ms != ev.t_ms) => {
+                Err("a resend of nothing".into())
+            }
             Role::SmallJump if !(1..=s.small_jump_ms).contains(&lead) => {
                 Err(format!("small jump {lead} ms out of budget"))
             }
@@ -220,7 +230,10 @@ impl Plan {
         let since = (ev.t_ms - s.wall_origin_ms).max(0) as u64;
         let quiet = self.partitions.iter().all(|part| {
             (part.created_ms <= since || part.created_ms >= at_ms)
-                && part.entries.iter().all(|e| e.at_ms <= since || e.at_ms >= at_ms)
+                && part
+                    .entries
+                    .iter()
+                    .all(|e| e.at_ms <= since || e.at_ms >= at_ms)
         });
         let clock = events[..i]
             .iter()
@@ -231,7 +244,8 @@ impl Plan {
         let slack = s.disorder_ms + s.small_jump_ms;
         if !quiet {
             Err("a held-back event while some partition received newer data".into())
-        } else if ev.t_ms < clock.saturating_sub(slack) || ev.t_ms > s.wall_origin_ms + at_ms as i64 {
+        } else if ev.t_ms < clock.saturating_sub(slack) || ev.t_ms > s.wall_origin_ms + at_ms as i64
+        {
             Err("a held-back event out of order".into())
         } else {
             Ok(())
@@ -286,7 +300,13 @@ impl Plan {
 /// watermark a bounded run can hold at `at_ms` has passed
 /// `t_ms - late_copy_ms` (a partition's clock is at least the older of its
 /// last two records; only its last may be waiting).
-pub fn left_behind(s: &Settings, partitions: &[PartitionPlan], p: usize, at_ms: u64, t_ms: i64) -> bool {
+pub fn left_behind(
+    s: &Settings,
+    partitions: &[PartitionPlan],
+    p: usize,
+    at_ms: u64,
+    t_ms: i64,
+) -> bool {
     let mut has_own = false;
     for (q, part) in partitions.iter().enumerate() {
         if part.created_ms > at_ms {

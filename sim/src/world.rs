@@ -43,11 +43,13 @@ impl Log {
                 let n = part.entries.len();
                 let mut next_readable = vec![n as u64; n + 1];
                 for (o, e) in part.entries.iter().enumerate().rev() {
-                    let readable = !matches!(
-                        e.kind,
-                        Kind::Marker | Kind::Event { aborted: true, .. }
-                    );
-                    next_readable[o] = if readable { o as u64 } else { next_readable[o + 1] };
+                    let readable =
+                        !matches!(e.kind, Kind::Marker | Kind::Event { aborted: true, .. });
+                    next_readable[o] = if readable {
+                        o as u64
+                    } else {
+                        next_readable[o + 1]
+                    };
                 }
                 PartLog {
                     created_ms: part.created_ms,
@@ -79,7 +81,10 @@ impl Log {
 
     /// Partitions that exist at clock `now_ms`.
     pub fn partitions_at(&self, now_ms: u64) -> usize {
-        self.parts.iter().take_while(|p| p.created_ms <= now_ms).count()
+        self.parts
+            .iter()
+            .take_while(|p| p.created_ms <= now_ms)
+            .count()
     }
 
     /// The high watermark of `p` at `now_ms`: entries that have arrived.

@@ -97,7 +97,14 @@ impl Sched<'_> {
         });
         let cfg = &self.cfg;
         let result = catch_unwind(AssertUnwindSafe(|| {
-            run_in(cfg, Box::new(source), Box::new(sink), &opts, Arc::new(Metrics::new()), env)
+            run_in(
+                cfg,
+                Box::new(source),
+                Box::new(sink),
+                &opts,
+                Arc::new(Metrics::new()),
+                env,
+            )
         }));
         let seen = crash::disarm();
         self.out.steps += seen.steps;
@@ -132,16 +139,21 @@ impl Sched<'_> {
         match ended {
             Ended::Completed(report) => {
                 if let Some(e) = self.expect.take() {
-                    self.diverge(format!("the run completed although it should have failed: {e:?}"));
+                    self.diverge(format!(
+                        "the run completed although it should have failed: {e:?}"
+                    ));
                     return false;
                 }
                 if bounded && !report.finished_input {
                     self.diverge("a bounded run returned before the end of its input".into());
                 }
-                let drained = bounded || (faults.sink.is_none() && faults.sink_fatal_write.is_none());
+                let drained =
+                    bounded || (faults.sink.is_none() && faults.sink_fatal_write.is_none());
                 let pending = self.latest().map_or(0, |cp| cp.pending.len());
                 if drained && pending > 0 {
-                    self.diverge(format!("{pending} pending batches left after a run that drained"));
+                    self.diverge(format!(
+                        "{pending} pending batches left after a run that drained"
+                    ));
                 }
                 true
             }
@@ -149,7 +161,8 @@ impl Sched<'_> {
                 self.failed(msg, faults);
                 false
             }
-            Ended::Crashed(_) => {
+            Ended::Crashed(at) => {
+                crate::runner::trace!("  crashed at {at}");
                 self.out.crashes += 1;
                 self.after_crash(faults);
                 false
@@ -167,7 +180,10 @@ impl Sched<'_> {
 
     fn failed(&mut self, msg: String, faults: &Faults) {
         match self.expect.clone() {
-            Some(Expect::Retention { partition, restore_to }) if msg.contains(RETENTION_ERROR) => {
+            Some(Expect::Retention {
+                partition,
+                restore_to,
+            }) if msg.contains(RETENTION_ERROR) => {
                 lock(&self.world).log_start[partition] = restore_to;
                 self.expect = None;
             }
@@ -176,9 +192,13 @@ impl Sched<'_> {
                 self.kv = MemoryKv::new();
                 self.expect = None;
             }
-            _ if faults.sink_fatal_write.is_some() && msg.contains("rejected a write for good") => {}
+            _ if faults.sink_fatal_write.is_some() && msg.contains("rejected a write for good") => {
+            }
             _ if faults.source_fatal_poll.is_some() && msg.contains("refused the consumer") => {}
-            _ => self.diverge(format!("the job failed: {msg} (expected: {:?})", self.expect)),
+            _ => self.diverge(format!(
+                "the job failed: {msg} (expected: {:?})",
+                self.expect
+            )),
         }
     }
 
@@ -187,8 +207,13 @@ impl Sched<'_> {
     fn after_crash(&mut self, faults: &Faults) {
         self.kv.crash(faults.unflushed_survives);
         let path = &self.cfg.anomaly_log;
-        let Ok(meta) = std::fs::metadata(path) else { return };
-        let kept = self.latest().map_or(0, |cp| cp.anomaly_log_len).min(meta.len());
+        let Ok(meta) = std::fs::metadata(path) else {
+            return;
+        };
+        let kept = self
+            .latest()
+            .map_or(0, |cp| cp.anomaly_log_len)
+            .min(meta.len());
         let cut = kept + (meta.len() - kept) * u64::from(faults.log_cut_permille) / 1000;
         if let Ok(f) = std::fs::OpenOptions::new().write(true).open(path) {
             let _ = f.set_len(cut);
@@ -198,14 +223,22 @@ impl Sched<'_> {
     /// The last run: clean and bounded, to the end of everything, then the
     /// invariants.
     pub(super) fn final_run(&mut self) {
-        let last_arrival = self.log.parts.iter().flat_map(|p| p.at.last().copied().into_iter().chain([p.created_ms])).max();
-        self.clock.advance_to_ms(data_end_ms(&self.plan.phases).max(last_arrival.unwrap_or(0)) + 1);
+        let last_arrival = self
+            .log
+            .parts
+            .iter()
+            .flat_map(|p| p.at.last().copied().into_iter().chain([p.created_ms]))
+            .max();
+        self.clock
+            .advance_to_ms(data_end_ms(&self.plan.phases).max(last_arrival.unwrap_or(0)) + 1);
         for _ in 0..3 {
             let starts = self.starts();
             match self.process(None, false, &Faults::default()) {
                 Ended::Completed(report) => {
                     if let Some(e) = self.expect.take() {
-                        return self.diverge(format!("the final run completed although it should have failed: {e:?}"));
+                        return self.diverge(format!(
+                            "the final run completed although it should have failed: {e:?}"
+                        ));
                     }
                     return self.check_final(&starts, &report);
                 }
@@ -237,7 +270,10 @@ impl Sched<'_> {
             Some(cp) => {
                 found.extend(checks::final_offsets(&self.model, &cp, starts));
                 if !cp.pending.is_empty() {
-                    found.push(format!("{} pending batches after the final run", cp.pending.len()));
+                    found.push(format!(
+                        "{} pending batches after the final run",
+                        cp.pending.len()
+                    ));
                 }
             }
             None => found.push("no checkpoint after the final run".into()),
@@ -247,5 +283,6 @@ impl Sched<'_> {
             found.push("the final run did not finish its input".into());
         }
         self.out.divergences.extend(found);
+        self.out.final_table = Some(table);
     }
 }
