@@ -117,6 +117,26 @@ if [[ "${SKIP_FUZZ:-0}" != 1 ]]; then
   fi
 fi
 
+# ---- deterministic simulator (issue 13; sim/, scripts/sim.sh) ---------------
+# SIM_SCHEDULES seeded schedules (default 10000) after the named regression
+# schedules of sim/regressions/, in a release build (cached under CI like the
+# test build). The first seed comes from the commit, so each commit tries
+# other worlds and a rerun of the same commit the same ones; SIM_SEED fixes
+# it. A divergence prints its seed, a shrunk schedule and the command that
+# reproduces it, and fails the suite.
+sim_schedules=${SIM_SCHEDULES:-10000}
+sim_commit=$(git rev-parse --short=8 HEAD 2>/dev/null || true)
+sim_seed=${SIM_SEED:-$((16#${sim_commit:-1}))}
+echo "== simulator: $sim_schedules schedules, seeds $sim_seed..$((sim_seed + sim_schedules - 1)) (scripts/sim.sh)"
+sim_t0=$(date +%s)
+set +e
+scripts/sim.sh --schedules "$sim_schedules" --seed "$sim_seed" 2>&1 | tee -a "$log"
+sim_status=${PIPESTATUS[0]}
+set -e
+sim_result=$({ grep -E '^[0-9]+ schedules, [0-9]+ divergences' "$log" || echo "did not finish"; } | tail -1)
+echo "simulator: exit $sim_status in $(($(date +%s) - sim_t0)) s (reproduce the run: scripts/sim.sh --schedules $sim_schedules --seed $sim_seed)"
+# ---- end of the simulator step -----------------------------------------------
+
 # `|| true`: with pipefail, a grep that matches nothing (no test ran, e.g. the
 # build failed) would end the script here, before it says so.
 passed=$({ grep -Eo 'test result: [A-Za-z]+\. [0-9]+ passed' "$log" || true; } | awk '{s+=$4} END {print s+0}')
@@ -125,13 +145,17 @@ binaries=$(grep -c 'test result:' "$log" || true)
 echo
 echo "== summary: $binaries test binaries"
 echo "$passed passed, $failed failed"
+echo "simulator: $sim_result"
 if [[ $fuzz_status -ne 0 ]]; then
   echo "fuzzing FAILED (scripts/fuzz.sh exit $fuzz_status; inputs under fuzz/artifacts/)" >&2
 fi
 if [[ $chdb_status -ne 0 ]]; then
   echo "the chdb venv could not be made (scripts/chdb_env.sh exit $chdb_status, reason above): tests/chdb_compat.rs FAILED" >&2
 fi
-if [[ $status -ne 0 || $failed -ne 0 || $passed -eq 0 || $fuzz_status -ne 0 || $chdb_status -ne 0 ]]; then
+if [[ $sim_status -ne 0 ]]; then
+  echo "the simulator found a divergence (scripts/sim.sh exit $sim_status; seeds and commands above)" >&2
+fi
+if [[ $status -ne 0 || $failed -ne 0 || $passed -eq 0 || $fuzz_status -ne 0 || $chdb_status -ne 0 || $sim_status -ne 0 ]]; then
   echo "test suite FAILED (cargo exit $status)" >&2
   exit 1
 fi
