@@ -117,7 +117,7 @@ if [[ "${SKIP_FUZZ:-0}" != 1 ]]; then
   fi
 fi
 
-# ---- deterministic simulator (issue 13; sim/, scripts/sim.sh) ---------------
+# ---- BEGIN deterministic simulator (issue 13; sim/, scripts/sim.sh) ---------
 # SIM_SCHEDULES seeded schedules (default 10000) after the named regression
 # schedules of sim/regressions/, in a release build (cached under CI like the
 # test build). The first seed comes from the commit, so each commit tries
@@ -135,7 +135,7 @@ sim_status=${PIPESTATUS[0]}
 set -e
 sim_result=$({ grep -E '^[0-9]+ schedules, [0-9]+ divergences' "$log" || echo "did not finish"; } | tail -1)
 echo "simulator: exit $sim_status in $(($(date +%s) - sim_t0)) s (reproduce the run: scripts/sim.sh --schedules $sim_schedules --seed $sim_seed)"
-# ---- end of the simulator step -----------------------------------------------
+# ---- END deterministic simulator ---------------------------------------------
 
 # `|| true`: with pipefail, a grep that matches nothing (no test ran, e.g. the
 # build failed) would end the script here, before it says so.
