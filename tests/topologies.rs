@@ -456,3 +456,217 @@ fn the_job_runs_the_same_inline_on_a_manual_clock() {
     assert_eq!(run_once("inline-1", Some(simulated())), machine);
     assert_eq!(run_once("inline-2", Some(simulated())), machine);
 }
+
+/// A live input on a manual clock, scripted record by record: each record
+/// becomes readable at its `at` (clock ms); a poll hands out every readable
+/// record, partition after partition. Bounded, everything is readable.
+struct Scripted {
+    parts: Vec<Vec<(u64, String)>>,
+    next: Vec<usize>,
+    bounded: bool,
+    clock: std::sync::Arc<streamforge::clock::ManualClock>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    until_ms: u64,
+}
+
+impl Scripted {
+    fn now_ms(&self) -> u64 {
+        use streamforge::clock::Clock;
+        self.clock.now().as_millis() as u64
+    }
+
+    fn readable(&self, p: usize) -> bool {
+        self.parts[p]
+            .get(self.next[p])
+            .is_some_and(|(at, _)| self.bounded || *at <= self.now_ms())
+    }
+}
+
+impl streamforge::source::Source for Scripted {
+    fn id(&self) -> String {
+        "scripted".into()
+    }
+    fn source_name(&self, _partition: u32) -> &str {
+        "scripted"
+    }
+    fn partition_count(&self) -> usize {
+        self.parts.len()
+    }
+    fn open(
+        &mut self,
+        resume: &std::collections::BTreeMap<u32, u64>,
+        _end: streamforge::source::End<'_>,
+    ) -> Result<std::collections::BTreeMap<u32, u64>, streamforge::source::SourceError> {
+        for (p, next) in self.next.iter_mut().enumerate() {
+            *next = resume.get(&(p as u32)).map_or(0, |o| *o as usize);
+        }
+        Ok((0..self.parts.len() as u32)
+            .map(|p| (p, self.next[p as usize] as u64))
+            .collect())
+    }
+    fn poll(
+        &mut self,
+        batch: &mut streamforge::source::RecordBatch,
+        max: usize,
+        timeout: Duration,
+    ) -> Result<(), streamforge::source::SourceError> {
+        if !self.bounded && self.now_ms() >= self.until_ms {
+            self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        for p in 0..self.parts.len() {
+            while self.readable(p) && batch.len() < max {
+                let o = self.next[p];
+                batch.push(p as u32, o as u64, self.parts[p][o].1.as_bytes());
+                self.next[p] += 1;
+            }
+        }
+        let pause = if batch.is_empty() {
+            timeout.clamp(Duration::from_millis(1), Duration::from_millis(100))
+        } else {
+            Duration::from_millis(1)
+        };
+        self.clock.advance(pause);
+        Ok(())
+    }
+    fn state(&self, partition: u32) -> streamforge::source::PartitionState {
+        use streamforge::source::PartitionState;
+        match (self.readable(partition as usize), self.bounded) {
+            (true, _) => PartitionState::Backlog,
+            (false, true) => PartitionState::Finished,
+            (false, false) => PartitionState::CaughtUp,
+        }
+    }
+}
+
+/// A wrong clock in a partition that watermark alignment holds back, with
+/// in-order records behind it that decide it, while another partition runs
+/// far ahead: the partition has a backlog, so it never goes idle and the
+/// watermark never passes the records behind the wrong clock (found by the
+/// simulator: the partition counted as caught up, went idle together with
+/// the slowest one, and its in-order records came out `late_event`). Then a
+/// bounded run on the same state: the table is one run over the valid
+/// records, and the wrong clock is the only anomaly.
+///
+/// And the same when the second record that rejects the wrong clock comes
+/// only after the idle timeout: the partition then waits for its own input
+/// and goes idle, but the record behind the wrong clock caps the watermark
+/// as if it had been read.
+#[test]
+fn records_behind_a_wrong_clock_held_by_alignment_are_never_late() {
+    for second_at in [1_000, 5_000] {
+        records_behind_a_wrong_clock(second_at);
+    }
+}
+
+fn records_behind_a_wrong_clock(second_at: u64) {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+    use streamforge::checkpoint::kv::MemoryKv;
+    use streamforge::clock::ManualClock;
+    use streamforge::config::{Config, SinkKind};
+    use streamforge::job::{run_in, Environment, JobOptions};
+    use streamforge::sink::embedded::EmbeddedSink;
+    use streamforge::sink::Sink;
+    use streamforge::telemetry::Metrics;
+
+    // (clock ms it becomes readable, event time after T0) per partition:
+    // partition 0 is the slowest; 1 runs far ahead, its records held by
+    // alignment; 2 moves just past the alignment drift, then a record ten
+    // minutes ahead arrives with two in-order records that reject it.
+    let wrong = (1_000, 614_000);
+    let script: [Vec<(u64, i64)>; 3] = [
+        vec![(0, 1_000), (0, 2_000), (1_000, 3_000)],
+        vec![
+            (0, 5_000),
+            (0, 5_500),
+            (1_000, 12_000),
+            (1_000, 40_000),
+            (1_000, 60_000),
+            (1_000, 100_000),
+            (1_000, 100_500),
+        ],
+        vec![
+            (0, 6_000),
+            (0, 6_500),
+            (1_000, 14_000),
+            wrong,
+            (1_000, 14_500),
+            (second_at, 15_000),
+        ],
+    ];
+    let mut parts = Vec::new();
+    let mut counted = Vec::new();
+    for (p, records) in script.iter().enumerate() {
+        let mut lines = Vec::new();
+        for (o, &(at, dt)) in records.iter().enumerate() {
+            let (user, cents) = (format!("u{}", (p * 7 + o) % 5), 1_000 + 37 * o as u64);
+            lines.push((at, line(&format!("e{p}-{o}"), &user, cents, T0 + dt)));
+            if (at, dt) != wrong {
+                counted.push(Counted {
+                    t_ms: T0 + dt,
+                    user,
+                    cents,
+                });
+            }
+        }
+        parts.push(lines);
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cfg = Config::default();
+    cfg.sink.kind = SinkKind::Embedded;
+    cfg.checkpoint.state_dir = tmp.path().join("state");
+    cfg.anomaly_log = tmp.path().join("anomalies.log");
+    cfg.window.idle_timeout = streamforge::setting::Dur(Duration::from_secs(1));
+    cfg.window.alignment_drift = streamforge::setting::Dur(Duration::from_secs(10));
+    let store = MemoryKv::new();
+    for bounded in [false, true] {
+        let clock = Arc::new(ManualClock::new(T0 + 200_000));
+        let stop = Arc::new(AtomicBool::new(false));
+        let source = Box::new(Scripted {
+            parts: parts.clone(),
+            next: vec![0; parts.len()],
+            bounded,
+            clock: clock.clone(),
+            stop: stop.clone(),
+            until_ms: 20_000,
+        });
+        let sink = Box::new(EmbeddedSink::open(&tmp.path().join("sink")).unwrap());
+        let opts = JobOptions {
+            bounded,
+            stop,
+            progress: false,
+            shutdown_grace: Duration::from_secs(1),
+        };
+        let env = Environment {
+            clock,
+            inline: true,
+            store: Some(store.clone()),
+            fingerprint_seed: Some(7),
+        };
+        run_in(&cfg, source, sink, &opts, Arc::new(Metrics::new()), env).unwrap();
+        assert_eq!(
+            anomaly_reasons(&cfg.anomaly_log),
+            vec![("implausible_event_time".to_string(), 2, 3)],
+            "bounded: {bounded}, second record at {second_at} ms"
+        );
+    }
+    let rows = EmbeddedSink::open(&tmp.path().join("sink"))
+        .unwrap()
+        .read_final()
+        .unwrap();
+    let got: Vec<String> = rows
+        .iter()
+        .map(|r| {
+            format!(
+                "{{\"window_start\": {}, \"window_end\": {}, \"order_cnt\": {}, \"gmv_total\": \"{}.{:02}\", \"user_cnt\": {}}}",
+                r.window_start,
+                r.window_end,
+                r.order_cnt,
+                r.gmv_cents / 100,
+                r.gmv_cents % 100,
+                r.user_cnt
+            )
+        })
+        .collect();
+    assert_same_results(&got, &window_lines(counted));
+}

@@ -18,9 +18,13 @@
 //!   its clock (a later run may bring more of its data, see `watermark`) but
 //!   no longer paces alignment; one that never had data is simply idle.
 //!
-//! A partition whose only held record waits for confirmation (see `intake`)
-//! is caught up for this purpose: what it holds cannot be decided by waiting
-//! for the others.
+//! A partition whose held records wait for its own next records (the first
+//! one unconfirmed, and too few records after it to decide, see `intake`)
+//! is caught up for this purpose: waiting for the others cannot decide what
+//! it holds. Held records that could go on (an unconfirmed record its
+//! followers decide, records held by alignment) are a backlog, also behind
+//! an unconfirmed record: their partition never goes idle and keeps pacing
+//! alignment, so the watermark cannot pass them while they wait their turn.
 //!
 //! Live Kafka runs also look for partitions added to the topic (see
 //! `watermark` for why the watermark is capped at each discovery).
@@ -66,8 +70,7 @@ impl Job<'_> {
         let idle_after = self.cfg.window.idle_timeout.0;
         let mut caught_up = true;
         for p in 0..self.slots.len() {
-            let waits_for_confirmation = self.slots[p].held.unconfirmed_at().is_some();
-            let holds_backlog = !self.slots[p].held.is_empty() && !waits_for_confirmation;
+            let holds_backlog = !self.slots[p].held.is_empty() && !self.waits_for_input(p);
             let state = match self.source.state(p as u32) {
                 // Records the source is done with but the job still holds
                 // (alignment) are a backlog.
@@ -115,9 +118,8 @@ impl Job<'_> {
     /// input can bring.
     pub(super) fn input_done(&self) -> bool {
         (0..self.slots.len()).all(|p| {
-            let held = &self.slots[p].held;
             self.source.state(p as u32) == PartitionState::Finished
-                && (held.is_empty() || held.unconfirmed_at().is_some())
+                && (self.slots[p].held.is_empty() || self.waits_for_input(p))
         })
     }
 

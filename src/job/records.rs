@@ -129,6 +129,27 @@ impl Job<'_> {
         self.guard.is_unconfirmed(t, self.known_time(p))
     }
 
+    /// Whether what partition `p` holds can only move once its source
+    /// delivers more: its first held record waits for confirmation and the
+    /// records after it are too few to decide it. Records that could go on
+    /// now (held by alignment, or behind a record its followers decide) are
+    /// a backlog instead (see `partitions`).
+    pub(super) fn waits_for_input(&self, p: usize) -> bool {
+        let held = &self.slots[p].held;
+        let Some(head) = held.front() else {
+            return false;
+        };
+        let Some(t) = head.prepared.event_time_ms() else {
+            return false;
+        };
+        held.unconfirmed_at().is_some()
+            && self.is_unconfirmed(p, &head.prepared)
+            && self
+                .guard
+                .decide(t, held.later_times(), self.known_time(p), false)
+                == Decision::Wait
+    }
+
     /// What the job knows of event time at partition `p`: the larger of its
     /// clock and the job watermark (`i64::MIN`: nothing).
     fn known_time(&self, p: usize) -> i64 {
@@ -149,6 +170,13 @@ impl Job<'_> {
             if let Some(t) = prepared.event_time_ms() {
                 slot.held.mark_unconfirmed(t);
             }
+            self.refresh_ceiling();
+        } else if slot.held.unconfirmed_at().is_some()
+            && prepared.event_time_ms().is_some()
+            && slot.held.later_times().nth(1).is_none()
+        {
+            // The first valid record behind the unconfirmed one caps the
+            // watermark too.
             self.refresh_ceiling();
         }
         // Pausing a Kafka partition drops what librdkafka prefetched and
@@ -241,14 +269,21 @@ impl Job<'_> {
     }
 
     /// Caps the watermark below every record waiting for confirmation (so
-    /// that a confirmed one is never late for having waited) and at the
-    /// last discovery's frontier.
+    /// that a confirmed one is never late for having waited), at the first
+    /// valid record held behind it minus the bound (what that record would
+    /// allow had it been read: it is never late for having waited either,
+    /// also when its partition goes idle) and at the last discovery's
+    /// frontier.
     pub(super) fn refresh_ceiling(&mut self) {
         let jump = self.guard.max_jump_ms;
+        let bound = self.engine.spec().out_of_orderness_ms;
         let mut ceiling = self.discovery.as_ref().map_or(i64::MAX, |d| d.ceiling);
         for slot in &self.slots {
             if let Some(t) = slot.held.unconfirmed_at() {
                 ceiling = ceiling.min(t.saturating_sub(jump));
+                if let Some(behind) = slot.held.later_times().next() {
+                    ceiling = ceiling.min(behind.saturating_sub(bound));
+                }
             }
         }
         let now_s = self.clock.wall_ms() / 1000;
