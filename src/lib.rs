@@ -32,6 +32,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod dedup;
+pub mod dims;
 pub mod engine;
 pub mod event;
 pub mod failpoint;

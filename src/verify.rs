@@ -544,6 +544,7 @@ impl Model {
                 user_cnt: users.len() as u64,
                 version: 0,
                 updated_at: 0,
+                group: None,
             })
             .collect();
         (rows, self.stats)
@@ -723,6 +724,7 @@ mod tests {
             user_cnt: users,
             version: 0,
             updated_at: 0,
+            group: None,
         }
     }
 

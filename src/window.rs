@@ -38,6 +38,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::dedup::Fp;
+use crate::dims::GroupKey;
 use crate::fptable::FpSet;
 
 /// Window geometry and lateness, all in milliseconds.
@@ -173,19 +174,30 @@ pub struct WindowRow {
     pub version: u64,
     /// Epoch seconds of emission (informational).
     pub updated_at: i64,
+    /// `None` for a window's totals; a grouping and its values for a
+    /// grouped row (see [`crate::dims`]), keyed by `window_start` and them.
+    pub group: Option<GroupKey>,
 }
 
 impl WindowRow {
-    /// The result line of SPEC §8.
+    /// The result line of SPEC §8; a grouped row has its dimension fields
+    /// after `window_end` (`"city": "Paris"`).
     pub fn result_json(&self) -> String {
         format!(
-            "{{\"window_start\": {}, \"window_end\": {}, \"order_cnt\": {}, \"gmv_total\": \"{}\", \"user_cnt\": {}}}",
+            "{{\"window_start\": {}, \"window_end\": {}{}, \"order_cnt\": {}, \"gmv_total\": \"{}\", \"user_cnt\": {}}}",
             self.window_start,
             self.window_end,
+            self.group.as_ref().map_or(String::new(), |g| g.json_fields()),
             self.order_cnt,
             crate::event::format_cents(self.gmv_cents),
             self.user_cnt
         )
+    }
+
+    /// The key a sink upserts by: the window start and, for a grouped row,
+    /// its grouping and values.
+    pub fn key(&self) -> (i64, Option<&GroupKey>) {
+        (self.window_start, self.group.as_ref())
     }
 }
 
@@ -263,7 +275,7 @@ impl WindowsDelta {
 
 /// See [`WindowsSnapshot::note_emitted`].
 fn note_emitted(fired: &mut Vec<(i64, FiredWindow)>, spec: &WindowSpec, rows: &[WindowRow]) {
-    for row in rows {
+    for row in rows.iter().filter(|r| r.group.is_none()) {
         let w = spec.window_of_start(row.window_start);
         match fired.binary_search_by_key(&w, |(k, _)| *k) {
             Ok(i) => fired[i].1.version = fired[i].1.version.max(row.version),
@@ -521,6 +533,7 @@ impl Windows {
             user_cnt,
             version,
             updated_at: now_s,
+            group: None,
         }
     }
 

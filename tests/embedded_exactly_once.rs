@@ -32,12 +32,13 @@ fn run_until_done(
     state: &std::path::Path,
     log: &std::path::Path,
     seed: u64,
+    extra: &[&str],
 ) -> (u32, u32) {
     let mut rng = Rng::new(seed);
     let source = format!("files:{}", data.dir.display());
     let (mut kills, mut aborts) = (0u32, 0u32);
     for attempt in 0..60 {
-        let mut cmd = streamforge(&[
+        let mut args = vec![
             "run",
             "--source",
             &source,
@@ -54,7 +55,9 @@ fn run_until_done(
             "2500",
             "--set",
             "batch_size=512",
-        ]);
+        ];
+        args.extend_from_slice(extra);
+        let mut cmd = streamforge(&args);
         // Alternate the two ways of dying; the last attempts run clean so
         // the test ends.
         let use_failpoint = cfg!(feature = "failpoints") && attempt % 2 == 1 && attempt < 40;
@@ -116,7 +119,7 @@ fn sigkill_and_crash_points_anywhere_still_give_exact_results() {
     let data = make_dataset(&tmp.path().join("in"), &shape);
     let state = tmp.path().join("state");
     let log = tmp.path().join("anomalies.log");
-    let (kills, aborts) = run_until_done(&data, &state, &log, 11);
+    let (kills, aborts) = run_until_done(&data, &state, &log, 11, &[]);
     eprintln!("completed after {kills} SIGKILLs and {aborts} crash-point aborts");
     assert!(
         kills + aborts >= 10,
@@ -126,6 +129,54 @@ fn sigkill_and_crash_points_anywhere_still_give_exact_results() {
 
     let out = run_ok(&["results", "--state-dir", state.to_str().unwrap()]);
     assert_same_results(&results_lines(&out), &data.expected_results());
+    assert_anomalies_exactly_once(&log, &data.expected_anomalies());
+}
+
+/// The same with grouped results (`city`, `category`, both), few values
+/// allowed per window so that some fold into `other`: every grouping's rows
+/// equal a recomputation from the data set.
+#[test]
+fn sigkill_and_crash_points_give_exact_grouped_results() {
+    let tmp = tempfile::tempdir().unwrap();
+    let shape = Shape {
+        per_partition: 50_000,
+        seed: 17,
+        ..Shape::default()
+    };
+    let data = make_dataset(&tmp.path().join("in"), &shape);
+    let state = tmp.path().join("state");
+    let log = tmp.path().join("anomalies.log");
+    let groupings = [
+        "--set",
+        "dimensions.groupings=[[city], [category], [city, category]]",
+        "--set",
+        "dimensions.max_values_per_window=3",
+    ];
+    let (kills, aborts) = run_until_done(&data, &state, &log, 23, &groupings);
+    eprintln!("completed after {kills} SIGKILLs and {aborts} crash-point aborts");
+    assert!(
+        kills + aborts >= 8,
+        "interrupted only {} times",
+        kills + aborts
+    );
+
+    let state = state.to_str().unwrap();
+    let out = run_ok(&["results", "--state-dir", state]);
+    assert_same_results(&results_lines(&out), &data.expected_results());
+    for dims in [&["city"][..], &["category"], &["city", "category"]] {
+        let mut args = vec!["results", "--state-dir", state, "--group-by"];
+        let joined = dims.join(",");
+        args.push(&joined);
+        args.extend_from_slice(&groupings);
+        let got = results_lines(&run_ok(&args));
+        let want = grouped_lines(data.accepted_payloads(), dims, 3);
+        assert!(
+            want.iter().any(|l| l.contains("\"other\"")),
+            "{dims:?} folds"
+        );
+        assert_eq!(got.len(), want.len(), "{dims:?}");
+        assert_eq!(got, want, "{dims:?}");
+    }
     assert_anomalies_exactly_once(&log, &data.expected_anomalies());
 }
 

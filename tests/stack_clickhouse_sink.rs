@@ -90,6 +90,7 @@ fn row(start: i64, version: u64, order_cnt: u64, gmv_cents: u128) -> WindowRow {
         user_cnt: order_cnt / 2 + 1,
         version,
         updated_at: 1_764_070_000 + version as i64,
+        group: None,
     }
 }
 

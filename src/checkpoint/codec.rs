@@ -7,18 +7,23 @@
 //!
 //! # Formats
 //!
-//! * 3 (this build writes it): the payload is a `StoredCheckpoint`, whose
-//!   engine state is a base or a delta on the checkpoint before it.
+//! * 4 (this build writes it): the payload is a `StoredCheckpoint`, whose
+//!   engine state is a base or a delta on the checkpoint before it, with
+//!   the grouped results' state (`dims`).
+//! * 3: the same before grouped results; still read, with no groupings.
 //! * 2: the payload is a `Checkpoint` with the whole engine state; still
 //!   read, as a base.
-//! * 1 and anything newer than 3: refused, saying what to do.
+//! * 1 and anything newer than 4: refused, saying what to do.
 
 use serde::{de::DeserializeOwned, Serialize};
 use thiserror::Error;
 
 const MAGIC: &[u8; 4] = b"SFCK";
-/// 3: the engine state is a base or a delta (see the module docs).
-pub const FORMAT: u16 = 3;
+/// 4: the engine state is a base or a delta, with grouped results (see the
+/// module docs).
+pub const FORMAT: u16 = 4;
+/// Bases and deltas before grouped results, still read.
+pub const FORMAT_DELTAS: u16 = 3;
 /// The format before deltas (whole states), still read.
 pub const FORMAT_WHOLE: u16 = 2;
 const HEADER: usize = 4 + 2 + 8 + 4;
@@ -40,7 +45,7 @@ pub enum CodecError {
     Truncated(usize),
     #[error("bad magic (not a StreamForge checkpoint)")]
     BadMagic,
-    #[error("unsupported checkpoint format {0} (this build reads formats {FORMAT_WHOLE} and {FORMAT}). {advice}", advice = format_advice(*.0))]
+    #[error("unsupported checkpoint format {0} (this build reads formats {FORMAT_WHOLE} to {FORMAT}). {advice}", advice = format_advice(*.0))]
     UnsupportedFormat(u16),
     #[error("length mismatch: header says {declared} bytes, frame holds {actual}")]
     LengthMismatch { declared: u64, actual: u64 },
@@ -113,7 +118,7 @@ pub fn verify_any(frame: &[u8]) -> Result<(u16, &[u8]), CodecError> {
         return Err(CodecError::BadMagic);
     }
     let format = u16::from_be_bytes([frame[4], frame[5]]);
-    if format != FORMAT && format != FORMAT_WHOLE {
+    if !(FORMAT_WHOLE..=FORMAT).contains(&format) {
         return Err(CodecError::UnsupportedFormat(format));
     }
     let mut len = [0u8; 8];
@@ -276,6 +281,7 @@ mod tests {
                     user_cnt: 0,
                     version: 0,
                     updated_at: 0,
+                    group: None,
                 };
                 100_000
             ],

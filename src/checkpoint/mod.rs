@@ -64,6 +64,7 @@
 pub mod codec;
 pub mod committer;
 pub mod kv;
+mod legacy;
 mod read;
 mod store;
 mod writer;

@@ -20,14 +20,14 @@ pub(super) struct Frame {
 }
 
 /// Checks and decodes a stored frame of any format this build reads: one of
-/// format 3 as it is, one of format 2 (a whole state) as a base. Every
-/// damage or unknown format is an error value, never a panic.
+/// format 4 as it is, one of format 3 (before grouped results) with no
+/// groupings, one of format 2 (a whole state) as a base. Every damage or
+/// unknown format is an error value, never a panic.
 pub fn decode_stored(raw: &[u8]) -> Result<StoredCheckpoint, CodecError> {
-    let (format, payload) = codec::verify_any(raw)?;
-    if format == codec::FORMAT {
-        codec::decode_payload::<StoredCheckpoint>(payload)
-    } else {
-        Ok(codec::decode_payload::<Checkpoint<EngineSnapshot>>(payload)?.map_engine(Stored::Base))
+    match codec::verify_any(raw)? {
+        (codec::FORMAT, payload) => codec::decode_payload::<StoredCheckpoint>(payload),
+        (codec::FORMAT_DELTAS, payload) => super::legacy::decode_v3(payload),
+        (_, payload) => super::legacy::decode_v2(payload),
     }
 }
 

@@ -100,6 +100,7 @@ fn big_checkpoint(id: u64, kib: usize) -> Checkpoint {
         user_cnt: i as u64 * 7919,
         version: id,
         updated_at: 1_764_064_800,
+        group: None,
     };
     Checkpoint {
         pending: vec![PendingBatch {
@@ -187,7 +188,7 @@ fn a_state_directory_of_the_older_layout_is_read_and_cleaned() {
     let mut store = CheckpointStore::open(dir.path(), 2).unwrap();
     // Before pieces (and before deltas): the whole frame under the id alone.
     for id in 1..=2 {
-        let frame = codec::encode_as(codec::FORMAT_WHOLE, &checkpoint(id)).unwrap();
+        let frame = super::legacy::frame_v2(&checkpoint(id));
         store.sled().insert(id.to_be_bytes(), frame).unwrap();
     }
     assert_eq!(store.ids().unwrap(), vec![1, 2]);
@@ -471,7 +472,7 @@ fn a_format_2_state_directory_goes_on_with_deltas() {
         engine: engine.snapshot(),
         ..checkpoint(4)
     };
-    let frame = codec::encode_as(codec::FORMAT_WHOLE, &whole).unwrap();
+    let frame = super::legacy::frame_v2(&whole);
     let db = store::CheckpointStore::in_memory(kv.clone(), 3);
     db.db
         .apply(vec![kv::Op::Insert(store::chunk_key(4, 0).to_vec(), frame)])

@@ -149,6 +149,10 @@ struct ResultsArgs {
     /// embedded | clickhouse
     #[arg(long)]
     sink: Option<String>,
+    /// A configured grouping (`city`, `category`, `city,category`): its
+    /// rows, with the dimension fields, instead of the window totals.
+    #[arg(long, value_name = "DIMS")]
+    group_by: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -380,8 +384,11 @@ fn results(args: ResultsArgs) -> anyhow::Result<ExitCode> {
             cfg.embedded_sink_path().display()
         );
     }
-    let mut rows = build_sink(&cfg)?.read_final()?;
-    rows.sort_by_key(|r| r.window_start);
+    let mut rows = match &args.group_by {
+        None => build_sink(&cfg)?.read_final()?,
+        Some(names) => grouped_results(&cfg, names)?,
+    };
+    rows.sort_by(|a, b| a.key().cmp(&b.key()));
     let mut out = String::with_capacity(rows.len() * 128);
     for r in &rows {
         out.push_str(&r.result_json());
@@ -390,6 +397,34 @@ fn results(args: ResultsArgs) -> anyhow::Result<ExitCode> {
     use std::io::Write;
     std::io::stdout().write_all(out.as_bytes())?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The rows of the grouping `names` (comma-separated dimensions, in any
+/// order), without retractions (rows of no order: see [`crate::dims`]).
+fn grouped_results(cfg: &Config, names: &str) -> anyhow::Result<Vec<WindowRow>> {
+    let mut dims = Vec::new();
+    for name in names.split(',').map(str::trim) {
+        let d = crate::dims::Dimension::from_name(name)
+            .ok_or_else(|| anyhow!("--group-by: unknown dimension {name:?} (city, category)"))?;
+        dims.push(d);
+    }
+    dims.sort();
+    let configured = cfg.dimensions.groupings.iter().find(|g| {
+        let mut g = (*g).clone();
+        g.sort();
+        g == dims
+    });
+    let Some(grouping) = configured else {
+        bail!(
+            "--group-by {names}: not a configured grouping (dimensions.groupings: {:?})",
+            cfg.dimensions.groupings
+        );
+    };
+    let rows = build_sink(cfg)?.read_grouped()?;
+    Ok(rows
+        .into_iter()
+        .filter(|r| r.order_cnt > 0 && r.group.as_ref().is_some_and(|g| g.dims == *grouping))
+        .collect())
 }
 
 fn open_store(common: &Common) -> anyhow::Result<(CheckpointStore, PathBuf)> {

@@ -160,6 +160,7 @@ impl Job<'_> {
     fn hold(&mut self, p: usize, meta: &RecordMeta, payload: &[u8], prepared: Prepared) {
         let first = self.slots[p].held.is_empty();
         let unconfirmed = first && self.is_unconfirmed(p, &prepared);
+        let time = prepared.event_time_ms();
         let slot = &mut self.slots[p];
         slot.held.push(HeldRecord {
             offset: meta.offset,
@@ -167,7 +168,7 @@ impl Job<'_> {
             prepared,
         });
         if unconfirmed {
-            if let Some(t) = prepared.event_time_ms() {
+            if let Some(t) = time {
                 slot.held.mark_unconfirmed(t);
             }
             self.refresh_ceiling();
@@ -231,7 +232,7 @@ impl Job<'_> {
             if !end_of_input && self.is_ahead(p) {
                 break;
             }
-            let mut prepared = head.prepared;
+            let mut rejected = false;
             if self.is_unconfirmed(p, &head.prepared) {
                 let t = head.prepared.event_time_ms().unwrap_or(i64::MIN);
                 let known = self.known_time(p);
@@ -248,14 +249,17 @@ impl Job<'_> {
                         break;
                     }
                     Decision::Confirm => {}
-                    Decision::Reject => {
-                        prepared = Prepared::rejected(crate::event::Reason::ImplausibleEventTime)
-                    }
+                    Decision::Reject => rejected = true,
                 }
             }
             let decided = self.slots[p].held.unconfirmed_at().is_some();
             let Some(record) = self.slots[p].held.pop() else {
                 break;
+            };
+            let prepared = if rejected {
+                Prepared::rejected(crate::event::Reason::ImplausibleEventTime)
+            } else {
+                record.prepared
             };
             self.handle(p, record.offset, &record.payload, prepared, ctx)?;
             processed += 1;

@@ -319,6 +319,7 @@ fn resume(
             Some(seed) => Engine::with_seed(spec, partitions, seed),
             None => Engine::new(spec, partitions),
         };
+        engine.set_groupings(cfg.dimensions.spec());
         engine.track_changes();
         return Ok(Resumed {
             engine,
@@ -354,6 +355,7 @@ fn resume(
     let chain = &cp.engine;
     let mut engine = Engine::restore_chain(spec, partitions, &chain.base, &chain.deltas)
         .map_err(anyhow::Error::msg)?;
+    check_groupings(&engine, cfg)?;
     // A copy for the committer, so that it does not rebuild the same state
     // from the chain while the job starts (a memory copy, no rehashing).
     let replica = Some(engine.clone());
@@ -402,6 +404,24 @@ fn check_unread_partitions(
         source.id(),
         lost.join(", ")
     )
+}
+
+/// Refuses to resume a state with other groupings than the configuration's:
+/// its grouped panes cannot be re-sliced.
+fn check_groupings(engine: &Engine, cfg: &Config) -> anyhow::Result<()> {
+    let was = engine.groupings();
+    if *was != cfg.dimensions.spec() {
+        bail!(
+            "the checkpoint was taken with groupings {:?} (at most {} values per window), the config \
+             now says {:?} ({}); restore the old dimensions settings, or start from a fresh state \
+             directory and replay",
+            was.groupings,
+            was.max_values,
+            cfg.dimensions.groupings,
+            cfg.dimensions.max_values_per_window
+        );
+    }
+    Ok(())
 }
 
 /// Refuses to resume on a log that is not the checkpoint's (a topic deleted

@@ -234,6 +234,7 @@ mod tests {
                 user_cnt: 2,
                 version,
                 updated_at: 1_704_067_300,
+                group: None,
             },
             error: error.into(),
         }

@@ -3,18 +3,55 @@
 //!
 //! One key per window (its start, order-preserving big-endian), holding the
 //! row with the highest version seen, so writes are upserts exactly like a
-//! `ReplacingMergeTree(version)` read with `FINAL`. Each write is one atomic
-//! batch, flushed before it is acknowledged. By default the store lives in
-//! `<state-dir>/sink`, so `streamforge results --state-dir S` finds it.
+//! `ReplacingMergeTree(version)` read with `FINAL`. Grouped rows (see
+//! [`crate::dims`]) live in a tree of their own, `grouped`, keyed by the
+//! window start and then the grouping and its values, with the same rule.
+//! Each write is one atomic batch over both, flushed before it is
+//! acknowledged. By default the store lives in `<state-dir>/sink`, so
+//! `streamforge results --state-dir S` finds it.
 
 use std::path::{Path, PathBuf};
+
+use sled::Transactional;
+
+use serde::{Deserialize, Serialize};
 
 use super::{Sink, SinkError};
 use crate::window::WindowRow;
 
 pub struct EmbeddedSink {
     db: sled::Db,
+    /// The grouped rows.
+    grouped: sled::Tree,
     path: PathBuf,
+}
+
+/// A window's totals as stored (the layout from before grouped rows, kept so
+/// that stores written by earlier versions read back).
+#[derive(Serialize, Deserialize)]
+struct Totals {
+    window_start: i64,
+    window_end: i64,
+    order_cnt: u64,
+    gmv_cents: u128,
+    user_cnt: u64,
+    version: u64,
+    updated_at: i64,
+}
+
+/// The key of a row: its window start, then (grouped rows) the grouping and
+/// the values, bincode-encoded (length-prefixed, so no key is a prefix of
+/// another's).
+fn row_key(row: &WindowRow) -> Result<Vec<u8>, SinkError> {
+    let mut k = key(row.window_start).to_vec();
+    if let Some(group) = &row.group {
+        k.extend(
+            bincode::serde::encode_to_vec(group, bincode::config::standard()).map_err(|e| {
+                SinkError::Fatal(format!("embedded sink: cannot encode a key: {e}"))
+            })?,
+        );
+    }
+    Ok(k)
 }
 
 fn key(window_start: i64) -> [u8; 8] {
@@ -23,19 +60,49 @@ fn key(window_start: i64) -> [u8; 8] {
 }
 
 fn encode(row: &WindowRow) -> Result<Vec<u8>, SinkError> {
-    bincode::serde::encode_to_vec(row, bincode::config::standard())
-        .map_err(|e| SinkError::Fatal(format!("embedded sink: cannot encode a row: {e}")))
+    let bytes = if row.group.is_some() {
+        bincode::serde::encode_to_vec(row, bincode::config::standard())
+    } else {
+        let totals = Totals {
+            window_start: row.window_start,
+            window_end: row.window_end,
+            order_cnt: row.order_cnt,
+            gmv_cents: row.gmv_cents,
+            user_cnt: row.user_cnt,
+            version: row.version,
+            updated_at: row.updated_at,
+        };
+        bincode::serde::encode_to_vec(totals, bincode::config::standard())
+    };
+    bytes.map_err(|e| SinkError::Fatal(format!("embedded sink: cannot encode a row: {e}")))
 }
 
-fn decode(bytes: &[u8], path: &Path) -> Result<WindowRow, SinkError> {
-    bincode::serde::decode_from_slice(bytes, bincode::config::standard())
-        .map(|(row, _)| row)
-        .map_err(|e| {
-            SinkError::Fatal(format!(
-                "embedded sink {}: unreadable row: {e}",
-                path.display()
-            ))
-        })
+/// A row of the default tree (`grouped: false`) or of `grouped`.
+fn decode(bytes: &[u8], grouped: bool, path: &Path) -> Result<WindowRow, SinkError> {
+    let unreadable = |e: bincode::error::DecodeError| {
+        SinkError::Fatal(format!(
+            "embedded sink {}: unreadable row: {e}",
+            path.display()
+        ))
+    };
+    let config = bincode::config::standard();
+    if grouped {
+        return bincode::serde::decode_from_slice(bytes, config)
+            .map(|(row, _)| row)
+            .map_err(unreadable);
+    }
+    let (t, _): (Totals, _) =
+        bincode::serde::decode_from_slice(bytes, config).map_err(unreadable)?;
+    Ok(WindowRow {
+        window_start: t.window_start,
+        window_end: t.window_end,
+        order_cnt: t.order_cnt,
+        gmv_cents: t.gmv_cents,
+        user_cnt: t.user_cnt,
+        version: t.version,
+        updated_at: t.updated_at,
+        group: None,
+    })
 }
 
 impl EmbeddedSink {
@@ -69,10 +136,30 @@ impl EmbeddedSink {
                 path.display()
             ))
         })?;
+        let grouped = db.open_tree("grouped").map_err(|e| {
+            SinkError::Fatal(format!(
+                "embedded sink: cannot open {}: {e}",
+                path.display()
+            ))
+        })?;
         Ok(EmbeddedSink {
             db,
+            grouped,
             path: path.to_path_buf(),
         })
+    }
+
+    /// The rows of one tree, in key order.
+    fn read_tree(&self, grouped: bool) -> Result<Vec<WindowRow>, SinkError> {
+        let tree: &sled::Tree = if grouped { &self.grouped } else { &self.db };
+        let mut rows = Vec::new();
+        for item in tree.iter().values() {
+            let bytes = item.map_err(|e| {
+                SinkError::Retryable(format!("embedded sink {}: {e}", self.path.display()))
+            })?;
+            rows.push(decode(&bytes, grouped, &self.path)?);
+        }
+        Ok(rows)
     }
 }
 
@@ -85,36 +172,45 @@ impl Sink for EmbeddedSink {
         let io = |e: sled::Error| {
             SinkError::Retryable(format!("embedded sink {}: {e}", self.path.display()))
         };
-        let mut batch = sled::Batch::default();
+        let mut batches = [sled::Batch::default(), sled::Batch::default()];
         let mut staged = std::collections::BTreeMap::new();
         for row in rows {
-            crate::sink::upsert(&mut staged, row.clone());
+            crate::sink::upsert_keyed(&mut staged, row.clone());
         }
         for row in staged.values() {
-            let k = key(row.window_start);
-            if let Some(old) = self.db.get(k).map_err(io)? {
-                if decode(&old, &self.path)?.version > row.version {
+            let grouped = row.group.is_some();
+            let tree: &sled::Tree = if grouped { &self.grouped } else { &self.db };
+            let k = row_key(row)?;
+            if let Some(old) = tree.get(&k).map_err(io)? {
+                if decode(&old, grouped, &self.path)?.version > row.version {
                     continue;
                 }
             }
-            batch.insert(&k, encode(row)?);
+            batches[grouped as usize].insert(k, encode(row)?);
         }
         crate::failpoint::crash_point("sink::embedded::before_write");
-        self.db.apply_batch(batch).map_err(io)?;
+        let [totals, grouped] = batches;
+        // Both trees in one transaction: a crash leaves both or neither.
+        (&*self.db, &self.grouped)
+            .transaction(|(db, g)| {
+                db.apply_batch(&totals)?;
+                g.apply_batch(&grouped)?;
+                Ok::<(), sled::transaction::ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e| {
+                SinkError::Retryable(format!("embedded sink {}: {e:?}", self.path.display()))
+            })?;
         self.db.flush().map_err(io)?;
         crate::failpoint::crash_point("sink::embedded::after_write");
         Ok(())
     }
 
     fn read_final(&mut self) -> Result<Vec<WindowRow>, SinkError> {
-        let mut rows = Vec::new();
-        for item in self.db.iter().values() {
-            let bytes = item.map_err(|e| {
-                SinkError::Retryable(format!("embedded sink {}: {e}", self.path.display()))
-            })?;
-            rows.push(decode(&bytes, &self.path)?);
-        }
-        Ok(rows)
+        self.read_tree(false)
+    }
+
+    fn read_grouped(&mut self) -> Result<Vec<WindowRow>, SinkError> {
+        self.read_tree(true)
     }
 
     fn max_version(&mut self, limit: u64) -> Result<u64, SinkError> {
@@ -145,6 +241,7 @@ mod tests {
             user_cnt: 1,
             version,
             updated_at: 0,
+            group: None,
         }
     }
 

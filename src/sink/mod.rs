@@ -49,6 +49,13 @@ pub trait Sink: Send {
     /// The final rows, highest version per window, sorted by window start.
     fn read_final(&mut self) -> Result<Vec<WindowRow>, SinkError>;
 
+    /// The grouped rows (see [`crate::dims`]) with the highest version per
+    /// window start, grouping and values, ordered by them. A sink that
+    /// holds none returns none.
+    fn read_grouped(&mut self) -> Result<Vec<WindowRow>, SinkError> {
+        Ok(Vec::new())
+    }
+
     /// The highest `version` below `limit` the target holds over all its
     /// rows (0 when it holds none, or does not exist yet). A job that starts
     /// on a fresh state directory numbers its versions above the highest
@@ -343,6 +350,21 @@ fn write_until_acked(
 
 /// Keeps, per window start, the row with the highest version (ties: the
 /// later one). The rule every sink implements; also used by `verify`.
+/// A row's key in a table holding window totals and grouped rows: the window
+/// start, and the grouping and values of a grouped row.
+pub type RowKey = (i64, Option<crate::dims::GroupKey>);
+
+/// [`upsert`] for a table of totals and grouped rows.
+pub fn upsert_keyed(table: &mut std::collections::BTreeMap<RowKey, WindowRow>, row: WindowRow) {
+    let key = (row.window_start, row.group.clone());
+    match table.get(&key) {
+        Some(old) if old.version > row.version => {}
+        _ => {
+            table.insert(key, row);
+        }
+    }
+}
+
 pub fn upsert(table: &mut std::collections::BTreeMap<i64, WindowRow>, row: WindowRow) {
     match table.get(&row.window_start) {
         Some(old) if old.version > row.version => {}
@@ -367,6 +389,7 @@ mod tests {
             user_cnt: 0,
             version,
             updated_at: 0,
+            group: None,
         }
     }
 

@@ -272,10 +272,15 @@ pub fn make_dataset(dir: &Path, shape: &Shape) -> DataSet {
                         1 => format!("\"{}\"", rfc3339(t, 0)),
                         _ => format!("\"{}\"", rfc3339(t, 8 * 60)),
                     };
+                    // Half with a place (for grouped results), from small
+                    // pools; the rest without (`unknown`).
                     let extra = if rng.chance(500) {
-                        r#","city":"Hangzhou","category":"books""#
+                        let city = ["Hangzhou", "Beijing", "Chengdu", "Xi'an", "Wuhan"]
+                            [rng.below(5) as usize];
+                        let category = ["books", "toys", "food"][rng.below(3) as usize];
+                        format!(r#","city":"{city}","category":"{category}""#)
                     } else {
-                        r#","note":{"x":[1,2]}"#
+                        r#","note":{"x":[1,2]}"#.to_string()
                     };
                     accepted_recent.push(lines.len());
                     if accepted_recent.len() > 32 {
@@ -379,6 +384,123 @@ pub fn window_lines(events: impl IntoIterator<Item = Counted>) -> Vec<String> {
             )
         })
         .collect()
+}
+
+/// The lines `streamforge results --group-by DIMS` must print for the
+/// payloads of `accepted` events, from the definition in docs/semantics.md
+/// alone: per window and grouping, the values (`unknown` where the field is
+/// missing) sorted by (XXH3-64 of the values joined by 0x1f, the values);
+/// the first `max_values` have rows of their own, the rest (and the value
+/// `other`) add up in `other`. Ordered by window start, then values.
+pub fn grouped_lines<'a>(
+    accepted: impl IntoIterator<Item = &'a str>,
+    dims: &[&str],
+    max_values: usize,
+) -> Vec<String> {
+    type Figures = (u64, u128, BTreeSet<String>);
+    let slide = 30_000i64;
+    let mut windows: BTreeMap<i64, BTreeMap<Vec<String>, Figures>> = BTreeMap::new();
+    for payload in accepted {
+        let v: serde_json::Value = serde_json::from_str(payload).unwrap();
+        let t = match &v["event_time"] {
+            serde_json::Value::Number(n) => n.as_i64().unwrap(),
+            other => parse_rfc3339_ms(other.as_str().unwrap()),
+        };
+        let cents = match &v["amount"] {
+            serde_json::Value::String(a) => parse_cents(a),
+            n => parse_cents(&n.to_string()),
+        };
+        let user = match &v["user_id"] {
+            serde_json::Value::String(u) => u.clone(),
+            n => n.to_string(),
+        };
+        let values: Vec<String> = dims
+            .iter()
+            .map(|d| v[*d].as_str().unwrap_or("unknown").to_string())
+            .collect();
+        let s = t.div_euclid(slide) * slide;
+        for start in [s, s - slide] {
+            let f = windows
+                .entry(start)
+                .or_default()
+                .entry(values.clone())
+                .or_default();
+            f.0 += 1;
+            f.1 += cents;
+            f.2.insert(user.clone());
+        }
+    }
+    let line = |start: i64, values: &[String], f: &Figures| {
+        let fields: String = dims
+            .iter()
+            .zip(values)
+            .map(|(d, v)| format!(", {}: {}", serde_json::json!(d), serde_json::json!(v)))
+            .collect();
+        format!(
+            "{{\"window_start\": {}, \"window_end\": {}{fields}, \"order_cnt\": {}, \"gmv_total\": \"{}.{:02}\", \"user_cnt\": {}}}",
+            start / 1000,
+            start / 1000 + 60,
+            f.0,
+            f.1 / 100,
+            f.1 % 100,
+            f.2.len()
+        )
+    };
+    let mut out = Vec::new();
+    for (start, groups) in windows {
+        let mut ranked: Vec<(u64, Vec<String>, Figures)> = Vec::new();
+        let mut other: Figures = Default::default();
+        for (values, f) in groups {
+            if values.iter().any(|v| v == "other") {
+                other.0 += f.0;
+                other.1 += f.1;
+                other.2.extend(f.2);
+            } else {
+                let h = xxhash_rust::xxh3::xxh3_64(values.join("\u{1f}").as_bytes());
+                ranked.push((h, values, f));
+            }
+        }
+        ranked.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+        let mut rows: Vec<(Vec<String>, Figures)> = Vec::new();
+        for (i, (_, values, f)) in ranked.into_iter().enumerate() {
+            if i < max_values {
+                rows.push((values, f));
+            } else {
+                other.0 += f.0;
+                other.1 += f.1;
+                other.2.extend(f.2);
+            }
+        }
+        if other.0 > 0 {
+            rows.push((vec!["other".to_string(); dims.len()], other));
+        }
+        rows.sort_by(|a, b| a.0.cmp(&b.0));
+        out.extend(rows.iter().map(|(values, f)| line(start, values, f)));
+    }
+    out
+}
+
+fn parse_cents(amount: &str) -> u128 {
+    let (int, frac) = amount.split_once('.').unwrap_or((amount, ""));
+    let frac = format!("{frac:0<2}");
+    int.parse::<u128>().unwrap() * 100 + frac[..2].parse::<u128>().unwrap()
+}
+
+fn parse_rfc3339_ms(text: &str) -> i64 {
+    let t =
+        time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).unwrap();
+    (t.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+impl DataSet {
+    /// The payloads of the events the live job accepts.
+    pub fn accepted_payloads(&self) -> impl Iterator<Item = &str> + '_ {
+        self.partitions
+            .iter()
+            .flatten()
+            .filter(|(_, fate)| matches!(fate, Fate::Accept { .. }))
+            .map(|(payload, _)| payload.as_str())
+    }
 }
 
 /// The `window_start` (epoch s) of a result line.

@@ -158,6 +158,7 @@ pub fn parse_final_rows(text: &str) -> Result<Vec<WindowRow>, String> {
             user_cnt: int(users)?,
             version: int(version)?,
             updated_at: int(updated)? as i64,
+            group: None,
         });
     }
     Ok(rows)
@@ -188,6 +189,7 @@ mod tests {
             user_cnt: 2,
             version,
             updated_at: 1_764_064_900,
+            group: None,
         }
     }
 

@@ -16,6 +16,7 @@ fn row(start: i64, gmv_cents: u128, version: u64) -> WindowRow {
         user_cnt: 2,
         version,
         updated_at: 1_764_064_900,
+        group: None,
     }
 }
 

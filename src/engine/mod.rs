@@ -35,9 +35,18 @@
 //! deltas after it; [`Engine::apply_delta`] is the one step both recovery
 //! and the checkpoint committer's replica use.
 
+mod chain;
+mod lookahead;
+
+use chain::restore_tables;
+#[cfg(test)]
+use chain::PARALLEL_RESTORE_IDS;
+pub use lookahead::{Lookahead, LOOKAHEAD};
+
 use serde::{Deserialize, Serialize};
 
 use crate::dedup::{fingerprint, new_seed, Dedup, DedupDelta, DedupSnapshot, Fp};
+use crate::dims::{EventDims, GroupingSpec, Groups, GroupsState};
 use crate::event::{parse_event, Reason};
 use crate::watermark::{PartitionClock, Watermarks};
 use crate::window::{WindowRow, WindowSpec, Windows, WindowsDelta, WindowsSnapshot};
@@ -52,8 +61,9 @@ pub enum Verdict {
 }
 
 /// A payload parsed and fingerprinted by [`Engine::prepare`], waiting for
-/// [`Engine::apply`]. Small and `Copy`: it holds no borrow of the payload.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// [`Engine::apply`]. Small: it holds no borrow of the payload (with
+/// groupings configured, a copy of the event's dimension values).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Prepared(Result<Parsed, Reason>);
 
 impl Prepared {
@@ -71,58 +81,16 @@ impl Prepared {
 }
 
 /// What the stateful steps need of an event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Parsed {
+    /// The dimension values, only when the engine has groupings.
+    dims: Option<Box<EventDims>>,
     event_time_ms: i64,
     /// `spec.pane_of(event_time_ms)`, worked out once.
     pane: i64,
     amount_cents: u64,
     id: Fp,
     user: Fp,
-}
-
-/// How many records [`Lookahead`] parses and prefetches at a time, and so
-/// how far ahead of its turn a record's state is asked for: enough to cover
-/// a trip to memory, few enough that the prefetched lines are still in cache
-/// when their turn comes. 8, 16 and 32 were measured: 16 and 32 tie, 8 is
-/// slower.
-pub const LOOKAHEAD: usize = 16;
-
-/// Feeds records to [`Engine::apply`] a block at a time: it parses the next
-/// [`LOOKAHEAD`] records, prefetches their state together (see
-/// [`Engine::prefetch`]), and hands them out while the block before them is
-/// still being applied. Records come out in their input order, so the
-/// verdicts are exactly those of calling [`Engine::process`] on each in
-/// turn; only the memory accesses overlap.
-pub struct Lookahead<'a, T, I: Iterator<Item = (T, &'a [u8])>> {
-    input: I,
-    ready: std::collections::VecDeque<(T, &'a [u8], Prepared)>,
-}
-
-impl<'a, T, I: Iterator<Item = (T, &'a [u8])>> Lookahead<'a, T, I> {
-    pub fn new(input: I) -> Self {
-        Lookahead {
-            input,
-            ready: std::collections::VecDeque::with_capacity(2 * LOOKAHEAD + 1),
-        }
-    }
-
-    /// The next record, its payload and its prepared form, for
-    /// `engine.apply`. `engine` must be the engine they are applied to.
-    #[inline]
-    pub fn next(&mut self, engine: &Engine) -> Option<(T, &'a [u8], Prepared)> {
-        if self.ready.len() <= LOOKAHEAD {
-            let from = self.ready.len();
-            for _ in 0..LOOKAHEAD {
-                let Some((tag, payload)) = self.input.next() else {
-                    break;
-                };
-                self.ready.push_back((tag, payload, engine.parse(payload)));
-            }
-            engine.prefetch(self.ready.range(from..).map(|(_, _, prepared)| prepared));
-        }
-        self.ready.pop_front()
-    }
 }
 
 /// Counters since the job started (not checkpointed: they describe this
@@ -158,6 +126,8 @@ pub struct EngineSnapshot {
     pub awaiting_first: Vec<u32>,
     /// Seed of the id and user fingerprints in this state.
     pub seed: u64,
+    /// The grouped state (empty without groupings).
+    pub groups: GroupsState,
 }
 
 /// `Clone` copies the tables as they are (a memory copy, no rehashing):
@@ -173,6 +143,8 @@ pub struct Engine {
     /// the lateness test of every event is a multiply and a compare.
     pane_final_after_ms: i64,
     windows: Windows,
+    /// Per window and dimension values (see [`crate::dims`]).
+    groups: Groups,
     dedup: Dedup,
     watermarks: Watermarks,
     seed: u64,
@@ -201,117 +173,8 @@ pub struct EngineDelta {
     pub incomplete_before_ms: i64,
     pub awaiting_first: Vec<u32>,
     pub seed: u64,
-}
-
-impl EngineSnapshot {
-    /// See [`WindowsSnapshot::note_emitted`].
-    pub fn note_emitted(&mut self, rows: &[WindowRow]) {
-        self.windows.note_emitted(&self.spec, rows);
-    }
-}
-
-impl EngineDelta {
-    /// See [`WindowsSnapshot::note_emitted`].
-    pub fn note_emitted(&mut self, rows: &[WindowRow]) {
-        self.windows.note_emitted(&self.spec, rows);
-    }
-
-    /// The same state with nothing added: applied after this delta, it
-    /// changes nothing (a checkpoint that only records acknowledgements).
-    pub fn without_changes(&self) -> Self {
-        EngineDelta {
-            windows: self.windows.without_changes(),
-            dedup: DedupDelta {
-                base: self.dedup.base,
-                counted: Vec::new(),
-                forget_below: self.dedup.forget_below,
-            },
-            clocks: self.clocks.clone(),
-            awaiting_first: self.awaiting_first.clone(),
-            ..*self
-        }
-    }
-
-    /// User entries and ids the delta adds.
-    pub fn changes(&self) -> usize {
-        let users: usize = self.windows.panes.iter().map(|p| p.3.len()).sum();
-        users + self.dedup.counted.len()
-    }
-
-    /// Whether it applies to a state of `spec` and `seed`, and is in order.
-    fn check_for(&self, spec: WindowSpec, seed: u64) -> Result<(), String> {
-        if self.spec != spec || self.seed != seed {
-            return Err(format!(
-                "a delta of another state (window settings {:?}, seed {:#x}) cannot apply to this one \
-                 ({:?}, {:#x})",
-                self.spec, self.seed, spec, seed
-            ));
-        }
-        self.check()
-    }
-
-    /// Whether the lists it replays are in the order they were taken in
-    /// (a frame whose crc matches but whose content is not ours is refused,
-    /// never half applied).
-    fn check(&self) -> Result<(), String> {
-        let ascending = |keys: &mut dyn Iterator<Item = i64>| {
-            let keys: Vec<i64> = keys.collect();
-            keys.windows(2).all(|w| w[0] < w[1])
-        };
-        if !ascending(&mut self.windows.panes.iter().map(|p| p.0))
-            || !ascending(&mut self.windows.fired.iter().map(|f| f.0))
-        {
-            return Err("the delta's panes or fired windows are not in order".into());
-        }
-        if self
-            .awaiting_first
-            .iter()
-            .any(|p| *p as usize >= self.clocks.len())
-        {
-            return Err("the delta awaits a partition it has no clock for".into());
-        }
-        Ok(())
-    }
-}
-
-/// Dedup ids from which a restore builds the dedup table and the user sets
-/// on two threads (below, the thread costs more than it saves).
-const PARALLEL_RESTORE_IDS: usize = 100_000;
-
-/// The user sets and the dedup table of a base with `deltas` applied: on two
-/// threads when the state is big (they are independent), one otherwise.
-fn restore_tables(
-    spec: WindowSpec,
-    base: &EngineSnapshot,
-    deltas: &[EngineDelta],
-) -> (Windows, Dedup) {
-    let dedup = || {
-        let mut dedup = Dedup::restore(spec.panes_per_window(), &base.dedup);
-        for delta in deltas {
-            dedup.apply_delta(&delta.dedup);
-        }
-        dedup
-    };
-    let windows = || {
-        let mut windows = Windows::restore(spec, &base.windows);
-        for delta in deltas {
-            windows.apply_delta(&delta.windows);
-        }
-        windows
-    };
-    let ids: usize = base.dedup.expiry.iter().map(|e| e.1.len()).sum::<usize>()
-        + deltas.iter().map(|d| d.dedup.counted.len()).sum::<usize>();
-    if ids < PARALLEL_RESTORE_IDS {
-        return (windows(), dedup());
-    }
-    std::thread::scope(|scope| {
-        let dedup = scope.spawn(dedup);
-        let windows = windows();
-        match dedup.join() {
-            Ok(dedup) => (windows, dedup),
-            Err(panic) => std::panic::resume_unwind(panic),
-        }
-    })
+    /// The grouped state's changes (see [`crate::dims`]).
+    pub groups: GroupsState,
 }
 
 impl Engine {
@@ -343,6 +206,7 @@ impl Engine {
             storable: spec.storable_event_times(),
             pane_final_after_ms: spec.window_final_at(0),
             windows,
+            groups: Groups::default(),
             dedup,
             watermarks,
             seed,
@@ -352,6 +216,24 @@ impl Engine {
             hold_watermark: false,
             counters: Counters::default(),
         }
+    }
+
+    /// Computes the grouped results of `spec` too (see [`crate::dims`]).
+    /// Only for an engine that has taken no event yet, before
+    /// [`Engine::track_changes`].
+    pub fn set_groupings(&mut self, spec: GroupingSpec) {
+        self.groups = Groups::new(spec);
+    }
+
+    /// The groupings this state computes (empty: none).
+    pub fn groupings(&self) -> &GroupingSpec {
+        self.groups.spec()
+    }
+
+    /// Per grouping: windows emitted with values folded into `other`, and
+    /// the events counted there (this process's counters).
+    pub fn folding(&self) -> (&[u64], &[u64]) {
+        (&self.groups.folded_windows, &self.groups.folded_events)
     }
 
     /// An engine in replay mode (see the module docs), for a bounded range
@@ -401,8 +283,9 @@ impl Engine {
                 "the checkpoint knows {known} partitions, the source now has {partitions}; partitions cannot be removed",
             ));
         }
+        base.groups.check()?;
         for delta in deltas {
-            delta.check_for(spec, base.seed)?;
+            delta.check_for(spec, base.seed, &base.groups.spec)?;
         }
         let mut clocks = base.clocks.clone();
         clocks.resize(partitions.max(clocks.len()), PartitionClock::default());
@@ -415,6 +298,10 @@ impl Engine {
             base.seed,
         );
         engine.set_awaiting(base.incomplete_before_ms, &base.awaiting_first);
+        engine.groups = Groups::restore(&base.groups);
+        for delta in deltas {
+            engine.groups.apply_delta(&delta.groups);
+        }
         // The small state is whole in every delta: the last one's is it.
         if let Some(last) = deltas.last() {
             engine.set_small_state(last);
@@ -425,13 +312,16 @@ impl Engine {
     /// An empty engine for the settings and seed `delta` was taken with: what
     /// a delta of a fresh state applies to.
     pub fn empty_for(delta: &EngineDelta) -> Self {
-        Self::with_seed(delta.spec, delta.clocks.len(), delta.seed)
+        let mut engine = Self::with_seed(delta.spec, delta.clocks.len(), delta.seed);
+        engine.set_groupings(delta.groups.spec.clone());
+        engine
     }
 
     /// Starts tracking what changes, for [`Engine::take_delta`]: the next
     /// delta holds the changes from now on.
     pub fn track_changes(&mut self) {
         self.windows.track_changes();
+        self.groups.track_changes();
         self.dedup.track_changes();
     }
 
@@ -447,14 +337,16 @@ impl Engine {
             incomplete_before_ms: self.incomplete_before_ms,
             awaiting_first: self.awaiting_partitions(),
             seed: self.seed,
+            groups: self.groups.take_delta(),
         }
     }
 
     /// Replays `delta` on this state. Fails, changing nothing, when it was
     /// taken from another state (other settings or seed) or is not in order.
     pub fn apply_delta(&mut self, delta: &EngineDelta) -> Result<(), String> {
-        delta.check_for(self.spec, self.seed)?;
+        delta.check_for(self.spec, self.seed, self.groups.spec())?;
         self.windows.apply_delta(&delta.windows);
+        self.groups.apply_delta(&delta.groups);
         self.dedup.apply_delta(&delta.dedup);
         self.set_small_state(delta);
         Ok(())
@@ -509,6 +401,7 @@ impl Engine {
             incomplete_before_ms: self.incomplete_before_ms,
             awaiting_first: self.awaiting_partitions(),
             seed: self.seed,
+            groups: self.groups.snapshot(),
         }
     }
 
@@ -566,7 +459,14 @@ impl Engine {
         if event.event_time_ms < self.storable.0 || event.event_time_ms > self.storable.1 {
             return Prepared(Err(Reason::EventTimeOutOfRange));
         }
+        let dims = self.groups.active().then(|| {
+            Box::new(EventDims {
+                city: event.city.as_ref().into(),
+                category: event.category.as_ref().into(),
+            })
+        });
         Prepared(Ok(Parsed {
+            dims,
             event_time_ms: event.event_time_ms,
             pane: self.spec.pane_of(event.event_time_ms),
             amount_cents: event.amount_cents,
@@ -638,6 +538,10 @@ impl Engine {
         }
         self.windows
             .add_to_pane(event.pane, event.user, event.amount_cents, wm);
+        if let Some(dims) = &event.dims {
+            self.groups
+                .add(event.pane, dims, event.user, event.amount_cents);
+        }
         self.counters.accepted += 1;
         Verdict::Accepted
     }
@@ -712,6 +616,7 @@ impl Engine {
         let before = out.len();
         self.windows.emit_dirty(now_s, out);
         self.count_emitted(out, before);
+        self.emit_grouped(out, before);
     }
 
     /// Numbers versions above `base` (see [`Windows::set_version_base`]):
@@ -771,6 +676,30 @@ impl Engine {
         }
     }
 
+    /// Appends the grouped rows of each window row in `out[before..]`,
+    /// with its version (see [`crate::dims`]).
+    fn emit_grouped(&mut self, out: &mut Vec<WindowRow>, before: usize) {
+        if !self.groups.active() {
+            return;
+        }
+        let n = self.spec.panes_per_window();
+        for i in before..out.len() {
+            if out[i].group.is_some() {
+                continue;
+            }
+            let w = self.spec.window_of_start(out[i].window_start);
+            for f in self.groups.window(w, n) {
+                out.push(WindowRow {
+                    order_cnt: f.order_cnt,
+                    gmv_cents: f.gmv_cents,
+                    user_cnt: f.user_cnt,
+                    group: Some(f.key),
+                    ..out[i].clone()
+                });
+            }
+        }
+    }
+
     fn on_watermark(&mut self, now_s: i64, out: &mut Vec<WindowRow>) {
         let wm = self.watermarks.current();
         // The next window to fire is derived, not cached: an accepted event
@@ -780,7 +709,10 @@ impl Engine {
             let before = out.len();
             self.windows.advance(wm, now_s, out);
             self.count_emitted(out, before);
-            self.dedup.purge_before(self.windows.first_live_pane(wm));
+            self.emit_grouped(out, before);
+            let first_live = self.windows.first_live_pane(wm);
+            self.groups.purge(first_live);
+            self.dedup.purge_before(first_live);
         }
     }
 }
