@@ -68,8 +68,18 @@ pub struct PartitionLabel {
     pub partition: String,
 }
 
+/// A grouping of grouped results (`city`, `city_category`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GroupingLabel {
+    pub grouping: String,
+}
+
 pub struct Metrics {
     registry: Mutex<Registry>,
+    /// Window emissions whose values did not all fit in the limit, and the
+    /// events counted in their `other` row, per grouping.
+    pub grouped_windows_folded: Family<GroupingLabel, Counter>,
+    pub grouped_events_folded: Family<GroupingLabel, Counter>,
     pub events_read: Counter,
     pub events_accepted: Counter,
     pub events_duplicate: Counter,
@@ -130,6 +140,8 @@ impl Metrics {
             events_duplicate: Counter::default(),
             events_late: Counter::default(),
             events_anomalous: Family::default(),
+            grouped_windows_folded: Family::default(),
+            grouped_events_folded: Family::default(),
             windows_emitted: Counter::default(),
             windows_re_emitted: Counter::default(),
             watermark_seconds: Gauge::default(),
@@ -200,6 +212,16 @@ impl Metrics {
             "windows_emitted",
             "Windows emitted for the first time",
             m.windows_emitted.clone(),
+        );
+        r.register(
+            "grouped_windows_folded",
+            "Grouped window emissions with values folded into `other` (over the limit), by grouping",
+            m.grouped_windows_folded.clone(),
+        );
+        r.register(
+            "grouped_events_folded",
+            "Events counted in the `other` row of those emissions, by grouping",
+            m.grouped_events_folded.clone(),
         );
         r.register(
             "windows_re_emitted",
@@ -355,6 +377,19 @@ impl Metrics {
         self.windows_re_emitted
             .inc_by(c.windows_re_emitted - last.windows_re_emitted);
         *last = c;
+        let (windows, events) = engine.folding();
+        for (g, dims) in engine.groupings().groupings.iter().enumerate() {
+            let label = GroupingLabel {
+                grouping: crate::dims::grouping_name(dims),
+            };
+            for (family, total) in [
+                (&self.grouped_windows_folded, windows[g]),
+                (&self.grouped_events_folded, events[g]),
+            ] {
+                let counter = family.get_or_create(&label);
+                counter.inc_by(total.saturating_sub(counter.get()));
+            }
+        }
         let wm = engine.watermark();
         if wm != i64::MIN && wm != i64::MAX {
             self.watermark_seconds.set(wm as f64 / 1e3);

@@ -155,3 +155,66 @@ fn kafka_broker_restart_mid_run_loses_and_duplicates_nothing() {
     assert!(log.contains("reachable again"), "{log}");
     case.assert_exact();
 }
+
+/// Issue 17's "done means": a run with grouped results through Kafka into
+/// ClickHouse, killed with -9 at random moments and restarted, holds per
+/// (window, city, category), and per (window, city), what an independent
+/// recomputation from the data set gives; the totals stay exact too.
+#[test]
+fn grouped_results_through_sigkills_on_the_real_stack_stay_exact() {
+    let _g = STACK.lock().unwrap_or_else(|e| e.into_inner());
+    let case = Case::new(Shape {
+        partitions: 3,
+        per_partition: 30_000,
+        seed: 31,
+        ..Shape::default()
+    });
+    let groupings = [
+        "--set",
+        "dimensions.groupings=[[city, category], [city]]",
+        "--set",
+        "dimensions.max_values_per_window=4",
+    ];
+    let run = || {
+        let mut cmd = case.run_cmd();
+        cmd.args(groupings);
+        cmd
+    };
+    let mut rng = Rng::new(41);
+    let mut kills = 0;
+    for attempt in 0..40 {
+        let mut child = spawn(&mut run());
+        let wanted = 1 + rng.below(3);
+        let extra = std::time::Duration::from_micros(rng.below(20_000));
+        if attempt < 30 && kill_after_checkpoints(&mut child, wanted, extra) {
+            kills += 1;
+            continue;
+        }
+        drop(child.stderr.take());
+        let status = child.wait().unwrap();
+        assert!(
+            status.success(),
+            "streamforge failed without being killed: {status}"
+        );
+        eprintln!("completed after {kills} SIGKILLs");
+        assert!(kills >= 5, "only {kills} kills landed");
+        case.assert_exact();
+        for dims in [&["city", "category"][..], &["city"]] {
+            let joined = dims.join(",");
+            let mut args = vec!["results", "--sink", "clickhouse", "--group-by", &joined];
+            args.extend_from_slice(&groupings);
+            let out = case.cmd(&args).output().unwrap();
+            ok(&out);
+            let got = results_lines(&out);
+            let want = grouped_lines(case.data.accepted_payloads(), dims, 4);
+            assert!(
+                want.iter().any(|l| l.contains("\"other\"")),
+                "{dims:?} folds"
+            );
+            assert_eq!(got.len(), want.len(), "{dims:?}");
+            assert_eq!(got, want, "{dims:?}");
+        }
+        return;
+    }
+    panic!("the job never completed");
+}

@@ -257,6 +257,7 @@ pub fn build_sink(cfg: &Config) -> anyhow::Result<Box<dyn Sink>> {
         SinkKind::Embedded => Box::new(EmbeddedSink::open(&cfg.embedded_sink_path())?),
         SinkKind::Clickhouse => {
             let mut sink = crate::sink::clickhouse::ClickHouseSink::connect(&cfg.clickhouse)?;
+            sink.set_groupings(cfg.dimensions.groupings.clone());
             sink.prepare()?;
             Box::new(sink)
         }

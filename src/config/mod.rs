@@ -373,13 +373,6 @@ impl Config {
         if let Err(e) = self.dimensions.spec().validate() {
             problems.push(e);
         }
-        if self.sink.kind == SinkKind::Clickhouse && !self.dimensions.groupings.is_empty() {
-            problems.push(
-                "dimensions.groupings: the clickhouse sink does not write grouped results yet; \
-                 use sink.kind: embedded, or no groupings"
-                    .into(),
-            );
-        }
         if self.checkpoint.keep == 0 {
             problems.push("checkpoint.keep must be at least 1".into());
         }

@@ -40,6 +40,7 @@
 mod client;
 mod encode;
 mod error;
+mod grouped;
 mod profile;
 mod schema;
 mod settings;
@@ -78,6 +79,8 @@ pub struct ClickHouseSink {
     /// server's own refusals).
     check_rows: bool,
     dead_letters: DeadLetterLog,
+    /// The configured groupings: a table each (`grouped`).
+    groupings: Vec<Vec<crate::dims::Dimension>>,
 }
 
 impl fmt::Debug for ClickHouseSink {
@@ -157,7 +160,14 @@ impl ClickHouseSink {
             schema_ok: false,
             check_rows: true,
             dead_letters: DeadLetterLog::new(settings.dead_letter_log.clone()),
+            groupings: Vec::new(),
         })
+    }
+
+    /// Writes and reads the grouped rows of `groupings` too, a table each
+    /// (created with the totals' table, see `grouped`).
+    pub fn set_groupings(&mut self, groupings: Vec<Vec<crate::dims::Dimension>>) {
+        self.groupings = groupings;
     }
 
     /// Skips the schema check before the first write (tests of the insert
@@ -295,7 +305,7 @@ impl ClickHouseSink {
                  (versions still make writes idempotent); run the statement to turn it on"
             );
         }
-        Ok(())
+        self.ensure_grouped_tables()
     }
 
     fn not_spec_table(&self, problems: &[String]) -> SinkError {
@@ -531,8 +541,6 @@ impl Sink for ClickHouseSink {
         self.ensure_ready()?;
         let mut split = Split::default();
         let mut sendable = Vec::with_capacity(rows.len());
-        // Grouped rows are not written to ClickHouse yet: the configuration
-        // refuses groupings with this sink (`Config::validate`).
         for row in rows.iter().filter(|r| r.group.is_none()) {
             match encode::check_row(row) {
                 Err(reason) if self.check_rows => split.refused.push(DeadLetter {
@@ -550,6 +558,9 @@ impl Sink for ClickHouseSink {
             .filter(|n| *n > 0)
             .unwrap_or(sendable.len().max(1));
         crate::failpoint::crash_point("sink::clickhouse::before_insert");
+        // The grouped rows first: the totals' INSERT stays last, as the
+        // crash points between and after chunks expect.
+        self.insert_grouped(rows)?;
         let mut chunks = sendable.chunks(chunk_rows).peekable();
         while let Some(chunk) = chunks.next() {
             self.insert_or_split(chunk, &mut split)?;
@@ -567,6 +578,11 @@ impl Sink for ClickHouseSink {
         self.profile()?;
         let text = self.read(action, schema::read_final_sql(&self.database, &self.table))?;
         encode::parse_final_rows(&text).map_err(|detail| self.bad_answer(action, detail))
+    }
+
+    fn read_grouped(&mut self) -> Result<Vec<WindowRow>, SinkError> {
+        self.profile()?;
+        self.read_grouped_tables()
     }
 
     fn max_version(&mut self, limit: u64) -> Result<u64, SinkError> {
