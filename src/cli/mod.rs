@@ -402,7 +402,7 @@ fn results(args: ResultsArgs) -> anyhow::Result<ExitCode> {
 
 /// The rows of the grouping `names` (comma-separated dimensions, in any
 /// order), without retractions (rows of no order: see [`crate::dims`]).
-fn grouped_results(cfg: &Config, names: &str) -> anyhow::Result<Vec<WindowRow>> {
+fn grouped_results(cfg: &Config, names: &str) -> anyhow::Result<Vec<crate::window::WindowRow>> {
     let mut dims = Vec::new();
     for name in names.split(',').map(str::trim) {
         let d = crate::dims::Dimension::from_name(name)

@@ -315,11 +315,7 @@ fn resume(
             warn!(moved_to = %old.display(), "an anomaly log from an earlier run was moved aside");
         }
         info!(state_dir = %cfg.checkpoint.state_dir.display(), "no checkpoint: starting from the beginning of the input");
-        let mut engine = match fingerprint_seed {
-            Some(seed) => Engine::with_seed(spec, partitions, seed),
-            None => Engine::new(spec, partitions),
-        };
-        engine.set_groupings(cfg.dimensions.spec());
+        let mut engine = fresh_engine(cfg, partitions, fingerprint_seed);
         engine.track_changes();
         return Ok(Resumed {
             engine,
@@ -404,6 +400,17 @@ fn check_unread_partitions(
         source.id(),
         lost.join(", ")
     )
+}
+
+/// The engine of a fresh state, with the configured groupings.
+fn fresh_engine(cfg: &Config, partitions: usize, fingerprint_seed: Option<u64>) -> Engine {
+    let spec = cfg.window.spec();
+    let mut engine = match fingerprint_seed {
+        Some(seed) => Engine::with_seed(spec, partitions, seed),
+        None => Engine::new(spec, partitions),
+    };
+    engine.set_groupings(cfg.dimensions.spec());
+    engine
 }
 
 /// Refuses to resume a state with other groupings than the configuration's:

@@ -329,6 +329,7 @@ mod tests {
             user_cnt: 1,
             version: 1,
             updated_at: 0,
+            group: None,
         }]);
         let listener = start(Some("127.0.0.1:0"), metrics).unwrap();
         let addr = listener.local_addr();

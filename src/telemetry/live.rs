@@ -27,6 +27,9 @@ use crate::window::WindowRow;
 /// Windows the page keeps: the most recent by `window_start` (an hour of
 /// 30 s slides).
 pub const WINDOWS_KEPT: usize = 120;
+/// Windows whose grouped rows the page keeps: the most recent by
+/// `window_start` (a quarter of an hour of 30 s slides).
+pub const GROUPED_WINDOWS_KEPT: usize = 30;
 /// Checkpoints the page keeps: the most recent by id.
 pub const CHECKPOINTS_KEPT: usize = 20;
 
@@ -57,6 +60,9 @@ pub struct Clocks {
 /// The page's own view of the job (see the module docs).
 pub struct Live {
     windows: Mutex<BTreeMap<i64, WindowRow>>,
+    /// Grouped rows of the last [`GROUPED_WINDOWS_KEPT`] windows, by the
+    /// sinks' key; retractions (no orders) remove theirs.
+    grouped: Mutex<BTreeMap<crate::sink::RowKey, WindowRow>>,
     checkpoints: Mutex<VecDeque<CheckpointEntry>>,
     clocks: Mutex<Clocks>,
     /// What the job reads and where it writes (`Source::id`,
@@ -70,6 +76,7 @@ impl Default for Live {
     fn default() -> Self {
         Live {
             windows: Mutex::new(BTreeMap::new()),
+            grouped: Mutex::new(BTreeMap::new()),
             checkpoints: Mutex::new(VecDeque::with_capacity(CHECKPOINTS_KEPT)),
             clocks: Mutex::new(Clocks {
                 watermark_ms: i64::MIN,
@@ -92,12 +99,30 @@ impl Live {
     /// ring is cut to the [`WINDOWS_KEPT`] latest window starts.
     pub fn acked<'a>(&self, rows: impl IntoIterator<Item = &'a WindowRow>) {
         let mut windows = lock(&self.windows);
+        let mut grouped = lock(&self.grouped);
         for row in rows {
-            crate::sink::upsert(&mut windows, row.clone());
+            if row.group.is_none() {
+                crate::sink::upsert(&mut windows, row.clone());
+                continue;
+            }
+            crate::sink::upsert_keyed(&mut grouped, row.clone());
+            let key = (row.window_start, row.group.clone());
+            if grouped.get(&key).is_some_and(|r| r.order_cnt == 0) {
+                grouped.remove(&key);
+            }
         }
         while windows.len() > WINDOWS_KEPT {
             windows.pop_first();
         }
+        let starts: std::collections::BTreeSet<i64> = grouped.keys().map(|k| k.0).collect();
+        if let Some(first) = starts.iter().rev().nth(GROUPED_WINDOWS_KEPT - 1) {
+            *grouped = grouped.split_off(&(*first, None));
+        }
+    }
+
+    /// The kept grouped rows, by window start, grouping and values.
+    pub fn grouped(&self) -> Vec<WindowRow> {
+        lock(&self.grouped).values().cloned().collect()
     }
 
     /// The kept windows, by `window_start`.
@@ -163,6 +188,7 @@ mod tests {
             user_cnt: cnt,
             version,
             updated_at: 0,
+            group: None,
         }
     }
 

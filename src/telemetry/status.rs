@@ -11,9 +11,10 @@
 //!
 //! `groupings` is the place for the per-dimension results of issue 17
 //! (by `city`, `category`, ...): one [`GroupingView`] per configured
-//! grouping, each with its top values and their recent windows in the same
-//! [`WindowView`] form as the totals. It is empty until the job computes
-//! grouped results; the page draws whatever it holds.
+//! grouping, each with its top values (by orders over the kept windows) and
+//! their recent windows in the same [`WindowView`] form as the totals, from
+//! the grouped rows the sink acknowledged. It is empty without groupings;
+//! the page draws whatever it holds.
 
 use serde::Serialize;
 
@@ -30,7 +31,7 @@ pub struct Status {
     pub job: JobView,
     /// The totals per window the sink acknowledged, by `window_start`.
     pub windows: Vec<WindowView>,
-    /// Results grouped by dimensions (see the module docs); empty today.
+    /// Results grouped by dimensions (see the module docs).
     pub groupings: Vec<GroupingView>,
     pub partitions: Vec<PartitionView>,
     /// The last checkpoints committed by this process, oldest first.
@@ -180,7 +181,7 @@ pub fn status(m: &Metrics) -> Status {
             .map(|(source, sink)| PipelineView { source, sink }),
         job: job(m, &clocks, anomalies.iter().map(|a| a.count).sum()),
         windows: m.live.windows().iter().map(WindowView::from).collect(),
-        groupings: Vec::new(),
+        groupings: groupings(&m.live.grouped()),
         partitions: partitions(m, &clocks),
         checkpoints: m.live.checkpoints().iter().map(checkpoint).collect(),
         anomalies,
@@ -189,6 +190,45 @@ pub fn status(m: &Metrics) -> Status {
             checkpoints_kept: CHECKPOINTS_KEPT,
         },
     }
+}
+
+/// Groups charted per grouping: the biggest by orders over the kept windows.
+pub const TOP_GROUPS: usize = 8;
+
+/// Per grouping, its [`TOP_GROUPS`] biggest groups with their windows.
+fn groupings(rows: &[WindowRow]) -> Vec<GroupingView> {
+    use std::collections::BTreeMap;
+    type Groups<'a> = BTreeMap<&'a [String], (u64, Vec<WindowView>)>;
+    let mut by: BTreeMap<&[crate::dims::Dimension], Groups> = BTreeMap::new();
+    for r in rows {
+        let Some(key) = &r.group else { continue };
+        let g = by
+            .entry(&key.dims)
+            .or_default()
+            .entry(&key.values)
+            .or_default();
+        g.0 += r.order_cnt;
+        g.1.push(WindowView::from(r));
+    }
+    by.into_iter()
+        .map(|(dims, groups)| {
+            let mut groups: Vec<_> = groups.into_iter().collect();
+            groups.sort_by(|a, b| b.1 .0.cmp(&a.1 .0).then(a.0.cmp(b.0)));
+            let names: Vec<String> = dims.iter().map(|d| d.name().to_string()).collect();
+            GroupingView {
+                name: names.join(","),
+                dimensions: names,
+                groups: groups
+                    .into_iter()
+                    .take(TOP_GROUPS)
+                    .map(|(values, (_, windows))| GroupView {
+                        values: values.to_vec(),
+                        windows,
+                    })
+                    .collect(),
+            }
+        })
+        .collect()
 }
 
 fn job(m: &Metrics, clocks: &Clocks, anomalous: u64) -> JobView {
@@ -282,6 +322,7 @@ mod tests {
             user_cnt: 2,
             version: 4,
             updated_at: 0,
+            group: None,
         }]);
         m.live.checkpoint(CheckpointEntry {
             id: 5,
