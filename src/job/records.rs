@@ -173,7 +173,7 @@ impl Job<'_> {
             }
             self.refresh_ceiling();
         } else if slot.held.unconfirmed_at().is_some()
-            && prepared.event_time_ms().is_some()
+            && time.is_some()
             && slot.held.later_times().nth(1).is_none()
         {
             // The first valid record behind the unconfirmed one caps the
