@@ -1,30 +1,47 @@
 #!/usr/bin/env bash
 # StreamForge against Apache Flink on the same job, the same data, the same
-# machine: builds both, generates a clean data set of JSON-lines files (one
-# file per partition), runs `streamforge run --source files:DIR` and the Flink
-# SQL job (bench/peers/flink, local MiniCluster in one JVM) on those files,
-# checks that both print byte-identical results (SPEC §8 format), and prints
-# a Markdown section with wall time, events/s, CPU and peak RSS for each and
-# the ratios. Progress goes to stderr, the report to stdout.
+# machine: builds both, generates data sets of JSON-lines files (one file per
+# partition), runs `streamforge run --source files:DIR` and the Flink SQL job
+# (bench/peers/flink, local MiniCluster in one JVM) on the same files, checks
+# that both print byte-identical results (SPEC §8 format), and prints a
+# Markdown section with wall time, events/s, CPU and peak RSS for each and the
+# ratios. Progress goes to stderr, the report to stdout.
+#
+# Two variants (VARIANTS):
+#   raw    payloads as producers write them: `streamforge-tools gen-files
+#          --style mix` (keys in any order, spaces, RFC 3339 times with Z or
+#          offsets and 3/6/9 fraction digits, numeric strings, extra nested
+#          fields, non-ASCII and escaped strings, ~2 % broken, ~3 % re-sent
+#          copies). StreamForge validates, cleans and dedups as always; Flink
+#          reads the lines raw and applies the same rules in SQL
+#          (FlinkHopJob --raw --dedup, see RawJsonRules.java).
+#   clean  pre-cleaned: `streamforge produce --out-dir` in StreamForge's own
+#          canonical layout, no anomalies, duplicates or late events; Flink
+#          reads it with its JSON format, no validation, no dedup.
 #
 #   bench/peers/flink/compare.sh > flink-compare.md
 #
 # Knobs (environment):
-#   EVENTS=5000000        events in the data set (all partitions)
+#   VARIANTS="raw clean"  which data sets to run, in this order
+#   EVENTS=1000000        lines in each data set (all partitions)
 #   PARTITIONS=4          files, one per partition
 #   USERS=100000          distinct users to draw from
 #   RATE=4000             events per second of event time, all partitions
-#                         (4000: ~1,250 s of event time, ~43 windows at 5M)
-#   DISORDER=3000         within-partition disorder, ms (must stay < 5000)
+#                         (4000: ~250 s of event time, ~9 windows at 1M)
+#   DISORDER=2000         within-partition disorder, ms (must stay < 5000)
 #   SEED=42
-#   FLINK_PARALLELISM="1 2"   one Flink run per value
-#   DEDUP=0               1: also an extra data set with 2 % duplicates, where
-#                         StreamForge dedups (always) and Flink runs with
+#   FLINK_PARALLELISM="1 2"   one Flink run per value and variant
+#   EDGE=1                0: skip the edge cases (edge_cases.py: ~110 payloads
+#                         probing each input rule; both engines must agree on
+#                         every one; ~1 min, mostly Flink's start-up)
+#   DEDUP=0               1: also an extra clean data set with 2 % duplicates,
+#                         where StreamForge dedups (always) and Flink runs with
 #                         ROW_NUMBER dedup by event_id (parallelism 1)
 #   FLINK_JAVA_OPTS=      extra JVM options (default: JVM ergonomics)
 #   WORK_DIR=             where data and outputs go (default: a temp dir,
 #                         removed at the end unless KEEP=1)
-#   SKIP_BUILD=0          1: use the existing binary and Flink jar as they are
+#   SKIP_BUILD=0          1: use the existing binaries and Flink jar as they are
+#   CARGO_TARGET_DIR      where the release binaries are (default: target/)
 #   USE_GNU_TIME=1        0: measure with /proc and `times` even where
 #                         /usr/bin/time exists (it is used when present)
 #
@@ -34,14 +51,16 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/../../.." && pwd)
 
-EVENTS=${EVENTS:-5000000}
+VARIANTS=${VARIANTS:-raw clean}
+EVENTS=${EVENTS:-1000000}
 PARTITIONS=${PARTITIONS:-4}
 USERS=${USERS:-100000}
 RATE=${RATE:-4000}
-DISORDER=${DISORDER:-3000}
+DISORDER=${DISORDER:-2000}
 SEED=${SEED:-42}
 FLINK_PARALLELISM=${FLINK_PARALLELISM:-1 2}
 DEDUP=${DEDUP:-0}
+EDGE=${EDGE:-1}
 FLINK_JAVA_OPTS=${FLINK_JAVA_OPTS:-}
 KEEP=${KEEP:-0}
 SKIP_BUILD=${SKIP_BUILD:-0}
@@ -51,7 +70,9 @@ if (( DISORDER >= 5000 )); then
   exit 2
 fi
 
-bin=$root/target/release/streamforge
+release=${CARGO_TARGET_DIR:-$root/target}/release
+bin=$release/streamforge
+tools=$release/streamforge-tools
 # Defaults only, never the repository's config/pipeline.yaml.
 export STREAMFORGE_CONFIG=/dev/null
 
@@ -71,7 +92,7 @@ log() { echo "== $*" >&2; }
 # --- build -----------------------------------------------------------------
 if [[ $SKIP_BUILD != 1 ]]; then
   log "building the StreamForge release binary"
-  (cd "$root" && cargo build --release --quiet)
+  (cd "$root" && cargo build --release --quiet -p streamforge -p streamforge-tools)
   log "building the Flink job (mvn package; offline first, online if jars are missing)"
   if ! (cd "$here" && mvn -q -B -o package >"$work/mvn-offline.log" 2>&1); then
     (cd "$here" && mvn -q -B package >"$work/mvn.log" 2>&1) || {
@@ -81,7 +102,7 @@ if [[ $SKIP_BUILD != 1 ]]; then
     }
   fi
 fi
-[[ -x $bin ]] || { echo "missing $bin" >&2; exit 2; }
+for b in "$bin" "$tools"; do [[ -x $b ]] || { echo "missing $b" >&2; exit 2; }; done
 [[ -f $here/target/flink-peer.jar ]] || { echo "missing $here/target/flink-peer.jar" >&2; exit 2; }
 flink_core=("$here"/target/lib/flink-core-[0-9]*.jar)
 flink_version=$(basename "${flink_core[0]}" .jar)
@@ -126,6 +147,7 @@ children_cpu() {
 }
 
 # --- data ------------------------------------------------------------------
+# generate DIR DUP: the clean (pre-cleaned, canonical) data set.
 generate() {
   local dir=$1 dup=$2
   log "generating $EVENTS events into $dir ($PARTITIONS files, duplicate rate $dup)"
@@ -134,14 +156,25 @@ generate() {
     --anomaly-rate 0 --late-rate 0 --duplicate-rate "$dup" --progress false 2> "$dir.produce.log"
 }
 
+# generate_raw DIR: the realistic mix, broken records and re-sent copies
+# included (gen-files' defaults for the mix: 2 % and 3 %), no late events.
+generate_raw() {
+  local dir=$1
+  log "generating $EVENTS raw mix events into $dir ($PARTITIONS files)"
+  "$tools" gen-files --style mix --out "$dir" --partitions "$PARTITIONS" --events "$EVENTS" \
+    --rate $(( RATE / PARTITIONS > 0 ? RATE / PARTITIONS : 1 )) --users "$USERS" --seed "$SEED" \
+    --disorder "$DISORDER" --late-share 0 2> "$dir.gen.log"
+}
+
 # --- runs ------------------------------------------------------------------
-# run_streamforge NAME DATA: leaves NAME.time, NAME.log, NAME.jsonl.
+# run_streamforge NAME DATA [RUN_ARGS...]: leaves NAME.time, NAME.log, NAME.jsonl.
 run_streamforge() {
   local name=$1 data=$2 state
+  shift 2
   state=$work/$name.state
-  log "StreamForge ($name): run --source files:$data --sink embedded --bounded"
+  log "StreamForge ($name): run --source files:$data --sink embedded --bounded $*"
   measure "$work/$name.time" "$bin" run --source "files:$data" --sink embedded --bounded \
-    --state-dir "$state" --anomaly-log "$state/anomalies.log" --progress false 2> "$work/$name.log" ||
+    --state-dir "$state" --anomaly-log "$state/anomalies.log" --progress false "$@" 2> "$work/$name.log" ||
     { tail -20 "$work/$name.log" >&2; echo "StreamForge failed ($name)" >&2; exit 2; }
   "$bin" results --sink embedded --state-dir "$state" > "$work/$name.jsonl" 2>> "$work/$name.log"
   rm -rf "$state"
@@ -179,20 +212,38 @@ check() {
 }
 
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)
-generate "$work/clean" 0
-run_streamforge sf "$work/clean"
-flink_runs=()
-for p in $FLINK_PARALLELISM; do
-  run_flink "flink-p$p" "$work/clean" "$p"
-  check "flink-p$p" sf
-  flink_runs+=("flink-p$p")
+declare -A flink_runs
+# The edge cases first: a quick check that Flink's SQL rules give each
+# payload StreamForge's verdict (edge_cases.py says how).
+if [[ $EDGE == 1 ]]; then
+  log "writing the edge cases (edge_cases.py)"
+  python3 "$here/edge_cases.py" "$work/edge" 2> "$work/edge.gen.log"
+  run_streamforge sf-edge "$work/edge" --set window.max_time_jump=0
+  run_flink flink-edge "$work/edge" 1 --raw --dedup
+  check flink-edge sf-edge
+fi
+for variant in $VARIANTS; do
+  case $variant in
+    raw) generate_raw "$work/raw"; flink_flags=(--raw --dedup) ;;
+    clean) generate "$work/clean" 0; flink_flags=() ;;
+    *) echo "unknown variant $variant (raw, clean)" >&2; exit 2 ;;
+  esac
+  run_streamforge "sf-$variant" "$work/$variant"
+  runs=()
+  for p in $FLINK_PARALLELISM; do
+    run_flink "flink-$variant-p$p" "$work/$variant" "$p" "${flink_flags[@]}"
+    check "flink-$variant-p$p" "sf-$variant"
+    runs+=("flink-$variant-p$p")
+  done
+  flink_runs[$variant]="${runs[*]}"
+  rm -rf "${work:?}/$variant"
 done
 if [[ $DEDUP == 1 ]]; then
-  rm -rf "$work/clean"
   generate "$work/dups" 0.02
   run_streamforge sf-dedup "$work/dups"
   run_flink flink-dedup "$work/dups" 1 --dedup
   check flink-dedup sf-dedup
+  rm -rf "$work/dups"
 fi
 load_end=$(cut -d' ' -f1-3 /proc/loadavg)
 
@@ -219,6 +270,7 @@ table() {
   sep="| --- | ---"
   for r in "${runs[@]}"; do
     header+=" | Flink, parallelism $(key "$r" parallelism)"
+    if [[ $(key "$r" raw) == true ]]; then header+=", raw lines + SQL rules"; fi
     if [[ $(key "$r" dedup) == true ]]; then header+=", ROW_NUMBER dedup"; fi
     sep+=" | ---"
   done
@@ -259,22 +311,44 @@ table() {
   row "Flink ÷ StreamForge, CPU seconds" "" "${vals[@]}"
 }
 
+# describe VARIANT: what the data set and the two jobs are, for the report.
+describe() {
+  case $1 in
+    raw)
+      echo "Payload style: **realistic mix** (\`streamforge-tools gen-files --style mix\`: Python, Jackson, Go, JavaScript, pretty-printed and reordered producers; RFC 3339 times with \`Z\` or offsets and 0-9 fraction digits or epoch ms, numeric strings, extra nested fields, non-ASCII and escaped strings), 2 % broken records, 3 % re-sent copies, no late events. StreamForge parses, validates, cleans and dedups as always. Flink reads each line as one STRING (\`raw\` format), extracts the fields with \`JSON_QUERY\` and applies StreamForge's input rules in SQL (types, event_id length, exact amount grammar, RFC 3339 / epoch-ms times with offsets, range), then \`ROW_NUMBER\` keep-first dedup by event_id (\`FlinkHopJob --raw --dedup\`). Events/s count every line read."
+      ;;
+    clean)
+      echo "Payload style: **canonical, pre-cleaned** (\`streamforge produce --out-dir\`: StreamForge's own layout, fields in order, epoch ms, plain ASCII), no anomalies, no duplicates, no late events. Flink reads it with its JSON format (four typed columns), no validation, no dedup."
+      ;;
+  esac
+}
+
 {
   echo "## StreamForge vs Apache Flink: same job, same data, same machine"
   echo
   echo "- machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
   echo "- load average at start: $load_start; at end: $load_end (other work on the same cores makes every figure a lower bound)"
   echo "- date: $(date -u +%Y-%m-%dT%H:%M:%SZ); StreamForge $(git -C "$root" describe --always --dirty 2>/dev/null || echo '?') (the binary is built from the working tree); Apache Flink $flink_version (Flink SQL, local MiniCluster in one JVM, no checkpointing); $java_version; JVM options: ${FLINK_JAVA_OPTS:-none (JVM ergonomics)}"
-  echo "- data: $EVENTS clean events (no anomalies, no duplicates, no late events; disorder ≤ $DISORDER ms within each partition, inside the 5 s bound) in $PARTITIONS JSON-lines files, $USERS users, $RATE events/s of event time; \`streamforge produce --out-dir\`"
+  echo "- data: $EVENTS lines per data set in $PARTITIONS JSON-lines files (one per partition), $USERS users, $RATE events/s of event time, disorder ≤ $DISORDER ms within each partition (inside the 5 s bound)"
   echo "- job: HOP window slide 30 s, size 60 s; COUNT(*), SUM(amount) as DECIMAL(18,2), COUNT(DISTINCT user_id); watermark = max event time − 5 s per partition, minimum over partitions"
   echo "- StreamForge: \`streamforge run --source files:DIR --sink embedded --bounded\` (default checkpoints: every 5 s or 2M events, with fsync), then \`streamforge results\`"
-  echo "- Flink: \`FlinkHopJob\` (bench/peers/flink): one filesystem/json table per file, UNION ALL, window TVF; results collected, sorted and written in the same format by the job itself"
+  echo "- Flink: \`FlinkHopJob\` (bench/peers/flink): one filesystem table per file, UNION ALL, window TVF; results collected, sorted and written in the same format by the job itself"
   echo "- equality: the result files are compared byte for byte (\`cmp\`)"
-  echo
-  table sf "${flink_runs[@]}"
+  if [[ $EDGE == 1 ]]; then
+    echo "- input rules: on the edge cases (\`edge_cases.py\`, $(cat "$work"/edge/*.jsonl | wc -l) payloads, one or two windows each), Flink's SQL rules give StreamForge's results: ${verdict[flink-edge]}"
+  fi
+  for variant in $VARIANTS; do
+    echo
+    echo "### Variant \`$variant\`"
+    echo
+    describe "$variant"
+    echo
+    # shellcheck disable=SC2086 # a list of run names
+    table "sf-$variant" ${flink_runs[$variant]}
+  done
   if [[ $DEDUP == 1 ]]; then
     echo
-    echo "### Extra: 2 % duplicates, deduplicated by event_id in both"
+    echo "### Extra: clean canonical data with 2 % duplicates, deduplicated by event_id in both"
     echo
     echo "Same settings, duplicate rate 0.02 (exact copies of a recent event). StreamForge drops ids it has seen (bounded by its dedup horizon); Flink keeps the first row per event_id with \`ROW_NUMBER() OVER (PARTITION BY event_id ORDER BY proctime)\` (unbounded state: no TTL)."
     echo

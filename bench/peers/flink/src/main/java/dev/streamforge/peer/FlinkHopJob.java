@@ -23,8 +23,11 @@ import java.util.regex.Pattern;
 import org.apache.flink.api.common.JobExecutionResult;
 import org.apache.flink.configuration.Configuration;
 import org.apache.flink.core.execution.JobClient;
+import org.apache.flink.streaming.api.datastream.DataStream;
 import org.apache.flink.streaming.api.environment.StreamExecutionEnvironment;
 import org.apache.flink.table.api.EnvironmentSettings;
+import org.apache.flink.table.api.Schema;
+import org.apache.flink.table.api.Table;
 import org.apache.flink.table.api.TableResult;
 import org.apache.flink.table.api.bridge.java.StreamTableEnvironment;
 import org.apache.flink.types.Row;
@@ -49,9 +52,12 @@ import org.apache.flink.util.CloseableIterator;
  * StreamForge's result format (SPEC section 8), one JSON object a line.
  *
  * <p>Usage: {@code FlinkHopJob --input DIR --output FILE [--parallelism N]
- * [--dedup] [--timings FILE] [--launched-ms EPOCH_MS] [--one-table]}. {@code --dedup} first
+ * [--dedup] [--raw] [--timings FILE] [--launched-ms EPOCH_MS] [--one-table]}. {@code --dedup} first
  * keeps the first event of each event_id (ROW_NUMBER over processing time),
- * which StreamForge always does. {@code --timings} writes key=value lines:
+ * which StreamForge always does. {@code --raw} reads the lines as raw text
+ * (payloads as producers write them, broken ones included) and applies
+ * StreamForge's input rules in SQL ({@link RawJsonRules}) instead of reading
+ * clean, canonical lines with the JSON format. {@code --timings} writes key=value lines:
  * the phases of the run in milliseconds ({@code --launched-ms}, the time the
  * caller started the JVM, makes JVM start-up one of them). {@code --one-table}
  * reads the directory as a single table instead, to show the difference.
@@ -70,6 +76,7 @@ public final class FlinkHopJob {
         boolean dedup = false;
         long launchedMs = -1;
         boolean oneTable = false;
+        boolean raw = false;
         for (int i = 0; i < args.length; i++) {
             switch (args[i]) {
                 case "--input" -> input = Path.of(args[++i]);
@@ -79,6 +86,7 @@ public final class FlinkHopJob {
                 case "--dedup" -> dedup = true;
                 case "--launched-ms" -> launchedMs = Long.parseLong(args[++i]);
                 case "--one-table" -> oneTable = true;
+                case "--raw" -> raw = true;
                 default -> usage("unknown argument " + args[i]);
             }
         }
@@ -103,6 +111,10 @@ public final class FlinkHopJob {
         List<String> selects = new ArrayList<>();
         for (int p = 0; p < files.size(); p++) {
             String table = "orders_p" + p;
+            if (raw) {
+                selects.add(rawPartition(tenv, table, files.get(p)));
+                continue;
+            }
             tenv.executeSql(
                     "CREATE TEMPORARY TABLE " + table + " (\n"
                             + "  event_id STRING,\n"
@@ -183,6 +195,7 @@ public final class FlinkHopJob {
         t.put("partitions", files.size());
         t.put("parallelism", parallelism);
         t.put("dedup", dedup);
+        t.put("raw", raw);
         StringBuilder text = new StringBuilder();
         t.forEach((k, v) -> text.append(k).append('=').append(v).append('\n'));
         System.err.print("flink-peer: " + text.toString().replace("\n", " ").trim() + "\n");
@@ -191,6 +204,51 @@ public final class FlinkHopJob {
         }
         // The MiniCluster's non-daemon threads would keep the JVM alive.
         System.exit(0);
+    }
+
+    /**
+     * Declares partition file {@code path} as raw lines checked by
+     * {@link RawJsonRules}, and returns the SELECT of its valid events
+     * (event_id, user_id, amount, ts, pt) for the UNION ALL.
+     *
+     * <p>The rules' three steps are materialised one after the other (see
+     * {@link #materialise}); the last one declares the rowtime and the
+     * watermark. A line that breaks a rule gets rowtime 0, so it never moves
+     * the watermark, and is filtered out before the window.
+     */
+    private static String rawPartition(StreamTableEnvironment tenv, String table, Path path) {
+        String lines = table + "_lines";
+        tenv.executeSql(
+                "CREATE TEMPORARY TABLE " + lines + " (line STRING) WITH (\n"
+                        + "  'connector' = 'filesystem',\n"
+                        + "  'path' = '" + sqlString(path.toUri().toString()) + "',\n"
+                        + "  'format' = 'raw'\n"
+                        + ")");
+        Table fields = tenv.sqlQuery("SELECT\n  " + RawJsonRules.FIELDS + "\nFROM " + lines);
+        Table values = tenv.sqlQuery(
+                "SELECT\n  " + RawJsonRules.VALUES + "\nFROM " + materialise(tenv, fields, Schema.newBuilder().build()));
+        Schema timed = Schema.newBuilder()
+                .columnByExpression("ts", RawJsonRules.rowtime())
+                .columnByExpression("pt", "PROCTIME()")
+                .watermark("ts", "ts - INTERVAL '5' SECOND")
+                .build();
+        tenv.createTemporaryView(table, materialise(tenv, values, timed));
+        return "SELECT " + RawJsonRules.EVENT_ID + " AS event_id, "
+                + RawJsonRules.USER_ID + " AS user_id, "
+                + RawJsonRules.AMOUNT + " AS amount, ts, pt\n"
+                + "FROM " + table + " WHERE ts > TO_TIMESTAMP_LTZ(" + RawJsonRules.INVALID_TIME_MS + ", 3)";
+    }
+
+    /**
+     * Converts {@code table} to a DataStream and back (with {@code schema}'s
+     * additions), so that what it computes is computed once: the planner
+     * merges stacked SQL projections into one and would copy each of its
+     * expressions into every place that uses it. Returns the new table,
+     * inlined into SQL by its name.
+     */
+    private static Table materialise(StreamTableEnvironment tenv, Table table, Schema schema) {
+        DataStream<Row> stream = tenv.toDataStream(table);
+        return tenv.fromDataStream(stream, schema);
     }
 
     /** The files of a directory in the file source's order (numbers compared as numbers). */
@@ -232,7 +290,7 @@ public final class FlinkHopJob {
     private static void usage(String problem) {
         System.err.println(problem);
         System.err.println(
-                "usage: FlinkHopJob --input DIR --output FILE [--parallelism N] [--dedup] [--timings FILE] [--launched-ms MS] [--one-table]");
+                "usage: FlinkHopJob --input DIR --output FILE [--parallelism N] [--dedup] [--raw] [--timings FILE] [--launched-ms MS] [--one-table]");
         System.exit(2);
     }
 }
