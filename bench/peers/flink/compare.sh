@@ -38,6 +38,9 @@
 #                         where StreamForge dedups (always) and Flink runs with
 #                         ROW_NUMBER dedup by event_id (parallelism 1)
 #   FLINK_JAVA_OPTS=      extra JVM options (default: JVM ergonomics)
+#   FLINK_OBJECT_REUSE=1  0: run Flink without pipeline.object-reuse (its
+#                         usual throughput tuning; the runs before the raw
+#                         variant, 2026-11-25/26, had it off)
 #   WORK_DIR=             where data and outputs go (default: a temp dir,
 #                         removed at the end unless KEEP=1)
 #   SKIP_BUILD=0          1: use the existing binaries and Flink jar as they are
@@ -62,6 +65,7 @@ FLINK_PARALLELISM=${FLINK_PARALLELISM:-1 2}
 DEDUP=${DEDUP:-0}
 EDGE=${EDGE:-1}
 FLINK_JAVA_OPTS=${FLINK_JAVA_OPTS:-}
+FLINK_OBJECT_REUSE=${FLINK_OBJECT_REUSE:-1}
 KEEP=${KEEP:-0}
 SKIP_BUILD=${SKIP_BUILD:-0}
 
@@ -182,13 +186,14 @@ run_streamforge() {
 
 # run_flink NAME DATA PARALLELISM [--dedup]: leaves NAME.time, NAME.log, NAME.jsonl, NAME.timings.
 run_flink() {
-  local name=$1 data=$2 p=$3
+  local name=$1 data=$2 p=$3 reuse=()
   shift 3
+  if [[ $FLINK_OBJECT_REUSE == 1 ]]; then reuse=(--object-reuse); fi
   log "Flink $flink_version ($name): parallelism $p $*"
   # shellcheck disable=SC2086 # FLINK_JAVA_OPTS is a list of options
   measure "$work/$name.time" java $FLINK_JAVA_OPTS -cp "$here/target/flink-peer.jar:$here/target/lib/*" \
     dev.streamforge.peer.FlinkHopJob --input "$data" --output "$work/$name.jsonl" \
-    --parallelism "$p" --timings "$work/$name.timings" --launched-ms "$(date +%s%3N)" "$@" \
+    --parallelism "$p" --timings "$work/$name.timings" --launched-ms "$(date +%s%3N)" "${reuse[@]}" "$@" \
     2> "$work/$name.log" ||
     { tail -40 "$work/$name.log" >&2; echo "the Flink job failed ($name)" >&2; exit 2; }
 }
@@ -328,7 +333,7 @@ describe() {
   echo
   echo "- machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
   echo "- load average at start: $load_start; at end: $load_end (other work on the same cores makes every figure a lower bound)"
-  echo "- date: $(date -u +%Y-%m-%dT%H:%M:%SZ); StreamForge $(git -C "$root" describe --always --dirty 2>/dev/null || echo '?') (the binary is built from the working tree); Apache Flink $flink_version (Flink SQL, local MiniCluster in one JVM, no checkpointing); $java_version; JVM options: ${FLINK_JAVA_OPTS:-none (JVM ergonomics)}"
+  echo "- date: $(date -u +%Y-%m-%dT%H:%M:%SZ); StreamForge $(git -C "$root" describe --always --dirty 2>/dev/null || echo '?') (the binary is built from the working tree); Apache Flink $flink_version (Flink SQL, local MiniCluster in one JVM, no checkpointing, pipeline.object-reuse $([[ $FLINK_OBJECT_REUSE == 1 ]] && echo on || echo off)); $java_version; JVM options: ${FLINK_JAVA_OPTS:-none (JVM ergonomics)}"
   echo "- data: $EVENTS lines per data set in $PARTITIONS JSON-lines files (one per partition), $USERS users, $RATE events/s of event time, disorder ≤ $DISORDER ms within each partition (inside the 5 s bound)"
   echo "- job: HOP window slide 30 s, size 60 s; COUNT(*), SUM(amount) as DECIMAL(18,2), COUNT(DISTINCT user_id); watermark = max event time − 5 s per partition, minimum over partitions"
   echo "- StreamForge: \`streamforge run --source files:DIR --sink embedded --bounded\` (default checkpoints: every 5 s or 2M events, with fsync), then \`streamforge results\`"

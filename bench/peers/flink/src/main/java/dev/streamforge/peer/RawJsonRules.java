@@ -9,9 +9,10 @@ package dev.streamforge.peer;
  * whole line again (Flink 2.2's {@code TRY_PARSE_JSON} gives a VARIANT whose
  * fields SQL cannot read yet). And the planner merges stacked projections
  * into one, copying an expression into every place that uses it, so a field
- * used by five checks would be parsed five times. The rules therefore run in
- * three steps, each materialised before the next (the job converts each
- * step's table to a DataStream and back, which the planner cannot merge
+ * used by five checks would be parsed five times, and a time used by the
+ * range check and as the value would be parsed twice. The rules therefore
+ * run in four steps, each materialised before the next (the job converts
+ * each step's table to a DataStream and back, which the planner cannot merge
  * across):
  *
  * <ol>
@@ -23,9 +24,10 @@ package dev.streamforge.peer;
  *       object. Seven parses a line, the fewest SQL allows.</li>
  *   <li>{@link #VALUES}: the fields' values and type checks, from those texts
  *       (string functions only).</li>
- *   <li>{@link #rowtime()}: the remaining rules and the event time in UTC, the
- *       rowtime column the watermark is declared on; {@link #EVENT_ID},
- *       {@link #USER_ID} and {@link #AMOUNT} are what the window reads.</li>
+ *   <li>{@link #CHECKS}: the remaining rules but the time's range, and the
+ *       event time in UTC;</li>
+ *   <li>{@link #ROWTIME}: the range check and the rowtime column the
+ *       watermark is declared on; {@link #AMOUNT} is what the window sums.</li>
  * </ol>
  *
  * <p>What these rules do not express (the data sets compared have none of
@@ -96,11 +98,7 @@ final class RawJsonRules {
                     + " AND (city_json IS NULL OR " + isString("city_json") + ")"
                     + " AND (category_json IS NULL OR " + isString("category_json") + ")) AS shape_ok");
 
-    /** The dedup key, the distinct-count key and the exact amount (step 3, valid rows). */
-    static final String EVENT_ID = "event_id";
-
-    static final String USER_ID = "user_id";
-
+    /** The exact amount, for the window's sum (after step 4, valid rows only). */
     static final String AMOUNT = "TRY_CAST(amount AS DECIMAL(18, 2))";
 
     /**
@@ -155,20 +153,15 @@ final class RawJsonRules {
             + " AND (" + ZULU + " OR (" + OFFSET_H + " <= 23 AND " + OFFSET_M + " <= 59)))";
 
     /**
-     * The event time in epoch milliseconds, or NULL when it breaks a rule
-     * ({@code bad_event_time}, or {@code event_time_out_of_range}: windows
-     * of 60 s sliding by 30 s hold no time before 1970-01-01T00:00:30Z, and
-     * nothing after 2099-12-31T23:59:59.999Z is accepted).
+     * The event time in epoch milliseconds, UTC, before the range check, or
+     * NULL when it is neither an integer nor RFC 3339 text.
      */
-    private static String eventTimeMs() {
-        String ms = "(CASE"
-                + " WHEN event_time_ms IS NOT NULL THEN event_time_ms"
-                + " WHEN " + TEXT_TIME_OK
-                + " THEN UNIX_TIMESTAMP(" + LOCAL + ", " + LOCAL_FORMAT + ") * 1000"
-                + "  + " + FRACTION_MS + " - " + OFFSET_MIN + " * 60000"
-                + " END)";
-        return "(CASE WHEN " + ms + " BETWEEN 30000 AND 4102444799999 THEN " + ms + " END)";
-    }
+    private static final String EVENT_MS = "(CASE"
+            + " WHEN event_time_ms IS NOT NULL THEN event_time_ms"
+            + " WHEN " + TEXT_TIME_OK
+            + " THEN UNIX_TIMESTAMP(" + LOCAL + ", " + LOCAL_FORMAT + ") * 1000"
+            + "  + " + FRACTION_MS + " - " + OFFSET_MIN + " * 60000"
+            + " END)";
 
     /**
      * Every rule but the event time's, in StreamForge's order: event_id a
@@ -177,19 +170,29 @@ final class RawJsonRules {
      * Which rule a broken line breaks (its anomaly reason) is not computed:
      * only whether it counts.
      */
-    private static final String VALID_BUT_TIME = "(CHAR_LENGTH(event_id) BETWEEN 1 AND 128"
-            + " AND shape_ok AND user_id IS NOT NULL AND " + AMOUNT_OK + ")";
+    private static final String VALID_BUT_TIME = "COALESCE(CHAR_LENGTH(event_id) BETWEEN 1 AND 128"
+            + " AND shape_ok AND user_id IS NOT NULL AND " + AMOUNT_OK + ", FALSE)";
+
+    /**
+     * Step 3, over step 2's columns: the values the window reads, whether
+     * every rule but the time's holds, and the event time in ms.
+     */
+    static final String CHECKS = String.join(",\n  ",
+            "event_id", "user_id", "amount",
+            VALID_BUT_TIME + " AS valid_but_time",
+            EVENT_MS + " AS event_ms");
 
     /** The epoch instant an invalid line is given: behind every watermark, and filtered out. */
     static final long INVALID_TIME_MS = 0;
 
     /**
-     * Step 3, over step 2's columns: the rowtime of a line, its event time
+     * Step 4, over step 3's columns: the rowtime of a line, its event time
      * when the whole line is valid, else {@link #INVALID_TIME_MS}, so that (as
-     * in StreamForge) only valid events move the watermark.
+     * in StreamForge) only valid events move the watermark. The time's range:
+     * windows of 60 s sliding by 30 s hold no time before
+     * 1970-01-01T00:00:30Z ({@code event_time_out_of_range}), and nothing
+     * after 2099-12-31T23:59:59.999Z is accepted ({@code bad_event_time}).
      */
-    static String rowtime() {
-        return "TO_TIMESTAMP_LTZ(CASE WHEN " + VALID_BUT_TIME + " THEN COALESCE(" + eventTimeMs() + ", "
-                + INVALID_TIME_MS + ") ELSE " + INVALID_TIME_MS + " END, 3)";
-    }
+    static final String ROWTIME = "TO_TIMESTAMP_LTZ(CASE WHEN valid_but_time"
+            + " AND event_ms BETWEEN 30000 AND 4102444799999 THEN event_ms ELSE " + INVALID_TIME_MS + " END, 3)";
 }
