@@ -15,9 +15,10 @@
 #          copies). StreamForge validates, cleans and dedups as always; Flink
 #          reads the lines raw and applies the same rules in SQL
 #          (FlinkHopJob --raw --dedup, see RawJsonRules.java).
-#   clean  pre-cleaned: `streamforge produce --out-dir` in StreamForge's own
-#          canonical layout, no anomalies, duplicates or late events; Flink
-#          reads it with its JSON format, no validation, no dedup.
+#   clean  pre-cleaned: `streamforge-tools produce --style canonical --out-dir`
+#          in StreamForge's own canonical layout, no anomalies, duplicates
+#          or late events; Flink reads it with its JSON format, no
+#          validation, no dedup.
 #
 #   bench/peers/flink/compare.sh > flink-compare.md
 #
@@ -155,7 +156,7 @@ children_cpu() {
 generate() {
   local dir=$1 dup=$2
   log "generating $EVENTS events into $dir ($PARTITIONS files, duplicate rate $dup)"
-  "$bin" produce --out-dir "$dir" --partitions "$PARTITIONS" --count "$EVENTS" --rate "$RATE" \
+  "$tools" produce --style canonical --out-dir "$dir" --partitions "$PARTITIONS" --count "$EVENTS" --rate "$RATE" \
     --users "$USERS" --seed "$SEED" --disorder "$DISORDER" \
     --anomaly-rate 0 --late-rate 0 --duplicate-rate "$dup" --progress false 2> "$dir.produce.log"
 }
@@ -323,7 +324,7 @@ describe() {
       echo "Payload style: **realistic mix** (\`streamforge-tools gen-files --style mix\`: Python, Jackson, Go, JavaScript, pretty-printed and reordered producers; RFC 3339 times with \`Z\` or offsets and 0-9 fraction digits or epoch ms, numeric strings, extra nested fields, non-ASCII and escaped strings), 2 % broken records, 3 % re-sent copies, no late events. StreamForge parses, validates, cleans and dedups as always. Flink reads each line as one STRING (\`raw\` format), extracts the fields with \`JSON_QUERY\` and applies StreamForge's input rules in SQL (types, event_id length, exact amount grammar, RFC 3339 / epoch-ms times with offsets, range), then \`ROW_NUMBER\` keep-first dedup by event_id (\`FlinkHopJob --raw --dedup\`). Events/s count every line read."
       ;;
     clean)
-      echo "Payload style: **canonical, pre-cleaned** (\`streamforge produce --out-dir\`: StreamForge's own layout, fields in order, epoch ms, plain ASCII), no anomalies, no duplicates, no late events. Flink reads it with its JSON format (four typed columns), no validation, no dedup."
+      echo "Payload style: **canonical, pre-cleaned** (\`streamforge-tools produce --style canonical --out-dir\`: StreamForge's own layout, fields in order, epoch ms, plain ASCII), no anomalies, no duplicates, no late events. Flink reads it with its JSON format (four typed columns), no validation, no dedup."
       ;;
   esac
 }
