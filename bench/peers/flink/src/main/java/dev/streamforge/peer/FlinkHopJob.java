@@ -53,16 +53,18 @@ import org.apache.flink.util.CloseableIterator;
  * StreamForge's result format (SPEC section 8), one JSON object a line.
  *
  * <p>Usage: {@code FlinkHopJob --input DIR --output FILE [--parallelism N]
- * [--dedup] [--raw] [--object-reuse] [--timings FILE] [--launched-ms EPOCH_MS] [--one-table]}. {@code --dedup} first
- * keeps the first event of each event_id (ROW_NUMBER over processing time),
- * which StreamForge always does. {@code --raw} reads the lines as raw text
- * (payloads as producers write them, broken ones included) and applies
- * StreamForge's input rules in SQL ({@link RawJsonRules}) instead of reading
- * clean, canonical lines with the JSON format. {@code --object-reuse} sets
- * {@code pipeline.object-reuse}, Flink's usual tuning for throughput. {@code --timings} writes key=value lines:
- * the phases of the run in milliseconds ({@code --launched-ms}, the time the
- * caller started the JVM, makes JVM start-up one of them). {@code --one-table}
- * reads the directory as a single table instead, to show the difference.
+ * [--dedup] [--raw] [--object-reuse] [--timings FILE] [--launched-ms EPOCH_MS]
+ * [--one-table]}. {@code --dedup} first keeps the first event of each
+ * event_id (ROW_NUMBER over processing time), which StreamForge always does.
+ * {@code --raw} reads the lines as raw text (payloads as producers write
+ * them, broken ones included) and applies StreamForge's input rules in SQL
+ * ({@link RawJsonRules}) instead of reading clean, canonical lines with the
+ * JSON format. {@code --object-reuse} sets {@code pipeline.object-reuse},
+ * Flink's usual tuning for throughput. {@code --timings} writes key=value
+ * lines: the phases of the run in milliseconds ({@code --launched-ms}, the
+ * time the caller started the JVM, makes JVM start-up one of them).
+ * {@code --one-table} reads the directory as a single table instead, to show
+ * the difference.
  */
 public final class FlinkHopJob {
     /** A schema that adds nothing to the derived columns. */
@@ -236,8 +238,10 @@ public final class FlinkHopJob {
                         + "  'format' = 'raw'\n"
                         + ")");
         Table fields = tenv.sqlQuery("SELECT\n  " + RawJsonRules.FIELDS + "\nFROM " + lines);
-        Table values = tenv.sqlQuery("SELECT\n  " + RawJsonRules.VALUES + "\nFROM " + materialise(tenv, fields, NOTHING));
-        Table checks = tenv.sqlQuery("SELECT\n  " + RawJsonRules.CHECKS + "\nFROM " + materialise(tenv, values, NOTHING));
+        Table values = tenv.sqlQuery(
+                "SELECT\n  " + RawJsonRules.VALUES + "\nFROM " + materialise(tenv, fields, NOTHING));
+        Table checks = tenv.sqlQuery(
+                "SELECT\n  " + RawJsonRules.CHECKS + "\nFROM " + materialise(tenv, values, NOTHING));
         Schema timed = Schema.newBuilder()
                 .columnByExpression("ts", RawJsonRules.ROWTIME)
                 .columnByExpression("pt", "PROCTIME()")
