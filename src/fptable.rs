@@ -446,6 +446,27 @@ impl FpSet {
     }
 }
 
+impl FpSet {
+    /// Inserts every key of `keys`, each prefetched [`BULK_AHEAD`] keys
+    /// before its turn: the form for replaying a checkpoint's lists of
+    /// added users, which are in arrival order and so land at random
+    /// places of a table far larger than the cache.
+    pub fn insert_all(&mut self, keys: &[Fp]) {
+        self.reserve(keys.len());
+        for (n, &fp) in keys.iter().enumerate() {
+            if let Some(&ahead) = keys.get(n + BULK_AHEAD) {
+                self.prefetch(ahead);
+            }
+            self.insert(fp);
+        }
+    }
+}
+
+/// How many keys ahead a bulk insert prefetches: enough loads in flight to
+/// overlap their page walks, few enough to stay within the core's fill
+/// buffers.
+pub const BULK_AHEAD: usize = 16;
+
 impl Extend<Fp> for FpSet {
     fn extend<I: IntoIterator<Item = Fp>>(&mut self, iter: I) {
         for fp in iter {

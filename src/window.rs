@@ -614,8 +614,7 @@ impl Windows {
             let pane = self.panes.entry(*k).or_default();
             pane.order_cnt = *order_cnt;
             pane.gmv_cents = *gmv_cents;
-            pane.users.reserve(added.len());
-            pane.users.extend(added.iter().copied());
+            pane.users.insert_all(added);
         }
         self.fired = delta.fired.iter().copied().collect();
         self.fired_upto = delta.fired_upto;

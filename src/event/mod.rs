@@ -104,7 +104,9 @@ mod tests;
 pub use amount::{format_cents, parse_amount_cents};
 use fields::parse_with_serde;
 pub use fields::{Json, RawFields};
-use scan::{scan_object, string_end, QuoteMask};
+#[cfg(test)]
+use scan::scan_object;
+use scan::{scan_object_into, string_end, QuoteMask};
 
 /// The largest amount of one order accepted, in cents: 9999999999999999.99,
 /// eighteen digits (a `Decimal(18, 2)`). The sink's GMV column is
@@ -374,10 +376,11 @@ pub fn parse_event(payload: &[u8]) -> Result<Event<'_>, Reason> {
         } else {
             simdutf8::basic::from_utf8(payload).map_err(|_| Reason::MalformedJson)?
         };
-        let raw = scan_object(text, |i| strings.string_end(i));
-        return match raw {
-            Some(raw) => raw.validate(),
-            None => parse_with_serde(text),
+        let mut raw = RawFields::default();
+        return if scan_object_into(text, |i| strings.string_end(i), &mut raw) {
+            raw.validate()
+        } else {
+            parse_with_serde(text)
         };
     }
     // Validate the whole payload once up front (serde_json's slice reader
@@ -385,8 +388,10 @@ pub fn parse_event(payload: &[u8]) -> Result<Event<'_>, Reason> {
     // have only the JSON grammar left to check.
     let text = simdutf8::basic::from_utf8(payload).map_err(|_| Reason::MalformedJson)?;
     let b = text.as_bytes();
-    match scan_object(text, |i| string_end(b, i)) {
-        Some(raw) => raw.validate(),
-        None => parse_with_serde(text),
+    let mut raw = RawFields::default();
+    if scan_object_into(text, |i| string_end(b, i), &mut raw) {
+        raw.validate()
+    } else {
+        parse_with_serde(text)
     }
 }
