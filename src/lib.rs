@@ -37,6 +37,7 @@ pub mod engine;
 pub mod event;
 pub mod failpoint;
 mod fptable;
+pub mod group;
 pub mod job;
 mod replay;
 pub mod setting;

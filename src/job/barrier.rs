@@ -48,6 +48,7 @@ use crate::engine::EngineDelta;
 use crate::failpoint::crash_point;
 use crate::telemetry;
 use crate::time::format_rfc3339_ms;
+use crate::window::WindowRow;
 
 impl Job<'_> {
     /// Takes a checkpoint of the live state: the changes since the last one
@@ -103,6 +104,7 @@ impl Job<'_> {
             engine: engine.without_changes(),
             offsets: offsets.clone(),
             anomaly_log_len,
+            end_prefix: self.bounded_end.as_ref().and_then(|e| e.get(&0).copied()),
         });
         self.commit(engine, offsets, anomaly_log_len, None, started, true)
     }
@@ -149,7 +151,13 @@ impl Job<'_> {
         wait: bool,
     ) -> anyhow::Result<()> {
         let id = self.next_checkpoint_id;
-        let rows = std::mem::take(&mut self.emitted);
+        let mut rows = std::mem::take(&mut self.emitted);
+        if self.source.owned_partition().is_some() {
+            // The job's one partition (0) is the owned one.
+            let prefix = self.final_state.as_ref().and_then(|f| f.end_prefix);
+            let version = prefix.unwrap_or_else(|| offsets.get(&0).copied().unwrap_or(0));
+            rows = partial_rows(rows, version);
+        }
         if !rows.is_empty() {
             self.pending.push(PendingBatch {
                 checkpoint_id: id,
@@ -235,6 +243,25 @@ impl Job<'_> {
 }
 
 /// What the job says when checkpoint `id` cannot be committed.
+/// Group mode: the rows of one checkpoint of one partition as partial rows
+/// (see `sink::clickhouse::partial`): the last row of each window (the
+/// window as the partition's log prefix up to `next_offset` leaves it:
+/// windows updated since their last emission are flushed before a barrier),
+/// versioned by that offset. A row is then a function of the prefix alone,
+/// and a longer prefix has a higher version, whoever computes it.
+pub(crate) fn partial_rows(rows: Vec<WindowRow>, next_offset: u64) -> Vec<WindowRow> {
+    let mut last: BTreeMap<i64, WindowRow> = BTreeMap::new();
+    for row in rows.into_iter().filter(|r| r.group.is_none()) {
+        last.insert(row.window_start, row);
+    }
+    last.into_values()
+        .map(|row| WindowRow {
+            version: next_offset,
+            ..row
+        })
+        .collect()
+}
+
 fn commit_failed(id: u64) -> String {
     let resume_from = if id > 1 {
         format!("checkpoint {}, the last committed one", id - 1)
@@ -245,4 +272,32 @@ fn commit_failed(id: u64) -> String {
         "checkpoint {id} could not be committed; the job stops so that nothing is written to the sink \
          before it is recorded, and a restart resumes from {resume_from}"
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(start: i64, cnt: u64, version: u64) -> WindowRow {
+        WindowRow {
+            window_start: start,
+            window_end: start + 60,
+            order_cnt: cnt,
+            gmv_cents: 100 * cnt as u128,
+            user_cnt: 1,
+            version,
+            updated_at: 0,
+            group: None,
+        }
+    }
+
+    /// The last emission of each window, versioned by the offset: what the
+    /// window holds after the whole prefix.
+    #[test]
+    fn partial_rows_keep_each_windows_last_row_versioned_by_the_offset() {
+        let rows = vec![row(30, 1, 1), row(0, 2, 1), row(30, 3, 2), row(60, 1, 1)];
+        let got = partial_rows(rows, 812);
+        assert_eq!(got, vec![row(0, 2, 812), row(30, 3, 812), row(60, 1, 812)]);
+        assert!(partial_rows(Vec::new(), 5).is_empty());
+    }
 }

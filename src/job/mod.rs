@@ -141,6 +141,9 @@ struct FinalState {
     engine: EngineDelta,
     offsets: BTreeMap<u32, u64>,
     anomaly_log_len: u64,
+    /// Group mode: the prefix of the owned partition the end's rows hold,
+    /// held records included (see `barrier::partial_rows`).
+    end_prefix: Option<u64>,
 }
 
 /// What a job runs against: the machine (threads for the checkpoint

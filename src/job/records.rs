@@ -79,7 +79,9 @@ impl Job<'_> {
                 .append(
                     reason,
                     self.source.source_name(p as u32),
-                    p as u32,
+                    // Group mode: the job's one partition is the topic's
+                    // owned one.
+                    self.source.owned_partition().unwrap_or(p as u32),
                     offset,
                     payload,
                     event_time,

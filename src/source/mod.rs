@@ -154,6 +154,15 @@ impl RecordBatch {
         });
     }
 
+    /// Keeps only the records of `partition`, renumbered `as_partition`
+    /// (a source presenting one partition of another, see
+    /// `crate::group`). The payload buffer is kept as it is.
+    pub fn keep_partition(&mut self, partition: u32, as_partition: u32) {
+        self.records.retain(|m| m.partition == partition);
+        for m in &mut self.records {
+            m.partition = as_partition;
+        }
+    }
     pub fn buffer(&mut self) -> &mut Vec<u8> {
         &mut self.data
     }
@@ -252,6 +261,12 @@ pub trait Source: Send {
     /// Kafka consumer group). The checkpoint stays the truth.
     fn commit_advisory(&mut self, _next_offsets: &BTreeMap<u32, u64>) {}
 
+    /// Group mode (see [`crate::group`]): the one partition this source
+    /// reads for the job, whose rows are partial rows versioned by its
+    /// offset; `None` for a source that is the whole input.
+    fn owned_partition(&self) -> Option<u32> {
+        None
+    }
     /// How often a live run should look for partitions added while it
     /// reads (Kafka topics grow; a file set does not): `None` for never.
     fn discovery_interval(&self) -> Option<Duration> {

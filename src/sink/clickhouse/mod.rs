@@ -41,6 +41,7 @@ mod client;
 mod encode;
 mod error;
 mod grouped;
+mod partial;
 mod profile;
 mod schema;
 mod settings;
@@ -81,6 +82,11 @@ pub struct ClickHouseSink {
     dead_letters: DeadLetterLog,
     /// The configured groupings: a table each (`grouped`).
     groupings: Vec<Vec<crate::dims::Dimension>>,
+    /// Group mode (`partial`): reads give the combined figures.
+    group_mode: bool,
+    /// Group mode, writing: the partition whose partial rows this sink
+    /// writes.
+    partition: Option<u32>,
 }
 
 impl fmt::Debug for ClickHouseSink {
@@ -161,6 +167,8 @@ impl ClickHouseSink {
             check_rows: true,
             dead_letters: DeadLetterLog::new(settings.dead_letter_log.clone()),
             groupings: Vec::new(),
+            group_mode: false,
+            partition: None,
         })
     }
 
@@ -168,6 +176,14 @@ impl ClickHouseSink {
     /// (created with the totals' table, see `grouped`).
     pub fn set_groupings(&mut self, groupings: Vec<Vec<crate::dims::Dimension>>) {
         self.groupings = groupings;
+    }
+
+    /// Group mode (see `partial`): writes go to `<table>_partial` as the
+    /// partial rows of `partition` (`None`: a reader only), reads give the
+    /// combined figures.
+    pub fn set_group_mode(&mut self, partition: Option<u32>) {
+        self.group_mode = true;
+        self.partition = partition;
     }
 
     /// Skips the schema check before the first write (tests of the insert
@@ -304,6 +320,9 @@ impl ClickHouseSink {
                 "the table keeps no insert deduplication tokens, so the defence in depth they add is off \
                  (versions still make writes idempotent); run the statement to turn it on"
             );
+        }
+        if self.group_mode {
+            self.ensure_partial_table()?;
         }
         self.ensure_grouped_tables()
     }
@@ -539,6 +558,9 @@ impl Sink for ClickHouseSink {
             return Ok(());
         }
         self.ensure_ready()?;
+        if let Some(partition) = self.partition {
+            return self.insert_partial(rows, partition);
+        }
         let mut split = Split::default();
         let mut sendable = Vec::with_capacity(rows.len());
         for row in rows.iter().filter(|r| r.group.is_none()) {
@@ -576,6 +598,9 @@ impl Sink for ClickHouseSink {
     fn read_final(&mut self) -> Result<Vec<WindowRow>, SinkError> {
         let action = "reading the final rows";
         self.profile()?;
+        if self.group_mode {
+            return self.read_combined();
+        }
         let text = self.read(action, schema::read_final_sql(&self.database, &self.table))?;
         encode::parse_final_rows(&text).map_err(|detail| self.bad_answer(action, detail))
     }
@@ -588,6 +613,11 @@ impl Sink for ClickHouseSink {
     fn max_version(&mut self, limit: u64) -> Result<u64, SinkError> {
         let action = "reading the highest version";
         self.ensure_ready()?;
+        if self.partition.is_some() {
+            // A partial row's version is an offset, not a count: nothing to
+            // number above (see `partial`).
+            return Ok(0);
+        }
         let text = self.read(
             action,
             schema::max_version_sql(&self.database, &self.table, limit),

@@ -86,6 +86,11 @@ pub struct KafkaSettings {
     /// turns discovery off. The watermark never moves past what was known
     /// at the last discovery, so this is also how far it may lag.
     pub partition_discovery_interval: Dur,
+    /// Group mode (docs/operations.md, "Running several instances"): join
+    /// the consumer group `group_id`, read only the partitions it assigns,
+    /// and write partial rows per (window, partition) that ClickHouse
+    /// combines. Every verdict is then a function of one partition's log.
+    pub group_mode: bool,
 }
 
 impl Default for KafkaSettings {
@@ -100,6 +105,7 @@ impl Default for KafkaSettings {
             metadata_timeout: Dur(Duration::from_secs(10)),
             isolation_level: IsolationLevel::ReadCommitted,
             partition_discovery_interval: Dur(Duration::from_secs(1)),
+            group_mode: false,
         }
     }
 }
@@ -120,6 +126,7 @@ impl fmt::Debug for KafkaSettings {
                 "partition_discovery_interval",
                 &self.partition_discovery_interval,
             )
+            .field("group_mode", &self.group_mode)
             .finish()
     }
 }

@@ -1,0 +1,243 @@
+//! Group mode: several instances share a topic through a Kafka consumer
+//! group, and ClickHouse combines what they write (docs/architecture.md,
+//! "Group mode").
+//!
+//! # Layout
+//!
+//! * `membership`: the group consumer; which partitions this instance owns.
+//! * `owned`: one partition of the topic as a job's whole input.
+//! * this file: the runner, a job per owned partition.
+//!
+//! # A job per owned partition
+//!
+//! Each partition this instance owns runs as an ordinary job (its own
+//! thread, checkpoints in `<state_dir>/partition-<p>/`, anomaly log
+//! `<anomaly_log>.partition-<p>`), reading that partition alone from its
+//! earliest offset or its local checkpoint. So every verdict (watermark,
+//! lateness, dedup, windows) is a function of one partition's log, and the
+//! rows are the same whichever instance computes them; each row goes to
+//! `<table>_partial` versioned by the partition's offset, and a partition
+//! lost in a rebalance is stopped with a final checkpoint, kept on disk for
+//! when it comes back.
+
+mod membership;
+mod owned;
+
+pub use membership::{Change, Membership};
+pub use owned::OwnedPartition;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use tracing::{info, warn};
+
+use crate::config::{Config, SinkKind, SourceKind};
+use crate::job::{self, JobOptions, JobReport};
+use crate::setting::Dur;
+use crate::sink::clickhouse::ClickHouseSink;
+use crate::source::kafka::KafkaSource;
+use crate::telemetry::Metrics;
+
+/// A partition job running on its own thread.
+struct PartitionJob {
+    stop: Arc<AtomicBool>,
+    handle: JoinHandle<anyhow::Result<JobReport>>,
+}
+
+/// What the group mode needs, checked before joining.
+pub fn check(cfg: &Config) -> anyhow::Result<()> {
+    if cfg.source.kind != SourceKind::Kafka {
+        bail!("kafka.group_mode needs the kafka source (source.kind: kafka)");
+    }
+    if cfg.sink.kind != SinkKind::Clickhouse {
+        bail!(
+            "kafka.group_mode needs the ClickHouse sink (sink.kind: clickhouse): instances on other \
+             machines combine their partial rows there"
+        );
+    }
+    if !cfg.dimensions.groupings.is_empty() {
+        bail!("kafka.group_mode does not compute grouped results yet: remove dimensions.groupings");
+    }
+    Ok(())
+}
+
+/// The configuration of partition `p`'s job: its own state directory and
+/// anomaly log, the partition read from its earliest offset (its verdicts
+/// depend on its whole log), no discovery and no advisory commits (the
+/// membership owns both), no listener.
+pub fn partition_config(cfg: &Config, p: u32) -> Config {
+    let mut c = cfg.clone();
+    c.checkpoint.state_dir = cfg.checkpoint.state_dir.join(format!("partition-{p}"));
+    let mut log = cfg.anomaly_log.clone().into_os_string();
+    log.push(format!(".partition-{p}"));
+    c.anomaly_log = PathBuf::from(log);
+    c.kafka.start = "earliest".into();
+    c.kafka.commit_offsets = false;
+    c.kafka.partition_discovery_interval = Dur(Duration::ZERO);
+    c.metrics_addr = String::new();
+    c
+}
+
+fn start_partition(cfg: &Config, p: u32, bounded: bool) -> anyhow::Result<PartitionJob> {
+    let pcfg = partition_config(cfg, p);
+    let inner = KafkaSource::new(&pcfg.kafka)?;
+    let source = Box::new(OwnedPartition::new(Box::new(inner), p));
+    let mut sink = ClickHouseSink::connect(&pcfg.clickhouse)?;
+    sink.set_group_mode(Some(p));
+    sink.prepare()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let opts = JobOptions {
+        bounded,
+        stop: stop.clone(),
+        progress: false,
+        shutdown_grace: Duration::from_secs(10),
+    };
+    let handle = std::thread::Builder::new()
+        .name(format!("partition-{p}"))
+        .spawn(move || {
+            let metrics = Arc::new(Metrics::new());
+            job::run(&pcfg, source, Box::new(sink), &opts, metrics)
+                .with_context(|| format!("the job of partition {p}"))
+        })
+        .context("starting a partition job")?;
+    info!(partition = p, "partition assigned: its job started");
+    Ok(PartitionJob { stop, handle })
+}
+
+fn stop_partition(p: u32, job: PartitionJob) -> anyhow::Result<JobReport> {
+    job.stop.store(true, Ordering::Relaxed);
+    let report = join(p, job.handle)?;
+    info!(
+        partition = p,
+        "partition revoked: its job stopped after a final checkpoint"
+    );
+    Ok(report)
+}
+
+fn join(p: u32, handle: JoinHandle<anyhow::Result<JobReport>>) -> anyhow::Result<JobReport> {
+    match handle.join() {
+        Ok(result) => result,
+        Err(_) => bail!("the job of partition {p} panicked"),
+    }
+}
+
+/// What a group-mode run did: the reports of the partition jobs that
+/// ended, per partition (a partition owned twice keeps its last).
+#[derive(Debug, Default)]
+pub struct GroupReport {
+    pub partitions: BTreeMap<u32, JobReport>,
+}
+
+/// Runs this instance as a member of the group until `stop` (or, with
+/// `bounded`, until every partition it owns is read to its end), starting
+/// and stopping a job per partition as the group assigns and revokes them.
+pub fn run(cfg: &Config, bounded: bool, stop: Arc<AtomicBool>) -> anyhow::Result<GroupReport> {
+    check(cfg)?;
+    let membership = Membership::join(&cfg.kafka)?;
+    let mut jobs: BTreeMap<u32, PartitionJob> = BTreeMap::new();
+    let mut report = GroupReport::default();
+    let outcome = serve(cfg, bounded, &stop, &membership, &mut jobs, &mut report);
+    for (p, job) in std::mem::take(&mut jobs) {
+        match stop_partition(p, job) {
+            Ok(r) => {
+                report.partitions.insert(p, r);
+            }
+            Err(e) => {
+                warn!(partition = p, error = %format!("{e:#}"), "a partition job failed while stopping")
+            }
+        }
+    }
+    membership.leave();
+    outcome.map(|()| report)
+}
+
+/// The runner's loop (see [`run`]).
+fn serve(
+    cfg: &Config,
+    bounded: bool,
+    stop: &AtomicBool,
+    membership: &Membership,
+    jobs: &mut BTreeMap<u32, PartitionJob>,
+    report: &mut GroupReport,
+) -> anyhow::Result<()> {
+    while !stop.load(Ordering::Relaxed) {
+        for change in membership.poll(Duration::from_millis(100)) {
+            match change {
+                Change::Revoked(ps) => {
+                    for p in ps {
+                        if let Some(job) = jobs.remove(&p) {
+                            report.partitions.insert(p, stop_partition(p, job)?);
+                        }
+                    }
+                }
+                Change::Assigned(ps) => {
+                    for p in ps {
+                        if let std::collections::btree_map::Entry::Vacant(slot) = jobs.entry(p) {
+                            slot.insert(start_partition(cfg, p, bounded)?);
+                        }
+                    }
+                }
+            }
+        }
+        let ended: Vec<u32> = jobs
+            .iter()
+            .filter(|(_, j)| j.handle.is_finished())
+            .map(|(p, _)| *p)
+            .collect();
+        for p in ended {
+            let job = jobs.remove(&p).expect("listed above");
+            let r = join(p, job.handle)?;
+            info!(partition = p, "partition job finished its bounded input");
+            report.partitions.insert(p, r);
+        }
+        if bounded && jobs.is_empty() && !report.partitions.is_empty() {
+            break;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_partition_job_has_its_own_state_and_anomaly_log() {
+        let mut cfg = Config::default();
+        cfg.checkpoint.state_dir = PathBuf::from("/var/lib/sf");
+        cfg.anomaly_log = PathBuf::from("logs/anomalies.log");
+        cfg.kafka.start = "latest".into();
+        let c = partition_config(&cfg, 7);
+        assert_eq!(
+            c.checkpoint.state_dir,
+            PathBuf::from("/var/lib/sf/partition-7")
+        );
+        assert_eq!(
+            c.anomaly_log,
+            PathBuf::from("logs/anomalies.log.partition-7")
+        );
+        assert_eq!(c.kafka.start, "earliest");
+        assert!(!c.kafka.commit_offsets);
+        assert_ne!(
+            partition_config(&cfg, 1).checkpoint.state_dir,
+            c.checkpoint.state_dir
+        );
+    }
+
+    #[test]
+    fn group_mode_needs_kafka_and_clickhouse() {
+        let mut cfg = Config::default();
+        cfg.source.kind = SourceKind::Kafka;
+        cfg.sink.kind = SinkKind::Embedded;
+        assert!(check(&cfg).is_err());
+        cfg.sink.kind = SinkKind::Clickhouse;
+        assert!(check(&cfg).is_ok());
+        cfg.source.kind = SourceKind::Generator;
+        assert!(check(&cfg).is_err());
+    }
+}

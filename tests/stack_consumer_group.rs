@@ -1,0 +1,322 @@
+//! Group mode on the real stack (issue 16): instances in separate processes,
+//! with separate state directories, share a six-partition topic through a
+//! Kafka consumer group while data flows; they join, leave, and one is
+//! killed with -9 and restarted. The combined table (`streamforge results`
+//! in group mode) and the anomaly records, merged by (partition, offset),
+//! must equal both an independent computation over the produced data and
+//! the oracle: one clean single-instance group-mode run.
+//!
+//! The data honour group mode's contract (docs/semantics.md): a user's
+//! events, and so the duplicates of an event, stay in one partition (what
+//! keying by `user_id` gives), and disorder within a partition stays below
+//! the 5 s bound.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use common::stack::{produce_files_to, require_stack, stack, test_stack, unique};
+use common::*;
+
+const PARTITIONS: usize = 6;
+
+/// The produced data: per partition its lines, and what the oracle expects.
+struct Data {
+    lines: Vec<Vec<String>>,
+    accepted: Vec<Counted>,
+    anomalies: BTreeSet<(u32, u64, String)>,
+}
+
+/// `per_phase` lines per partition for each of `phases` phases; users
+/// `p<p>-u<n>` live in partition `p` only.
+fn make_data(phases: usize, per_phase: usize) -> Data {
+    let mut rng = Rng::new(16);
+    let t0 = 1_764_064_800_000i64;
+    let mut data = Data {
+        lines: vec![Vec::new(); PARTITIONS],
+        accepted: Vec::new(),
+        anomalies: BTreeSet::new(),
+    };
+    for p in 0..PARTITIONS {
+        let mut seen = Vec::new();
+        for i in 0..phases * per_phase {
+            let t = t0 + i as i64 * 40 - rng.below(3_000) as i64;
+            let roll = rng.below(100);
+            let line = if roll < 3 && !seen.is_empty() {
+                // A producer retry: a copy of a recent line, same partition.
+                let j: usize = seen[seen.len() - 1 - rng.below(seen.len().min(5) as u64) as usize];
+                data.lines[p][j].clone()
+            } else if roll < 5 {
+                let line = format!(r#"{{"event_id":"e-{p}-{i}","order_id":"o","user_id":"#);
+                data.anomalies.insert((p as u32, i as u64, line.clone()));
+                line
+            } else {
+                let user = format!("p{p}-u{}", rng.below(300));
+                let cents = rng.below(50_000);
+                data.accepted.push(Counted {
+                    t_ms: t,
+                    user: user.clone(),
+                    cents,
+                });
+                seen.push(i);
+                format!(
+                    r#"{{"event_id":"e-{p}-{i}","order_id":"o{i}","user_id":"{user}","amount":"{}.{:02}","event_time":{t}}}"#,
+                    cents / 100,
+                    cents % 100
+                )
+            };
+            data.lines[p].push(line);
+        }
+    }
+    data
+}
+
+struct Group {
+    tmp: tempfile::TempDir,
+    topic: String,
+    group: String,
+    table: String,
+    kafka_yaml: PathBuf,
+}
+
+impl Group {
+    fn new(tag: &str) -> Group {
+        require_stack();
+        let tmp = tempfile::tempdir().unwrap();
+        let topic = unique(&format!("sf_group_{tag}"));
+        stack(&["topic", &topic, &PARTITIONS.to_string()]);
+        let group = format!("{topic}-group");
+        let kafka_yaml = tmp.path().join("kafka.yaml");
+        std::fs::write(
+            &kafka_yaml,
+            format!(
+                "brokers: {}\ntopic: {topic}\ngroup_id: {group}\ngroup_mode: true\n\
+                 properties:\n  session.timeout.ms: \"6000\"\n  heartbeat.interval.ms: \"500\"\n",
+                test_stack().kafka
+            ),
+        )
+        .unwrap();
+        Group {
+            table: unique("grp"),
+            topic,
+            group,
+            kafka_yaml,
+            tmp,
+        }
+    }
+
+    /// Writes lines `range` of every partition to the topic.
+    fn produce(&self, data: &Data, range: std::ops::Range<usize>) {
+        let dir = self.tmp.path().join(format!("in-{}", range.start));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (p, lines) in data.lines.iter().enumerate() {
+            let mut text = lines[range.clone()].join("\n");
+            text.push('\n');
+            std::fs::write(dir.join(format!("part-{p}.jsonl")), text).unwrap();
+        }
+        produce_files_to(&self.topic, &[dir], false);
+    }
+
+    fn cmd(&self, table: &str, args: &[&str]) -> Command {
+        let mut cmd = streamforge(args);
+        test_stack().point(&mut cmd);
+        cmd.env("CLICKHOUSE_DATABASE", "streamforge_test")
+            .env("CLICKHOUSE_TABLE", table)
+            .env_remove("KAFKA_TOPIC")
+            .env_remove("KAFKA_BROKERS")
+            .env_remove("KAFKA_GROUP_ID");
+        cmd
+    }
+
+    /// `run` of instance `name` (its own state directory and anomaly log)
+    /// in the group `group`, writing to `table`.
+    fn run(&self, name: &str, group: &str, table: &str, bounded: bool) -> Command {
+        let dir = self.tmp.path().join(name);
+        let yaml = self.tmp.path().join(format!("kafka-{group}.yaml"));
+        let text = std::fs::read_to_string(&self.kafka_yaml).unwrap().replace(
+            &format!("group_id: {}\n", self.group),
+            &format!("group_id: {group}\n"),
+        );
+        std::fs::write(&yaml, text).unwrap();
+        let mut args: Vec<String> = [
+            "run",
+            "--source",
+            "kafka",
+            "--sink",
+            "clickhouse",
+            "--checkpoint-interval",
+            "300ms",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend([
+            "--state-dir".into(),
+            dir.join("state").display().to_string(),
+            "--anomaly-log".into(),
+            dir.join("anomalies.log").display().to_string(),
+            "--set".into(),
+            format!("source.kafka_config={}", yaml.display()),
+        ]);
+        if bounded {
+            args.push("--bounded".into());
+        }
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.cmd(table, &refs)
+    }
+
+    fn start(&self, name: &str) -> Child {
+        self.run(name, &self.group, &self.table, false)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
+    fn results(&self, table: &str) -> Vec<String> {
+        let yaml = format!("source.kafka_config={}", self.kafka_yaml.display());
+        let out = self
+            .cmd(table, &["results", "--sink", "clickhouse", "--set", &yaml])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "results: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        results_lines(&out)
+    }
+
+    /// Partial rows of `table` so far (0 before the table exists).
+    fn partial_rows(&self, table: &str) -> u64 {
+        let sql = format!("SELECT count() FROM streamforge_test.{table}_partial");
+        let out = Command::new("curl")
+            .args(["-s", "--data-binary", &sql, &test_stack().clickhouse_url])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(0)
+    }
+
+    /// Waits until `table` holds more than `than` partial rows.
+    fn wait_rows(&self, table: &str, than: u64) -> u64 {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let n = self.partial_rows(table);
+            if n > than {
+                return n;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no new partial rows in {table} (still {n})"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+fn sigterm(mut child: Child) {
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let status = child.wait().unwrap();
+    assert!(status.success(), "an instance exited {status} on SIGTERM");
+}
+
+/// Every anomaly line under `dir`, merged by (partition, offset); a
+/// (partition, offset) with two different records fails.
+fn merged_anomalies(dir: &Path) -> BTreeSet<(u32, u64, String)> {
+    let mut merged: BTreeMap<(u32, u64), (String, String)> = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("anomalies.log")
+            {
+                for (reason, p, offset, payload) in read_anomalies(&path) {
+                    let prev = merged.insert((p, offset), (reason.clone(), payload.clone()));
+                    assert!(
+                        prev.is_none_or(|prev| prev == (reason, payload)),
+                        "two different anomaly records for partition {p} offset {offset}"
+                    );
+                }
+            }
+        }
+    }
+    merged
+        .into_iter()
+        .map(|((p, o), (reason, payload))| {
+            assert_eq!(reason, "malformed_json");
+            (p, o, payload)
+        })
+        .collect()
+}
+
+#[test]
+fn three_instances_joining_leaving_and_killed_equal_one_clean_run() {
+    let g = Group::new("three");
+    let data = make_data(3, 2_000);
+    let expected = window_lines(data.accepted.iter().cloned());
+
+    g.produce(&data, 0..2_000);
+    let mut a = g.start("a");
+    let rows = g.wait_rows(&g.table, 0);
+    let mut b = g.start("b");
+    g.produce(&data, 2_000..4_000);
+    let rows = g.wait_rows(&g.table, rows);
+    kill9(&mut a);
+    let c = g.start("c");
+    g.produce(&data, 4_000..6_000);
+    let rows = g.wait_rows(&g.table, rows);
+    a = g.start("a");
+    g.wait_rows(&g.table, rows);
+    sigterm(b);
+    sigterm(a);
+    sigterm(c);
+    // The end of the input: one instance takes every partition (restoring
+    // those it has checkpoints for, rebuilding the others) and emits every
+    // window, as a bounded run does.
+    b = g
+        .run("b", &g.group, &g.table, true)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(
+        b.wait().unwrap().success(),
+        "the final bounded instance failed"
+    );
+
+    let oracle_table = unique("oracle");
+    let oracle_group = format!("{}-oracle", g.group);
+    let out = g
+        .run("oracle", &oracle_group, &oracle_table, true)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "oracle: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let oracle = g.results(&oracle_table);
+    assert_same_results(&oracle, &expected);
+    assert_same_results(&g.results(&g.table), &expected);
+    let oracle_anomalies = merged_anomalies(&g.tmp.path().join("oracle"));
+    assert_eq!(oracle_anomalies, data.anomalies);
+    let mut instances = BTreeSet::new();
+    for name in ["a", "b", "c"] {
+        instances.extend(merged_anomalies(&g.tmp.path().join(name)));
+    }
+    assert_eq!(instances, data.anomalies);
+}
