@@ -190,30 +190,30 @@ impl Group {
         results_lines(&out)
     }
 
-    /// Partial rows of `table` so far (0 before the table exists).
-    fn partial_rows(&self, table: &str) -> u64 {
-        let sql = format!("SELECT count() FROM streamforge_test.{table}_partial");
-        let out = Command::new("curl")
-            .args(["-s", "--data-binary", &sql, &test_stack().clickhouse_url])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .parse()
-            .unwrap_or(0)
-    }
-
-    /// Waits until `table` holds more than `than` partial rows.
-    fn wait_rows(&self, table: &str, than: u64) -> u64 {
+    /// Waits until every partition has a partial row computed past
+    /// `offset` (a row's version is its partition's offset).
+    fn wait_all_past(&self, table: &str, offset: u64) {
+        let sql = format!(
+            "SELECT count() FROM (SELECT partition FROM streamforge_test.{table}_partial \
+             GROUP BY partition HAVING max(version) > {offset})"
+        );
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
-            let n = self.partial_rows(table);
-            if n > than {
-                return n;
+            // Before the first partition job created the table: an error, 0.
+            let n: usize = reqwest::blocking::Client::new()
+                .post(&test_stack().clickhouse_url)
+                .body(sql.clone())
+                .send()
+                .and_then(|r| r.text())
+                .ok()
+                .and_then(|t| t.trim().parse().ok())
+                .unwrap_or(0);
+            if n == PARTITIONS {
+                return;
             }
             assert!(
                 Instant::now() < deadline,
-                "no new partial rows in {table} (still {n})"
+                "only {n} partitions have rows past offset {offset}"
             );
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -266,21 +266,26 @@ fn merged_anomalies(dir: &Path) -> BTreeSet<(u32, u64, String)> {
 #[test]
 fn three_instances_joining_leaving_and_killed_equal_one_clean_run() {
     let g = Group::new("three");
-    let data = make_data(3, 2_000);
+    let data = make_data(4, 2_000);
     let expected = window_lines(data.accepted.iter().cloned());
 
     g.produce(&data, 0..2_000);
     let mut a = g.start("a");
-    let rows = g.wait_rows(&g.table, 0);
+    g.wait_all_past(&g.table, 1_000);
     let mut b = g.start("b");
     g.produce(&data, 2_000..4_000);
-    let rows = g.wait_rows(&g.table, rows);
+    g.wait_all_past(&g.table, 3_000);
     kill9(&mut a);
     let c = g.start("c");
     g.produce(&data, 4_000..6_000);
-    let rows = g.wait_rows(&g.table, rows);
+    // Every partition, the dead instance's too, is read past the last
+    // phase's start: the group moved a's partitions to b and c.
+    g.wait_all_past(&g.table, 4_100);
+    // a comes back while data flows; the group gives it partitions again
+    // (its old checkpoints, or a rebuild), and every partition goes on.
     a = g.start("a");
-    g.wait_rows(&g.table, rows);
+    g.produce(&data, 6_000..8_000);
+    g.wait_all_past(&g.table, 6_100);
     sigterm(b);
     sigterm(a);
     sigterm(c);
