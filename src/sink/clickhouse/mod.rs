@@ -401,15 +401,22 @@ impl ClickHouseSink {
     }
 
     /// Drops the table if it exists (tests, replays).
+    /// In group mode, the partial rows' table and its view too.
     pub fn drop_table(&self) -> Result<(), SinkError> {
-        let sql = format!(
-            "DROP TABLE IF EXISTS {}",
-            schema::quoted(&self.database, &self.table)
-        );
-        Ok(self
-            .client
-            .run("dropping the table", &Request::statement(sql))
-            .map(drop)?)
+        let mut tables = vec![self.table.clone()];
+        if self.group_mode {
+            tables.push(partial::view(&self.table));
+            tables.push(partial::table(&self.table));
+        }
+        for table in tables {
+            let sql = format!(
+                "DROP TABLE IF EXISTS {}",
+                schema::quoted(&self.database, &table)
+            );
+            self.client
+                .run("dropping the table", &Request::statement(sql))?;
+        }
+        Ok(())
     }
 
     /// One INSERT of `body`, exactly as [`Sink::write`] sends its rows: the
