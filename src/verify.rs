@@ -45,6 +45,11 @@
 //!    ids as full strings); each accepted event is added to every window that
 //!    holds it. The result is the map, as rows sorted by `window_start`
 //!    (`version` and `updated_at` are 0: only the figures are compared).
+//! 9. Grouped results (`dimensions.groupings`): each accepted event is also
+//!    added to its windows per grouping and exact dimension values
+//!    (`verify/grouped.rs`); the limit is applied at the end to each
+//!    window's whole set of values, by the definition in docs/semantics.md.
+//!    The sink's grouped rows with orders are compared on the same figures.
 //!
 //! # Where it is simpler than the engine, and why the results still agree
 //!

@@ -26,7 +26,9 @@
 //! sink checks that the table is SPEC §6's (if not, the table is at fault:
 //! fatal), then halves the batch until the rows at fault are alone, writes
 //! each of them to the dead-letter file (`sink::dead_letters`) and
-//! acknowledges the rest. Only what an operator must fix (credentials,
+//! acknowledges the rest. Grouped rows (`grouped`) go the same way, one
+//! INSERT per grouped table, checked against their own DDL after a data
+//! refusal. Only what an operator must fix (credentials,
 //! permissions, the table's schema, settings the profile forbids) stops the
 //! job; everything that may pass is retried by the writer with backoff.
 //!
