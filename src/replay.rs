@@ -92,6 +92,9 @@ pub struct ReplayOptions {
     /// The live job is stopped or finished: also write windows it could
     /// still have updated.
     pub allow_open: bool,
+    /// The job's groupings (`dimensions`): their rows are recomputed and
+    /// written with the totals of each window written.
+    pub groupings: crate::dims::GroupingSpec,
 }
 
 /// The window starts (ms) a replay of `[from, to)` recomputes: every window
@@ -139,6 +142,11 @@ pub struct ReplayReport {
     /// All recomputed windows are written (unless --dry-run), changed or not.
     pub changed: Vec<(Option<WindowRow>, WindowRow)>,
     pub unchanged: usize,
+    /// Grouped rows (of the windows written) whose values change: the
+    /// sink's row (if any) and the replay's; a row the replay does not
+    /// have any more is written as a retraction (zero counts).
+    pub grouped_changed: Vec<(Option<WindowRow>, WindowRow)>,
+    pub grouped_unchanged: usize,
     /// Windows skipped because the input did not hold all their records.
     pub incomplete: Vec<i64>,
     /// Windows skipped because the live job may still update them.
@@ -156,7 +164,7 @@ impl ReplayReport {
     pub fn summary(&self) -> String {
         let anomalies: u64 = self.anomalies.values().sum();
         format!(
-            "replay: {} records read, {} events in range, {} duplicates, {} anomalies; windows: {} changed, {} unchanged, {} skipped (incomplete at the start), {} refused (still open); {} in {:.1?}",
+            "replay: {} records read, {} events in range, {} duplicates, {} anomalies; windows: {} changed, {} unchanged, {} skipped (incomplete at the start), {} refused (still open); grouped rows: {} changed, {} unchanged; {} in {:.1?}",
             self.records,
             self.in_range,
             self.duplicates,
@@ -165,6 +173,8 @@ impl ReplayReport {
             self.unchanged,
             self.incomplete.len(),
             self.open.len(),
+            self.grouped_changed.len(),
+            self.grouped_unchanged,
             if self.written {
                 format!("written with version {}", self.version)
             } else {
@@ -174,9 +184,10 @@ impl ReplayReport {
         )
     }
 
-    /// One line per window that changes: the sink's row, then the replay's.
+    /// One line per window (and grouped row) that changes: the sink's row,
+    /// then the replay's.
     pub fn print_diff(&self, out: &mut impl Write) -> std::io::Result<()> {
-        for (old, new) in &self.changed {
+        for (old, new) in self.changed.iter().chain(&self.grouped_changed) {
             match old {
                 Some(old) => writeln!(out, "- {}", old.result_json())?,
                 None => writeln!(out, "- (no row) window_start {}", new.window_start)?,
@@ -212,20 +223,30 @@ pub fn replay(
 
     let mut rows = Vec::new();
     engine.end_of_input(replay_started_ms / 1000, &mut rows);
-    let recomputed: BTreeMap<i64, WindowRow> = rows
+    let (grouped, totals): (Vec<WindowRow>, Vec<WindowRow>) = rows
         .into_iter()
         .filter(|r| r.window_start * 1000 >= first && r.window_start * 1000 <= last)
-        .map(|r| (r.window_start, r))
-        .collect();
+        .partition(|r| r.group.is_some());
+    let recomputed: BTreeMap<i64, WindowRow> =
+        totals.into_iter().map(|r| (r.window_start, r)).collect();
+    let described = sink.describe();
+    let cannot_read =
+        |e: SinkError| anyhow::anyhow!("replay: cannot read the sink ({described}): {e}");
     let existing: BTreeMap<i64, WindowRow> = sink
         .read_final()
-        .map_err(|e| anyhow::anyhow!("replay: cannot read the sink ({}): {e}", sink.describe()))?
+        .map_err(cannot_read)?
         .into_iter()
         .map(|r| (r.window_start, r))
         .collect();
-    let highest = existing.values().map(|r| r.version).max().unwrap_or(0);
+    let existing_grouped = sink.read_grouped().map_err(cannot_read)?;
+    let highest = existing
+        .values()
+        .chain(&existing_grouped)
+        .map(|r| r.version)
+        .max()
+        .unwrap_or(0);
     report.version = (replay_started_ms.max(0) as u64 * REPLAY_VERSION_UNIT).max(highest + 1);
-    let to_write = plan(
+    let mut to_write = plan(
         spec,
         opts,
         &mut report,
@@ -233,6 +254,8 @@ pub fn replay(
         &existing,
         replay_started_ms,
     );
+    let grouped_rows = plan_grouped(&mut report, &to_write, grouped, existing_grouped);
+    to_write.extend(grouped_rows);
     if !opts.dry_run && !to_write.is_empty() {
         write_with_retries(sink, &to_write)?;
         report.written = true;
@@ -351,6 +374,58 @@ fn plan(
     to_write
 }
 
+/// The grouped rows of the windows `totals` writes, with their version: the
+/// recomputed ones, and a retraction (zero counts) for each row the sink
+/// holds there that the replay does not have (a value now folded into
+/// `other`, or a stale row), so that no stale grouped row outlives a replay.
+/// Grouped rows of windows not written are left as they are, like their
+/// totals.
+fn plan_grouped(
+    report: &mut ReplayReport,
+    totals: &[WindowRow],
+    recomputed: Vec<WindowRow>,
+    existing: Vec<WindowRow>,
+) -> Vec<WindowRow> {
+    use crate::sink::RowKey;
+    let written: BTreeMap<i64, &WindowRow> = totals.iter().map(|r| (r.window_start, r)).collect();
+    let keyed = |rows: Vec<WindowRow>| -> BTreeMap<RowKey, WindowRow> {
+        rows.into_iter()
+            .filter(|r| written.contains_key(&r.window_start) && r.order_cnt > 0)
+            .map(|r| ((r.window_start, r.group.clone()), r))
+            .collect()
+    };
+    let (recomputed, existing) = (keyed(recomputed), keyed(existing));
+    let stamp = |mut row: WindowRow| {
+        let total = written[&row.window_start];
+        row.version = total.version;
+        row.updated_at = total.updated_at;
+        row
+    };
+    let mut out = Vec::new();
+    for (key, new) in &recomputed {
+        let old = existing.get(key);
+        if old.is_some_and(|o| same_values(o, new)) {
+            report.grouped_unchanged += 1;
+        } else {
+            report.grouped_changed.push((old.cloned(), new.clone()));
+        }
+        out.push(stamp(new.clone()));
+    }
+    for (key, old) in existing {
+        if !recomputed.contains_key(&key) {
+            let retraction = stamp(WindowRow {
+                order_cnt: 0,
+                gmv_cents: 0,
+                user_cnt: 0,
+                ..old.clone()
+            });
+            report.grouped_changed.push((Some(old), retraction.clone()));
+            out.push(retraction);
+        }
+    }
+    out
+}
+
 fn warn_about_skipped(report: &ReplayReport, closed_before: i64) {
     if let (Some(first_open), Some(last_open)) = (report.open.first(), report.open.last()) {
         warn!(
@@ -413,6 +488,7 @@ fn read_input(
     );
 
     let mut engine = Engine::replaying(*spec);
+    engine.set_groupings(opts.groupings.clone());
     let mut batch = RecordBatch::default();
     let mut last_progress = Instant::now();
     loop {

@@ -45,6 +45,11 @@
 //!    ids as full strings); each accepted event is added to every window that
 //!    holds it. The result is the map, as rows sorted by `window_start`
 //!    (`version` and `updated_at` are 0: only the figures are compared).
+//! 9. Grouped results (`dimensions.groupings`): each accepted event is also
+//!    added to its windows per grouping and exact dimension values
+//!    (`verify/grouped.rs`); the limit is applied at the end to each
+//!    window's whole set of values, by the definition in docs/semantics.md.
+//!    The sink's grouped rows with orders are compared on the same figures.
 //!
 //! # Where it is simpler than the engine, and why the results still agree
 //!
@@ -76,6 +81,13 @@
 //!   side of their threshold) are counted as `borderline`: their fate depends
 //!   on the interleaving, in the job as in any event-time system. When the
 //!   report shows differences and `borderline > 0`, look there first.
+//! * **Grouped results (point 9).** With `dimensions.groupings`, each
+//!   accepted event is also added, per grouping, to its windows' figures by
+//!   the exact values of its dimensions (`verify/grouped.rs`); the limit is
+//!   applied at the end, to each window's whole set of values, by the
+//!   definition in docs/semantics.md. The engine bounds each pane instead
+//!   and emits retractions; the sink's rows with orders must still equal
+//!   the model's.
 //! * **Restarts are invisible.** The model reads the input once. That is the
 //!   point: the exactly-once promise is that the sink holds what one
 //!   uninterrupted run computes, however often the job was killed.
@@ -87,6 +99,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail};
 
+mod grouped;
+
+use crate::dims::GroupingSpec;
 use crate::event::{format_cents, parse_event};
 use crate::sink::Sink;
 use crate::source::{PartitionState, RecordBatch, Source};
@@ -129,6 +144,15 @@ pub struct VerifyReport {
     pub unexpected: Vec<WindowRow>,
     /// Windows in both with different figures: (expected, actual).
     pub differing: Vec<(WindowRow, WindowRow)>,
+    /// The grouped rows recomputed, and the sink's (with orders), sorted
+    /// by key; empty without groupings.
+    pub grouped_expected: Vec<WindowRow>,
+    pub grouped_actual: Vec<WindowRow>,
+    /// Grouped rows the recomputation has and the sink lacks, the other
+    /// way round, and in both with different figures (expected, actual).
+    pub grouped_missing: Vec<WindowRow>,
+    pub grouped_unexpected: Vec<WindowRow>,
+    pub grouped_differing: Vec<(WindowRow, WindowRow)>,
     pub records: u64,
     pub accepted: u64,
     pub duplicates: u64,
@@ -140,7 +164,7 @@ pub struct VerifyReport {
 impl VerifyReport {
     /// True when the sink holds exactly the recomputed windows.
     pub fn ok(&self) -> bool {
-        self.missing.is_empty() && self.unexpected.is_empty() && self.differing.is_empty()
+        self.differences() == 0 && self.grouped_differences() == 0
     }
 
     /// Windows that differ in any way (missing, unexpected or other figures).
@@ -148,9 +172,33 @@ impl VerifyReport {
         self.missing.len() + self.unexpected.len() + self.differing.len()
     }
 
+    /// Grouped rows that differ in any way.
+    pub fn grouped_differences(&self) -> usize {
+        self.grouped_missing.len() + self.grouped_unexpected.len() + self.grouped_differing.len()
+    }
+
     /// `verify: N windows, all equal` or `verify: D windows differ (...)`.
     pub fn summary(&self) -> String {
-        if self.ok() {
+        let grouped = if self.grouped_expected.is_empty() && self.grouped_actual.is_empty() {
+            String::new()
+        } else if self.grouped_differences() == 0 {
+            format!("; {} grouped rows, all equal", self.grouped_expected.len())
+        } else {
+            format!(
+                "; {} grouped rows differ ({} missing from the sink, {} unexpected in the sink, {} with other figures; {} recomputed, {} in the sink)",
+                self.grouped_differences(),
+                self.grouped_missing.len(),
+                self.grouped_unexpected.len(),
+                self.grouped_differing.len(),
+                self.grouped_expected.len(),
+                self.grouped_actual.len()
+            )
+        };
+        format!("{}{grouped}", self.totals_summary())
+    }
+
+    fn totals_summary(&self) -> String {
+        if self.differences() == 0 {
             format!("verify: {} windows, all equal", self.expected.len())
         } else {
             format!(
@@ -214,6 +262,7 @@ impl VerifyReport {
             )?;
         }
         writeln!(out, "{}", "-".repeat(21 + 3 + FIG + 3 + FIG + 2))?;
+        self.write_grouped(out)?;
         let anomalies: u64 = self.anomalies.values().sum();
         let reasons = self
             .anomalies
@@ -241,6 +290,23 @@ impl VerifyReport {
                  whether they count depends on how partitions interleave, in any event-time system",
                 self.borderline
             )?;
+        }
+        Ok(())
+    }
+}
+
+impl VerifyReport {
+    /// One line per grouped row that differs (two for other figures).
+    fn write_grouped(&self, out: &mut impl Write) -> std::io::Result<()> {
+        for r in &self.grouped_missing {
+            writeln!(out, "grouped, MISSING from the sink:  {}", r.result_json())?;
+        }
+        for r in &self.grouped_unexpected {
+            writeln!(out, "grouped, UNEXPECTED in the sink: {}", r.result_json())?;
+        }
+        for (e, a) in &self.grouped_differing {
+            writeln!(out, "grouped, DIFFERS: sink {}", a.result_json())?;
+            writeln!(out, "        recomputed from the input {}", e.result_json())?;
         }
         Ok(())
     }
@@ -281,6 +347,8 @@ enum Rec {
         event_id: Box<str>,
         user_id: Box<str>,
         cents: u64,
+        city: Box<str>,
+        category: Box<str>,
     },
 }
 
@@ -357,6 +425,8 @@ fn read_all(source: &mut dyn Source) -> anyhow::Result<Vec<Vec<(u64, Rec)>>> {
                     event_id: ev.event_id.into(),
                     user_id: ev.user_id.into(),
                     cents: ev.amount_cents,
+                    city: ev.city.into(),
+                    category: ev.category.into(),
                 },
                 Err(reason) => Rec::Anomaly(reason.as_str()),
             };
@@ -399,6 +469,24 @@ pub fn recompute_with(
     alignment_drift_ms: i64,
     bounds: ClockBounds,
 ) -> anyhow::Result<(Vec<WindowRow>, Stats)> {
+    let (rows, _, stats) = recompute_grouped(
+        source,
+        spec,
+        alignment_drift_ms,
+        bounds,
+        GroupingSpec::default(),
+    )?;
+    Ok((rows, stats))
+}
+
+/// [`recompute_with`], and the grouped rows of `groupings` (point 9).
+pub fn recompute_grouped(
+    source: &mut dyn Source,
+    spec: WindowSpec,
+    alignment_drift_ms: i64,
+    bounds: ClockBounds,
+    groupings: GroupingSpec,
+) -> anyhow::Result<(Vec<WindowRow>, Vec<WindowRow>, Stats)> {
     spec.validate().map_err(|e| anyhow!("verify: {e}"))?;
     let parts = read_all(source)?;
     let mut model = Model {
@@ -409,6 +497,7 @@ pub fn recompute_with(
             .saturating_add(spec.out_of_orderness_ms),
         accepted_ids: HashMap::new(),
         windows: BTreeMap::new(),
+        grouped: grouped::GroupedModel::new(groupings),
         stats: Stats {
             partitions: parts.len(),
             ..Stats::default()
@@ -458,6 +547,8 @@ struct Model {
     accepted_ids: HashMap<String, i64>,
     /// Window start (ms) -> (count, cents, users).
     windows: BTreeMap<i64, (u64, u128, BTreeSet<String>)>,
+    /// The same, per grouping and values.
+    grouped: grouped::GroupedModel,
     stats: Stats,
 }
 
@@ -478,6 +569,8 @@ impl Model {
             event_id,
             user_id,
             cents,
+            city,
+            category,
         } = rec
         else {
             if let Rec::Anomaly(reason) = rec {
@@ -519,6 +612,7 @@ impl Model {
                 if !w.2.contains(&**user_id) {
                     w.2.insert(user_id.to_string());
                 }
+                self.grouped.add(start, (city, category), *cents, user_id);
                 start -= spec.slide_ms;
             }
         }
@@ -531,8 +625,9 @@ impl Model {
 
     /// The windows, as rows sorted by `window_start` (`version` and
     /// `updated_at` are 0: only the figures are compared).
-    fn finish(self) -> (Vec<WindowRow>, Stats) {
+    fn finish(self) -> (Vec<WindowRow>, Vec<WindowRow>, Stats) {
         let spec = self.spec;
+        let grouped = self.grouped.finish(spec.size_ms);
         let rows = self
             .windows
             .into_iter()
@@ -547,7 +642,7 @@ impl Model {
                 group: None,
             })
             .collect();
-        (rows, self.stats)
+        (rows, grouped, self.stats)
     }
 }
 
@@ -592,21 +687,40 @@ fn same_figures(a: &WindowRow, b: &WindowRow) -> bool {
 }
 
 /// Recomputes the windows from `source` and compares them with the sink's
-/// final rows on (window_start, window_end, order_cnt, gmv, user_cnt).
-/// Versions and update times are not compared.
+/// final rows on (window_start, window_end, order_cnt, gmv, user_cnt), and
+/// the grouped rows of `groupings` with the sink's grouped rows that have
+/// orders on the same figures and the grouping and values. Versions and
+/// update times are not compared.
 pub fn verify(
     source: &mut dyn Source,
     sink: &mut dyn Sink,
     spec: WindowSpec,
     alignment_drift_ms: i64,
     bounds: ClockBounds,
+    groupings: &GroupingSpec,
 ) -> anyhow::Result<VerifyReport> {
-    let (expected, stats) = recompute_with(source, spec, alignment_drift_ms, bounds)?;
-    let mut actual = sink
-        .read_final()
-        .map_err(|e| anyhow!("verify: reading the sink {}: {e}", sink.describe()))?;
+    let (expected, grouped_expected, stats) =
+        recompute_grouped(source, spec, alignment_drift_ms, bounds, groupings.clone())?;
+    let described = sink.describe();
+    let reading = |e: crate::sink::SinkError| anyhow!("verify: reading the sink {described}: {e}");
+    let mut actual = sink.read_final().map_err(reading)?;
     actual.sort_by_key(|r| r.window_start);
-    Ok(diff(expected, actual, stats))
+    let mut grouped_actual: Vec<WindowRow> = sink
+        .read_grouped()
+        .map_err(reading)?
+        .into_iter()
+        .filter(|r| r.order_cnt > 0)
+        .collect();
+    grouped_actual.sort_by(|a, b| a.key().cmp(&b.key()));
+    let g = grouped::diff(&grouped_expected, &grouped_actual);
+    Ok(VerifyReport {
+        grouped_expected,
+        grouped_actual,
+        grouped_missing: g.missing,
+        grouped_unexpected: g.unexpected,
+        grouped_differing: g.differing,
+        ..diff(expected, actual, stats)
+    })
 }
 
 /// The comparison behind [`verify`], for callers that have both sides.
@@ -638,6 +752,7 @@ pub fn diff(expected: Vec<WindowRow>, actual: Vec<WindowRow>, stats: Stats) -> V
         borderline: stats.borderline,
         expected,
         actual,
+        ..VerifyReport::default()
     }
 }
 

@@ -58,6 +58,14 @@ fn restore(checkpoint: &StoredCheckpoint) {
     }
 }
 
+/// The grouped state a checkpoint holds.
+fn groups(checkpoint: &StoredCheckpoint) -> &streamforge::dims::GroupsState {
+    match &checkpoint.engine {
+        Stored::Base(state) => &state.groups,
+        Stored::Delta(_, delta) => &delta.groups,
+    }
+}
+
 /// The bytes as the payload of a frame of `format` with a valid header and crc.
 fn framed(format: u16, data: &[u8]) -> Vec<u8> {
     let mut frame = Vec::with_capacity(18 + data.len());
@@ -70,11 +78,12 @@ fn framed(format: u16, data: &[u8]) -> Vec<u8> {
 }
 
 /// The checkpoint_decode target's modes: the bytes as a stored frame, and as
-/// the payload of a frame of each format read (3, and 2: whole states, read
-/// as bases) with a valid crc, reaching bincode's decoding.
+/// the payload of a frame of each format read (4 with grouped cells, 3:
+/// deltas before groupings, and 2: whole states, read as bases) with a
+/// valid crc, reaching bincode's decoding.
 #[test]
 fn checkpoint_decode_corpus_is_rejected_or_decoded_without_panic() {
-    let (mut current, mut whole) = (0, 0);
+    let (mut current, mut whole, mut deltas, mut grouped) = (0, 0, 0, 0);
     for file in corpus("checkpoint_decode") {
         let data = std::fs::read(&file).unwrap();
         if let Ok(checkpoint) = decode_stored(&data) {
@@ -83,11 +92,23 @@ fn checkpoint_decode_corpus_is_rejected_or_decoded_without_panic() {
         }
         if let Ok(checkpoint) = decode_stored(&framed(codec::FORMAT, &data)) {
             current += 1;
+            if !groups(&checkpoint).panes.is_empty() {
+                grouped += 1;
+            }
             let again = codec::encode(&checkpoint).unwrap();
             assert_eq!(
                 decode_stored(&again).as_ref(),
                 Ok(&checkpoint),
                 "{}",
+                file.display()
+            );
+            restore(&checkpoint);
+        }
+        if let Ok(checkpoint) = decode_stored(&framed(codec::FORMAT_DELTAS, &data)) {
+            deltas += 1;
+            assert!(
+                groups(&checkpoint).spec.groupings.is_empty(),
+                "a format-3 checkpoint has no groupings: {}",
                 file.display()
             );
             restore(&checkpoint);
@@ -104,6 +125,14 @@ fn checkpoint_decode_corpus_is_rejected_or_decoded_without_panic() {
     }
     assert!(
         current > 0,
+        "the corpus should hold valid format-4 checkpoints too"
+    );
+    assert!(
+        grouped > 0,
+        "the corpus should hold format-4 checkpoints with grouped cells"
+    );
+    assert!(
+        deltas > 0,
         "the corpus should hold valid format-3 checkpoints too"
     );
     assert!(
@@ -112,8 +141,10 @@ fn checkpoint_decode_corpus_is_rejected_or_decoded_without_panic() {
     );
 }
 
-/// Writes realistic checkpoints (as stored frames, and as bare payloads for
-/// the target's framed mode) into the checkpoint corpus, so a campaign starts
+/// Writes realistic checkpoints of the current format (as stored frames, and
+/// as bare payloads for the target's framed mode; `v4-*`, with grouped cells
+/// of two groupings) into the checkpoint corpus (the `v3-*` and `v2-*` seeds
+/// stay, written by earlier builds, for the legacy formats), so a campaign starts
 /// from the real format instead of guessing it: bases, and deltas on them.
 /// Run by hand after a change of the checkpoint format:
 /// `cargo test --test fuzz_corpus -- --ignored write_checkpoint_seeds`
@@ -125,13 +156,27 @@ fn write_checkpoint_seeds() {
     use streamforge::window::WindowSpec;
 
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/checkpoint_decode");
+    // Cities and categories beyond the limit of 2 values, so panes hold
+    // kept cells and `other`.
     let ev = |id: u32, user: u32, t: i64| {
         format!(
-            r#"{{"event_id":"e{id}","order_id":"o","user_id":"u{user}","amount":"1.50","event_time":{t}}}"#
+            r#"{{"event_id":"e{id}","order_id":"o","user_id":"u{user}","amount":"1.50","event_time":{t},"city":"c{}","category":"k{}"}}"#,
+            id % 4,
+            id % 3
         )
     };
     let mut out = Vec::new();
     let mut engine = Engine::with_seed(WindowSpec::DEFAULT, 2, 7);
+    engine.set_groupings(streamforge::dims::GroupingSpec {
+        groupings: vec![
+            vec![streamforge::dims::Dimension::City],
+            vec![
+                streamforge::dims::Dimension::City,
+                streamforge::dims::Dimension::Category,
+            ],
+        ],
+        max_values: 2,
+    });
     engine.track_changes();
     let checkpoint = |id: u64, engine: Stored, pending: Vec<PendingBatch>| Checkpoint {
         id,
@@ -150,7 +195,7 @@ fn write_checkpoint_seeds() {
         parent_crc: 0x5eed_0000 + id as u32,
     };
     let mut seeds = vec![(
-        "v3-empty-base",
+        "v4-empty-base",
         checkpoint(1, Stored::Base(engine.snapshot()), vec![]),
     )];
     engine.take_delta();
@@ -163,11 +208,11 @@ fn write_checkpoint_seeds() {
         );
     }
     seeds.push((
-        "v3-open-panes-base",
+        "v4-open-panes-base",
         checkpoint(2, Stored::Base(engine.snapshot()), vec![]),
     ));
     seeds.push((
-        "v3-open-panes-delta",
+        "v4-open-panes-delta",
         checkpoint(2, Stored::Delta(link(2), engine.take_delta()), vec![]),
     ));
     for i in 6..12 {
@@ -185,11 +230,11 @@ fn write_checkpoint_seeds() {
     }];
     let delta = engine.take_delta();
     seeds.push((
-        "v3-fired-and-pending-delta",
+        "v4-fired-and-pending-delta",
         checkpoint(3, Stored::Delta(link(3), delta.clone()), pending.clone()),
     ));
     seeds.push((
-        "v3-nothing-changed-delta",
+        "v4-nothing-changed-delta",
         checkpoint(4, Stored::Delta(link(4), delta.without_changes()), pending),
     ));
     for (name, cp) in seeds {

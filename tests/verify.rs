@@ -10,10 +10,11 @@ use std::path::{Path, PathBuf};
 use common::watch::Watched;
 use common::*;
 use streamforge::config::Config;
+use streamforge::dims::{Dimension, GroupingSpec};
 use streamforge::sink::embedded::EmbeddedSink;
 use streamforge::sink::Sink;
 use streamforge::source::file::FileSource;
-use streamforge::verify::{recompute, verify, ClockBounds, VerifyReport};
+use streamforge::verify::{recompute, recompute_grouped, verify, ClockBounds, VerifyReport};
 use streamforge::window::{WindowRow, WindowSpec};
 
 fn spec() -> WindowSpec {
@@ -47,6 +48,10 @@ fn run_args(data: &DataSet, state: &Path, log: &Path) -> Vec<String> {
 }
 
 fn verify_embedded(data: &DataSet, state: &Path) -> VerifyReport {
+    verify_grouped(data, state, &GroupingSpec::default())
+}
+
+fn verify_grouped(data: &DataSet, state: &Path, groupings: &GroupingSpec) -> VerifyReport {
     let mut sink = EmbeddedSink::open(&state.join("sink")).expect("embedded sink");
     verify(
         &mut file_source(&data.dir),
@@ -54,6 +59,7 @@ fn verify_embedded(data: &DataSet, state: &Path) -> VerifyReport {
         spec(),
         drift_ms(),
         ClockBounds::defaults(&spec()),
+        groupings,
     )
     .expect("verify")
 }
@@ -203,4 +209,113 @@ fn verify_passes_after_sigkills_and_restarts() {
     assert!(report.ok(), "{}", report_text(&report));
     let lines: Vec<String> = report.actual.iter().map(WindowRow::result_json).collect();
     assert_same_results(&lines, &data.expected_results());
+}
+
+/// `verify` recomputes the grouped rows too: its model gives, per grouping,
+/// what tests/common's `grouped_lines` gives (another reading of the
+/// definition in docs/semantics.md), it finds nothing to report after a
+/// grouped run, and it points at exactly the grouped row tampered with.
+#[test]
+fn verify_recomputes_the_grouped_rows_and_flags_a_tampered_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = make_dataset(
+        &tmp.path().join("in"),
+        &Shape {
+            partitions: 3,
+            per_partition: 8_000,
+            seed: 27,
+            ..Shape::default()
+        },
+    );
+    let groupings = GroupingSpec {
+        groupings: vec![
+            vec![Dimension::City],
+            vec![Dimension::City, Dimension::Category],
+        ],
+        max_values: 3,
+    };
+    let (_, grouped, _) = recompute_grouped(
+        &mut file_source(&data.dir),
+        spec(),
+        drift_ms(),
+        ClockBounds::defaults(&spec()),
+        groupings.clone(),
+    )
+    .unwrap();
+    for (dims, names) in [
+        (vec![Dimension::City], &["city"][..]),
+        (
+            vec![Dimension::City, Dimension::Category],
+            &["city", "category"],
+        ),
+    ] {
+        let mut got: Vec<String> = grouped
+            .iter()
+            .filter(|r| r.group.as_ref().unwrap().dims == dims)
+            .map(WindowRow::result_json)
+            .collect();
+        let mut want = grouped_lines(data.accepted_payloads(), names, 3);
+        assert!(
+            want.iter().any(|l| l.contains("\"other\"")),
+            "{names:?} folds"
+        );
+        got.sort();
+        want.sort();
+        assert_eq!(got, want, "{names:?}");
+    }
+
+    let state = tmp.path().join("state");
+    let mut args = run_args(&data, &state, &tmp.path().join("anomalies.log"));
+    args.extend(
+        [
+            "--set",
+            "dimensions.groupings=[[city], [city, category]]",
+            "--set",
+            "dimensions.max_values_per_window=3",
+        ]
+        .map(String::from),
+    );
+    run_ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let report = verify_grouped(&data, &state, &groupings);
+    assert!(report.ok(), "{}", report_text(&report));
+    assert_eq!(report.grouped_actual.len(), grouped.len());
+    assert!(
+        report
+            .summary()
+            .ends_with(&format!("; {} grouped rows, all equal", grouped.len())),
+        "{}",
+        report.summary()
+    );
+
+    // One grouped row with an order more, at a higher version.
+    let target = report.grouped_actual[report.grouped_actual.len() / 2].clone();
+    let mut wrong = target.clone();
+    wrong.order_cnt += 1;
+    wrong.version += 10;
+    EmbeddedSink::open(&state.join("sink"))
+        .unwrap()
+        .write(std::slice::from_ref(&wrong))
+        .unwrap();
+    let report = verify_grouped(&data, &state, &groupings);
+    assert!(!report.ok());
+    assert_eq!(report.differences(), 0, "the totals are untouched");
+    assert!(report.grouped_missing.is_empty() && report.grouped_unexpected.is_empty());
+    assert_eq!(
+        report.grouped_differing.len(),
+        1,
+        "{}",
+        report_text(&report)
+    );
+    let (expected, actual) = &report.grouped_differing[0];
+    assert_eq!(
+        (expected.key(), expected.order_cnt),
+        (target.key(), target.order_cnt)
+    );
+    assert_eq!(actual.order_cnt, target.order_cnt + 1);
+    assert!(
+        report.summary().contains("1 grouped rows differ"),
+        "{}",
+        report.summary()
+    );
+    assert!(report_text(&report).contains("grouped, DIFFERS"));
 }

@@ -5,8 +5,9 @@
 //! Each input is tried three times:
 //! 1. as a stored frame, exactly as recovery reads it (header, length and
 //!    crc checks);
-//! 2. as the payload of a frame of the current format (3), and of format 2
-//!    (whole states, read as bases), with a valid header and crc. A random
+//! 2. as the payload of a frame of the current format (4, with grouped
+//!    cells), of format 3 (deltas, before groupings) and of format 2 (whole
+//!    states, read as bases), with a valid header and crc. A random
 //!    frame almost never passes the crc, so without this the fuzzer would
 //!    never reach bincode's decoding of the state;
 //!    with it, every length, tag and varint of the checkpoint format (a
@@ -35,6 +36,14 @@ fn restore(checkpoint: &StoredCheckpoint) {
     }
 }
 
+/// The grouped state a checkpoint holds.
+fn groups(checkpoint: &StoredCheckpoint) -> &streamforge::dims::GroupsState {
+    match &checkpoint.engine {
+        Stored::Base(state) => &state.groups,
+        Stored::Delta(_, delta) => &delta.groups,
+    }
+}
+
 /// The bytes as the payload of a frame of `format` with a valid header and crc.
 fn framed(format: u16, data: &[u8]) -> Vec<u8> {
     let mut frame = Vec::with_capacity(18 + data.len());
@@ -54,6 +63,11 @@ fuzz_target!(|data: &[u8]| {
         // What decodes must encode back to a frame that decodes equal.
         let again = codec::encode(&checkpoint).expect("a decoded checkpoint encodes");
         assert_eq!(decode_stored(&again).as_ref(), Ok(&checkpoint));
+        restore(&checkpoint);
+    }
+    // Format 3 (deltas, before groupings) is still read.
+    if let Ok(checkpoint) = decode_stored(&framed(codec::FORMAT_DELTAS, data)) {
+        assert!(groups(&checkpoint).spec.groupings.is_empty());
         restore(&checkpoint);
     }
     // Format 2 (whole states, before deltas) is still read, as a base.

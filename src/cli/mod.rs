@@ -519,6 +519,7 @@ fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
             max_ahead_of_record_ms: guard.max_ahead_of_record_ms,
             max_jump_ms: guard.max_jump_ms,
         },
+        &cfg.dimensions.spec(),
     )?;
     if !args.quiet {
         report.print_side_by_side(&mut std::io::stdout());

@@ -128,6 +128,7 @@ pub(super) fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
             .unwrap_or_else(|| std::io::stderr().is_terminal()),
         allow_open: args.allow_open,
         from_earliest: args.from_earliest,
+        groupings: cfg.dimensions.spec(),
     };
     let report = replay::replay(&spec, &opts, &mut open, sink.as_mut())?;
     let mut out = std::io::stdout().lock();

@@ -10,15 +10,17 @@
 //!
 //! JSON Lines, `logs/dead_letters.log` by default (`dead_letter_log` in the
 //! ClickHouse settings), one refused row a line: `table`, the row's columns
-//! (`gmv_total` as a string with two decimals, times as epoch seconds),
+//! (`gmv_total` as a string with two decimals, times as epoch seconds; a
+//! grouped row's `city` and/or `category` after `window_end`),
 //! `error` (the sink's or ClickHouse's own words) and `detected_at`.
 //!
 //! # Exactly once
 //!
 //! Recovery resends every batch a checkpoint still lists as pending, and a
 //! resent batch is refused the same way again. So a row's line is keyed by
-//! `(table, window_start, version)`, which names one row's content (a
-//! window is emitted again only with a higher version), and the file keeps
+//! `(table, window_start, version)` and a grouped row's dimension values,
+//! which name one row's content (a window is emitted again only with a
+//! higher version), and the file keeps
 //! one line per key: at first use the existing keys are read back (a line
 //! torn by a crash is cut off: its batch was not acknowledged, so it comes
 //! again), and a key already there is not written twice. New lines are
@@ -33,6 +35,7 @@ use std::sync::LazyLock;
 use prometheus_client::metrics::counter::Counter;
 use serde::{Deserialize, Serialize};
 
+use crate::dims::Dimension;
 use crate::window::WindowRow;
 
 /// Rows written to a dead-letter file by this process (the
@@ -59,6 +62,11 @@ struct Line<'a> {
     table: &'a str,
     window_start: i64,
     window_end: i64,
+    /// A grouped row's dimension values (absent for a totals row).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    city: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    category: Option<&'a str>,
     order_cnt: u64,
     gmv_total: String,
     user_cnt: u64,
@@ -68,12 +76,17 @@ struct Line<'a> {
     detected_at: String,
 }
 
-/// What identifies a line.
+/// What identifies a line: a grouped row's values too (a grouped table
+/// holds a row per value of a window, all with the window's version).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize)]
 struct Key {
     table: String,
     window_start: i64,
     version: u64,
+    #[serde(default)]
+    city: Option<String>,
+    #[serde(default)]
+    category: Option<String>,
 }
 
 impl DeadLetter {
@@ -82,7 +95,16 @@ impl DeadLetter {
             table: self.table.clone(),
             window_start: self.row.window_start,
             version: self.row.version,
+            city: self.value(Dimension::City).map(str::to_string),
+            category: self.value(Dimension::Category).map(str::to_string),
         }
+    }
+
+    /// A grouped row's value of `dim`, if the row has that dimension.
+    fn value(&self, dim: Dimension) -> Option<&str> {
+        let key = self.row.group.as_ref()?;
+        let at = key.dims.iter().position(|d| *d == dim)?;
+        key.values.get(at).map(String::as_str)
     }
 
     fn line(&self, detected_at: &str) -> String {
@@ -91,6 +113,8 @@ impl DeadLetter {
             table: &self.table,
             window_start: r.window_start,
             window_end: r.window_end,
+            city: self.value(Dimension::City),
+            category: self.value(Dimension::Category),
             order_cnt: r.order_cnt,
             gmv_total: crate::event::format_cents(r.gmv_cents),
             user_cnt: r.user_cnt,
@@ -284,6 +308,47 @@ mod tests {
         assert!(
             at.ends_with('Z') && at.len() == "2025-11-25T10:00:00.000Z".len(),
             "{at}"
+        );
+    }
+
+    #[test]
+    fn grouped_rows_of_one_window_are_told_apart_by_their_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dead.log");
+        let grouped = |values: [&str; 2]| {
+            let mut l = letter(-30, 4, "window_start = -30 is outside");
+            l.table = "db.t_by_city_category".into();
+            l.row.group = Some(crate::dims::GroupKey {
+                dims: vec![Dimension::City, Dimension::Category],
+                values: values.iter().map(|v| v.to_string()).collect(),
+            });
+            l
+        };
+        let batch = [
+            letter(-30, 4, "e"),
+            grouped(["Paris", "books"]),
+            grouped(["Paris", "toys"]),
+            grouped(["Lyon", "books"]),
+        ];
+        assert_eq!(DeadLetterLog::new(path.clone()).record(&batch).unwrap(), 4);
+        // Resent after a restart: every key is known.
+        assert_eq!(DeadLetterLog::new(path.clone()).record(&batch).unwrap(), 0);
+        let got: Vec<(String, String)> = lines(&path)
+            .iter()
+            .skip(1)
+            .map(|v| (v["city"].to_string(), v["category"].to_string()))
+            .collect();
+        let want: Vec<(String, String)> = batch[1..]
+            .iter()
+            .map(|l| {
+                let v = &l.row.group.as_ref().unwrap().values;
+                (format!("{:?}", v[0]), format!("{:?}", v[1]))
+            })
+            .collect();
+        assert_eq!(got, want);
+        assert!(
+            lines(&path)[0].get("city").is_none(),
+            "a totals row has no values"
         );
     }
 

@@ -214,12 +214,14 @@ impl Sink for EmbeddedSink {
     }
 
     fn max_version(&mut self, limit: u64) -> Result<u64, SinkError> {
-        // One row per window, the highest version of each: the maximum over
-        // the rows is the table's. A window whose highest version is at or
+        // One row per window (and per grouped key), the highest version of
+        // each: the maximum over the rows is the store's, grouped rows
+        // included. A window whose highest version is at or
         // above the limit (a replay's) may hide lower live versions of it,
         // which a fresh state need not exceed: the replay's row wins anyway.
-        Ok(self
-            .read_final()?
+        let mut rows = self.read_final()?;
+        rows.extend(self.read_grouped()?);
+        Ok(rows
             .iter()
             .map(|r| r.version)
             .filter(|v| *v < limit)
@@ -280,5 +282,13 @@ mod tests {
         let mut s = EmbeddedSink::open(dir.path()).unwrap();
         assert_eq!(s.max_version(u64::MAX).unwrap(), 11);
         assert_eq!(s.max_version(11).unwrap(), 7, "below a limit");
+        // A grouped row's version counts too.
+        let mut grouped = row(90, 13, 1);
+        grouped.group = Some(crate::dims::GroupKey {
+            dims: vec![crate::dims::Dimension::City],
+            values: vec!["Paris".into()],
+        });
+        s.write(&[grouped]).unwrap();
+        assert_eq!(s.max_version(u64::MAX).unwrap(), 13);
     }
 }

@@ -6,12 +6,13 @@
 //! values). The DDL is sql/create_ck_grouped_tables.sql; it runs unchanged
 //! on ClickHouse 18.16.
 
+use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use super::client::Request;
 use super::encode::{parse_cents, tsv_unescape};
-use super::schema::quoted;
-use super::{ClickHouseSink, SinkError};
+use super::schema::{quoted, TableInfo};
+use super::{ClickHouseError, ClickHouseSink, SinkError};
 use crate::dims::{grouping_name, Dimension, GroupKey};
 use crate::event::format_cents;
 use crate::window::WindowRow;
@@ -66,6 +67,49 @@ fn read_sql(database: &str, table: &str, dims: &[Dimension]) -> String {
         quoted(database, &self::table(table, dims)),
         names.join(", ")
     )
+}
+
+/// Why the grouping's table cannot hold `row` (of the group `key`), if it
+/// cannot: whatever the totals' table cannot hold
+/// ([`super::encode::check_row`]: times outside a DateTime, a GMV beyond
+/// `Decimal(38, 2)`), and a key that names no table the sink writes (a
+/// grouping not in `groupings`) or not one value per dimension. The
+/// dimension values themselves always fit: a `String` column holds any
+/// text, and each value travels as a JSON string (escaped by serde_json)
+/// that ClickHouse 18.16 and current releases read back unchanged (the
+/// real-stack test `grouped_rows_keep_any_text` in
+/// tests/stack_poison_rows.rs).
+pub fn check_row(
+    row: &WindowRow,
+    key: &GroupKey,
+    groupings: &[Vec<Dimension>],
+) -> Result<(), String> {
+    if key.values.len() != key.dims.len() {
+        return Err(format!(
+            "grouped row of {} has {} value(s) for {} dimension(s); not sent",
+            grouping_name(&key.dims),
+            key.values.len(),
+            key.dims.len()
+        ));
+    }
+    if !groupings.contains(&key.dims) {
+        return Err(format!(
+            "grouped row of the grouping {}, which this sink has no table for (its groupings: {}); not sent",
+            grouping_name(&key.dims),
+            groupings.iter().map(|g| grouping_name(g)).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    super::encode::check_row(row)
+}
+
+/// What differs in `info` from the grouped table of `dims`
+/// (sql/create_ck_grouped_tables.sql), as [`super::schema::schema_problems`]
+/// does for the totals' table.
+pub fn schema_problems(info: &TableInfo, dims: &[Dimension]) -> Vec<String> {
+    let key: Vec<&str> = std::iter::once("window_start")
+        .chain(dims.iter().map(|d| d.name()))
+        .collect();
+    super::schema::problems_against(info, &columns(dims), &key.join(", "))
 }
 
 /// One grouped row as a `JSONEachRow` line.
@@ -154,29 +198,57 @@ impl ClickHouseSink {
         Ok(())
     }
 
-    /// Inserts the grouped rows of `rows`, one INSERT per grouping.
-    pub(super) fn insert_grouped(&self, rows: &[WindowRow]) -> Result<(), SinkError> {
-        let mut by: std::collections::BTreeMap<&[Dimension], String> = Default::default();
+    /// Inserts the grouped rows of `rows` (checked already), one INSERT
+    /// per grouping; a refused INSERT is split like the totals' (see
+    /// [`ClickHouseSink::insert_or_split`]), its rows at fault going to the
+    /// dead letters.
+    pub(super) fn insert_grouped(
+        &self,
+        rows: &[&WindowRow],
+        split: &mut super::Split,
+    ) -> Result<(), SinkError> {
+        let mut by: BTreeMap<&[Dimension], Vec<&WindowRow>> = BTreeMap::new();
         for row in rows {
             if let Some(key) = &row.group {
-                encode_row(row, key, by.entry(&key.dims[..]).or_default());
+                by.entry(&key.dims[..]).or_default().push(row);
             }
         }
-        let profile = self.profile()?;
-        for (dims, body) in by {
-            let name = table(&self.table, dims);
-            let settings = profile.insert_settings(|| {
-                super::encode::dedup_token(&format!("{}.{name}", self.database), &body)
-            });
-            let request = Request {
-                query: Some(insert_sql(&self.database, &self.table, dims)),
-                settings,
-                body,
-            };
-            self.client
-                .run(&format!("inserting grouped rows into {name}"), &request)?;
+        for (dims, rows) in by {
+            self.insert_or_split(super::Dest::Grouped(dims), &rows, split)?;
         }
         Ok(())
+    }
+
+    /// One INSERT of grouped `rows` of the grouping `dims` into its table,
+    /// with the pinned settings and a content-derived token.
+    pub(super) fn insert_grouped_body(
+        &self,
+        dims: &[Dimension],
+        action: &str,
+        rows: &[&WindowRow],
+    ) -> Result<(), ClickHouseError> {
+        let mut body = String::new();
+        for row in rows {
+            if let Some(key) = &row.group {
+                encode_row(row, key, &mut body);
+            }
+        }
+        let profile = self
+            .profile
+            .get()
+            .expect("an INSERT is sent only after the server was probed (ensure_ready)");
+        let name = table(&self.table, dims);
+        let settings = profile.insert_settings(|| {
+            super::encode::dedup_token(&format!("{}.{name}", self.database), &body)
+        });
+        let request = Request {
+            query: Some(insert_sql(&self.database, &self.table, dims)),
+            settings,
+            body,
+        };
+        self.client
+            .run(&format!("{action} into {name}"), &request)
+            .map(drop)
     }
 
     /// Every configured grouping's final rows.

@@ -26,7 +26,9 @@
 //! sink checks that the table is SPEC §6's (if not, the table is at fault:
 //! fatal), then halves the batch until the rows at fault are alone, writes
 //! each of them to the dead-letter file (`sink::dead_letters`) and
-//! acknowledges the rest. Only what an operator must fix (credentials,
+//! acknowledges the rest. Grouped rows (`grouped`) go the same way, one
+//! INSERT per grouped table, checked against their own DDL after a data
+//! refusal. Only what an operator must fix (credentials,
 //! permissions, the table's schema, settings the profile forbids) stops the
 //! job; everything that may pass is retried by the writer with backoff.
 //!
@@ -103,11 +105,21 @@ impl fmt::Debug for ClickHouseSink {
     }
 }
 
+/// The table a batch of rows goes to.
+#[derive(Debug, Clone, Copy)]
+enum Dest<'a> {
+    /// The totals' table (SPEC §6).
+    Totals,
+    /// The table of the grouping with these dimensions.
+    Grouped(&'a [crate::dims::Dimension]),
+}
+
 /// How one write is going, while a refused batch is being split.
 #[derive(Default)]
 struct Split {
-    /// The table was checked after a data refusal and is SPEC §6's.
-    table_confirmed: bool,
+    /// The tables (`database.table`) checked after a data refusal and found
+    /// to be the ones StreamForge writes.
+    confirmed: Vec<String>,
     /// Rows refused, for the dead-letter file.
     refused: Vec<DeadLetter>,
 }
@@ -362,12 +374,17 @@ impl ClickHouseSink {
 
     /// The table's engine, keys and columns, or `None` if it does not exist.
     fn table_info(&self) -> Result<Option<schema::TableInfo>, SinkError> {
+        self.table_info_of(&self.table)
+    }
+
+    /// [`Self::table_info`] of the table `table` of the database.
+    fn table_info_of(&self, table: &str) -> Result<Option<schema::TableInfo>, SinkError> {
         let action = "checking the table's schema";
-        let tables = self.read(action, schema::tables_sql(&self.database, &self.table))?;
+        let tables = self.read(action, schema::tables_sql(&self.database, table))?;
         if tables.trim().is_empty() {
             return Ok(None);
         }
-        let columns = self.read(action, schema::columns_sql(&self.database, &self.table))?;
+        let columns = self.read(action, schema::columns_sql(&self.database, table))?;
         schema::TableInfo::parse(&tables, &columns)
             .map_err(|detail| self.bad_answer(action, detail))
     }
@@ -400,10 +417,16 @@ impl ClickHouseSink {
             .map(drop)?)
     }
 
-    /// Drops the table if it exists (tests, replays).
-    /// In group mode, the partial rows' table and its view too.
+    /// Drops the table, the grouped tables of the groupings set and, in
+    /// group mode, the partial rows' table and its view, if they exist
+    /// (tests, replays).
     pub fn drop_table(&self) -> Result<(), SinkError> {
         let mut tables = vec![self.table.clone()];
+        tables.extend(
+            self.groupings
+                .iter()
+                .map(|g| grouped::table(&self.table, g)),
+        );
         if self.group_mode {
             tables.push(partial::view(&self.table));
             tables.push(partial::table(&self.table));
@@ -439,33 +462,51 @@ impl ClickHouseSink {
         self.client.run(action, &request).map(drop)
     }
 
-    fn insert(&self, rows: &[&WindowRow]) -> Result<(), ClickHouseError> {
+    fn insert(&self, dest: Dest<'_>, rows: &[&WindowRow]) -> Result<(), ClickHouseError> {
         let action = match rows.len() {
             1 => "inserting 1 row".to_string(),
             n => format!("inserting {n} rows"),
         };
-        self.insert_body(&action, encode::encode_rows(rows.iter().copied()))
+        match dest {
+            Dest::Totals => self.insert_body(&action, encode::encode_rows(rows.iter().copied())),
+            Dest::Grouped(dims) => self.insert_grouped_body(dims, &action, rows),
+        }
     }
 
-    /// Inserts `rows`; when ClickHouse refuses them for their data (or for
-    /// spanning too many partitions), inserts each half the same way, down
-    /// to single rows, which then go to the dead letters.
-    fn insert_or_split(&self, rows: &[&WindowRow], split: &mut Split) -> Result<(), SinkError> {
-        let refused = match self.insert(rows) {
+    /// `database.table` of the table `dest` names.
+    fn dest_name(&self, dest: Dest<'_>) -> String {
+        match dest {
+            Dest::Totals => self.table_name(),
+            Dest::Grouped(dims) => {
+                format!("{}.{}", self.database, grouped::table(&self.table, dims))
+            }
+        }
+    }
+
+    /// Inserts `rows` into `dest`; when ClickHouse refuses them for their
+    /// data (or for spanning too many partitions), inserts each half the
+    /// same way, down to single rows, which then go to the dead letters.
+    fn insert_or_split(
+        &self,
+        dest: Dest<'_>,
+        rows: &[&WindowRow],
+        split: &mut Split,
+    ) -> Result<(), SinkError> {
+        let refused = match self.insert(dest, rows) {
             Ok(()) => return Ok(()),
             Err(e) if e.retry_class() == RetryClass::Split => e,
             Err(e) => return Err(e.into()),
         };
-        if refused.kind == ErrorKind::Data && !split.table_confirmed {
-            self.confirm_rows_at_fault(&refused)?;
-            split.table_confirmed = true;
-            tracing::warn!(table = %self.table_name(), rows = rows.len(), error = %refused.detail,
+        if refused.kind == ErrorKind::Data && !split.confirmed.contains(&self.dest_name(dest)) {
+            self.confirm_rows_at_fault(dest, &refused)?;
+            split.confirmed.push(self.dest_name(dest));
+            tracing::warn!(table = %self.dest_name(dest), rows = rows.len(), error = %refused.detail,
                 "ClickHouse refused a batch for its data; inserting it by halves to find the rows at fault");
         }
         match rows {
             [row] if refused.kind == ErrorKind::Data => {
                 split.refused.push(DeadLetter {
-                    table: self.table_name(),
+                    table: self.dest_name(dest),
                     row: (*row).clone(),
                     error: refused.detail,
                 });
@@ -474,28 +515,42 @@ impl ClickHouseSink {
             [_] => Err(refused.into()),
             _ => {
                 let (left, right) = rows.split_at(rows.len() / 2);
-                self.insert_or_split(left, split)?;
-                self.insert_or_split(right, split)
+                self.insert_or_split(dest, left, split)?;
+                self.insert_or_split(dest, right, split)
             }
         }
     }
 
     /// After a data refusal: the rows are at fault only if the table is the
-    /// one SPEC §6 describes. If it is not, the refusal is fatal.
-    fn confirm_rows_at_fault(&self, refused: &ClickHouseError) -> Result<(), SinkError> {
-        let problems = match self.table_info()? {
-            Some(info) => schema::schema_problems(&info),
-            None => vec!["the table no longer exists".to_string()],
+    /// one SPEC §6 describes (or, for a grouped table, the one
+    /// sql/create_ck_grouped_tables.sql describes). If it is not, the
+    /// refusal is fatal.
+    fn confirm_rows_at_fault(
+        &self,
+        dest: Dest<'_>,
+        refused: &ClickHouseError,
+    ) -> Result<(), SinkError> {
+        let (table, ddl_file) = match dest {
+            Dest::Totals => (self.table.clone(), "sql/create_ck_table.sql"),
+            Dest::Grouped(dims) => (
+                grouped::table(&self.table, dims),
+                "sql/create_ck_grouped_tables.sql",
+            ),
+        };
+        let problems = match (self.table_info_of(&table)?, dest) {
+            (Some(info), Dest::Totals) => schema::schema_problems(&info),
+            (Some(info), Dest::Grouped(dims)) => grouped::schema_problems(&info, dims),
+            (None, _) => vec!["the table no longer exists".to_string()],
         };
         if problems.is_empty() {
             return Ok(());
         }
         Err(SinkError::Fatal(format!(
-            "{}. The table is not the one SPEC §6 describes, so the table is at fault, not the rows: {}. \
-             Compare `SHOW CREATE TABLE {}` with sql/create_ck_table.sql",
+            "{}. The table is not the one StreamForge writes, so the table is at fault, not the rows: {}. \
+             Compare `SHOW CREATE TABLE {}` with {ddl_file}",
             refused.message,
             problems.join("; "),
-            self.table_name()
+            self.dest_name(dest)
         )))
     }
 
@@ -570,13 +625,22 @@ impl Sink for ClickHouseSink {
         }
         let mut split = Split::default();
         let mut sendable = Vec::with_capacity(rows.len());
-        for row in rows.iter().filter(|r| r.group.is_none()) {
-            match encode::check_row(row) {
+        let mut grouped_rows = Vec::new();
+        for row in rows {
+            let (checked, dest) = match &row.group {
+                None => (encode::check_row(row), Dest::Totals),
+                Some(key) => (
+                    grouped::check_row(row, key, &self.groupings),
+                    Dest::Grouped(&key.dims),
+                ),
+            };
+            match checked {
                 Err(reason) if self.check_rows => split.refused.push(DeadLetter {
-                    table: self.table_name(),
+                    table: self.dest_name(dest),
                     row: row.clone(),
                     error: reason,
                 }),
+                _ if row.group.is_some() => grouped_rows.push(row),
                 _ => sendable.push(row),
             }
         }
@@ -589,10 +653,10 @@ impl Sink for ClickHouseSink {
         crate::failpoint::crash_point("sink::clickhouse::before_insert");
         // The grouped rows first: the totals' INSERT stays last, as the
         // crash points between and after chunks expect.
-        self.insert_grouped(rows)?;
+        self.insert_grouped(&grouped_rows, &mut split)?;
         let mut chunks = sendable.chunks(chunk_rows).peekable();
         while let Some(chunk) = chunks.next() {
-            self.insert_or_split(chunk, &mut split)?;
+            self.insert_or_split(Dest::Totals, chunk, &mut split)?;
             if chunks.peek().is_some() {
                 crate::failpoint::crash_point("sink::clickhouse::between_chunks");
             }
@@ -625,11 +689,27 @@ impl Sink for ClickHouseSink {
             // number above (see `partial`).
             return Ok(0);
         }
-        let text = self.read(
-            action,
-            schema::max_version_sql(&self.database, &self.table, limit),
-        )?;
-        encode::parse_max_version(&text).map_err(|detail| self.bad_answer(action, detail))
+        // The grouped tables too: a fresh state must not number its rows
+        // below what any table holds (a grouped table can hold versions
+        // its window's total row lacks: a dead-lettered total, a truncated
+        // totals table).
+        let mut tables = vec![self.table.clone()];
+        tables.extend(
+            self.groupings
+                .iter()
+                .map(|g| grouped::table(&self.table, g)),
+        );
+        let mut highest = 0;
+        for table in tables {
+            let text = self.read(
+                action,
+                schema::max_version_sql(&self.database, &table, limit),
+            )?;
+            let version = encode::parse_max_version(&text)
+                .map_err(|detail| self.bad_answer(action, detail))?;
+            highest = highest.max(version);
+        }
+        Ok(highest)
     }
 }
 

@@ -303,21 +303,20 @@ fn normalized_type(ty: &str) -> &str {
     }
 }
 
-/// The columns' differences from SPEC §6, if any, as one problem.
-fn column_problem(info: &TableInfo) -> Option<String> {
-    let same = info.columns.len() == COLUMNS.len()
-        && info
-            .columns
-            .iter()
-            .zip(COLUMNS)
-            .all(|((name, ty), (want_name, want_ty))| {
+/// The columns' differences from `expected` (SPEC §6's [`COLUMNS`], or a
+/// grouped table's), if any, as one problem.
+fn column_problem(info: &TableInfo, expected: &[(&str, &str)]) -> Option<String> {
+    let same = info.columns.len() == expected.len()
+        && info.columns.iter().zip(expected.iter().copied()).all(
+            |((name, ty), (want_name, want_ty))| {
                 name == want_name && normalized_type(ty) == want_ty
-            });
+            },
+        );
     if same {
         return None;
     }
     let mut diffs = Vec::new();
-    for (i, (name, ty)) in COLUMNS.iter().enumerate() {
+    for (i, (name, ty)) in expected.iter().enumerate() {
         match info.columns.get(i) {
             Some((n, t)) if n == name && normalized_type(t) == *ty => {}
             Some((n, t)) => diffs.push(format!(
@@ -327,7 +326,7 @@ fn column_problem(info: &TableInfo) -> Option<String> {
             None => diffs.push(format!("column {} `{name} {ty}` is missing", i + 1)),
         }
     }
-    for (n, t) in info.columns.iter().skip(COLUMNS.len()) {
+    for (n, t) in info.columns.iter().skip(expected.len()) {
         diffs.push(format!("extra column `{n} {t}`"));
     }
     let list = |cols: &mut dyn Iterator<Item = (&str, &str)>| {
@@ -338,14 +337,24 @@ fn column_problem(info: &TableInfo) -> Option<String> {
     Some(format!(
         "columns differ ({}): expected ({}), found ({})",
         diffs.join("; "),
-        list(&mut COLUMNS.iter().copied()),
+        list(&mut expected.iter().copied()),
         list(&mut info.columns.iter().map(|(n, t)| (n.as_str(), t.as_str())))
     ))
 }
 
 /// Everything about `info` that differs from SPEC §6 in a way that matters.
 pub fn schema_problems(info: &TableInfo) -> Vec<String> {
-    let mut problems: Vec<String> = column_problem(info).into_iter().collect();
+    problems_against(info, &COLUMNS, "window_start")
+}
+
+/// [`schema_problems`] for a table with the columns `expected` and the
+/// sorting key `sorting_key` (`window_start, city`): a grouped table's.
+pub fn problems_against(
+    info: &TableInfo,
+    expected: &[(&str, &str)],
+    sorting_key: &str,
+) -> Vec<String> {
+    let mut problems: Vec<String> = column_problem(info, expected).into_iter().collect();
     if !REPLACING_ENGINES.contains(&info.engine.as_str()) {
         problems.push(format!(
             "engine is {}, expected {ENGINE}: without it a window's versions are never replaced",
@@ -362,9 +371,9 @@ pub fn schema_problems(info: &TableInfo) -> Vec<String> {
             ));
         }
     }
-    if info.sorting_key.replace('`', "").trim() != "window_start" {
+    if info.sorting_key.replace('`', "").trim() != sorting_key {
         problems.push(format!(
-            "ORDER BY is `{}`, expected `window_start`: rows are replaced per sorting key",
+            "ORDER BY is `{}`, expected `{sorting_key}`: rows are replaced per sorting key",
             info.sorting_key
         ));
     }

@@ -170,8 +170,14 @@ impl FakeEngine {
         if sql.contains("FROM system.merge_tree_settings") {
             return ok("non_replicated_deduplication_window\n".into());
         }
+        let by_city = sql.contains("order_metrics_by_city'");
         if sql.contains("FROM system.tables") {
-            return ok("ReplacingMergeTree\tReplacingMergeTree(version) PARTITION BY toYYYYMMDD(window_start) ORDER BY window_start SETTINGS non_replicated_deduplication_window = 1000\twindow_start\ttoYYYYMMDD(window_start)\n".into());
+            let key = if by_city {
+                "window_start, city"
+            } else {
+                "window_start"
+            };
+            return ok(format!("ReplacingMergeTree\tReplacingMergeTree(version) PARTITION BY toYYYYMMDD(window_start) ORDER BY {key} SETTINGS non_replicated_deduplication_window = 1000\t{key}\ttoYYYYMMDD(window_start)\n"));
         }
         if sql.contains("FROM system.columns") {
             let gmv = if self.table_ok {
@@ -179,10 +185,17 @@ impl FakeEngine {
             } else {
                 "Decimal(9, 2)"
             };
-            return ok(COLUMNS
+            let mut columns = COLUMNS.to_vec();
+            if by_city {
+                columns.insert(2, ("city", "String"));
+            }
+            return ok(columns
                 .iter()
                 .map(|(n, t)| format!("{n}\t{}\n", if *n == "gmv_total" { gmv } else { t }))
                 .collect());
+        }
+        if sql.starts_with("CREATE TABLE IF NOT EXISTS") {
+            return ok(String::new());
         }
         if sql.starts_with("INSERT") {
             if request
@@ -373,4 +386,160 @@ fn an_unknown_server_failure_is_retried_not_split() {
         Err(SinkError::Retryable(m)) => assert!(m.contains("HTTP 503"), "{m}"),
         other => panic!("{other:?}"),
     }
+}
+
+fn city_row(start: i64, city: &str, gmv_cents: u128, version: u64) -> WindowRow {
+    WindowRow {
+        group: Some(crate::dims::GroupKey {
+            dims: vec![crate::dims::Dimension::City],
+            values: vec![city.to_string()],
+        }),
+        ..row(start, gmv_cents, version)
+    }
+}
+
+/// A fake sink writing the totals and the grouping by city.
+fn fake_city_sink(table_ok: bool) -> (ClickHouseSink, Arc<Mutex<Vec<Request>>>, tempfile::TempDir) {
+    let (mut sink, log, dir) = fake_sink(table_ok);
+    sink.set_groupings(vec![vec![crate::dims::Dimension::City]]);
+    (sink, log, dir)
+}
+
+fn dead_letters(dir: &tempfile::TempDir) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.path().join("dead.log"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn refused_grouped_rows_are_found_by_halves_and_go_to_the_dead_letters_once() {
+    let (mut sink, log, dir) = fake_city_sink(true);
+    let bad = 9_999_999_900u128;
+    // Two windows' totals and 8 grouped rows of one window and version,
+    // two of them with a GMV the fake engine refuses.
+    let cities = ["a", "b", "c", "d", "e", "f", "g", "h"];
+    let mut rows = vec![row(0, 100, 1), row(30, 100, 1)];
+    rows.extend(
+        cities
+            .iter()
+            .enumerate()
+            .map(|(i, c)| city_row(0, c, if i == 2 || i == 7 { bad } else { 100 }, 1)),
+    );
+    sink.write(&rows).unwrap();
+
+    let sent = inserts(&log);
+    let stored = |table: &str| -> Vec<String> {
+        sent.iter()
+            .filter(|r| r.query.as_deref().unwrap().contains(table) && !r.body.contains("99999999"))
+            .flat_map(|r| r.body.lines().map(str::to_string).collect::<Vec<_>>())
+            .collect()
+    };
+    let mut want_grouped: Vec<String> = rows
+        .iter()
+        .filter(|r| r.group.is_some() && r.gmv_cents != bad)
+        .map(|r| {
+            let mut line = String::new();
+            grouped::encode_row(r, r.group.as_ref().unwrap(), &mut line);
+            line.trim_end().to_string()
+        })
+        .collect();
+    let mut got_grouped = stored("`order_metrics_by_city`");
+    want_grouped.sort();
+    got_grouped.sort();
+    assert_eq!(
+        got_grouped, want_grouped,
+        "every good grouped row is stored once"
+    );
+    assert_eq!(
+        stored("`order_metrics` (").len(),
+        2,
+        "the totals are stored"
+    );
+
+    let dead = dead_letters(&dir);
+    let got: Vec<(&str, &str, i64)> = dead
+        .iter()
+        .map(|v| {
+            (
+                v["table"].as_str().unwrap(),
+                v["city"].as_str().unwrap(),
+                v["window_start"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    let want: Vec<(&str, &str, i64)> = rows
+        .iter()
+        .filter(|r| r.gmv_cents == bad)
+        .map(|r| {
+            let city = r.group.as_ref().unwrap().values[0].as_str();
+            ("streamforge.order_metrics_by_city", city, r.window_start)
+        })
+        .collect();
+    assert_eq!(got, want);
+    assert!(dead
+        .iter()
+        .all(|v| v["error"].as_str().unwrap().contains("Code: 69")));
+
+    // Resending the batch (recovery) adds no line.
+    sink.write(&rows).unwrap();
+    assert_eq!(dead_letters(&dir), dead);
+}
+
+#[test]
+fn grouped_rows_the_table_cannot_hold_are_not_sent() {
+    let (mut sink, log, dir) = fake_city_sink(true);
+    sink.check_rows = true;
+    let mut no_value = city_row(60, "x", 100, 1);
+    no_value.group.as_mut().unwrap().values.clear();
+    let mut not_configured = city_row(60, "x", 100, 1);
+    not_configured.group.as_mut().unwrap().dims = vec![crate::dims::Dimension::Category];
+    sink.write(&[
+        city_row(-30, "a", 100, 1),
+        city_row(0, "a", 100, 1),
+        city_row(0, "b", MAX_GMV_CENTS + 1, 1),
+        no_value,
+        not_configured,
+        // Any text fits a String column.
+        city_row(0, "\0\t\"'\\ \u{1f}é😀", 100, 1),
+    ])
+    .unwrap();
+    let sent = inserts(&log);
+    assert_eq!(sent.len(), 1, "one INSERT, into the city table");
+    assert_eq!(sent[0].body.lines().count(), 2, "{}", sent[0].body);
+    let dead = dead_letters(&dir);
+    let errors: Vec<&str> = dead.iter().map(|v| v["error"].as_str().unwrap()).collect();
+    assert_eq!(errors.len(), 4, "{errors:#?}");
+    assert!(errors[0].contains("window_start = -30"), "{}", errors[0]);
+    assert!(errors[1].contains("Decimal(38, 2)"), "{}", errors[1]);
+    assert!(
+        errors[2].contains("0 value(s) for 1 dimension(s)"),
+        "{}",
+        errors[2]
+    );
+    assert!(errors[3].contains("no table for"), "{}", errors[3]);
+    assert_eq!(dead[0]["city"], "a");
+    assert_eq!(dead[3]["category"], "x");
+}
+
+#[test]
+fn a_data_refusal_on_a_grouped_table_that_is_not_its_ddl_is_fatal() {
+    let (mut sink, _log, dir) = fake_city_sink(false);
+    sink.assume_schema_checked();
+    let err = sink
+        .write(&[city_row(0, "a", 9_999_999_900, 1), city_row(0, "b", 100, 1)])
+        .unwrap_err();
+    let SinkError::Fatal(message) = err else {
+        panic!("{err:?}")
+    };
+    assert!(
+        message.contains("Code: 69")
+            && message.contains("the table is at fault")
+            && message.contains("order_metrics_by_city")
+            && message.contains("gmv_total Decimal(9, 2)")
+            && message.contains("create_ck_grouped_tables.sql"),
+        "{message}"
+    );
+    assert!(!dir.path().join("dead.log").exists());
 }
