@@ -99,23 +99,23 @@ pub(super) fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let progress = std::io::stderr().is_terminal();
     let report = run_job_with(&cfg, source, true, progress, metrics, stop.clone())?;
     let rows = EmbeddedSink::open(&cfg.embedded_sink_path())?.read_final()?;
-    println!();
-    print_table(&rows);
-    println!();
+    outln!()?;
+    print_table(&rows)?;
+    outln!()?;
     print_summary(&report);
-    println!();
-    println!("Sliding windows of 60 s every 30 s, exact GMV and exact distinct users.");
-    println!(
+    outln!()?;
+    outln!("Sliding windows of 60 s every 30 s, exact GMV and exact distinct users.")?;
+    outln!(
         "Same windows as JSON:   streamforge results --state-dir {}",
         cfg.checkpoint.state_dir.display()
-    );
-    println!(
+    )?;
+    outln!(
         "Checkpoints:            streamforge checkpoint list --state-dir {}",
         cfg.checkpoint.state_dir.display()
-    );
-    println!("Anomaly log:            {}", cfg.anomaly_log.display());
+    )?;
+    outln!("Anomaly log:            {}", cfg.anomaly_log.display())?;
     if let Some(l) = listener {
-        keep_serving(&l, &stop, std::io::stdin().is_terminal());
+        keep_serving(&l, &stop, std::io::stdin().is_terminal())?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -126,15 +126,15 @@ fn page_url(listener: &Listener) -> String {
 
 /// Keeps the listener up until Enter or Ctrl-C (`stop`), when a person at
 /// a terminal can press them; returns at once otherwise.
-fn keep_serving(listener: &Listener, stop: &AtomicBool, interactive: bool) {
+fn keep_serving(listener: &Listener, stop: &AtomicBool, interactive: bool) -> anyhow::Result<()> {
     let url = page_url(listener);
     if !interactive {
-        println!("Live page:              {url} (closed now: standard input is not a terminal)");
-        return;
+        outln!("Live page:              {url} (closed now: standard input is not a terminal)")?;
+        return Ok(());
     }
-    println!("Live page:              {url}");
-    println!();
-    println!("The page stays up: press Enter (or Ctrl-C) to stop.");
+    outln!("Live page:              {url}")?;
+    outln!()?;
+    outln!("The page stays up: press Enter (or Ctrl-C) to stop.")?;
     let (pressed, enter) = mpsc::channel();
     std::thread::spawn(move || {
         let mut line = String::new();
@@ -148,21 +148,27 @@ fn keep_serving(listener: &Listener, stop: &AtomicBool, interactive: bool) {
             Err(RecvTimeoutError::Timeout) => {}
         }
     }
+    Ok(())
 }
 
-fn print_table(rows: &[WindowRow]) {
-    println!(
+fn print_table(rows: &[WindowRow]) -> anyhow::Result<()> {
+    outln!(
         "{:<21} {:<21} {:>10} {:>16} {:>10}",
-        "window_start (UTC)", "window_end (UTC)", "orders", "gmv", "users"
-    );
+        "window_start (UTC)",
+        "window_end (UTC)",
+        "orders",
+        "gmv",
+        "users"
+    )?;
     for r in rows {
-        println!(
+        outln!(
             "{:<21} {:<21} {:>10} {:>16} {:>10}",
             crate::time::format_rfc3339_s(r.window_start),
             crate::time::format_rfc3339_s(r.window_end),
             r.order_cnt,
             crate::event::format_cents(r.gmv_cents),
             r.user_cnt
-        );
+        )?;
     }
+    Ok(())
 }

@@ -24,6 +24,16 @@ use crate::source::generator::GeneratorSource;
 use crate::source::Source;
 use crate::telemetry::{self, Metrics};
 
+/// `println!` that hands back the write error instead of panicking, as
+/// `anyhow::Error`: a reader that closed the pipe early (`| head`) becomes
+/// [`StdoutClosed`], which [`main`] ends quietly with success.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout(), $($arg)*).map_err($crate::cli::stdout_error)
+    }};
+}
+
 mod demo;
 mod ops;
 mod paced;
@@ -182,11 +192,42 @@ pub fn main() -> ExitCode {
     crate::failpoint::setup();
     match dispatch(cli.command) {
         Ok(code) => code,
+        // `streamforge ... | head`: the reader has all it wanted.
+        Err(e) if is_stdout_closed(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// Standard output was closed by its reader (EPIPE): the end of the
+/// output, not a failure. Kept apart from other broken pipes (a server
+/// connection), which stay errors.
+#[derive(Debug)]
+pub struct StdoutClosed;
+
+impl std::fmt::Display for StdoutClosed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("standard output closed by its reader")
+    }
+}
+
+impl std::error::Error for StdoutClosed {}
+
+/// Maps an error writing standard output: EPIPE to [`StdoutClosed`],
+/// anything else to an error that says it was standard output.
+pub fn stdout_error(e: std::io::Error) -> anyhow::Error {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        anyhow::Error::new(StdoutClosed)
+    } else {
+        anyhow::Error::new(e).context("writing to standard output")
+    }
+}
+
+/// True when `e` is (or wraps) [`StdoutClosed`].
+pub fn is_stdout_closed(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.is::<StdoutClosed>())
 }
 
 fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
@@ -410,7 +451,9 @@ fn results(args: ResultsArgs) -> anyhow::Result<ExitCode> {
         out.push('\n');
     }
     use std::io::Write;
-    std::io::stdout().write_all(out.as_bytes())?;
+    std::io::stdout()
+        .write_all(out.as_bytes())
+        .map_err(stdout_error)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -458,14 +501,19 @@ fn checkpoint(command: CheckpointCommand) -> anyhow::Result<ExitCode> {
     match command {
         CheckpointCommand::List(common) => {
             let (store, dir) = open_store(&common)?;
-            println!("checkpoints in {}", dir.display());
-            println!(
+            outln!("checkpoints in {}", dir.display())?;
+            outln!(
                 "{:>8}  {:<24}  {:>10}  {:<8}  {:<24}  {:<14}  offsets",
-                "id", "created (UTC)", "bytes", "crc", "watermark", "stored as"
-            );
+                "id",
+                "created (UTC)",
+                "bytes",
+                "crc",
+                "watermark",
+                "stored as"
+            )?;
             for info in store.list()? {
                 match info.status {
-                    Ok(s) => println!(
+                    Ok(s) => outln!(
                         "{:>8}  {:<24}  {:>10}  {:<8}  {:<24}  {:<14}  {}",
                         info.id,
                         crate::time::format_rfc3339_ms(s.created_ms),
@@ -474,24 +522,27 @@ fn checkpoint(command: CheckpointCommand) -> anyhow::Result<ExitCode> {
                         telemetry::format_watermark(s.watermark_ms),
                         s.kind.split(" (").next().unwrap_or(""),
                         format_offsets(&s.offsets)
-                    ),
-                    Err(e) => println!(
+                    )?,
+                    Err(e) => outln!(
                         "{:>8}  {:<24}  {:>10}  {:<8}  {e}",
-                        info.id, "?", info.bytes, "CORRUPT"
-                    ),
+                        info.id,
+                        "?",
+                        info.bytes,
+                        "CORRUPT"
+                    )?,
                 }
             }
         }
         CheckpointCommand::Inspect { common, id } => {
             let (store, _) = open_store(&common)?;
             let id = pick_id(&store, id)?;
-            print_checkpoint(&store.load(id)?);
+            print_checkpoint(&store.load(id)?)?;
         }
         CheckpointCommand::Corrupt { common, id } => {
             let (store, _) = open_store(&common)?;
             let id = pick_id(&store, id)?;
             store.corrupt(id)?;
-            println!("checkpoint {id} corrupted (one byte flipped); the next start must skip it");
+            outln!("checkpoint {id} corrupted (one byte flipped); the next start must skip it")?;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -524,7 +575,12 @@ fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     if !args.quiet {
         report.print_side_by_side(&mut std::io::stdout());
     }
-    println!("{}", report.summary());
+    // With the reader gone (`| head`), the verdict still sets the exit code.
+    if let Err(e) = outln!("{}", report.summary()) {
+        if !is_stdout_closed(&e) {
+            return Err(e);
+        }
+    }
     Ok(if report.ok() {
         ExitCode::SUCCESS
     } else {
@@ -533,49 +589,50 @@ fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// `streamforge checkpoint inspect`: everything one checkpoint holds.
-fn print_checkpoint(cp: &crate::checkpoint::Checkpoint) {
+fn print_checkpoint(cp: &crate::checkpoint::Checkpoint) -> anyhow::Result<()> {
     let users: usize = cp.engine.windows.panes.iter().map(|p| p.3.len()).sum();
     let ids: usize = cp.engine.dedup.expiry.iter().map(|e| e.1.len()).sum();
-    println!("checkpoint       {}", cp.id);
-    println!(
+    outln!("checkpoint       {}", cp.id)?;
+    outln!(
         "created          {}",
         crate::time::format_rfc3339_ms(cp.created_ms)
-    );
-    println!("source           {}", cp.source_id);
-    println!("offsets (next)   {}", format_offsets(&cp.offsets));
+    )?;
+    outln!("source           {}", cp.source_id)?;
+    outln!("offsets (next)   {}", format_offsets(&cp.offsets))?;
     match &cp.bounded_end {
-        Some(end) => println!(
+        Some(end) => outln!(
             "bounded run      in progress, ends at {}",
             format_offsets(end)
-        ),
-        None => println!("bounded run      none in progress"),
+        )?,
+        None => outln!("bounded run      none in progress")?,
     }
     if let Some(identity) = &cp.source_identity {
-        println!("source identity  {identity}");
+        outln!("source identity  {identity}")?;
     }
-    println!(
+    outln!(
         "watermark        {}",
         telemetry::format_watermark(cp.engine.watermark)
-    );
-    println!("anomaly log      {} bytes", cp.anomaly_log_len);
-    println!(
+    )?;
+    outln!("anomaly log      {} bytes", cp.anomaly_log_len)?;
+    outln!(
         "window state     {} panes, {} user entries, {} windows fired and open",
         cp.engine.windows.panes.len(),
         users,
         cp.engine.windows.fired.len()
-    );
-    println!("dedup            {ids} ids");
-    println!(
+    )?;
+    outln!("dedup            {ids} ids")?;
+    outln!(
         "pending output   {} rows in {} batches",
         cp.pending.iter().map(|b| b.rows.len()).sum::<usize>(),
         cp.pending.len()
-    );
+    )?;
     for (p, clock) in cp.engine.clocks.iter().enumerate() {
-        println!(
+        outln!(
             "partition {p:<5}  max event time {}",
             telemetry::format_watermark(clock.max_event_ms)
-        );
+        )?;
     }
+    Ok(())
 }
 
 fn pick_id(store: &CheckpointStore, id: Option<u64>) -> anyhow::Result<u64> {

@@ -132,7 +132,7 @@ pub(super) fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     };
     let report = replay::replay(&spec, &opts, &mut open, sink.as_mut())?;
     let mut out = std::io::stdout().lock();
-    report.print_diff(&mut out)?;
+    report.print_diff(&mut out).map_err(super::stdout_error)?;
     eprintln!("{}", report.summary());
     if !report.anomalies.is_empty() {
         let by: Vec<String> = report
@@ -186,21 +186,40 @@ fn load_anomalies(
     Ok((cfg, records))
 }
 
-pub(super) fn anomalies(command: AnomaliesCommand) -> anyhow::Result<ExitCode> {
+/// `anomalies list`: one JSON record per line on stdout.
+fn write_records(records: &[crate::anomaly_log::AnomalyRecord]) -> std::io::Result<()> {
     use std::io::Write;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for r in records {
+        serde_json::to_writer(&mut out, r)?;
+        out.write_all(b"\n")?;
+    }
+    out.flush()
+}
+
+/// `anomalies replay --dry-run`: the repaired payloads on stdout.
+fn write_repaired(repaired: &[repair::Repaired]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    for r in repaired {
+        write!(out, "partition {} (was offset {}): ", r.partition, r.offset)?;
+        out.write_all(&r.payload)?;
+        out.write_all(b"\n")?;
+    }
+    Ok(())
+}
+
+pub(super) fn anomalies(command: AnomaliesCommand) -> anyhow::Result<ExitCode> {
     match command {
         AnomaliesCommand::List(args) => {
             let (_, records) = load_anomalies(&args)?;
-            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-            for r in &records {
-                serde_json::to_writer(&mut out, r)?;
-                out.write_all(b"\n")?;
-            }
-            out.flush()?;
+            write_records(&records).map_err(super::stdout_error)?;
         }
         AnomaliesCommand::Stats(args) => {
             let (_, records) = load_anomalies(&args)?;
-            repair::stats(&records).print(&mut std::io::stdout().lock())?;
+            repair::stats(&records)
+                .print(&mut std::io::stdout().lock())
+                .map_err(super::stdout_error)?;
         }
         AnomaliesCommand::Replay {
             filter,
@@ -218,12 +237,7 @@ pub(super) fn anomalies(command: AnomaliesCommand) -> anyhow::Result<ExitCode> {
                 eprintln!("  skipped partition {p} offset {o}: the payload holds a newline, so it cannot go through one-line repair");
             }
             if dry_run {
-                let mut out = std::io::stdout().lock();
-                for r in &report.repaired {
-                    write!(out, "partition {} (was offset {}): ", r.partition, r.offset)?;
-                    out.write_all(&r.payload)?;
-                    out.write_all(b"\n")?;
-                }
+                write_repaired(&report.repaired).map_err(super::stdout_error)?;
                 eprintln!(
                     "anomalies replay (dry run): {} selected, {} would be produced, {} dropped by the fix, {} skipped",
                     records.len(),
