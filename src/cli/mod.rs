@@ -467,22 +467,66 @@ fn grouped_results(cfg: &Config, names: &str) -> anyhow::Result<Vec<crate::windo
         dims.push(d);
     }
     dims.sort();
-    let configured = cfg.dimensions.groupings.iter().find(|g| {
+    let (known, from) = known_groupings(cfg)?;
+    let found = known.iter().find(|g| {
         let mut g = (*g).clone();
         g.sort();
         g == dims
     });
-    let Some(grouping) = configured else {
+    let Some(grouping) = found.cloned() else {
+        let wanted = dims.iter().map(|d| d.name()).collect::<Vec<_>>().join(", ");
+        let what = if known.is_empty() {
+            "run the job with them (in a fresh state directory)"
+        } else {
+            "pass the groupings the job ran with"
+        };
         bail!(
-            "--group-by {names}: not a configured grouping (dimensions.groupings: {:?})",
-            cfg.dimensions.groupings
+            "--group-by {names}: not a grouping of these results: {from} {}; {what}, e.g. \
+             --set 'dimensions.groupings=[[{wanted}]]' (or the same --config)",
+            crate::config::format_groupings(&known),
         );
     };
-    let rows = build_sink(cfg)?.read_grouped()?;
+    let mut cfg = cfg.clone();
+    cfg.dimensions.groupings = known;
+    let rows = build_sink(&cfg)?.read_grouped()?;
     Ok(rows
         .into_iter()
-        .filter(|r| r.order_cnt > 0 && r.group.as_ref().is_some_and(|g| g.dims == *grouping))
+        .filter(|r| r.order_cnt > 0 && r.group.as_ref().is_some_and(|g| g.dims == grouping))
         .collect())
+}
+
+/// The groupings `results --group-by` may read, and where they come from:
+/// the configured ones, else (the configuration names none) those the newest
+/// checkpoint of the state directory was taken with.
+fn known_groupings(cfg: &Config) -> anyhow::Result<(Vec<Vec<crate::dims::Dimension>>, String)> {
+    if !cfg.dimensions.groupings.is_empty() {
+        return Ok((
+            cfg.dimensions.groupings.clone(),
+            "the configuration (dimensions.groupings) has".into(),
+        ));
+    }
+    let dir = &cfg.checkpoint.state_dir;
+    if !dir.join("checkpoints").exists() {
+        return Ok((
+            Vec::new(),
+            format!(
+                "the configuration names no groupings (dimensions.groupings) and {} holds no checkpoint; groupings:",
+                dir.display()
+            ),
+        ));
+    }
+    let store = CheckpointStore::open(dir, cfg.checkpoint.keep)?;
+    let (newest, _) = store.load_latest()?;
+    let groupings = newest
+        .map(|cp| cp.engine.groups.spec.groupings)
+        .unwrap_or_default();
+    Ok((
+        groupings,
+        format!(
+            "the configuration names none and the state in {} was computed with",
+            dir.display()
+        ),
+    ))
 }
 
 fn open_store(common: &Common) -> anyhow::Result<(CheckpointStore, PathBuf)> {

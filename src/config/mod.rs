@@ -189,6 +189,18 @@ impl Default for DimensionsConfig {
     }
 }
 
+/// Groupings as the configuration spells them: `[[city], [city, category]]`.
+pub fn format_groupings(groupings: &[Vec<Dimension>]) -> String {
+    let each: Vec<String> = groupings
+        .iter()
+        .map(|g| {
+            let names: Vec<&str> = g.iter().map(|d| d.name()).collect();
+            format!("[{}]", names.join(", "))
+        })
+        .collect();
+    format!("[{}]", each.join(", "))
+}
+
 impl DimensionsConfig {
     pub fn spec(&self) -> GroupingSpec {
         GroupingSpec {

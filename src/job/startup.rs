@@ -427,12 +427,12 @@ fn check_groupings(engine: &Engine, cfg: &Config) -> anyhow::Result<()> {
     let was = engine.groupings();
     if *was != cfg.dimensions.spec() {
         bail!(
-            "the checkpoint was taken with groupings {:?} (at most {} values per window), the config \
-             now says {:?} ({}); restore the old dimensions settings, or start from a fresh state \
+            "the checkpoint was taken with groupings {} (at most {} values per window), the config \
+             now says {} ({}); restore the old dimensions settings, or start from a fresh state \
              directory and replay",
-            was.groupings,
+            crate::config::format_groupings(&was.groupings),
             was.max_values,
-            cfg.dimensions.groupings,
+            crate::config::format_groupings(&cfg.dimensions.groupings),
             cfg.dimensions.max_values_per_window
         );
     }
