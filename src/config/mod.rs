@@ -348,7 +348,11 @@ impl Config {
             layers.push((format!("environment variable {key}"), dotted, value));
         }
         for (key, value) in overrides {
-            layers.push((format!("flag for {key}"), key.clone(), value.clone()));
+            layers.push((
+                format!("--set {key}=... (or its flag)"),
+                key.clone(),
+                value.clone(),
+            ));
         }
         // The section files, found with every layer applied (a flag may name
         // one), go between the config file and the layers above it.
@@ -356,6 +360,11 @@ impl Config {
             .map_err(|e| anyhow!("the default configuration as YAML: {e}"))?;
         let mut probe = base.clone();
         tree::apply(&mut probe, &layers, &shape)?;
+        let mut sources = Sources {
+            file: origin.clone(),
+            sections: Vec::new(),
+            layers,
+        };
         for (section, key) in [
             ("kafka", "source.kafka_config"),
             ("clickhouse", "sink.clickhouse_config"),
@@ -363,10 +372,11 @@ impl Config {
             if let Some(path) = tree::get_str(&probe, key) {
                 let section_tree = tree::read_file(Path::new(&path))?;
                 tree::merge_into(&mut base, section, section_tree);
+                sources.sections.push((section, path));
             }
         }
-        tree::apply(&mut base, &layers, &shape)?;
-        let config = tree::deserialize(base, &origin)?;
+        tree::apply(&mut base, &sources.layers, &shape)?;
+        let config = tree::deserialize(base).map_err(|problems| sources.explain(&problems))?;
         config.validate().map_err(|problems| {
             anyhow!(
                 "configuration ({origin}, with environment and flags) is invalid:\n  - {}",
@@ -453,6 +463,91 @@ impl Config {
             .clone()
             .unwrap_or_else(|| self.checkpoint.state_dir.join("sink"))
     }
+}
+
+/// Where each setting's value came from, to name it in an error.
+struct Sources {
+    /// The config file, or "built-in defaults".
+    file: String,
+    /// (section, file) for the section files read.
+    sections: Vec<(&'static str, String)>,
+    /// (origin, dotted key, value) above the files, lowest first.
+    layers: Vec<(String, String, String)>,
+}
+
+impl Sources {
+    /// Where `key`'s value came from: the last layer that set it (or a map
+    /// around it, or a key inside it), else its section file, else the file.
+    fn origin_of(&self, key: &str) -> (String, Option<&str>) {
+        let touches = |k: &str| {
+            key.is_empty()
+                || k == key
+                || key.starts_with(&format!("{k}."))
+                || k.starts_with(&format!("{key}."))
+        };
+        if let Some((origin, _, value)) = self.layers.iter().rev().find(|(_, k, _)| touches(k)) {
+            return (origin.clone(), Some(value.as_str()));
+        }
+        for (section, path) in &self.sections {
+            if key == *section || key.starts_with(&format!("{section}.")) {
+                return (format!("section file {path}"), None);
+            }
+        }
+        (self.file.clone(), None)
+    }
+
+    /// One error listing every problem, each with its key, where its value
+    /// came from and what to do; a secret's value never shows.
+    fn explain(&self, problems: &[tree::Problem]) -> anyhow::Error {
+        let lines: Vec<String> = problems
+            .iter()
+            .map(|p| {
+                let (origin, value) = self.origin_of(&p.key);
+                let mut message = p.message.clone();
+                if is_secret_key(&p.key) {
+                    message = redact(&message, value);
+                }
+                let key = if p.key.is_empty() {
+                    "(top level)"
+                } else {
+                    &p.key
+                };
+                format!("{key} (from {origin}): {message}")
+            })
+            .collect();
+        anyhow!(
+            "configuration ({}, with environment and flags): {} problem(s):\n  - {}\n\
+             Fix each (config/pipeline.yaml lists every key and its meaning); \
+             `--set key=value` and STREAMFORGE__SECTION__KEY override the file.",
+            self.file,
+            lines.len(),
+            lines.join("\n  - ")
+        )
+    }
+}
+
+/// Keys whose values are never printed.
+fn is_secret_key(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    ["password", "secret", "sasl", "token", "credential"]
+        .iter()
+        .any(|w| k.contains(w))
+}
+
+/// `message` with `value` and any quoted string in it replaced.
+fn redact(message: &str, value: Option<&str>) -> String {
+    let mut out = message.to_string();
+    if let Some(v) = value.filter(|v| !v.is_empty()) {
+        out = out.replace(v, "<redacted>");
+    }
+    // serde quotes the offending text: `invalid type: string "...", ...`.
+    let mut parts: Vec<&str> = out.split('"').collect();
+    for (i, part) in parts.iter_mut().enumerate() {
+        if i % 2 == 1 {
+            *part = "<redacted>";
+        }
+    }
+    parts.join("\"")
 }
 
 /// An empty YAML value (`metrics_addr:`, `--metrics-addr ""`) reads as "".

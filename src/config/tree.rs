@@ -71,15 +71,72 @@ pub fn merge_into(tree: &mut Value, name: &str, section: Value) {
     }
 }
 
-/// The typed configuration from the tree; an error names the key and says
-/// where the keys are documented.
-pub fn deserialize(tree: Value, origin: &str) -> anyhow::Result<super::Config> {
-    serde_yaml_ng::from_value(tree).map_err(|e| {
-        anyhow!(
-            "configuration ({origin}, with environment and flags): {e}. \
-             See config/pipeline.yaml for every key and its meaning"
-        )
-    })
+/// A problem the typed configuration found in the tree: the dotted key
+/// (empty: the whole tree) and what is wrong with its value.
+#[derive(Debug)]
+pub struct Problem {
+    pub key: String,
+    pub message: String,
+}
+
+/// At most this many problems are collected before giving up.
+const MAX_PROBLEMS: usize = 20;
+
+/// The typed configuration from the tree, or every problem in it: each
+/// failing key (unknown, or a value that does not parse) is noted and taken
+/// out (its default applies) and the rest deserialized again, so a file
+/// with three mistakes reports three.
+pub fn deserialize(mut tree: Value) -> Result<super::Config, Vec<Problem>> {
+    let mut problems = Vec::new();
+    loop {
+        let err = match serde_path_to_error::deserialize(tree.clone()) {
+            Ok(config) if problems.is_empty() => return Ok(config),
+            Ok(_) => return Err(problems),
+            Err(e) => e,
+        };
+        let key = dotted_key(err.path());
+        let message = err.into_inner().to_string();
+        let removed = !key.is_empty() && remove(&mut tree, &key);
+        problems.push(Problem { key, message });
+        if !removed || problems.len() >= MAX_PROBLEMS {
+            return Err(problems);
+        }
+    }
+}
+
+/// The map keys of `path` up to the first list index (a bad list element
+/// stands for the whole list).
+fn dotted_key(path: &serde_path_to_error::Path) -> String {
+    let mut parts = Vec::new();
+    for segment in path.iter() {
+        match segment {
+            serde_path_to_error::Segment::Map { key } => parts.push(key.clone()),
+            _ => break,
+        }
+    }
+    parts.join(".")
+}
+
+/// Removes the node at a dotted key; false when there is none.
+fn remove(tree: &mut Value, dotted: &str) -> bool {
+    let (parent, last) = match dotted.rsplit_once('.') {
+        Some((parent, last)) => (get_mut(tree, parent), last),
+        None => (Some(tree), dotted),
+    };
+    parent
+        .and_then(Value::as_mapping_mut)
+        .and_then(|m| m.remove(Value::String(last.to_string())))
+        .is_some()
+}
+
+fn get_mut<'a>(tree: &'a mut Value, dotted: &str) -> Option<&'a mut Value> {
+    let mut node = tree;
+    for part in dotted.split('.') {
+        node = node
+            .as_mapping_mut()?
+            .get_mut(Value::String(part.to_string()))?;
+    }
+    Some(node)
 }
 
 /// Sets `a.b.c` in a YAML tree to `value` (parsed as YAML, except a scalar
@@ -96,7 +153,14 @@ pub fn set_path(tree: &mut Value, dotted: &str, value: &str, shape: &Value) -> R
         Err(_) => text(),
     };
     let mut node = tree;
-    let parts: Vec<&str> = dotted.split('.').collect();
+    let mut parts: Vec<&str> = dotted.split('.').collect();
+    // Kafka property names hold dots themselves: `kafka.properties.sasl.password`
+    // (STREAMFORGE__KAFKA__PROPERTIES__SASL__PASSWORD) is the property `sasl.password`.
+    if parts.len() > 3 && parts[..2] == ["kafka", "properties"] {
+        let name = &dotted["kafka.properties.".len()..];
+        parts.truncate(2);
+        parts.push(name);
+    }
     for (i, part) in parts.iter().enumerate() {
         if part.is_empty() {
             return Err(format!("`{dotted}` is not a key path"));

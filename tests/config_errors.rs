@@ -1,0 +1,73 @@
+//! Configuration errors as a user meets them: each names the key, where its
+//! value came from (file, environment variable, flag) and what to do; every
+//! problem of a file at once; never a secret's value.
+
+use std::process::Command;
+
+/// The error `streamforge checkpoint list` (which loads the configuration
+/// first) prints with `args` and `env`, run in an empty directory.
+fn config_error(args: &[&str], env: &[(&str, &str)]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_streamforge"));
+    cmd.args(["checkpoint", "list", "--state-dir", "st"])
+        .args(args)
+        .current_dir(dir.path());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    assert!(!out.status.success(), "{args:?} {env:?} was accepted");
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(!err.contains("panicked"), "{err}");
+    err
+}
+
+#[test]
+fn a_bad_flag_value_names_the_key_and_the_flag() {
+    let err = config_error(&["--set", "window.size=5x"], &[]);
+    assert!(err.contains("window.size (from --set window.size"), "{err}");
+    assert!(err.contains("unknown unit `x`"), "{err}");
+}
+
+#[test]
+fn a_bad_variable_names_the_key_and_the_variable() {
+    let err = config_error(&[], &[("STREAMFORGE__WINDOW__SIZE", "abc")]);
+    assert!(
+        err.contains("window.size (from environment variable STREAMFORGE__WINDOW__SIZE)"),
+        "{err}"
+    );
+    assert!(err.contains("not a duration"), "{err}");
+}
+
+#[test]
+fn every_problem_of_a_file_is_reported_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.yaml");
+    std::fs::write(&file, "window:\n  sise: 60s\n  slide: 3O\nfoo: 1\n").unwrap();
+    let path = file.display().to_string();
+    let err = config_error(&["--config", &path], &[]);
+    for key in ["window.sise", "window.slide", "foo"] {
+        assert!(
+            err.contains(&format!("{key} (from {path})")),
+            "{key}:\n{err}"
+        );
+    }
+}
+
+#[test]
+fn a_kafka_property_from_a_variable_is_the_dotted_property_and_a_secret_never_prints() {
+    // The property lands under its dotted name: the configuration loads, and
+    // the error is the next one (here, a bad window size), not a type error.
+    let env = [("STREAMFORGE__KAFKA__PROPERTIES__SASL__PASSWORD", "hunter2")];
+    let err = config_error(&["--set", "window.size=5x"], &env);
+    assert!(!err.contains("invalid type"), "{err}");
+    assert!(err.contains("window.size"), "{err}");
+    // A secret that does not parse is named, its value is not.
+    let env = [(
+        "STREAMFORGE__KAFKA__PROPERTIES",
+        "{sasl.password: [hunter2]}",
+    )];
+    let err = config_error(&[], &env);
+    assert!(err.contains("kafka.properties"), "{err}");
+    assert!(!err.contains("hunter2"), "{err}");
+}
