@@ -127,13 +127,13 @@ impl WindowSpec {
     /// Checks the invariants the pane arithmetic relies on.
     pub fn validate(&self) -> Result<(), String> {
         let mut problems = Vec::new();
-        if self.slide_ms <= 0 || self.slide_ms % 1000 != 0 {
-            problems.push("window.slide must be a positive whole number of seconds".to_string());
+        for (name, ms) in [("slide", self.slide_ms), ("size", self.size_ms)] {
+            if ms <= 0 || ms % 1000 != 0 {
+                problems.push(whole_seconds_problem(name, ms));
+            }
         }
-        if self.size_ms <= 0 || self.size_ms % 1000 != 0 {
-            problems.push("window.size must be a positive whole number of seconds".to_string());
-        }
-        if self.slide_ms > 0 && self.size_ms % self.slide_ms != 0 {
+        let whole = self.size_ms % 1000 == 0 && self.slide_ms % 1000 == 0;
+        if whole && self.slide_ms > 0 && self.size_ms % self.slide_ms != 0 {
             problems.push("window.size must be a whole multiple of window.slide".to_string());
         }
         if self.out_of_orderness_ms < 0 {
@@ -620,6 +620,19 @@ impl Windows {
         self.fired_upto = delta.fired_upto;
         self.version_base = delta.version_base;
     }
+}
+
+/// `window.NAME must be a positive whole number of seconds`, with how a
+/// bare number reads when that explains it (`60` is 60 ms; write `60s`).
+fn whole_seconds_problem(name: &str, ms: i64) -> String {
+    let mut problem = format!("window.{name} must be a positive whole number of seconds");
+    if ms > 0 {
+        problem.push_str(&format!(
+            " (it is {ms} ms: a bare number is read as milliseconds; if you meant \
+             {ms} seconds, write {ms}s)"
+        ));
+    }
+    problem
 }
 
 #[cfg(test)]

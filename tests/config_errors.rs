@@ -55,6 +55,13 @@ fn every_problem_of_a_file_is_reported_at_once() {
 }
 
 #[test]
+fn a_bare_number_of_seconds_is_explained() {
+    let err = config_error(&["--set", "window.size=60"], &[]);
+    assert!(err.contains("read as milliseconds"), "{err}");
+    assert!(err.contains("write 60s"), "{err}");
+}
+
+#[test]
 fn a_kafka_property_from_a_variable_is_the_dotted_property_and_a_secret_never_prints() {
     // The property lands under its dotted name: the configuration loads, and
     // the error is the next one (here, a bad window size), not a type error.
