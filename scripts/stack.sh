@@ -172,6 +172,9 @@ cmd_env() {
   printf 'export STREAMFORGE_TEST_KAFKA=%q\n' "$KAFKA_BOOTSTRAP"
   printf 'export STREAMFORGE_TEST_CLICKHOUSE_URL=%q\n' "http://127.0.0.1:$CLICKHOUSE_HTTP_PORT"
   printf 'export STREAMFORGE_TEST_CLICKHOUSE_TCP_PORT=%q\n' "$CLICKHOUSE_TCP_PORT"
+  # What streamforge and streamforge-tools read (config: ENV_ALIASES).
+  printf 'export KAFKA_BROKERS=%q\n' "$KAFKA_BOOTSTRAP"
+  printf 'export CLICKHOUSE_URL=%q\n' "http://127.0.0.1:$CLICKHOUSE_HTTP_PORT"
 }
 
 # Serialize state-changing commands (two `up`s at once would race on pid files).

@@ -22,7 +22,7 @@ pub(super) struct ReplayArgs {
     /// kafka (default: the configured source) or files:PATH[,PATH...]; and the sink.
     #[command(flatten)]
     endpoints: Endpoints,
-    /// Start of the range: RFC 3339 (2026-11-25T10:00:00Z) or epoch milliseconds.
+    /// Start of the range: RFC 3339 (2025-11-25T10:00:00Z) or epoch milliseconds.
     #[arg(long)]
     from: String,
     /// End of the range (exclusive), same forms.
@@ -85,7 +85,7 @@ fn parse_time(flag: &str, text: &str) -> anyhow::Result<i64> {
     match kafka::StartAt::parse(text) {
         Ok(kafka::StartAt::Time(ms)) => Ok(ms),
         _ => bail!(
-            "{flag} {text}: use an RFC 3339 time (2026-11-25T10:00:00Z) or epoch milliseconds"
+            "{flag} {text}: use an RFC 3339 time (2025-11-25T10:00:00Z) or epoch milliseconds"
         ),
     }
 }
