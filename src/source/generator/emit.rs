@@ -126,30 +126,69 @@ impl std::fmt::Write for Utf8<'_> {
     }
 }
 
+/// `text` as a JSON string the way `layout`'s serializer writes it. Runs
+/// of bytes that need no escape (nearly all of a payload) are copied whole;
+/// only the characters that do go through [`emit_char`].
 fn emit_str(text: &str, layout: &Layout, out: &mut Vec<u8>) {
     out.push(b'"');
-    for c in text.chars() {
-        match c {
-            '"' => out.extend_from_slice(b"\\\""),
-            '\\' => out.extend_from_slice(b"\\\\"),
-            '\n' => out.extend_from_slice(b"\\n"),
-            '\r' => out.extend_from_slice(b"\\r"),
-            '\t' => out.extend_from_slice(b"\\t"),
-            c if (c as u32) < 0x20 => push_u(out, c as u32),
-            '<' | '>' | '&' | '\u{2028}' | '\u{2029}' if layout.html => push_u(out, c as u32),
-            c if layout.ascii && (c as u32) > 0x7f => {
-                let mut units = [0u16; 2];
-                for unit in c.encode_utf16(&mut units) {
-                    push_u(out, u32::from(*unit));
-                }
-            }
-            c => {
-                let mut buf = [0u8; 4];
-                out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+    let bytes = text.as_bytes();
+    let mut run = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        if !needs_care(bytes[i], layout) {
+            i += 1;
+            continue;
+        }
+        out.extend_from_slice(&bytes[run..i]);
+        // `i` is a char boundary: it ends a run of whole ASCII characters
+        // and whole characters (a lead byte only stops a run).
+        let c = text[i..].chars().next().expect("a character starts here");
+        emit_char(c, layout, out);
+        i += c.len_utf8();
+        run = i;
+    }
+    out.extend_from_slice(&bytes[run..]);
+    out.push(b'"');
+}
+
+/// Whether the byte may start a character that `layout` escapes: quote,
+/// backslash, control characters, and (by layout) `<`, `>`, `&`, every
+/// non-ASCII lead byte (`ascii`) or the lead byte of U+2028/U+2029
+/// (`html`). Continuation bytes never need it: their character's lead byte
+/// decided.
+#[inline]
+fn needs_care(b: u8, layout: &Layout) -> bool {
+    match b {
+        b'"' | b'\\' | 0..=0x1f => true,
+        b'<' | b'>' | b'&' => layout.html,
+        // U+2028 and U+2029 start with 0xE2; so do other characters.
+        0xE2 => layout.html || layout.ascii,
+        0xC0.. => layout.ascii,
+        _ => false,
+    }
+}
+
+/// One character as `layout`'s serializer writes it inside a string.
+fn emit_char(c: char, layout: &Layout, out: &mut Vec<u8>) {
+    match c {
+        '"' => out.extend_from_slice(b"\\\""),
+        '\\' => out.extend_from_slice(b"\\\\"),
+        '\n' => out.extend_from_slice(b"\\n"),
+        '\r' => out.extend_from_slice(b"\\r"),
+        '\t' => out.extend_from_slice(b"\\t"),
+        c if (c as u32) < 0x20 => push_u(out, c as u32),
+        '<' | '>' | '&' | '\u{2028}' | '\u{2029}' if layout.html => push_u(out, c as u32),
+        c if layout.ascii && (c as u32) > 0x7f => {
+            let mut units = [0u16; 2];
+            for unit in c.encode_utf16(&mut units) {
+                push_u(out, u32::from(*unit));
             }
         }
+        c => {
+            let mut buf = [0u8; 4];
+            out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+        }
     }
-    out.push(b'"');
 }
 
 fn pad(layout: &Layout, out: &mut Vec<u8>) {
@@ -207,4 +246,39 @@ pub(super) fn float_text(cents: u64, python: bool) -> String {
 /// Cents with exactly two decimals: `12.50`.
 pub(super) fn decimal_text(cents: u64) -> String {
     format!("{}.{:02}", cents / 100, cents % 100)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Every character through [`emit_char`], one at a time: what
+    /// [`emit_str`] must write.
+    fn char_by_char(text: &str, layout: &Layout) -> Vec<u8> {
+        let mut out = vec![b'"'];
+        for c in text.chars() {
+            emit_char(c, layout, &mut out);
+        }
+        out.push(b'"');
+        out
+    }
+
+    proptest! {
+        /// Copying runs whole writes exactly what escaping character by
+        /// character writes, in every combination of the layout's escapes,
+        /// for any text (control characters, quotes, U+2028, astral
+        /// characters and all).
+        #[test]
+        fn runs_copied_whole_are_the_characters_escaped_one_by_one(
+            text in "(\\PC|[\"\\\\<>&\u{0}-\u{1f}\u{7f}\u{80}-\u{ff}\u{2028}\u{2029}\u{20ac}\u{1f600}])*",
+            ascii: bool,
+            html: bool,
+        ) {
+            let layout = Layout { ascii, html, ..COMPACT };
+            let mut out = Vec::new();
+            emit_str(&text, &layout, &mut out);
+            prop_assert_eq!(out, char_by_char(&text, &layout));
+        }
+    }
 }
