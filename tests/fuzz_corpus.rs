@@ -5,7 +5,11 @@
 
 use std::path::{Path, PathBuf};
 
-use streamforge::checkpoint::{codec, decode_stored, Checkpoint, Stored, StoredCheckpoint};
+use streamforge::checkpoint::{codec, decode_stored, Checkpoint, Stored};
+
+#[path = "../fuzz/common/checkpoint.rs"]
+mod checkpoint_common;
+use checkpoint_common::{framed, groups, restore};
 use streamforge::event::parse_event;
 
 fn corpus(target: &str) -> Vec<PathBuf> {
@@ -39,42 +43,6 @@ fn parse_event_corpus_never_panics_and_round_trips() {
         }
     }
     assert!(valid > 0, "the corpus should hold valid events too");
-}
-
-/// What the checkpoint_decode target does with what decodes: restore it as
-/// recovery would (a base into an engine, a delta applied to an empty one).
-fn restore(checkpoint: &StoredCheckpoint) {
-    use streamforge::engine::Engine;
-    use streamforge::window::WindowSpec;
-    let spec = WindowSpec::DEFAULT;
-    match &checkpoint.engine {
-        Stored::Base(state) => {
-            let _ = Engine::restore_chain(spec, state.clocks.len(), state, &[]);
-        }
-        Stored::Delta(_, delta) => {
-            let mut engine = Engine::with_seed(spec, delta.clocks.len().min(1 << 16), delta.seed);
-            let _ = engine.apply_delta(delta);
-        }
-    }
-}
-
-/// The grouped state a checkpoint holds.
-fn groups(checkpoint: &StoredCheckpoint) -> &streamforge::dims::GroupsState {
-    match &checkpoint.engine {
-        Stored::Base(state) => &state.groups,
-        Stored::Delta(_, delta) => &delta.groups,
-    }
-}
-
-/// The bytes as the payload of a frame of `format` with a valid header and crc.
-fn framed(format: u16, data: &[u8]) -> Vec<u8> {
-    let mut frame = Vec::with_capacity(18 + data.len());
-    frame.extend_from_slice(b"SFCK");
-    frame.extend_from_slice(&format.to_be_bytes());
-    frame.extend_from_slice(&(data.len() as u64).to_be_bytes());
-    frame.extend_from_slice(&crc32fast::hash(data).to_be_bytes());
-    frame.extend_from_slice(data);
-    frame
 }
 
 /// The checkpoint_decode target's modes: the bytes as a stored frame, and as
