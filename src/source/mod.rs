@@ -280,3 +280,18 @@ pub trait Source: Send {
         Ok(self.partition_count())
     }
 }
+
+/// [`Source::end_offsets`] of a source that keeps, per partition in
+/// order, the end offset a bounded `open` fixed (`None` before it did):
+/// `None` for a live run or while any partition's end is unknown.
+pub fn bounded_end_offsets(
+    bounded: bool,
+    ends: impl Iterator<Item = Option<u64>>,
+) -> Option<BTreeMap<u32, u64>> {
+    if !bounded {
+        return None;
+    }
+    ends.enumerate()
+        .map(|(p, end)| end.map(|e| (p as u32, e)))
+        .collect()
+}

@@ -466,14 +466,7 @@ impl Source for KafkaSource {
     }
 
     fn end_offsets(&self) -> Option<BTreeMap<u32, u64>> {
-        if !self.bounded {
-            return None;
-        }
-        self.parts
-            .iter()
-            .enumerate()
-            .map(|(p, part)| part.end.map(|e| (p as u32, e)))
-            .collect()
+        crate::source::bounded_end_offsets(self.bounded, self.parts.iter().map(|part| part.end))
     }
 
     fn poll(
