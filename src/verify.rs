@@ -39,8 +39,9 @@
 //!    judged by the next valid events of its partition, read ahead in the
 //!    model's copy of the input: the first or second at most `max_jump`
 //!    below it confirms it, two further below reject it; with none after
-//!    it, it stands unless it is more than `max_ahead_of_record` ahead of
-//!    what was known.
+//!    it, it stands if it has a record timestamp (which the first rule
+//!    already held it to), else unless it is more than
+//!    `max_ahead_of_record` ahead of what was known.
 //! 8. Windows: a `BTreeMap` from window start to (count, cents, set of user
 //!    ids as full strings); each accepted event is added to every window that
 //!    holds it. The result is the map, as rows sorted by `window_start`
@@ -666,7 +667,11 @@ fn implausible(t: i64, record_ms: i64, known: i64, after: &[(u64, Rec)], b: Cloc
         (Some(a), _) if agrees(a) => false,
         (Some(_), Some(b2)) => !agrees(b2),
         (Some(_), None) => true,
-        (None, _) => known != i64::MIN && t > known.saturating_add(b.max_ahead_of_record_ms),
+        (None, _) => {
+            record_ms == i64::MIN
+                && known != i64::MIN
+                && t > known.saturating_add(b.max_ahead_of_record_ms)
+        }
     }
 }
 

@@ -25,10 +25,14 @@
 //!    the watermark is capped there meanwhile, so a confirmed record is never
 //!    late for having waited. At the end of a bounded input, a record still
 //!    unconfirmed is confirmed, unless a later record contradicts it or,
-//!    with nothing after it, it is further ahead of what the job has seen
-//!    than `max_ahead_of_record_time`; that end is not state (see `job`), so
-//!    a later run with more data decides it again. A partition's first record with no record timestamp and no
-//!    watermark to compare with is unconfirmed too.
+//!    with nothing after it and no record timestamp of its own, it is
+//!    further ahead of what the job has seen than `max_ahead_of_record_time`.
+//!    A record timestamp that rule 1 accepted vouches for a last record: a
+//!    partition's only order after a quiet hour is real far more often than
+//!    a wrong clock whose producer copied it into the record timestamp, and
+//!    nothing after it can be made late by it. That end is not state (see
+//!    `job`), so a later run with more data decides it again. A partition's
+//!    first record with no watermark to compare with is unconfirmed too.
 //!
 //! The default `max_time_jump` (out-of-orderness + window size − slide +
 //! allowed lateness, 65 s) is the largest jump that can never make an
@@ -115,14 +119,17 @@ impl TimeGuard {
         t_ms > known.saturating_add(self.max_jump_ms)
     }
 
-    /// Decides an unconfirmed event at `t_ms` from the event times of the
+    /// Decides an unconfirmed event at `t_ms` (record timestamp
+    /// `record_ms`, epoch ms; `i64::MIN`: none) from the event times of the
     /// valid records after it in its partition (`later`, in offset order).
     /// At the end of the input with nothing after it, the record is
-    /// confirmed unless it is further ahead of `known` (what the job had
-    /// seen) than a record timestamp would allow.
+    /// confirmed if its own record timestamp vouches for it (rule 1 already
+    /// held it to that), else unless it is further ahead of `known` (what
+    /// the job had seen) than a record timestamp would allow.
     pub fn decide(
         &self,
         t_ms: i64,
+        record_ms: i64,
         mut later: impl Iterator<Item = i64>,
         known: i64,
         end_of_input: bool,
@@ -134,7 +141,10 @@ impl TimeGuard {
             (Some(_), Some(_)) => Decision::Reject,
             (Some(_), None) if end_of_input => Decision::Reject,
             (None, None) if end_of_input => {
-                if known == i64::MIN || t_ms <= known.saturating_add(self.max_ahead_of_record_ms) {
+                if record_ms != i64::MIN
+                    || known == i64::MIN
+                    || t_ms <= known.saturating_add(self.max_ahead_of_record_ms)
+                {
                     Decision::Confirm
                 } else {
                     Decision::Reject
@@ -149,6 +159,8 @@ impl TimeGuard {
 #[derive(Debug, Clone)]
 pub struct HeldRecord {
     pub offset: u64,
+    /// The record's own timestamp, epoch ms (`i64::MIN`: none).
+    pub record_ms: i64,
     pub payload: Vec<u8>,
     /// Parsed when it was read; rule 1 already applied.
     pub prepared: Prepared,
@@ -245,17 +257,32 @@ mod tests {
     #[test]
     fn decisions() {
         let t = 1_000_000;
-        let d = |later: &[i64], end| GUARD.decide(t, later.iter().copied(), t - 100_000, end);
+        let none = i64::MIN;
+        let d = |later: &[i64], end| GUARD.decide(t, none, later.iter().copied(), t - 100_000, end);
         assert_eq!(d(&[], false), Decision::Wait);
         assert_eq!(d(&[], true), Decision::Confirm);
-        let far = |known| GUARD.decide(t, std::iter::empty(), known, true);
-        assert_eq!(far(t - 3_600_000), Decision::Confirm);
+        let far = |known, record_ms| GUARD.decide(t, record_ms, std::iter::empty(), known, true);
+        assert_eq!(far(t - 3_600_000, none), Decision::Confirm);
         assert_eq!(
-            far(t - 3_600_001),
+            far(t - 3_600_001, none),
             Decision::Reject,
-            "alone at the end, far ahead"
+            "alone at the end, far ahead, nothing vouching for it"
         );
-        assert_eq!(far(i64::MIN), Decision::Confirm, "nothing to compare with");
+        assert_eq!(
+            far(t - 3_600_001, t - 1_000),
+            Decision::Confirm,
+            "alone at the end after a quiet hour, its own record timestamp vouching for it"
+        );
+        assert_eq!(
+            GUARD.decide(t, t, [t - 65_001].into_iter(), t - 100_000, true),
+            Decision::Reject,
+            "a record timestamp does not outvote a record after it"
+        );
+        assert_eq!(
+            far(none, none),
+            Decision::Confirm,
+            "nothing to compare with"
+        );
         assert_eq!(d(&[t - 65_000], false), Decision::Confirm);
         assert_eq!(d(&[t - 65_001], false), Decision::Wait);
         assert_eq!(d(&[t - 65_001], true), Decision::Reject);

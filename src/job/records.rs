@@ -146,10 +146,13 @@ impl Job<'_> {
         };
         held.unconfirmed_at().is_some()
             && self.is_unconfirmed(p, &head.prepared)
-            && self
-                .guard
-                .decide(t, held.later_times(), self.known_time(p), false)
-                == Decision::Wait
+            && self.guard.decide(
+                t,
+                head.record_ms,
+                held.later_times(),
+                self.known_time(p),
+                false,
+            ) == Decision::Wait
     }
 
     /// What the job knows of event time at partition `p`: the larger of its
@@ -166,6 +169,7 @@ impl Job<'_> {
         let slot = &mut self.slots[p];
         slot.held.push(HeldRecord {
             offset: meta.offset,
+            record_ms: meta.timestamp_ms,
             payload: payload.to_vec(),
             prepared,
         });
@@ -241,7 +245,7 @@ impl Job<'_> {
                 let held = &self.slots[p].held;
                 match self
                     .guard
-                    .decide(t, held.later_times(), known, end_of_input)
+                    .decide(t, head.record_ms, held.later_times(), known, end_of_input)
                 {
                     Decision::Wait => {
                         if held.unconfirmed_at().is_none() {
