@@ -76,33 +76,36 @@ fn run_until_done(
             );
         }
         let mut child = spawn(&mut cmd);
-        if !use_failpoint && attempt < 40 {
-            // Kill at a random moment: after a random number of the job's
-            // own checkpoint lines plus a random few milliseconds, so kills
-            // land while processing, while checkpointing and while writing
-            // the sink. No timing is assumed: the trigger is the job's output.
-            let wanted = 1 + rng.below(4);
-            let extra = Duration::from_micros(rng.below(15_000));
-            if kill_after_checkpoints(&mut child, wanted, extra) {
-                kills += 1;
-                continue;
-            }
-            let status = child.wait().unwrap();
+        if attempt >= 40 {
+            let out = child.wait_with_output().unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
             assert!(
-                status.success(),
-                "streamforge failed without being killed: {status}"
+                out.status.success(),
+                "streamforge failed on a clean run: {}\n{stderr}",
+                out.status
             );
             return (kills, aborts);
         }
-        let out = child.wait_with_output().unwrap();
-        if out.status.success() {
+        // Kill at a random moment: after a random number of the job's own
+        // checkpoints plus a random few milliseconds, so kills land while
+        // processing, while checkpointing and while writing the sink. No
+        // timing is assumed: the trigger is the job's output. An attempt
+        // armed with a crash point is killed the same way if the point is
+        // not reached first, so that no attempt runs to the end unless the
+        // input ends before the kill.
+        let wanted = 1 + rng.below(4);
+        let extra = Duration::from_micros(rng.below(15_000));
+        let Some(stderr) = kill_after_checkpoints_or_end(&mut child, wanted, extra) else {
+            kills += 1;
+            continue;
+        };
+        let status = child.wait().unwrap();
+        if status.success() {
             return (kills, aborts);
         }
-        let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(
             use_failpoint && stderr.contains("failpoint"),
-            "streamforge failed on its own: {}\n{stderr}",
-            out.status
+            "streamforge failed on its own: {status}\n{stderr}"
         );
         aborts += 1;
     }
@@ -113,7 +116,7 @@ fn run_until_done(
 fn sigkill_and_crash_points_anywhere_still_give_exact_results() {
     let tmp = tempfile::tempdir().unwrap();
     let shape = Shape {
-        per_partition: 50_000,
+        per_partition: 100_000,
         ..Shape::default()
     };
     let data = make_dataset(&tmp.path().join("in"), &shape);
@@ -139,7 +142,7 @@ fn sigkill_and_crash_points_anywhere_still_give_exact_results() {
 fn sigkill_and_crash_points_give_exact_grouped_results() {
     let tmp = tempfile::tempdir().unwrap();
     let shape = Shape {
-        per_partition: 50_000,
+        per_partition: 100_000,
         seed: 17,
         ..Shape::default()
     };

@@ -614,18 +614,30 @@ pub fn spawn(cmd: &mut Command) -> Child {
 /// guessed timings. Returns false (without killing) when the job ended
 /// before. The job's log is drained meanwhile and dropped.
 pub fn kill_after_checkpoints(child: &mut Child, wanted: u64, extra: std::time::Duration) -> bool {
+    kill_after_checkpoints_or_end(child, wanted, extra).is_none()
+}
+
+/// [`kill_after_checkpoints`], keeping the job's log: `None` when it was
+/// killed, its whole standard error when it ended on its own first.
+pub fn kill_after_checkpoints_or_end(
+    child: &mut Child,
+    wanted: u64,
+    extra: std::time::Duration,
+) -> Option<String> {
     use std::io::{BufRead, BufReader};
-    let Some(stderr) = child.stderr.take() else {
-        return false;
-    };
+    let stderr = child.stderr.take()?;
     let (tx, addr) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
+    let reader = std::thread::spawn(move || {
+        let mut log = String::new();
         for line in BufReader::new(stderr).lines() {
             let Ok(line) = line else { break };
             if let Some(found) = watch::metrics_address(&line) {
                 let _ = tx.send(found);
             }
+            log.push_str(&line);
+            log.push('\n');
         }
+        log
     });
     let mut served = None;
     let deadline = std::time::Instant::now() + watch::WAIT_DEADLINE;
@@ -636,11 +648,11 @@ pub fn kill_after_checkpoints(child: &mut Child, wanted: u64, extra: std::time::
             if metric_sum(&body, "streamforge_checkpoints_committed_total") >= wanted as f64 {
                 std::thread::sleep(extra);
                 kill9(child);
-                return true;
+                return None;
             }
         }
         if child.try_wait().unwrap().is_some() {
-            return false;
+            return Some(reader.join().unwrap_or_default());
         }
         assert!(
             std::time::Instant::now() < deadline,
