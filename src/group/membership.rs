@@ -11,9 +11,9 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
-use rdkafka::{ClientContext, TopicPartitionList};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tracing::{debug, info, warn};
 
 use crate::source::kafka::{client_config, route_log, KafkaSettings, Role};
@@ -86,6 +86,7 @@ impl ConsumerContext for GroupCtx {
 /// This instance's membership of the group.
 pub struct Membership {
     consumer: BaseConsumer<GroupCtx>,
+    topic: String,
 }
 
 impl Membership {
@@ -108,7 +109,10 @@ impl Membership {
             ))
         })?;
         info!(group = %settings.group_id, topic = %settings.topic, "joining the consumer group");
-        Ok(Membership { consumer })
+        Ok(Membership {
+            consumer,
+            topic: settings.topic.clone(),
+        })
     }
 
     /// Serves the group (heartbeats, rebalances) for up to `timeout` and
@@ -119,6 +123,29 @@ impl Membership {
             debug!(error = %e, "group consumer poll");
         }
         std::mem::take(&mut *self.consumer.context().changes.lock().unwrap())
+    }
+
+    /// Commits the partitions' next offsets (as of their jobs' durable
+    /// checkpoints) to the group, asynchronously: advisory, for lag tools
+    /// (`kafka-consumer-groups.sh --describe`); the checkpoints stay the
+    /// truth. A failure is logged at debug level and the next call retries.
+    pub fn commit(&self, next_offsets: &std::collections::BTreeMap<u32, u64>) {
+        if next_offsets.is_empty() {
+            return;
+        }
+        let mut tpl = TopicPartitionList::with_capacity(next_offsets.len());
+        for (p, o) in next_offsets {
+            let (Ok(p), Ok(o)) = (i32::try_from(*p), i64::try_from(*o)) else {
+                continue;
+            };
+            if let Err(e) = tpl.add_partition_offset(&self.topic, p, Offset::Offset(o)) {
+                debug!(error = %e, "group offset commit: bad offset");
+                return;
+            }
+        }
+        if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
+            debug!(error = %e, "group offset commit not sent; the checkpoints stay the truth");
+        }
     }
 
     /// Leaves the group, so the others take the partitions at once instead

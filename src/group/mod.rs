@@ -24,11 +24,11 @@ mod membership;
 mod owned;
 
 pub use membership::{Change, Membership};
-pub use owned::OwnedPartition;
+pub use owned::{OwnedPartition, NO_OFFSET};
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -47,6 +47,8 @@ use crate::telemetry::Metrics;
 struct PartitionJob {
     stop: Arc<AtomicBool>,
     handle: JoinHandle<anyhow::Result<JobReport>>,
+    /// The partition's next offset as of its last durable checkpoint.
+    checkpointed: Arc<AtomicU64>,
 }
 
 /// What the group mode needs, checked before joining.
@@ -78,6 +80,7 @@ pub fn partition_config(cfg: &Config, p: u32) -> Config {
     c.anomaly_log = PathBuf::from(log);
     c.kafka.start = "earliest".into();
     c.kafka.commit_offsets = false;
+    c.kafka.owned_partition = Some(p);
     c.kafka.partition_discovery_interval = Dur(Duration::ZERO);
     c.metrics_addr = String::new();
     c
@@ -87,6 +90,7 @@ fn start_partition(cfg: &Config, p: u32, bounded: bool) -> anyhow::Result<Partit
     let pcfg = partition_config(cfg, p);
     let inner = KafkaSource::new(&pcfg.kafka)?;
     let source = Box::new(OwnedPartition::new(Box::new(inner), p));
+    let checkpointed = source.checkpointed();
     let mut sink = ClickHouseSink::connect(&pcfg.clickhouse)?;
     sink.set_group_mode(Some(p));
     sink.prepare()?;
@@ -106,7 +110,11 @@ fn start_partition(cfg: &Config, p: u32, bounded: bool) -> anyhow::Result<Partit
         })
         .context("starting a partition job")?;
     info!(partition = p, "partition assigned: its job started");
-    Ok(PartitionJob { stop, handle })
+    Ok(PartitionJob {
+        stop,
+        handle,
+        checkpointed,
+    })
 }
 
 fn stop_partition(p: u32, job: PartitionJob) -> anyhow::Result<JobReport> {
@@ -165,7 +173,9 @@ fn serve(
     jobs: &mut BTreeMap<u32, PartitionJob>,
     report: &mut GroupReport,
 ) -> anyhow::Result<()> {
+    let mut offsets = GroupOffsets::new(cfg.kafka.commit_offsets);
     while !stop.load(Ordering::Relaxed) {
+        offsets.commit_progress(membership, jobs);
         for change in membership.poll(Duration::from_millis(100)) {
             match change {
                 Change::Revoked(ps) => {
@@ -191,6 +201,7 @@ fn serve(
             .collect();
         for p in ended {
             let job = jobs.remove(&p).expect("listed above");
+            offsets.commit_final(membership, p, &job);
             let r = join(p, job.handle)?;
             info!(partition = p, "partition job finished its bounded input");
             report.partitions.insert(p, r);
@@ -200,6 +211,47 @@ fn serve(
         }
     }
     Ok(())
+}
+
+/// The offsets this instance commits to the group (`kafka.commit_offsets`):
+/// each owned partition's next offset as of its job's last durable
+/// checkpoint, committed by the membership consumer when it moves.
+struct GroupOffsets {
+    enabled: bool,
+    sent: BTreeMap<u32, u64>,
+}
+
+impl GroupOffsets {
+    fn new(enabled: bool) -> Self {
+        GroupOffsets {
+            enabled,
+            sent: BTreeMap::new(),
+        }
+    }
+
+    /// Commits the owned partitions whose checkpointed offset moved.
+    fn commit_progress(&mut self, membership: &Membership, jobs: &BTreeMap<u32, PartitionJob>) {
+        if !self.enabled {
+            return;
+        }
+        let moved: BTreeMap<u32, u64> = jobs
+            .iter()
+            .map(|(p, j)| (*p, j.checkpointed.load(Ordering::Acquire)))
+            .filter(|(p, o)| *o != NO_OFFSET && self.sent.get(p) != Some(o))
+            .collect();
+        membership.commit(&moved);
+        self.sent.extend(moved);
+    }
+
+    /// Commits the offset of a partition whose job ended (its final
+    /// checkpoint), before it leaves this instance.
+    fn commit_final(&mut self, membership: &Membership, p: u32, job: &PartitionJob) {
+        let o = job.checkpointed.load(Ordering::Acquire);
+        if self.enabled && o != NO_OFFSET && self.sent.get(&p) != Some(&o) {
+            membership.commit(&BTreeMap::from([(p, o)]));
+            self.sent.insert(p, o);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -223,6 +275,7 @@ mod tests {
         );
         assert_eq!(c.kafka.start, "earliest");
         assert!(!c.kafka.commit_offsets);
+        assert_eq!(c.kafka.owned_partition, Some(7));
         assert_ne!(
             partition_config(&cfg, 1).checkpoint.state_dir,
             c.checkpoint.state_dir

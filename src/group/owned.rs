@@ -8,6 +8,8 @@
 //! number for the anomaly records and the partial rows.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::source::{End, PartitionState, RecordBatch, Source, SourceError};
@@ -18,11 +20,28 @@ use crate::source::{End, PartitionState, RecordBatch, Source, SourceError};
 pub struct OwnedPartition {
     inner: Box<dyn Source>,
     partition: u32,
+    /// The partition's next offset as of the last durable checkpoint
+    /// ([`NO_OFFSET`]: none yet), for the membership to commit to the group.
+    checkpointed: Arc<AtomicU64>,
 }
+
+/// What [`OwnedPartition::checkpointed`] holds before the first checkpoint.
+pub const NO_OFFSET: u64 = u64::MAX;
 
 impl OwnedPartition {
     pub fn new(inner: Box<dyn Source>, partition: u32) -> Self {
-        OwnedPartition { inner, partition }
+        OwnedPartition {
+            inner,
+            partition,
+            checkpointed: Arc::new(AtomicU64::new(NO_OFFSET)),
+        }
+    }
+
+    /// The partition's next offset as of the job's last durable checkpoint
+    /// ([`NO_OFFSET`] until the first), shared with the runner, which
+    /// commits it to the consumer group through the membership consumer.
+    pub fn checkpointed(&self) -> Arc<AtomicU64> {
+        self.checkpointed.clone()
     }
 
     fn as_job_offsets(&self, offsets: &BTreeMap<u32, u64>) -> BTreeMap<u32, u64> {
@@ -129,9 +148,14 @@ impl Source for OwnedPartition {
             .collect()
     }
 
-    /// The group's offsets are committed by the membership consumer, a
-    /// member of the group (a commit from outside it would be refused).
-    fn commit_advisory(&mut self, _next_offsets: &BTreeMap<u32, u64>) {}
+    /// Publishes the checkpointed offset to the runner: the group's offsets
+    /// are committed by the membership consumer, a member of the group (a
+    /// commit from outside it would be refused).
+    fn commit_advisory(&mut self, next_offsets: &BTreeMap<u32, u64>) {
+        if let Some(o) = next_offsets.get(&0) {
+            self.checkpointed.store(*o, Ordering::Release);
+        }
+    }
 
     fn owned_partition(&self) -> Option<u32> {
         Some(self.partition)
@@ -189,5 +213,9 @@ mod tests {
         assert_eq!(got, want);
         assert_eq!(owned.state(0), PartitionState::Finished);
         assert!(owned.id().ends_with("#partition-2"));
+        let checkpointed = owned.checkpointed();
+        assert_eq!(checkpointed.load(Ordering::Acquire), NO_OFFSET);
+        owned.commit_advisory(&BTreeMap::from([(0, 33)]));
+        assert_eq!(checkpointed.load(Ordering::Acquire), 33);
     }
 }

@@ -162,7 +162,10 @@ impl KafkaSource {
                     o
                 }
                 None => {
-                    if !resume.is_empty() {
+                    // A group-mode partition job's checkpoint knows its own
+                    // partition only; the others are paused at once.
+                    let owned = self.settings.owned_partition.is_none_or(|k| k == p);
+                    if !resume.is_empty() && owned {
                         warn!(partition = p, offset = configured[p as usize], "partition not in the checkpoint (added since?); reading it from its earliest offset");
                     }
                     configured[p as usize]

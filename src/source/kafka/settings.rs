@@ -91,6 +91,11 @@ pub struct KafkaSettings {
     /// and write partial rows per (window, partition) that ClickHouse
     /// combines. Every verdict is then a function of one partition's log.
     pub group_mode: bool,
+    /// Group mode's partition jobs: the one partition this source's job
+    /// owns (the others are paused at once; see `group::owned`). Set by the
+    /// group runner, never by configuration.
+    #[serde(skip)]
+    pub owned_partition: Option<u32>,
 }
 
 impl Default for KafkaSettings {
@@ -106,6 +111,7 @@ impl Default for KafkaSettings {
             isolation_level: IsolationLevel::ReadCommitted,
             partition_discovery_interval: Dur(Duration::from_secs(1)),
             group_mode: false,
+            owned_partition: None,
         }
     }
 }
@@ -127,6 +133,7 @@ impl fmt::Debug for KafkaSettings {
                 &self.partition_discovery_interval,
             )
             .field("group_mode", &self.group_mode)
+            .field("owned_partition", &self.owned_partition)
             .finish()
     }
 }
