@@ -215,6 +215,59 @@ pub fn read_all(path: &Path) -> io::Result<Vec<AnomalyRecord>> {
         .collect()
 }
 
+/// A record met twice with different contents (see [`merge`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MergeConflict {
+    pub source: String,
+    pub partition: u32,
+    pub offset: u64,
+    /// The files the two copies came from (indexes into `logs`).
+    pub files: (usize, usize),
+}
+
+/// The union of anomaly logs keyed by (source, partition, offset), in that
+/// order: group mode's per-partition files of every instance hold the same
+/// record when a partition was processed by more than one owner, and each
+/// copy says the same but for `detected_at` (the earliest is kept). `logs`
+/// are (file index, records) pairs. A key whose copies differ in anything
+/// else is a [`MergeConflict`] (the files come from different data or
+/// settings): the merge refuses rather than pick one.
+pub fn merge(
+    logs: Vec<(usize, Vec<AnomalyRecord>)>,
+) -> Result<Vec<AnomalyRecord>, Box<MergeConflict>> {
+    use std::collections::btree_map::Entry;
+    let mut out: std::collections::BTreeMap<(String, u32, u64), (usize, AnomalyRecord)> =
+        std::collections::BTreeMap::new();
+    for (file, records) in logs {
+        for r in records {
+            match out.entry((r.source.clone(), r.partition, r.offset)) {
+                Entry::Vacant(slot) => {
+                    slot.insert((file, r));
+                }
+                Entry::Occupied(mut slot) => {
+                    let (first_file, kept) = slot.get_mut();
+                    let same = AnomalyRecord {
+                        detected_at: kept.detected_at.clone(),
+                        ..r.clone()
+                    };
+                    if same != *kept {
+                        return Err(Box::new(MergeConflict {
+                            source: r.source,
+                            partition: r.partition,
+                            offset: r.offset,
+                            files: (*first_file, file),
+                        }));
+                    }
+                    if r.detected_at < kept.detected_at {
+                        kept.detected_at = r.detected_at;
+                    }
+                }
+            }
+        }
+    }
+    Ok(out.into_values().map(|(_, r)| r).collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -259,5 +312,45 @@ mod tests {
         let path = dir.path().join("a.log");
         std::fs::write(&path, "x\n").unwrap();
         assert!(AnomalyLog::resume(&path, 100).is_err());
+    }
+
+    fn rec(partition: u32, offset: u64, reason: &str, at: &str) -> AnomalyRecord {
+        AnomalyRecord {
+            reason: reason.into(),
+            source: "orders".into(),
+            partition,
+            offset,
+            payload: format!("{{\"p\":{partition},\"o\":{offset}}}"),
+            payload_encoding: "utf8".into(),
+            event_time_ms: None,
+            detected_at: at.into(),
+        }
+    }
+
+    #[test]
+    fn merge_keeps_each_record_once_with_its_earliest_detection() {
+        let a = vec![
+            rec(1, 5, "bad_amount", "2026-01-01T00:00:02.000Z"),
+            rec(0, 9, "late_event", "t"),
+        ];
+        let b = vec![
+            rec(1, 5, "bad_amount", "2026-01-01T00:00:01.000Z"),
+            rec(1, 7, "bad_amount", "t"),
+        ];
+        let merged = merge(vec![(0, a), (1, b)]).unwrap();
+        let keys: Vec<(u32, u64)> = merged.iter().map(|r| (r.partition, r.offset)).collect();
+        assert_eq!(keys, [(0, 9), (1, 5), (1, 7)]);
+        assert_eq!(merged[1].detected_at, "2026-01-01T00:00:01.000Z");
+    }
+
+    #[test]
+    fn merge_refuses_two_different_records_at_one_offset() {
+        let a = vec![rec(2, 3, "bad_amount", "t")];
+        let b = vec![
+            rec(0, 1, "bad_amount", "t"),
+            rec(2, 3, "malformed_json", "t"),
+        ];
+        let err = merge(vec![(0, a), (4, b)]).unwrap_err();
+        assert_eq!((err.partition, err.offset, err.files), (2, 3, (0, 4)));
     }
 }

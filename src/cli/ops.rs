@@ -64,6 +64,15 @@ pub(super) enum AnomaliesCommand {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Merge anomaly logs into one, each record once per (source, partition,
+    /// offset): group mode's per-partition files of every instance.
+    Merge {
+        #[command(flatten)]
+        common: Common,
+        /// The logs (default: `anomaly_log` from the config and every
+        /// `<anomaly_log>.partition-*` beside it).
+        files: Vec<std::path::PathBuf>,
+    },
 }
 
 #[derive(Args, Clone)]
@@ -221,6 +230,7 @@ pub(super) fn anomalies(command: AnomaliesCommand) -> anyhow::Result<ExitCode> {
                 .print(&mut std::io::stdout().lock())
                 .map_err(super::stdout_error)?;
         }
+        AnomaliesCommand::Merge { common, files } => merge_logs(&common, files)?,
         AnomaliesCommand::Replay {
             filter,
             fix,
@@ -276,4 +286,42 @@ pub(super) fn anomalies(command: AnomaliesCommand) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `anomalies merge`: the union of the logs on stdout, a line per record.
+fn merge_logs(common: &Common, mut files: Vec<std::path::PathBuf>) -> anyhow::Result<()> {
+    if files.is_empty() {
+        let cfg = Config::load(common.config.as_deref(), &overrides(common)?)?.config;
+        files = repair::group_logs(&cfg.anomaly_log)?;
+        if files.is_empty() {
+            bail!(
+                "anomalies merge: neither {} nor any {}.partition-* exists; name the logs to merge",
+                cfg.anomaly_log.display(),
+                cfg.anomaly_log.display()
+            );
+        }
+    }
+    let mut logs = Vec::with_capacity(files.len());
+    for (i, f) in files.iter().enumerate() {
+        logs.push((i, repair::read(f)?));
+    }
+    let read: usize = logs.iter().map(|(_, r)| r.len()).sum();
+    let merged = crate::anomaly_log::merge(logs).map_err(|c| {
+        anyhow!(
+            "anomalies merge: {} and {} hold different records for {} partition {} offset {}: \
+             they come from different data or settings, so no union of them is one run's log",
+            files[c.files.0].display(),
+            files[c.files.1].display(),
+            c.source,
+            c.partition,
+            c.offset
+        )
+    })?;
+    write_records(&merged).map_err(super::stdout_error)?;
+    eprintln!(
+        "anomalies merge: {} files, {read} lines, {} records",
+        files.len(),
+        merged.len()
+    );
+    Ok(())
 }

@@ -42,6 +42,41 @@ impl Filter {
     }
 }
 
+/// The anomaly logs of `log` in either mode: the file itself if it exists,
+/// and group mode's `<log>.partition-*` beside it, sorted by name.
+pub fn group_logs(log: &Path) -> anyhow::Result<Vec<std::path::PathBuf>> {
+    let mut out = Vec::new();
+    if log.is_file() {
+        out.push(log.to_path_buf());
+    }
+    let dir = match log.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let Some(name) = log.file_name().and_then(|n| n.to_str()) else {
+        return Ok(out);
+    };
+    let prefix = format!("{name}.partition-");
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(e).with_context(|| format!("listing {}", dir.display())),
+    };
+    let mut parts: Vec<std::path::PathBuf> = entries
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .and_then(|n| n.strip_prefix(&prefix))
+                .is_some_and(|rest| !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .map(|e| e.path())
+        .collect();
+    parts.sort();
+    out.extend(parts);
+    Ok(out)
+}
+
 /// Reads the log, one record a line. A line that is not a record is an error
 /// naming the line: the log is ours, so that means damage.
 pub fn read(path: &Path) -> anyhow::Result<Vec<AnomalyRecord>> {

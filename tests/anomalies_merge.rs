@@ -1,0 +1,136 @@
+//! `streamforge anomalies merge`: group mode leaves one anomaly log per
+//! partition on each instance that processed it, and a partition processed
+//! by two owners (a rebalance, a kill -9 before a checkpoint) has some
+//! records in both. The merge is each record once per (source, partition,
+//! offset): exactly the anomalies of one clean run, checked against the
+//! data set's known fates. Two owners are played here by two runs over the
+//! same files, one of them killed mid-way.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::*;
+
+fn run_args<'a>(source: &'a str, state: &'a str, log: &'a str) -> Vec<&'a str> {
+    vec![
+        "run",
+        "--source",
+        source,
+        "--sink",
+        "embedded",
+        "--bounded",
+        "--state-dir",
+        state,
+        "--anomaly-log",
+        log,
+        "--checkpoint-events",
+        "2000",
+    ]
+}
+
+fn merged(args: &[&str], out_file: &Path) -> String {
+    let out = run_ok(args);
+    std::fs::write(out_file, &out.stdout).unwrap();
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn the_merge_of_two_owners_logs_is_one_clean_runs_anomalies() {
+    let tmp = tempfile::tempdir().unwrap();
+    let shape = Shape {
+        per_partition: 30_000,
+        ..Shape::default()
+    };
+    let data = make_dataset(&tmp.path().join("in"), &shape);
+    let source = format!("files:{}", data.dir.display());
+    let expected = data.expected_anomalies();
+    assert!(expected.len() > 100, "the data set has anomalies to merge");
+
+    // Owner A: the whole input. Owner B: the same input, killed after a few
+    // checkpoints, so its log holds a prefix of the same records, some of
+    // them past its last checkpoint.
+    let host_a = tmp.path().join("host-a");
+    let host_b = tmp.path().join("host-b");
+    let log_a = host_a.join("anomalies.log.partition-0");
+    let log_b = host_b.join("anomalies.log.partition-0");
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let (state_a, state_b) = (s(&host_a.join("state")), s(&host_b.join("state")));
+    run_ok(&run_args(&source, &state_a, &s(&log_a)));
+    let mut child = spawn(&mut streamforge(&run_args(&source, &state_b, &s(&log_b))));
+    assert!(
+        kill_after_checkpoints(&mut child, 3, Duration::from_millis(2)),
+        "owner B ended before it could be killed"
+    );
+    let _ = child.wait();
+    let partial = read_anomalies(&log_b).len();
+    assert!(
+        partial > 0 && partial < expected.len(),
+        "owner B logged {partial} records"
+    );
+
+    let out = tmp.path().join("merged.log");
+    let stderr = merged(&["anomalies", "merge", &s(&log_a), &s(&log_b)], &out);
+    assert_anomalies_exactly_once(&out, &expected);
+    assert!(stderr.contains("2 files"), "{stderr}");
+
+    // By default, the configured log and its `.partition-*` files.
+    let both = tmp.path().join("both");
+    std::fs::create_dir_all(&both).unwrap();
+    std::fs::copy(&log_a, both.join("anomalies.log.partition-0")).unwrap();
+    std::fs::copy(&log_b, both.join("anomalies.log.partition-1")).unwrap();
+    std::fs::write(both.join("anomalies.log.partition-x"), "not a log\n").unwrap();
+    let base = format!("anomaly_log={}", both.join("anomalies.log").display());
+    let stderr = merged(&["anomalies", "merge", "--set", &base], &out);
+    assert_anomalies_exactly_once(&out, &expected);
+    assert!(stderr.contains("2 files"), "{stderr}");
+}
+
+#[test]
+fn two_different_records_at_one_offset_are_refused_naming_both_logs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let shape = Shape {
+        per_partition: 3_000,
+        ..Shape::default()
+    };
+    let data = make_dataset(&tmp.path().join("in"), &shape);
+    let source = format!("files:{}", data.dir.display());
+    let first = tmp.path().join("first.log");
+    let state = tmp.path().join("state");
+    run_ok(&run_args(
+        &source,
+        state.to_str().unwrap(),
+        first.to_str().unwrap(),
+    ));
+    // The same log with one record's payload changed: what a log of other
+    // data (or other settings) at the same (partition, offset) looks like.
+    let text = std::fs::read_to_string(&first).unwrap();
+    let mut lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let n = lines.len() / 2;
+    lines[n]["payload"] = serde_json::Value::from("{\"event_id\":\"other\"}");
+    let other = tmp.path().join("other.log");
+    let rewritten: Vec<String> = lines.iter().map(|v| v.to_string()).collect();
+    std::fs::write(&other, rewritten.join("\n") + "\n").unwrap();
+
+    let out = streamforge(&[
+        "anomalies",
+        "merge",
+        first.to_str().unwrap(),
+        other.to_str().unwrap(),
+    ])
+    .output()
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "merged different records: {stderr}");
+    let (p, o) = (&lines[n]["partition"], &lines[n]["offset"]);
+    assert!(
+        stderr.contains("first.log")
+            && stderr.contains("other.log")
+            && stderr.contains(&format!("partition {p} offset {o}")),
+        "{stderr}"
+    );
+}
