@@ -236,6 +236,16 @@ enum BenchCommand {
     },
 }
 
+/// A line on standard output. A reader that went away (`| head -3`) is not
+/// an error: the rest of the command (a `--json` file) still happens.
+fn out(line: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    match writeln!(std::io::stdout().lock(), "{line}") {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other.context("writing to standard output"),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     streamforge::telemetry::init_logging(false);
@@ -393,7 +403,7 @@ fn bench(command: BenchCommand) -> anyhow::Result<()> {
                 opts.partitions
             );
             let report = bench::core(&opts)?;
-            println!("{}", report.markdown());
+            out(&report.markdown())?;
             if let Some(path) = json {
                 std::fs::write(&path, serde_json::to_string_pretty(&report)?)
                     .with_context(|| format!("cannot write {}", path.display()))?;
@@ -417,7 +427,7 @@ fn bench(command: BenchCommand) -> anyhow::Result<()> {
                 readers,
             };
             let rows = parse_bench::run(&opts)?;
-            println!("{}", parse_bench::markdown(&rows, rounds));
+            out(&parse_bench::markdown(&rows, rounds))?;
             if let Some(path) = json {
                 std::fs::write(&path, serde_json::to_string_pretty(&rows)?)
                     .with_context(|| format!("cannot write {}", path.display()))?;
@@ -439,9 +449,9 @@ fn bench(command: BenchCommand) -> anyhow::Result<()> {
                 ..Default::default()
             };
             let reports = bench::scaling_suite(&opts, &users)?;
-            println!("{}", bench::ScalingBenchReport::markdown_header());
+            out(&bench::ScalingBenchReport::markdown_header())?;
             for r in &reports {
-                println!("{}", r.markdown_row());
+                out(&r.markdown_row())?;
             }
             if let Some(path) = json {
                 let value = if let [one] = reports.as_slice() {
