@@ -449,7 +449,7 @@ fn bench(command: BenchCommand) -> anyhow::Result<()> {
                 ..Default::default()
             };
             let reports = bench::scaling_suite(&opts, &users)?;
-            out(&bench::ScalingBenchReport::markdown_header())?;
+            out(bench::ScalingBenchReport::markdown_header())?;
             for r in &reports {
                 out(&r.markdown_row())?;
             }
