@@ -77,28 +77,9 @@ fn sigkill_at_random_moments_on_the_real_stack_stays_exact() {
         seed: 5,
         ..Shape::default()
     });
-    let mut rng = Rng::new(17);
-    let mut kills = 0;
-    for attempt in 0..40 {
-        let mut child = spawn(&mut case.run_cmd());
-        let wanted = 1 + rng.below(3);
-        let extra = std::time::Duration::from_micros(rng.below(20_000));
-        if attempt < 30 && kill_after_checkpoints(&mut child, wanted, extra) {
-            kills += 1;
-            continue;
-        }
-        drop(child.stderr.take());
-        let status = child.wait().unwrap();
-        assert!(
-            status.success(),
-            "streamforge failed without being killed: {status}"
-        );
-        eprintln!("completed after {kills} SIGKILLs");
-        assert!(kills >= 5, "only {kills} kills landed");
-        case.assert_exact();
-        return;
-    }
-    panic!("the job never completed");
+    let kills = sigkill_until_done(|| case.run_cmd(), 17, 30, 3, 20_000);
+    assert!(kills >= 5, "only {kills} kills landed");
+    case.assert_exact();
 }
 
 #[test]
@@ -180,41 +161,15 @@ fn grouped_results_through_sigkills_on_the_real_stack_stay_exact() {
         cmd.args(groupings);
         cmd
     };
-    let mut rng = Rng::new(41);
-    let mut kills = 0;
-    for attempt in 0..40 {
-        let mut child = spawn(&mut run());
-        let wanted = 1 + rng.below(3);
-        let extra = std::time::Duration::from_micros(rng.below(20_000));
-        if attempt < 30 && kill_after_checkpoints(&mut child, wanted, extra) {
-            kills += 1;
-            continue;
-        }
-        drop(child.stderr.take());
-        let status = child.wait().unwrap();
-        assert!(
-            status.success(),
-            "streamforge failed without being killed: {status}"
-        );
-        eprintln!("completed after {kills} SIGKILLs");
-        assert!(kills >= 5, "only {kills} kills landed");
-        case.assert_exact();
-        for dims in [&["city", "category"][..], &["city"]] {
-            let joined = dims.join(",");
-            let mut args = vec!["results", "--sink", "clickhouse", "--group-by", &joined];
-            args.extend_from_slice(&groupings);
-            let out = case.cmd(&args).output().unwrap();
-            ok(&out);
-            let got = results_lines(&out);
-            let want = grouped_lines(case.data.accepted_payloads(), dims, 4);
-            assert!(
-                want.iter().any(|l| l.contains("\"other\"")),
-                "{dims:?} folds"
-            );
-            assert_eq!(got.len(), want.len(), "{dims:?}");
-            assert_eq!(got, want, "{dims:?}");
-        }
-        return;
+    let kills = sigkill_until_done(run, 41, 30, 3, 20_000);
+    assert!(kills >= 5, "only {kills} kills landed");
+    case.assert_exact();
+    for dims in [&["city", "category"][..], &["city"]] {
+        let joined = dims.join(",");
+        let mut args = vec!["results", "--sink", "clickhouse", "--group-by", &joined];
+        args.extend_from_slice(&groupings);
+        let out = case.cmd(&args).output().unwrap();
+        ok(&out);
+        assert_grouped_results(&results_lines(&out), case.data.accepted_payloads(), dims, 4);
     }
-    panic!("the job never completed");
 }

@@ -386,6 +386,60 @@ pub fn window_lines(events: impl IntoIterator<Item = Counted>) -> Vec<String> {
         .collect()
 }
 
+/// Compares `got` (`results --group-by DIMS` lines) with the independent
+/// recomputation [`grouped_lines`] of the accepted payloads, at most
+/// `max_values` values per window; the data must make some fold into
+/// `other`, or the fold went untested.
+pub fn assert_grouped_results<'a>(
+    got: &[String],
+    accepted: impl IntoIterator<Item = &'a str>,
+    dims: &[&str],
+    max_values: usize,
+) {
+    let want = grouped_lines(accepted, dims, max_values);
+    assert!(
+        want.iter().any(|l| l.contains("\"other\"")),
+        "{dims:?} folds"
+    );
+    assert_eq!(got.len(), want.len(), "{dims:?}");
+    assert_eq!(got, want, "{dims:?}");
+}
+
+/// Runs `cmd()` again and again until a run ends on its own: each of the
+/// first `kill_attempts` runs is killed with SIGKILL after 1 to
+/// `max_checkpoints` of its checkpoints plus up to `max_extra_us` µs
+/// (drawn from `seed`; see [`kill_after_checkpoints`]), unless it ends
+/// first. Returns the kills that landed; panics when a run fails on its
+/// own or no run completes.
+pub fn sigkill_until_done(
+    mut cmd: impl FnMut() -> Command,
+    seed: u64,
+    kill_attempts: u32,
+    max_checkpoints: u64,
+    max_extra_us: u64,
+) -> u32 {
+    let mut rng = Rng::new(seed);
+    let mut kills = 0;
+    for attempt in 0..kill_attempts + 10 {
+        let mut child = spawn(&mut cmd());
+        let wanted = 1 + rng.below(max_checkpoints);
+        let extra = std::time::Duration::from_micros(rng.below(max_extra_us));
+        if attempt < kill_attempts && kill_after_checkpoints(&mut child, wanted, extra) {
+            kills += 1;
+            continue;
+        }
+        drop(child.stderr.take());
+        let status = child.wait().unwrap();
+        assert!(
+            status.success(),
+            "streamforge failed without being killed: {status}"
+        );
+        eprintln!("completed after {kills} SIGKILLs");
+        return kills;
+    }
+    panic!("the job never completed");
+}
+
 /// The lines `streamforge results --group-by DIMS` must print for the
 /// payloads of `accepted` events, from the definition in docs/semantics.md
 /// alone: per window and grouping, the values (`unknown` where the field is
