@@ -134,3 +134,34 @@ fn two_different_records_at_one_offset_are_refused_naming_both_logs() {
         "{stderr}"
     );
 }
+
+/// The operator's slips get answers that say what to do: a log that is not
+/// there, and `checkpoint list` pointed at a group-mode state directory
+/// (which holds one state directory per partition).
+#[test]
+fn a_missing_log_and_a_group_mode_state_directory_are_explained() {
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("nope.log");
+    let out = streamforge(&["anomalies", "merge", missing.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("nope.log is not a file") && !stderr.contains("--log"),
+        "{stderr}"
+    );
+
+    let state = tmp.path().join("state");
+    std::fs::create_dir_all(state.join("partition-4")).unwrap();
+    std::fs::create_dir_all(state.join("partition-2")).unwrap();
+    let out = streamforge(&["checkpoint", "list", "--state-dir", state.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("group-mode state directory") && stderr.contains("partition-2"),
+        "{stderr}"
+    );
+}

@@ -135,6 +135,12 @@ fn a_group_instance_commits_its_checkpointed_offsets_to_the_group() {
         "the resumed run logged nothing about its checkpoints: {stderr}"
     );
     assert!(
+        stderr
+            .lines()
+            .any(|l| l.contains("partition_job") && l.trim_end().ends_with("partition=2")),
+        "the partition jobs' lines do not name their partition:\n{stderr}"
+    );
+    assert!(
         !stderr.contains("not in the checkpoint"),
         "a partition job warned about partitions it does not own:\n{stderr}"
     );

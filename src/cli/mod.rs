@@ -533,6 +533,14 @@ fn open_store(common: &Common) -> anyhow::Result<(CheckpointStore, PathBuf)> {
     let cfg = Config::load(common.config.as_deref(), &overrides(common)?)?.config;
     let dir = cfg.checkpoint.state_dir.clone();
     if !dir.join("checkpoints").exists() {
+        if let Some(one) = a_partition_dir(&dir) {
+            bail!(
+                "no checkpoints in {} itself: it is a group-mode state directory, with one state \
+                 directory per partition; name one, e.g. --state-dir {}",
+                dir.display(),
+                one.display()
+            );
+        }
         bail!(
             "no checkpoints in {}: is this a state directory?",
             dir.display()
@@ -701,4 +709,24 @@ fn format_offsets(offsets: &std::collections::BTreeMap<u32, u64>) -> String {
 /// Used by tests and tools that need a path relative to the crate.
 pub fn crate_dir() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// One of group mode's `partition-<p>` state directories in `dir` (the
+/// lowest `p`), if it holds any.
+fn a_partition_dir(dir: &std::path::Path) -> Option<std::path::PathBuf> {
+    std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(Result::ok)
+        .filter(|e| e.path().is_dir())
+        .filter_map(|e| {
+            let p: u32 = e
+                .file_name()
+                .to_str()?
+                .strip_prefix("partition-")?
+                .parse()
+                .ok()?;
+            Some((p, e.path()))
+        })
+        .min()
+        .map(|(_, path)| path)
 }

@@ -301,6 +301,12 @@ fn merge_logs(common: &Common, mut files: Vec<std::path::PathBuf>) -> anyhow::Re
             );
         }
     }
+    if let Some(missing) = files.iter().find(|f| !f.is_file()) {
+        bail!(
+            "anomalies merge: {} is not a file; name the anomaly logs to merge",
+            missing.display()
+        );
+    }
     let mut logs = Vec::with_capacity(files.len());
     for (i, f) in files.iter().enumerate() {
         logs.push((i, repair::read(f)?));

@@ -104,6 +104,9 @@ fn start_partition(cfg: &Config, p: u32, bounded: bool) -> anyhow::Result<Partit
     let handle = std::thread::Builder::new()
         .name(format!("partition-{p}"))
         .spawn(move || {
+            // Every line of this job names the topic's partition: the job
+            // itself sees one partition, numbered 0.
+            let _span = tracing::info_span!("partition_job", partition = p).entered();
             let metrics = Arc::new(Metrics::new());
             job::run(&pcfg, source, Box::new(sink), &opts, metrics)
                 .with_context(|| format!("the job of partition {p}"))
@@ -146,6 +149,13 @@ pub struct GroupReport {
 /// and stopping a job per partition as the group assigns and revokes them.
 pub fn run(cfg: &Config, bounded: bool, stop: Arc<AtomicBool>) -> anyhow::Result<GroupReport> {
     check(cfg)?;
+    if !cfg.metrics_addr.is_empty() && cfg.metrics_addr != "off" {
+        info!(
+            metrics_addr = %cfg.metrics_addr,
+            "group mode serves no metrics listener or live page yet (docs/operations.md); \
+             watch progress with the consumer group's lag and the combined table"
+        );
+    }
     let membership = Membership::join(&cfg.kafka)?;
     let mut jobs: BTreeMap<u32, PartitionJob> = BTreeMap::new();
     let mut report = GroupReport::default();
