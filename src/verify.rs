@@ -633,6 +633,7 @@ impl Model {
             .windows
             .into_iter()
             .map(|(start, (order_cnt, gmv_cents, users))| WindowRow {
+                users: None,
                 window_start: start.div_euclid(1000),
                 window_end: (start + spec.size_ms).div_euclid(1000),
                 order_cnt,
@@ -837,6 +838,7 @@ mod tests {
 
     fn row(start_s: i64, cnt: u64, cents: u128, users: u64) -> WindowRow {
         WindowRow {
+            users: None,
             window_start: start_s,
             window_end: start_s + 60,
             order_cnt: cnt,

@@ -16,7 +16,7 @@
 //! why: they never skip. The 18.16 server is the local stack's
 //! (`scripts/stack.sh up`; `STREAMFORGE_TEST_CLICKHOUSE_URL` to use another).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
@@ -24,6 +24,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use streamforge::dedup::{fingerprint, Fp};
 use streamforge::setting::Dur;
 use streamforge::sink::clickhouse::{
     ClickHouseSettings, ClickHouseSink, ErrorKind, Failure, Request, Response, Transport,
@@ -268,6 +269,7 @@ impl Drop for Table {
 
 fn row(start: i64, version: u64, order_cnt: u64, gmv_cents: u128) -> WindowRow {
     WindowRow {
+        users: None,
         window_start: start,
         window_end: start + 60,
         order_cnt,
@@ -562,36 +564,78 @@ fn the_dedup_window_statement_works_where_the_setting_exists() {
     );
 }
 
+/// A partial row of `r`'s counts whose users are `users`: fingerprints
+/// under one seed (the group's), one extreme fingerprint for `0`.
+fn with_users(mut r: WindowRow, users: &[u32]) -> WindowRow {
+    let mut fps: Vec<Fp> = users
+        .iter()
+        .map(|n| match n {
+            0 => Fp {
+                hi: u64::MAX,
+                lo: u32::MAX,
+            },
+            n => fingerprint(16, &format!("u{n}")),
+        })
+        .collect();
+    fps.sort_unstable();
+    fps.dedup();
+    r.user_cnt = fps.len() as u64;
+    r.users = Some(fps.into());
+    r
+}
+
 /// Group mode (issue 16): two partitions' partial rows, written by two
 /// sinks in any order, a zombie's stale lower version after a newer one
-/// included. The combined read (what `streamforge results` prints in group
-/// mode) holds, per window, the sums of each partition's newest row, and
-/// the `<table>_combined` view the same, on both engines.
+/// included, users shared by the partitions (a topic not keyed by user).
+/// The combined read (what `streamforge results` prints in group mode)
+/// holds, per window, the sums of each partition's newest row and the size
+/// of the union of their user sets, and the `<table>_combined` view the
+/// same, on both engines.
 #[test]
 fn partial_rows_combine_the_same_on_both_engines() {
-    let p0_first = [row(T0, 10, 3, 300), row(T0 + 30, 10, 1, 100)];
-    let p0_newer = [row(T0, 20, 4, 450)];
-    let p0_stale = [row(T0, 15, 9, 999)];
-    let p1 = [row(T0, 7, 2, 25), row(T0 + 60, 7, 5, 5)];
-    let mut combined: BTreeMap<i64, WindowRow> = BTreeMap::new();
+    let p0_first = [
+        with_users(row(T0, 10, 3, 300), &[1, 2, 3]),
+        with_users(row(T0 + 30, 10, 1, 100), &[1]),
+    ];
+    let p0_newer = [with_users(row(T0, 20, 4, 450), &[1, 2, 3, 4, 0])];
+    let p0_stale = [with_users(row(T0, 15, 9, 999), &[5, 6, 7, 8, 9])];
+    let p1 = [
+        with_users(row(T0, 7, 2, 25), &[2, 4, 10]),
+        with_users(row(T0 + 60, 7, 5, 5), &[]),
+    ];
+    let mut combined: BTreeMap<i64, (WindowRow, BTreeSet<Fp>)> = BTreeMap::new();
     for r in [model(&[&p0_first, &p0_newer, &p0_stale]), model(&[&p1])]
         .iter()
         .flatten()
     {
-        combined
-            .entry(r.window_start)
-            .and_modify(|c| {
-                c.order_cnt += r.order_cnt;
-                c.gmv_cents += r.gmv_cents;
-                c.user_cnt += r.user_cnt;
-                c.version = c.version.max(r.version);
-                c.updated_at = c.updated_at.max(r.updated_at);
-            })
-            .or_insert_with(|| r.clone());
+        let (c, users) = combined.entry(r.window_start).or_insert_with(|| {
+            (
+                WindowRow {
+                    order_cnt: 0,
+                    gmv_cents: 0,
+                    version: 0,
+                    updated_at: 0,
+                    users: None,
+                    ..r.clone()
+                },
+                BTreeSet::new(),
+            )
+        });
+        c.order_cnt += r.order_cnt;
+        c.gmv_cents += r.gmv_cents;
+        c.version = c.version.max(r.version);
+        c.updated_at = c.updated_at.max(r.updated_at);
+        users.extend(r.users.as_deref().unwrap().iter().copied());
+        c.user_cnt = users.len() as u64;
     }
-    let expected: Vec<WindowRow> = combined.into_values().collect();
-    let orders: u64 = expected.iter().map(|r| r.order_cnt).sum();
-    on_both("partial", &(expected.clone(), orders), |t| {
+    let expected: Vec<WindowRow> = combined.into_values().map(|(r, _)| r).collect();
+    let users: u64 = expected.iter().map(|r| r.user_cnt).sum();
+    assert_eq!(
+        expected.iter().map(|r| r.user_cnt).collect::<Vec<_>>(),
+        [6, 1, 0],
+        "the union, not the sum (8 in the first window)"
+    );
+    on_both("partial", &(expected.clone(), users), |t| {
         let mut reader = t.sink();
         reader.set_group_mode(None);
         let mut writers = [t.sink(), t.sink()];
@@ -606,12 +650,48 @@ fn partial_rows_combine_the_same_on_both_engines() {
         let rows = reader.read_final().unwrap();
         let view = reader
             .query_text(&format!(
-                "SELECT sum(order_cnt) FROM {}_combined FORMAT TabSeparated",
+                "SELECT sum(user_cnt) FROM {}_combined FORMAT TabSeparated",
                 t.qualified()
             ))
             .unwrap();
         reader.drop_table().unwrap();
         (rows, view.trim().parse::<u64>().unwrap())
+    });
+}
+
+/// A partial table of the layout before user sets (sql of the previous
+/// release), or one with the columns but the old summing view, is refused
+/// at start with what to drop, on both engines.
+#[test]
+fn a_partial_table_of_the_summing_layout_is_refused_on_both_engines() {
+    on_both("old_partial", &(true, true), |t| {
+        let q = t.qualified();
+        let old = format!(
+            "CREATE TABLE {q}_partial (window_start DateTime, window_end DateTime, partition UInt32, \
+             order_cnt UInt64, gmv_total Decimal(38, 2), user_cnt UInt64, version UInt64, \
+             updated_at DateTime) ENGINE = ReplacingMergeTree(version) \
+             PARTITION BY toYYYYMMDD(window_start) ORDER BY (window_start, partition)"
+        );
+        let mut sink = t.sink();
+        sink.set_group_mode(Some(0));
+        sink.query_text(&old).unwrap();
+        let refused = |sink: &mut ClickHouseSink| {
+            let e = sink.prepare().unwrap_err().to_string();
+            e.contains("DROP TABLE") && e.contains("partition-*")
+        };
+        let old_table = refused(&mut sink);
+        sink.query_text(&format!(
+            "ALTER TABLE {q}_partial ADD COLUMN users_hi Array(UInt64), ADD COLUMN users_lo Array(UInt32)"
+        ))
+        .unwrap();
+        sink.query_text(&format!(
+            "CREATE VIEW {q}_combined AS SELECT window_start, sum(user_cnt) AS user_cnt \
+             FROM {q}_partial FINAL GROUP BY window_start"
+        ))
+        .unwrap();
+        let old_view = refused(&mut sink);
+        sink.drop_table().unwrap();
+        (old_table, old_view)
     });
 }
 

@@ -46,12 +46,13 @@ fn parse_event_corpus_never_panics_and_round_trips() {
 }
 
 /// The checkpoint_decode target's modes: the bytes as a stored frame, and as
-/// the payload of a frame of each format read (4 with grouped cells, 3:
+/// the payload of a frame of each format read (5: rows with user sets, 4
+/// with grouped cells, 3:
 /// deltas before groupings, and 2: whole states, read as bases) with a
 /// valid crc, reaching bincode's decoding.
 #[test]
 fn checkpoint_decode_corpus_is_rejected_or_decoded_without_panic() {
-    let (mut current, mut whole, mut deltas, mut grouped) = (0, 0, 0, 0);
+    let (mut current, mut whole, mut deltas, mut grouped, mut v4) = (0, 0, 0, 0, 0);
     for file in corpus("checkpoint_decode") {
         let data = std::fs::read(&file).unwrap();
         if let Ok(checkpoint) = decode_stored(&data) {
@@ -68,6 +69,21 @@ fn checkpoint_decode_corpus_is_rejected_or_decoded_without_panic() {
                 decode_stored(&again).as_ref(),
                 Ok(&checkpoint),
                 "{}",
+                file.display()
+            );
+            restore(&checkpoint);
+        }
+        if let Ok(checkpoint) = decode_stored(&framed(codec::FORMAT_GROUPS, &data)) {
+            v4 += 1;
+            if !groups(&checkpoint).panes.is_empty() {
+                grouped += 1;
+            }
+            assert!(
+                checkpoint
+                    .pending
+                    .iter()
+                    .all(|b| b.rows.iter().all(|r| r.users.is_none())),
+                "a format-4 checkpoint has no user sets: {}",
                 file.display()
             );
             restore(&checkpoint);
@@ -93,11 +109,15 @@ fn checkpoint_decode_corpus_is_rejected_or_decoded_without_panic() {
     }
     assert!(
         current > 0,
+        "the corpus should hold valid format-5 checkpoints too"
+    );
+    assert!(
+        v4 > 0,
         "the corpus should hold valid format-4 checkpoints too"
     );
     assert!(
         grouped > 0,
-        "the corpus should hold format-4 checkpoints with grouped cells"
+        "the corpus should hold format-4 or 5 checkpoints with grouped cells"
     );
     assert!(
         deltas > 0,

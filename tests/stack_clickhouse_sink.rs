@@ -83,6 +83,7 @@ impl Drop for TestTable {
 
 fn row(start: i64, version: u64, order_cnt: u64, gmv_cents: u128) -> WindowRow {
     WindowRow {
+        users: None,
         window_start: start,
         window_end: start + 60,
         order_cnt,

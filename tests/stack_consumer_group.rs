@@ -6,10 +6,12 @@
 //! must equal both an independent computation over the produced data and
 //! the oracle: one clean single-instance group-mode run.
 //!
-//! The data honour group mode's contract (docs/semantics.md): a user's
-//! events, and so the duplicates of an event, stay in one partition (what
-//! keying by `user_id` gives), and disorder within a partition stays below
-//! the 5 s bound.
+//! The data honour group mode's contract (docs/semantics.md): the
+//! duplicates of an event stay in one partition, and disorder within a
+//! partition stays below the 5 s bound. In the first test a user's events
+//! stay in one partition too (what keying by `user_id` gives); in the
+//! second they do not, and the combined distinct users must still be exact
+//! (the partitions' user sets are merged, not their counts summed).
 
 mod common;
 
@@ -27,17 +29,21 @@ const PARTITIONS: usize = 6;
 struct Data {
     lines: Vec<Vec<String>>,
     accepted: Vec<Counted>,
+    /// The partition of each accepted event.
+    accepted_in: Vec<usize>,
     anomalies: BTreeSet<(u32, u64, String)>,
 }
 
-/// `per_phase` lines per partition for each of `phases` phases; users
-/// `p<p>-u<n>` live in partition `p` only.
-fn make_data(phases: usize, per_phase: usize) -> Data {
+/// `per_phase` lines per partition for each of `phases` phases. `keyed`:
+/// users `p<p>-u<n>` live in partition `p` only; otherwise users `u<n>`
+/// are in every partition.
+fn make_data(phases: usize, per_phase: usize, keyed: bool) -> Data {
     let mut rng = Rng::new(16);
     let t0 = 1_764_064_800_000i64;
     let mut data = Data {
         lines: vec![Vec::new(); PARTITIONS],
         accepted: Vec::new(),
+        accepted_in: Vec::new(),
         anomalies: BTreeSet::new(),
     };
     for p in 0..PARTITIONS {
@@ -54,13 +60,18 @@ fn make_data(phases: usize, per_phase: usize) -> Data {
                 data.anomalies.insert((p as u32, i as u64, line.clone()));
                 line
             } else {
-                let user = format!("p{p}-u{}", rng.below(300));
+                let user = if keyed {
+                    format!("p{p}-u{}", rng.below(300))
+                } else {
+                    format!("u{}", rng.below(2_000))
+                };
                 let cents = rng.below(50_000);
                 data.accepted.push(Counted {
                     t_ms: t,
                     user: user.clone(),
                     cents,
                 });
+                data.accepted_in.push(p);
                 seen.push(i);
                 format!(
                     r#"{{"event_id":"e-{p}-{i}","order_id":"o{i}","user_id":"{user}","amount":"{}.{:02}","event_time":{t}}}"#,
@@ -266,7 +277,7 @@ fn merged_anomalies(dir: &Path) -> BTreeSet<(u32, u64, String)> {
 #[test]
 fn three_instances_joining_leaving_and_killed_equal_one_clean_run() {
     let g = Group::new("three");
-    let data = make_data(4, 2_000);
+    let data = make_data(4, 2_000, true);
     let expected = window_lines(data.accepted.iter().cloned());
 
     g.produce(&data, 0..2_000);
@@ -324,4 +335,94 @@ fn three_instances_joining_leaving_and_killed_equal_one_clean_run() {
         instances.extend(merged_anomalies(&g.tmp.path().join(name)));
     }
     assert_eq!(instances, data.anomalies);
+}
+
+/// The distinct users of each window (start, epoch seconds) among
+/// `events`: the SPEC windows of `window_lines` (60 s, sliding by 30 s).
+fn users_per_window<'a>(
+    events: impl IntoIterator<Item = &'a Counted>,
+) -> BTreeMap<i64, BTreeSet<&'a str>> {
+    let slide = 30_000i64;
+    let mut windows: BTreeMap<i64, BTreeSet<&str>> = BTreeMap::new();
+    for e in events {
+        let s = e.t_ms.div_euclid(slide) * slide;
+        for start in [s, s - slide] {
+            windows.entry(start / 1000).or_default().insert(&e.user);
+        }
+    }
+    windows
+}
+
+/// A topic not keyed by `user_id`: every user has events in every
+/// partition. Two instances share the partitions while data flows, then a
+/// bounded instance ends the input; `streamforge results` and the
+/// `<table>_combined` view must give, per window, the distinct users over
+/// all partitions (recomputed here from the produced events), not the sum
+/// of the partitions' counts, which the data make differ in every window.
+#[test]
+fn users_spread_over_partitions_are_counted_once() {
+    let g = Group::new("spread");
+    let data = make_data(2, 1_500, false);
+    let expected = window_lines(data.accepted.iter().cloned());
+    let union: BTreeMap<i64, usize> = users_per_window(&data.accepted)
+        .into_iter()
+        .map(|(w, users)| (w, users.len()))
+        .collect();
+    let mut summed: BTreeMap<i64, usize> = BTreeMap::new();
+    for p in 0..PARTITIONS {
+        let events = data
+            .accepted
+            .iter()
+            .zip(&data.accepted_in)
+            .filter(|(_, q)| **q == p)
+            .map(|(e, _)| e);
+        for (w, users) in users_per_window(events) {
+            *summed.entry(w).or_default() += users.len();
+        }
+    }
+    let differing = union.iter().filter(|(w, n)| summed[*w] != **n).count();
+    assert!(
+        differing * 10 >= union.len() * 9,
+        "the data should spread users over partitions: the sum differs from the union in only \
+         {differing} of {} windows",
+        union.len()
+    );
+
+    g.produce(&data, 0..1_500);
+    let a = g.start("a");
+    let b = g.start("b");
+    g.wait_all_past(&g.table, 1_000);
+    g.produce(&data, 1_500..3_000);
+    g.wait_all_past(&g.table, 2_500);
+    sigterm(a);
+    sigterm(b);
+    let out = g.run("c", &g.group, &g.table, true).output().unwrap();
+    assert!(
+        out.status.success(),
+        "the final bounded instance: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    assert_same_results(&g.results(&g.table), &expected);
+    let sql = format!(
+        "SELECT toUInt32(window_start), user_cnt FROM streamforge_test.{}_combined \
+         ORDER BY window_start FORMAT TabSeparated",
+        g.table
+    );
+    let text = reqwest::blocking::Client::new()
+        .post(&test_stack().clickhouse_url)
+        .body(sql)
+        .send()
+        .and_then(|r| r.error_for_status())
+        .and_then(|r| r.text())
+        .unwrap();
+    let view: BTreeMap<i64, usize> = text
+        .lines()
+        .map(|l| {
+            let (w, n) = l.split_once('\t').unwrap();
+            (w.parse().unwrap(), n.parse().unwrap())
+        })
+        .collect();
+    assert_eq!(view, union, "the combined view's user_cnt per window");
+    assert_eq!(merged_anomalies(g.tmp.path()), data.anomalies);
 }

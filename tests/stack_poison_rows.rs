@@ -343,6 +343,7 @@ fn a_grouped_row_the_server_refuses_is_a_dead_letter_not_a_halt() {
     let t0 = 1_704_067_200;
     let refused_gmv = 10u128.pow(38);
     let grouped = |start: i64, city: &str, gmv_cents: u128| WindowRow {
+        users: None,
         window_start: start,
         window_end: start + 60,
         order_cnt: 2,
@@ -466,6 +467,7 @@ fn a_fresh_state_never_writes_below_the_versions_of_a_grouped_table() {
             let v: serde_json::Value = serde_json::from_str(l).unwrap();
             let start = v["window_start"].as_i64().unwrap();
             WindowRow {
+                users: None,
                 window_start: start,
                 window_end: start + 60,
                 order_cnt: 99,

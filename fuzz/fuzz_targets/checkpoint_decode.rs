@@ -5,8 +5,8 @@
 //! Each input is tried three times:
 //! 1. as a stored frame, exactly as recovery reads it (header, length and
 //!    crc checks);
-//! 2. as the payload of a frame of the current format (4, with grouped
-//!    cells), of format 3 (deltas, before groupings) and of format 2 (whole
+//! 2. as the payload of a frame of the current format (5, rows with user
+//!    sets), of format 4 (grouped cells, rows without), of format 3 (deltas, before groupings) and of format 2 (whole
 //!    states, read as bases), with a valid header and crc. A random
 //!    frame almost never passes the crc, so without this the fuzzer would
 //!    never reach bincode's decoding of the state;
@@ -33,6 +33,14 @@ fuzz_target!(|data: &[u8]| {
         // What decodes must encode back to a frame that decodes equal.
         let again = codec::encode(&checkpoint).expect("a decoded checkpoint encodes");
         assert_eq!(decode_stored(&again).as_ref(), Ok(&checkpoint));
+        restore(&checkpoint);
+    }
+    // Format 4 (rows without user sets) is still read.
+    if let Ok(checkpoint) = decode_stored(&framed(codec::FORMAT_GROUPS, data)) {
+        assert!(checkpoint
+            .pending
+            .iter()
+            .all(|b| b.rows.iter().all(|r| r.users.is_none())));
         restore(&checkpoint);
     }
     // Format 3 (deltas, before groupings) is still read.

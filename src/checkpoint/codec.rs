@@ -7,21 +7,25 @@
 //!
 //! # Formats
 //!
-//! * 4 (this build writes it): the payload is a `StoredCheckpoint`, whose
+//! * 5 (this build writes it): the payload is a `StoredCheckpoint`, whose
 //!   engine state is a base or a delta on the checkpoint before it, with
-//!   the grouped results' state (`dims`).
+//!   the grouped results' state (`dims`); its pending rows may carry their
+//!   window's user set (group mode, `WindowRow::users`).
+//! * 4: the same before rows carried user sets; still read, rows without.
 //! * 3: the same before grouped results; still read, with no groupings.
 //! * 2: the payload is a `Checkpoint` with the whole engine state; still
 //!   read, as a base.
-//! * 1 and anything newer than 4: refused, saying what to do.
+//! * 1 and anything newer than 5: refused, saying what to do.
 
 use serde::{de::DeserializeOwned, Serialize};
 use thiserror::Error;
 
 const MAGIC: &[u8; 4] = b"SFCK";
-/// 4: the engine state is a base or a delta, with grouped results (see the
-/// module docs).
-pub const FORMAT: u16 = 4;
+/// 5: the engine state is a base or a delta, with grouped results, and rows
+/// with user sets (see the module docs).
+pub const FORMAT: u16 = 5;
+/// Rows without user sets, still read.
+pub const FORMAT_GROUPS: u16 = 4;
 /// Bases and deltas before grouped results, still read.
 pub const FORMAT_DELTAS: u16 = 3;
 /// The format before deltas (whole states), still read.
@@ -274,6 +278,7 @@ mod tests {
             checkpoint_id: 0,
             rows: vec![
                 crate::window::WindowRow {
+                    users: None,
                     window_start: 0,
                     window_end: 0,
                     order_cnt: 0,

@@ -165,7 +165,7 @@ impl<S> Checkpoint<S> {
     }
 }
 
-/// A checkpoint as one frame holds it (format 3).
+/// A checkpoint as one frame holds it (format 5).
 pub type StoredCheckpoint = Checkpoint<Stored>;
 
 /// How a checkpoint's engine state is stored (see the module docs).

@@ -1,5 +1,5 @@
-//! Reading checkpoints back: a frame to a stored checkpoint (format 3, or 2
-//! as a base), and the walk from a checkpoint down its links to its base
+//! Reading checkpoints back: a frame to a stored checkpoint (format 5, 4
+//! or 3, or 2 as a base), and the walk from a checkpoint down its links to its base
 //! (see the module docs of `checkpoint`).
 
 use std::collections::BTreeMap;
@@ -20,12 +20,14 @@ pub(super) struct Frame {
 }
 
 /// Checks and decodes a stored frame of any format this build reads: one of
-/// format 4 as it is, one of format 3 (before grouped results) with no
+/// format 5 as it is, one of format 4 with rows without user sets, one of
+/// format 3 (before grouped results) with no
 /// groupings, one of format 2 (a whole state) as a base. Every damage or
 /// unknown format is an error value, never a panic.
 pub fn decode_stored(raw: &[u8]) -> Result<StoredCheckpoint, CodecError> {
     match codec::verify_any(raw)? {
         (codec::FORMAT, payload) => codec::decode_payload::<StoredCheckpoint>(payload),
+        (codec::FORMAT_GROUPS, payload) => super::legacy::decode_v4(payload),
         (codec::FORMAT_DELTAS, payload) => super::legacy::decode_v3(payload),
         (_, payload) => super::legacy::decode_v2(payload),
     }

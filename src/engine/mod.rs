@@ -225,6 +225,18 @@ impl Engine {
         self.groups = Groups::new(spec);
     }
 
+    /// Window rows carry their distinct users from now on (group mode; see
+    /// [`crate::window::Windows::carry_user_sets`]).
+    pub fn carry_user_sets(&mut self) {
+        self.windows.carry_user_sets();
+    }
+
+    /// The fingerprint seed of this state: user and event ids are keyed
+    /// with it (see [`crate::dedup`]).
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
     /// The groupings this state computes (empty: none).
     pub fn groupings(&self) -> &GroupingSpec {
         self.groups.spec()
@@ -694,6 +706,7 @@ impl Engine {
                     gmv_cents: f.gmv_cents,
                     user_cnt: f.user_cnt,
                     group: Some(f.key),
+                    users: None,
                     ..out[i].clone()
                 });
             }

@@ -37,7 +37,7 @@ use anyhow::{bail, Context};
 use tracing::{info, warn};
 
 use crate::config::{Config, SinkKind, SourceKind};
-use crate::job::{self, JobOptions, JobReport};
+use crate::job::{self, Environment, JobOptions, JobReport};
 use crate::setting::Dur;
 use crate::sink::clickhouse::ClickHouseSink;
 use crate::source::kafka::KafkaSource;
@@ -86,6 +86,21 @@ pub fn partition_config(cfg: &Config, p: u32) -> Config {
     c
 }
 
+/// The fingerprint seed every partition state of the group is keyed with:
+/// the window rows' user sets of different partitions, computed by
+/// different instances, can only be merged if equal users have equal
+/// fingerprints. Derived from what every instance of the group shares (the
+/// topic and `kafka.group_id`), so a partition rebuilt anywhere gets the
+/// same seed. Unlike a single job's random seed it is not secret
+/// (docs/semantics.md, "Group mode").
+pub fn group_seed(cfg: &Config) -> u64 {
+    let key = format!(
+        "streamforge group fingerprint seed\0{}\0{}",
+        cfg.kafka.topic, cfg.kafka.group_id
+    );
+    xxhash_rust::xxh3::xxh3_64(key.as_bytes())
+}
+
 fn start_partition(cfg: &Config, p: u32, bounded: bool) -> anyhow::Result<PartitionJob> {
     let pcfg = partition_config(cfg, p);
     let inner = KafkaSource::new(&pcfg.kafka)?;
@@ -108,7 +123,11 @@ fn start_partition(cfg: &Config, p: u32, bounded: bool) -> anyhow::Result<Partit
             // itself sees one partition, numbered 0.
             let _span = tracing::info_span!("partition_job", partition = p).entered();
             let metrics = Arc::new(Metrics::new());
-            job::run(&pcfg, source, Box::new(sink), &opts, metrics)
+            let env = Environment {
+                fingerprint_seed: Some(group_seed(&pcfg)),
+                ..Environment::machine()
+            };
+            job::run_in(&pcfg, source, Box::new(sink), &opts, metrics, env)
                 .with_context(|| format!("the job of partition {p}"))
         })
         .context("starting a partition job")?;
@@ -290,6 +309,23 @@ mod tests {
             partition_config(&cfg, 1).checkpoint.state_dir,
             c.checkpoint.state_dir
         );
+    }
+
+    /// Every instance derives the same seed from the topic and group id;
+    /// another topic or group gets another.
+    #[test]
+    fn the_group_seed_is_shared_by_the_group_alone() {
+        let mut cfg = Config::default();
+        cfg.kafka.topic = "orders".into();
+        cfg.kafka.group_id = "sf".into();
+        let seed = group_seed(&cfg);
+        assert_eq!(group_seed(&partition_config(&cfg, 3)), seed);
+        let mut other = cfg.clone();
+        other.kafka.group_id = "sf2".into();
+        assert_ne!(group_seed(&other), seed);
+        other = cfg.clone();
+        other.kafka.topic = "orders2".into();
+        assert_ne!(group_seed(&other), seed);
     }
 
     #[test]

@@ -280,6 +280,7 @@ mod tests {
 
     fn row(start: i64, cnt: u64, version: u64) -> WindowRow {
         WindowRow {
+            users: None,
             window_start: start,
             window_end: start + 60,
             order_cnt: cnt,

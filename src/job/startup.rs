@@ -63,6 +63,9 @@ pub fn run_in(
         &source_id,
         env.fingerprint_seed,
     )?;
+    if source.owned_partition().is_some() {
+        resumed.engine.carry_user_sets();
+    }
     let (slots, source_identity, bounded_end) =
         open_source(cfg, opts, source.as_mut(), &mut resumed)?;
     let resent: usize = resumed.pending.iter().map(|b| b.rows.len()).sum();
@@ -358,6 +361,7 @@ fn resume(
     let mut engine = Engine::restore_chain(spec, partitions, &chain.base, &chain.deltas)
         .map_err(anyhow::Error::msg)?;
     check_groupings(&engine, cfg)?;
+    check_group_seed(&engine, fingerprint_seed, source.owned_partition(), cfg)?;
     // The committer builds its own replica from the same chain, on its
     // thread, once it starts: after this restore (which has both cores) and
     // while the job reads. A copy of this engine here cost the first event
@@ -421,6 +425,31 @@ fn fresh_engine(cfg: &Config, partitions: usize, fingerprint_seed: Option<u64>) 
     engine
 }
 
+/// Group mode: refuses to resume a partition's state keyed with another
+/// fingerprint seed than the group's (see `group::group_seed`): its user
+/// sets could not be merged with the other partitions'.
+fn check_group_seed(
+    engine: &Engine,
+    seed: Option<u64>,
+    partition: Option<u32>,
+    cfg: &Config,
+) -> anyhow::Result<()> {
+    let (Some(seed), Some(partition)) = (seed, partition) else {
+        return Ok(());
+    };
+    if engine.seed() == seed {
+        return Ok(());
+    }
+    bail!(
+        "the checkpoint of partition {partition} in {} was taken with another fingerprint seed than \
+         the group's (derived from the topic and kafka.group_id), so its window rows' user sets \
+         cannot be merged with the other partitions'. It was written by an earlier StreamForge \
+         (before group mode merged users as sets) or for another topic or group: delete that \
+         directory, and the partition is rebuilt from its earliest offset",
+        cfg.checkpoint.state_dir.display()
+    )
+}
+
 /// Refuses to resume a state with other groupings than the configuration's:
 /// its grouped panes cannot be re-sliced.
 fn check_groupings(engine: &Engine, cfg: &Config) -> anyhow::Result<()> {
@@ -467,4 +496,31 @@ fn check_identity(
 /// A duration in milliseconds with two decimals, for the recovery log.
 fn ms(d: std::time::Duration) -> String {
     format!("{:.2}", d.as_secs_f64() * 1000.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Group mode refuses a partition state keyed with another seed than
+    /// the group's, saying what to delete; outside group mode (no owned
+    /// partition, or no required seed) any seed resumes.
+    #[test]
+    fn a_partition_state_with_another_seed_than_the_groups_is_refused() {
+        let mut cfg = Config::default();
+        cfg.checkpoint.state_dir = std::path::PathBuf::from("/var/lib/sf/partition-4");
+        let engine = Engine::with_seed(cfg.window.spec(), 1, 11);
+        assert!(check_group_seed(&engine, Some(11), Some(4), &cfg).is_ok());
+        assert!(check_group_seed(&engine, None, Some(4), &cfg).is_ok());
+        assert!(check_group_seed(&engine, Some(12), None, &cfg).is_ok());
+        let e = check_group_seed(&engine, Some(12), Some(4), &cfg)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("partition 4")
+                && e.contains("/var/lib/sf/partition-4 ")
+                && e.contains("delete that directory"),
+            "{e}"
+        );
+    }
 }

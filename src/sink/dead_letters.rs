@@ -251,6 +251,7 @@ mod tests {
         DeadLetter {
             table: "db.t".into(),
             row: WindowRow {
+                users: None,
                 window_start: start,
                 window_end: start + 60,
                 order_cnt: 2,

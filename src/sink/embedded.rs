@@ -94,6 +94,7 @@ fn decode(bytes: &[u8], grouped: bool, path: &Path) -> Result<WindowRow, SinkErr
     let (t, _): (Totals, _) =
         bincode::serde::decode_from_slice(bytes, config).map_err(unreadable)?;
     Ok(WindowRow {
+        users: None,
         window_start: t.window_start,
         window_end: t.window_end,
         order_cnt: t.order_cnt,
@@ -236,6 +237,7 @@ mod tests {
 
     fn row(start: i64, version: u64, cnt: u64) -> WindowRow {
         WindowRow {
+            users: None,
             window_start: start,
             window_end: start + 60,
             order_cnt: cnt,

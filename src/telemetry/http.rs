@@ -322,6 +322,7 @@ mod tests {
     fn the_page_its_assets_and_its_status_are_served_from_the_binary() {
         let metrics = Arc::new(Metrics::new());
         metrics.live.acked(&[crate::window::WindowRow {
+            users: None,
             window_start: 60,
             window_end: 120,
             order_cnt: 2,

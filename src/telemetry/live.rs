@@ -181,6 +181,7 @@ mod tests {
 
     fn row(start: i64, version: u64, cnt: u64) -> WindowRow {
         WindowRow {
+            users: None,
             window_start: start,
             window_end: start + 60,
             order_cnt: cnt,

@@ -315,6 +315,7 @@ mod tests {
         m.set_offsets([7, 9].into_iter());
         m.set_lag(1, 3);
         m.live.acked(&[WindowRow {
+            users: None,
             window_start: 1_764_064_800,
             window_end: 1_764_064_860,
             order_cnt: 3,

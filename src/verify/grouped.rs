@@ -95,6 +95,7 @@ impl GroupedModel {
                 kept.push((vec![OTHER.to_string(); dims.len()], other));
             }
             rows.extend(kept.into_iter().map(|(values, f)| WindowRow {
+                users: None,
                 window_start: start.div_euclid(1000),
                 window_end: (start + size_ms).div_euclid(1000),
                 order_cnt: f.0,

@@ -151,6 +151,7 @@ pub fn parse_final_rows(text: &str) -> Result<Vec<WindowRow>, String> {
                 .map_err(|_| bad("not an unsigned integer"))
         };
         rows.push(WindowRow {
+            users: None,
             window_start: int(start)? as i64,
             window_end: int(end)? as i64,
             order_cnt: int(orders)?,
@@ -182,6 +183,7 @@ mod tests {
 
     fn row(start: i64, gmv_cents: u128, version: u64) -> WindowRow {
         WindowRow {
+            users: None,
             window_start: start,
             window_end: start + 60,
             order_cnt: 3,

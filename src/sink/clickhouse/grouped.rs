@@ -152,6 +152,7 @@ pub fn parse_rows(text: &str, dims: &[Dimension]) -> Result<Vec<WindowRow>, Stri
         let k = dims.len();
         let rest = &fields[2 + k..];
         rows.push(WindowRow {
+            users: None,
             window_start: int(fields[0])? as i64,
             window_end: int(fields[1])? as i64,
             order_cnt: int(rest[0])?,
@@ -298,6 +299,7 @@ mod tests {
             values: vec!["Xi'an\t\"x\"".into(), "books".into()],
         };
         let row = WindowRow {
+            users: None,
             window_start: 60,
             window_end: 120,
             order_cnt: 3,

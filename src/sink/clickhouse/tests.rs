@@ -9,6 +9,7 @@ use super::*;
 
 fn row(start: i64, gmv_cents: u128, version: u64) -> WindowRow {
     WindowRow {
+        users: None,
         window_start: start,
         window_end: start + 60,
         order_cnt: 3,
