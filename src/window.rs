@@ -537,6 +537,13 @@ impl Windows {
         let set = if parts == 1 {
             single
         } else {
+            // Sized for the sum first: a pane's users come in the order of
+            // their home slots, and inserting them so into a smaller table
+            // that grows on the way built long probe runs (8.3 s to fire
+            // two windows over two panes of 500 k users; 30 ms once sized,
+            // test profile).
+            let total = self.panes.range(w..w + n).map(|(_, p)| p.users.len()).sum();
+            self.scratch.reserve(total);
             for (_, pane) in self.panes.range(w..w + n) {
                 self.scratch.extend(pane.users.iter());
             }
