@@ -37,6 +37,9 @@ pub struct Armed {
     pub crash_point: Option<(String, u32)>,
     /// Clock ms after which the run counts as hung.
     pub deadline_ms: u64,
+    /// Clock ms at which the process is killed (group mode: an instance
+    /// dies at a planned moment), if any.
+    pub crash_at_ms: Option<u64>,
     pub step_limit: u64,
     /// The store, to check pending output after each commit.
     pub kv: Arc<MemoryKv>,
@@ -145,13 +148,22 @@ pub fn step(what: &'static str) {
     }
 }
 
-/// The simulated clock moved to `now_ms`: past the deadline, the run hangs.
+/// The simulated clock moved to `now_ms`: at the planned kill the process
+/// dies; past the deadline, the run hangs.
 pub fn check_deadline(now_ms: u64) {
-    let late = STATE.with(|s| {
-        s.borrow()
-            .as_ref()
-            .is_some_and(|s| now_ms > s.armed.deadline_ms)
+    let (killed, late) = STATE.with(|s| {
+        s.borrow().as_ref().map_or((false, false), |s| {
+            (
+                s.armed.crash_at_ms.is_some_and(|at| now_ms >= at),
+                now_ms > s.armed.deadline_ms,
+            )
+        })
     });
+    if killed {
+        std::panic::panic_any(Crash {
+            at: format!("the instance killed at clock {now_ms} ms"),
+        });
+    }
     if late {
         std::panic::panic_any(Hang {
             why: format!("still running at clock {now_ms} ms"),
