@@ -9,7 +9,9 @@
 //! 2. per window, the combination (orders and cents summed over the
 //!    partitions) has the model's figures for the whole topic;
 //! 3. the union of every instance's anomaly logs, keyed by (partition,
-//!    offset), is the model's anomalies, one content per key;
+//!    offset), is the model's anomalies, one content per key, and so is
+//!    the product's union (`streamforge::anomaly_log::merge`, the
+//!    `anomalies merge` command's);
 //! 4. (as rows land, `table`) one (window, partition, version) has one
 //!    content, whoever wrote it.
 
@@ -82,24 +84,19 @@ fn records(path: &PathBuf) -> Result<Vec<AnomalyRecord>, String> {
 }
 
 pub fn anomaly_union(model: &Model, logs: &[PathBuf]) -> Option<String> {
-    let mut by_key: BTreeMap<(u32, u64), BTreeSet<AnomalyKey>> = BTreeMap::new();
-    for path in logs {
-        let recs = match records(path) {
-            Ok(r) => r,
+    let mut files = Vec::new();
+    for (i, path) in logs.iter().enumerate() {
+        match records(path) {
+            Ok(r) => files.push((i, r)),
             Err(e) => return Some(format!("anomaly logs: {e}")),
-        };
-        for r in recs {
-            let Ok(payload) = r.payload_bytes() else {
-                return Some(format!("anomaly logs: bad payload at offset {}", r.offset));
-            };
-            by_key.entry((r.partition, r.offset)).or_default().insert((
-                r.reason,
-                r.partition,
-                r.offset,
-                payload,
-                r.event_time_ms,
-            ));
         }
+    }
+    let mut by_key: BTreeMap<(u32, u64), BTreeSet<AnomalyKey>> = BTreeMap::new();
+    for r in files.iter().flat_map(|(_, r)| r) {
+        match key(r) {
+            Ok(k) => by_key.entry((r.partition, r.offset)).or_default().insert(k),
+            Err(e) => return Some(e),
+        };
     }
     if let Some((k, v)) = by_key.iter().find(|(_, v)| v.len() > 1) {
         return Some(format!(
@@ -111,15 +108,46 @@ pub fn anomaly_union(model: &Model, logs: &[PathBuf]) -> Option<String> {
     }
     let got: BTreeSet<AnomalyKey> = by_key.into_values().flatten().collect();
     let want: BTreeSet<AnomalyKey> = model.anomalies.iter().cloned().collect();
-    if got == want {
-        return None;
+    if got != want {
+        let brief = |a: &AnomalyKey| format!("{:?}", (&a.0, a.1, a.2));
+        let missing: Vec<String> = want.difference(&got).take(3).map(brief).collect();
+        let extra: Vec<String> = got.difference(&want).take(3).map(brief).collect();
+        return Some(format!(
+            "anomaly logs' union: {} records, model {}; missing {missing:?}; unexpected {extra:?}",
+            got.len(),
+            want.len()
+        ));
     }
-    let brief = |a: &AnomalyKey| format!("{:?}", (&a.0, a.1, a.2));
-    let missing: Vec<String> = want.difference(&got).take(3).map(brief).collect();
-    let extra: Vec<String> = got.difference(&want).take(3).map(brief).collect();
-    Some(format!(
-        "anomaly logs' union: {} records, model {}; missing {missing:?}; unexpected {extra:?}",
-        got.len(),
-        want.len()
+    // The product's own union (`streamforge anomalies merge`) says the same.
+    match streamforge::anomaly_log::merge(files) {
+        Err(c) => Some(format!(
+            "anomalies merge refused the logs: {} partition {} offset {} differs",
+            c.source, c.partition, c.offset
+        )),
+        Ok(merged) => {
+            let merged: Result<BTreeSet<AnomalyKey>, String> = merged.iter().map(key).collect();
+            match merged {
+                Ok(m) if m == want => None,
+                Ok(m) => Some(format!(
+                    "anomalies merge gave {} records, the model {}",
+                    m.len(),
+                    want.len()
+                )),
+                Err(e) => Some(e),
+            }
+        }
+    }
+}
+
+fn key(r: &AnomalyRecord) -> Result<AnomalyKey, String> {
+    let payload = r
+        .payload_bytes()
+        .map_err(|_| format!("anomaly logs: bad payload at offset {}", r.offset))?;
+    Ok((
+        r.reason.clone(),
+        r.partition,
+        r.offset,
+        payload,
+        r.event_time_ms,
     ))
 }

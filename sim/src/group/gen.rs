@@ -20,7 +20,7 @@ pub static NO_GROUP: AtomicBool = AtomicBool::new(false);
 /// Whether the schedule of `seed` is a group schedule: one in five (the
 /// seeds divisible by 5).
 pub fn is_group_seed(seed: u64) -> bool {
-    seed % 5 == 0 && !NO_GROUP.load(Ordering::Relaxed)
+    seed.is_multiple_of(5) && !NO_GROUP.load(Ordering::Relaxed)
 }
 
 pub fn generate(seed: u64) -> Plan {

@@ -128,7 +128,7 @@ impl Group<'_> {
     fn store(&mut self, instance: u8, partition: u32) -> Arc<MemoryKv> {
         self.stores
             .entry((instance, partition))
-            .or_insert_with(MemoryKv::new)
+            .or_default()
             .clone()
     }
 
