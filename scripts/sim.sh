@@ -10,7 +10,8 @@
 #   scripts/sim.sh --replay FILE                # one saved schedule (a shrunk divergence,
 #                                               # or sim/regressions/NAME.json)
 #   more: --jobs J (worker threads; default: the cores), --no-shrink,
-#         --no-regressions, --out DIR (shrunk schedules; default target/sim),
+#         --no-regressions, --no-group (no group-mode schedules: every seed
+#         ordinary, as before issue 16), --out DIR (shrunk schedules; default target/sim),
 #         --dump S (print the schedule of seed S as JSON)
 #
 # The named regression schedules (sim/regressions/*.json) run first, every

@@ -27,9 +27,9 @@ use crate::model::{AnomalyKey, Figures, Model};
 use crate::plan::Settings;
 use crate::world::Log;
 
-type Row = (u64, u128, u64);
+pub(crate) type Row = (u64, u128, u64);
 
-fn figures(f: &Figures) -> Row {
+pub(crate) fn figures(f: &Figures) -> Row {
     (f.order_cnt, f.gmv_cents, f.users.len() as u64)
 }
 
@@ -38,7 +38,7 @@ fn row_figures(r: &WindowRow) -> Row {
 }
 
 /// Where two tables differ, briefly.
-fn diff(want: &BTreeMap<i64, Row>, got: &BTreeMap<i64, Row>) -> Option<String> {
+pub(crate) fn diff(want: &BTreeMap<i64, Row>, got: &BTreeMap<i64, Row>) -> Option<String> {
     let mut out = Vec::new();
     for (start, w) in want {
         match got.get(start) {

@@ -14,6 +14,9 @@ use crate::rng::Rng;
 const EPOCH_BASE_MS: i64 = 1_764_064_800_000;
 
 pub fn generate(seed: u64) -> Plan {
+    if crate::group::gen::is_group_seed(seed) {
+        return crate::group::gen::generate(seed);
+    }
     let mut rng = Rng::new(seed);
     let settings = settings(&mut rng.fork(1));
     let count = gen_data::partition_count(&mut rng.fork(5));
@@ -25,6 +28,7 @@ pub fn generate(seed: u64) -> Plan {
         settings,
         partitions,
         phases,
+        group: None,
     };
     if let Err(e) = plan.validate() {
         panic!("seed {seed}: the generator made an invalid plan: {e}");
@@ -32,7 +36,7 @@ pub fn generate(seed: u64) -> Plan {
     plan
 }
 
-fn settings(rng: &mut Rng) -> Settings {
+pub(crate) fn settings(rng: &mut Rng) -> Settings {
     let (size_s, slide_s) =
         *rng.pick(&[(60, 30), (60, 30), (60, 30), (30, 10), (20, 20), (90, 30)]);
     let bound_ms = *rng.pick(&[5_000, 5_000, 2_000, 8_000]);

@@ -31,7 +31,7 @@ fn window(rng: &mut Rng, max_start: u64, max_len: u64) -> (u64, u64) {
     (from, from + rng.range(500, max_len))
 }
 
-fn run(rng: &mut Rng, s: &Settings, partitions: usize) -> RunPlan {
+pub(crate) fn run(rng: &mut Rng, s: &Settings, partitions: usize) -> RunPlan {
     let before = Before {
         downtime_ms: if rng.chance(500) {
             rng.range(0, 60_000)

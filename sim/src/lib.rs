@@ -12,7 +12,9 @@
 //! * `world`, `source`, `sink`, `crash`: the simulated clock, topic, table
 //!   and process deaths the job runs against;
 //! * `runner`, `checks`: running a plan and checking the invariants;
-//! * `shrink`, `campaign`: shrinking a divergence, running many seeds.
+//! * `shrink`, `campaign`: shrinking a divergence, running many seeds;
+//! * `group`: group mode's schedules (issue 16): instances, partition
+//!   owners, rebalances, killed instances and zombie owners.
 //!
 //! docs/development.md ("The deterministic simulator") is the user's guide.
 
@@ -22,6 +24,7 @@ pub mod crash;
 pub mod gen;
 pub mod gen_data;
 pub mod gen_faults;
+pub mod group;
 pub mod model;
 pub mod payload;
 pub mod plan;

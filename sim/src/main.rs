@@ -8,7 +8,7 @@ use std::time::Duration;
 use streamforge_sim::campaign::{self, Options};
 
 const USAGE: &str = "usage: streamforge-sim [--schedules N] [--seed S] [--jobs J] [--replay FILE] \
-                     [--no-shrink] [--no-regressions] [--out DIR] [--dump SEED]";
+                     [--no-shrink] [--no-regressions] [--no-group] [--out DIR] [--dump SEED]";
 
 fn main() -> ExitCode {
     match run() {
@@ -42,6 +42,8 @@ fn run() -> Result<ExitCode, String> {
             "--out" => opts.out_dir = PathBuf::from(value("--out")?),
             "--no-shrink" => opts.shrink = false,
             "--no-regressions" => regressions = false,
+            "--no-group" => streamforge_sim::group::gen::NO_GROUP
+                .store(true, std::sync::atomic::Ordering::Relaxed),
             "--dump" => {
                 let seed = number(value("--dump")?)?;
                 let plan = streamforge_sim::gen::generate(seed);

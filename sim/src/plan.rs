@@ -17,6 +17,9 @@ pub struct Plan {
     pub settings: Settings,
     pub partitions: Vec<PartitionPlan>,
     pub phases: Vec<Phase>,
+    /// A group-mode schedule (`group`): who owns which partition when.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<crate::group::GroupPlan>,
 }
 
 /// The job's configuration for this schedule, and the input's budgets.

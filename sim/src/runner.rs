@@ -46,7 +46,7 @@ enum Expect {
 }
 
 /// How one run ended.
-enum Ended {
+pub(crate) enum Ended {
     Completed(Box<JobReport>),
     Failed(String),
     Crashed(String),
@@ -68,6 +68,9 @@ pub struct Sched<'a> {
 }
 
 pub fn run_plan(plan: &Plan, dir: &Path) -> Outcome {
+    if plan.group.is_some() {
+        return crate::group::run::run_group(plan, dir);
+    }
     crash::install();
     clear(dir);
     let log = Arc::new(Log::from_plan(plan));
@@ -122,12 +125,12 @@ macro_rules! trace {
 }
 pub(crate) use trace;
 
-fn clear(dir: &Path) {
+pub(crate) fn clear(dir: &Path) {
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir).expect("the schedule's directory");
 }
 
-fn config(plan: &Plan, dir: &Path) -> Config {
+pub(crate) fn config(plan: &Plan, dir: &Path) -> Config {
     let s = &plan.settings;
     let ms = |v: u64| Dur(Duration::from_millis(v));
     let mut cfg = Config::default();

@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+use crate::group::Tenure;
 use crate::plan::{Faults, Plan, RunPlan};
 
 /// The first words of a divergence, which say which invariant broke.
@@ -38,8 +39,13 @@ fn candidates(plan: &Plan) -> Vec<Plan> {
     for p in (0..plan.partitions.len()).rev() {
         let mut c = plan.clone();
         c.partitions.remove(p);
+        if let Some(g) = &mut c.group {
+            g.owners.remove(p);
+            g.last_owner.remove(p);
+        }
         out.push(c);
     }
+    out.extend(simpler_owners(plan));
     for (p, part) in plan.partitions.iter().enumerate() {
         let n = part.entries.len();
         let mut chunk = n.next_power_of_two() / 2;
@@ -50,6 +56,38 @@ fn candidates(plan: &Plan) -> Vec<Plan> {
                 out.push(c);
             }
             chunk /= 2;
+        }
+    }
+    out
+}
+
+/// A group plan with one owner fewer, or one owner simpler (no faults, not
+/// killed, no zombie, writes arriving at once), each way.
+fn simpler_owners(plan: &Plan) -> Vec<Plan> {
+    let mut out = Vec::new();
+    let Some(g) = &plan.group else {
+        return out;
+    };
+    for (p, tenures) in g.owners.iter().enumerate() {
+        for (k, t) in tenures.iter().enumerate() {
+            let mut c = plan.clone();
+            c.group.as_mut().expect("a group plan").owners[p].remove(k);
+            out.push(c);
+            let simpler: [&dyn Fn(&mut Tenure); 4] = [
+                &|t| t.faults = Faults::default(),
+                &|t| t.killed = false,
+                &|t| t.zombie_ms = 0,
+                &|t| t.late_ms = 0,
+            ];
+            for f in simpler {
+                let mut s = t.clone();
+                f(&mut s);
+                if s != *t {
+                    let mut c = plan.clone();
+                    c.group.as_mut().expect("a group plan").owners[p][k] = s;
+                    out.push(c);
+                }
+            }
         }
     }
     out
@@ -118,6 +156,16 @@ pub fn shrink(
 pub fn size(plan: &Plan) -> String {
     let records: usize = plan.partitions.iter().map(|p| p.entries.len()).sum();
     let runs: usize = plan.phases.iter().map(|p| p.runs.len()).sum();
+    if let Some(g) = &plan.group {
+        let owners: usize = g.owners.iter().map(Vec::len).sum();
+        return format!(
+            "group mode, {} instances, {} partitions, {} records, {} owners in turn",
+            g.instances,
+            plan.partitions.len(),
+            records,
+            owners
+        );
+    }
     format!(
         "{} partitions, {} records, {} phases, {} faulty runs",
         plan.partitions.len(),

@@ -19,6 +19,7 @@ use streamforge::sink::{upsert, Sink, SinkError};
 use streamforge::window::WindowRow;
 
 use crate::crash::{self, step};
+use crate::group::table::PartialWrites;
 use crate::plan::{Faults, SinkMode};
 use crate::world::{lock, Shared, SimClock};
 
@@ -30,6 +31,9 @@ pub struct SimSink {
     attempts: u32,
     /// Per window: the figures of each version this process wrote.
     written: BTreeMap<i64, BTreeMap<u64, (u64, u128, u64)>>,
+    /// Group mode: the job's rows are partial rows of one partition, for
+    /// the partial table (`group::table`) instead of the world's table.
+    partial: Option<PartialWrites>,
 }
 
 impl SimSink {
@@ -42,7 +46,14 @@ impl SimSink {
             started_ms,
             attempts: 0,
             written: BTreeMap::new(),
+            partial: None,
         }
+    }
+
+    /// The sink of a partition job in group mode (see `group`).
+    pub fn partial(mut self, writes: PartialWrites) -> Self {
+        self.partial = Some(writes);
+        self
     }
 
     /// The fault mode at this moment of the run, if any.
@@ -59,7 +70,10 @@ impl SimSink {
         for row in rows {
             step("sink::row");
             self.check(row);
-            upsert(&mut lock(&self.world).table, row.clone());
+            match &self.partial {
+                Some(w) => w.write(self.clock.now_ms(), row.clone()),
+                None => upsert(&mut lock(&self.world).table, row.clone()),
+            }
         }
     }
 
@@ -136,6 +150,10 @@ impl Sink for SimSink {
         step("sink::max_version");
         if matches!(self.mode(), Some(SinkMode::Fail)) {
             return Err(SinkError::Retryable("sim table: HTTP 503".into()));
+        }
+        if self.partial.is_some() {
+            // A partial row's version is an offset: nothing to number above.
+            return Ok(0);
         }
         Ok(lock(&self.world)
             .table

@@ -92,7 +92,7 @@ impl Plan {
                     .map_err(|e| format!("p{p}@{}: {e}", events[i].offset))?;
             }
         }
-        Ok(())
+        self.validate_group()
     }
 
     fn validate_settings(&self) -> Result<(), String> {

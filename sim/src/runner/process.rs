@@ -21,7 +21,7 @@ use crate::source::{AtEnd, SimSource, SourceSetup, RETENTION_ERROR};
 use crate::world::lock;
 
 /// Steps after which a run counts as hung even if its clock stands still.
-const STEP_LIMIT: u64 = 5_000_000;
+pub(crate) const STEP_LIMIT: u64 = 5_000_000;
 
 impl Sched<'_> {
     /// One process of a phase. Returns whether the phase is done.
@@ -91,6 +91,7 @@ impl Sched<'_> {
             crash_step: faults.crash_step,
             crash_point: faults.crash_point.clone(),
             deadline_ms: until.unwrap_or(now) + 3 * 3_600_000,
+            crash_at_ms: None,
             step_limit: STEP_LIMIT,
             kv: self.kv.clone(),
             keep: self.plan.settings.keep,
