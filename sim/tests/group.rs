@@ -124,5 +124,6 @@ fn row(
         version,
         updated_at: 0,
         group: None,
+        users: None,
     }
 }
