@@ -138,6 +138,7 @@ mod tests {
             version,
             updated_at: 0,
             group: None,
+            users: None,
         }
     }
 
