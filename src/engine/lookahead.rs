@@ -45,3 +45,31 @@ impl<'a, T, I: Iterator<Item = (T, &'a [u8])>> Lookahead<'a, T, I> {
         self.ready.pop_front()
     }
 }
+
+/// [`Lookahead`] over records parsed already (see `job`'s parallel parse):
+/// it prefetches the state of the next [`LOOKAHEAD`] records a block at a
+/// time and hands them out in their input order.
+pub struct Prefetched<T, I: Iterator<Item = T>> {
+    input: I,
+    ready: std::collections::VecDeque<T>,
+}
+
+impl<T: AsRef<Prepared>, I: Iterator<Item = T>> Prefetched<T, I> {
+    pub fn new(input: I) -> Self {
+        Prefetched {
+            input,
+            ready: std::collections::VecDeque::with_capacity(2 * LOOKAHEAD + 1),
+        }
+    }
+
+    /// The next record; `engine` must be the engine it is applied to.
+    #[inline]
+    pub fn next(&mut self, engine: &Engine) -> Option<T> {
+        if self.ready.len() <= LOOKAHEAD {
+            let from = self.ready.len();
+            self.ready.extend(self.input.by_ref().take(LOOKAHEAD));
+            engine.prefetch(self.ready.range(from..).map(AsRef::as_ref));
+        }
+        self.ready.pop_front()
+    }
+}

@@ -41,7 +41,7 @@ mod lookahead;
 use chain::restore_tables;
 #[cfg(test)]
 use chain::PARALLEL_RESTORE_IDS;
-pub use lookahead::{Lookahead, LOOKAHEAD};
+pub use lookahead::{Lookahead, Prefetched, LOOKAHEAD};
 
 use serde::{Deserialize, Serialize};
 

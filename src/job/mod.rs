@@ -206,6 +206,8 @@ struct Job<'a> {
     sink_failed: Option<String>,
     metrics: Arc<Metrics>,
     report: JobReport,
+    /// Parse big batches on all cores (not in the one-thread mode).
+    parallel_parse: bool,
 }
 
 /// What the job does once a checkpoint handed to the committer is durable.

@@ -5,11 +5,38 @@
 
 use super::intake::{Decision, HeldRecord};
 use super::{Job, RecordCtx, HOLD_BEFORE_PAUSE};
-use crate::engine::{Lookahead, Prepared, Verdict};
+use crate::engine::{Engine, Lookahead, Prefetched, Prepared, Verdict};
 use crate::source::{RecordBatch, RecordMeta};
 use crate::time::format_rfc3339_ms;
 
 use anyhow::bail;
+use rayon::prelude::*;
+
+/// The smallest batch parsed on all cores: below it, handing the work to
+/// the pool costs more than it saves.
+const PARALLEL_PARSE_MIN: usize = 1024;
+
+/// A record of a batch with its parse result.
+struct Item<'b>(RecordMeta, &'b [u8], Prepared);
+
+impl AsRef<Prepared> for Item<'_> {
+    fn as_ref(&self) -> &Prepared {
+        &self.2
+    }
+}
+
+/// Parses every record of `batch` on the pool's threads, in input order.
+/// Parsing reads no state, so the results are those of parsing in turn.
+fn parse_on_all_cores(engine: &Engine, batch: &RecordBatch) -> Vec<Prepared> {
+    let payloads: Vec<&[u8]> = batch.iter().map(|(_, payload)| payload).collect();
+    let mut parsed = Vec::with_capacity(payloads.len());
+    payloads
+        .par_iter()
+        .with_min_len(PARALLEL_PARSE_MIN / 4)
+        .map(|payload| engine.parse(payload))
+        .collect_into_vec(&mut parsed);
+    parsed
+}
 
 impl Job<'_> {
     pub(super) fn process(&mut self, batch: &RecordBatch) -> anyhow::Result<()> {
@@ -23,31 +50,26 @@ impl Job<'_> {
         // watermark.
         self.wake(batch);
         let mut processed = self.release_held(&ctx, false)?;
-        // Each record is parsed a few records ahead of its turn, so the
-        // state lookups of several records overlap (see `Lookahead`); a
-        // record held back keeps its parse result.
-        let mut records = Lookahead::new(batch.iter());
-        while let Some((meta, payload, prepared)) = records.next(&self.engine) {
-            let p = meta.partition as usize;
-            let prepared = self.guard.against_record_time(prepared, meta.timestamp_ms);
-            if p >= self.slots.len() {
-                bail!(
-                    "the source delivered a record of partition {p}, which the job does not know \
-                     (a bug: please report it with the log)"
-                );
+        // Each record's state is prefetched a few records ahead of its turn,
+        // so the state lookups of several records overlap (see
+        // `Lookahead`); a record held back keeps its parse result. A big
+        // batch is parsed on both cores first (parsing reads no state).
+        if self.parallel_parse && batch.len() >= PARALLEL_PARSE_MIN {
+            let parsed = parse_on_all_cores(&self.engine, batch);
+            let mut records = Prefetched::new(
+                batch
+                    .iter()
+                    .zip(parsed)
+                    .map(|((meta, payload), prepared)| Item(meta, payload, prepared)),
+            );
+            while let Some(Item(meta, payload, prepared)) = records.next(&self.engine) {
+                processed += self.route(meta, payload, prepared, &ctx)?;
             }
-            if prepared.event_time_ms().is_some() {
-                self.slots[p].caught_up_since = None;
+        } else {
+            let mut records = Lookahead::new(batch.iter());
+            while let Some((meta, payload, prepared)) = records.next(&self.engine) {
+                processed += self.route(meta, payload, prepared, &ctx)?;
             }
-            if !self.slots[p].held.is_empty()
-                || self.is_ahead(p)
-                || self.is_unconfirmed(p, &prepared)
-            {
-                self.hold(p, &meta, payload, prepared);
-                continue;
-            }
-            self.handle(p, meta.offset, payload, prepared, &ctx)?;
-            processed += 1;
         }
         // A record held above may be confirmed by the records after it.
         processed += self.release_held(&ctx, false)?;
@@ -61,6 +83,34 @@ impl Job<'_> {
         self.metrics
             .set_offsets(self.slots.iter().map(|s| s.next_offset));
         Ok(())
+    }
+
+    /// A record read: held back (returns 0), or handled (returns 1).
+    #[inline]
+    fn route(
+        &mut self,
+        meta: RecordMeta,
+        payload: &[u8],
+        prepared: Prepared,
+        ctx: &RecordCtx,
+    ) -> anyhow::Result<usize> {
+        let p = meta.partition as usize;
+        let prepared = self.guard.against_record_time(prepared, meta.timestamp_ms);
+        if p >= self.slots.len() {
+            bail!(
+                "the source delivered a record of partition {p}, which the job does not know \
+                 (a bug: please report it with the log)"
+            );
+        }
+        if prepared.event_time_ms().is_some() {
+            self.slots[p].caught_up_since = None;
+        }
+        if !self.slots[p].held.is_empty() || self.is_ahead(p) || self.is_unconfirmed(p, &prepared) {
+            self.hold(p, &meta, payload, prepared);
+            return Ok(0);
+        }
+        self.handle(p, meta.offset, payload, prepared, ctx)?;
+        Ok(1)
     }
 
     /// One record through the engine; its anomaly, if any, to the log.

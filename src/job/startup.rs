@@ -106,6 +106,7 @@ pub fn run_in(
         sink_failed: None,
         metrics,
         report,
+        parallel_parse: !env.inline,
     };
     job.refresh_ceiling();
     let outcome = if fresh {
