@@ -47,14 +47,7 @@ pub fn run_in(
     let clock = env.clock.clone();
     let started = clock.now();
     let (store, latest, skipped) = open_store(cfg, &env)?;
-    let report = JobReport {
-        anomaly_log: cfg.anomaly_log.clone(),
-        state_dir: cfg.checkpoint.state_dir.clone(),
-        sink: sink.describe(),
-        corrupt_checkpoints_skipped: skipped,
-        restored_from: latest.as_ref().map(|cp| cp.id),
-        ..Default::default()
-    };
+    let report = first_report(cfg, sink.as_ref(), skipped, latest.as_ref().map(|cp| cp.id));
     let source_id = source.id();
     let mut resumed = resume(
         cfg,
@@ -116,6 +109,23 @@ pub fn run_in(
         job.main_loop()
     };
     outcome.map(|()| job.into_report(started))
+}
+
+/// The report of a run before it processes anything.
+fn first_report(
+    cfg: &Config,
+    sink: &dyn Sink,
+    skipped: usize,
+    restored_from: Option<u64>,
+) -> JobReport {
+    JobReport {
+        anomaly_log: cfg.anomaly_log.clone(),
+        state_dir: cfg.checkpoint.state_dir.clone(),
+        sink: sink.describe(),
+        corrupt_checkpoints_skipped: skipped,
+        restored_from,
+        ..Default::default()
+    }
 }
 
 impl Job<'_> {
