@@ -60,6 +60,46 @@ pub enum Verdict {
     Anomaly(Reason, Option<i64>),
 }
 
+/// The payload-only part of an engine ([`Engine::parser`]): parses,
+/// cleans and fingerprints a payload without touching the state, on any
+/// thread.
+#[derive(Debug, Clone, Copy)]
+pub struct Parser {
+    spec: WindowSpec,
+    storable: (i64, i64),
+    seed: u64,
+    /// Whether the event's dimension values are kept (groupings on).
+    dims: bool,
+}
+
+impl Parser {
+    /// See [`Engine::parse`].
+    #[inline]
+    pub fn parse(&self, payload: &[u8]) -> Prepared {
+        let event = match parse_event(payload) {
+            Ok(e) => e,
+            Err(reason) => return Prepared(Err(reason)),
+        };
+        if event.event_time_ms < self.storable.0 || event.event_time_ms > self.storable.1 {
+            return Prepared(Err(Reason::EventTimeOutOfRange));
+        }
+        let dims = self.dims.then(|| {
+            Box::new(EventDims {
+                city: event.city.as_ref().into(),
+                category: event.category.as_ref().into(),
+            })
+        });
+        Prepared(Ok(Parsed {
+            dims,
+            event_time_ms: event.event_time_ms,
+            pane: self.spec.pane_of(event.event_time_ms),
+            amount_cents: event.amount_cents,
+            id: fingerprint(self.seed, &event.event_id),
+            user: fingerprint(self.seed, &event.user_id),
+        }))
+    }
+}
+
 /// A payload parsed and fingerprinted by [`Engine::prepare`], waiting for
 /// [`Engine::apply`]. Small: it holds no borrow of the payload (with
 /// groupings configured, a copy of the event's dimension values).
@@ -461,30 +501,22 @@ impl Engine {
     /// The part of processing a payload that depends on the payload alone:
     /// parsing, cleaning, fingerprinting, and the event's pane. It reads no
     /// state, so records can be parsed ahead of their turn (see
-    /// [`Lookahead`]).
+    /// [`Lookahead`]), or on another thread ([`Engine::parser`]).
     #[inline]
     pub fn parse(&self, payload: &[u8]) -> Prepared {
-        let event = match parse_event(payload) {
-            Ok(e) => e,
-            Err(reason) => return Prepared(Err(reason)),
-        };
-        if event.event_time_ms < self.storable.0 || event.event_time_ms > self.storable.1 {
-            return Prepared(Err(Reason::EventTimeOutOfRange));
+        self.parser().parse(payload)
+    }
+
+    /// What [`Engine::parse`] needs, detached from the state: it can parse
+    /// on other threads while the engine applies records.
+    #[inline]
+    pub fn parser(&self) -> Parser {
+        Parser {
+            spec: self.spec,
+            storable: self.storable,
+            seed: self.seed,
+            dims: self.groups.active(),
         }
-        let dims = self.groups.active().then(|| {
-            Box::new(EventDims {
-                city: event.city.as_ref().into(),
-                category: event.category.as_ref().into(),
-            })
-        });
-        Prepared(Ok(Parsed {
-            dims,
-            event_time_ms: event.event_time_ms,
-            pane: self.spec.pane_of(event.event_time_ms),
-            amount_cents: event.amount_cents,
-            id: fingerprint(self.seed, &event.event_id),
-            user: fingerprint(self.seed, &event.user_id),
-        }))
     }
 
     /// Starts loading the dedup slots, then the user-set slots, that

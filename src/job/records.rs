@@ -5,16 +5,20 @@
 
 use super::intake::{Decision, HeldRecord};
 use super::{Job, RecordCtx, HOLD_BEFORE_PAUSE};
-use crate::engine::{Engine, Lookahead, Prefetched, Prepared, Verdict};
+use crate::engine::{Lookahead, Prefetched, Prepared, Verdict};
 use crate::source::{RecordBatch, RecordMeta};
 use crate::time::format_rfc3339_ms;
 
 use anyhow::bail;
-use rayon::prelude::*;
+use std::collections::BTreeMap;
 
-/// The smallest batch parsed on all cores: below it, handing the work to
-/// the pool costs more than it saves.
+/// The smallest batch parsed on the pool: below it, handing the work over
+/// costs more than it saves.
 const PARALLEL_PARSE_MIN: usize = 1024;
+
+/// Records per chunk of a pipelined batch: the first chunk's parse is the
+/// only one the job thread waits for whole.
+const PARSE_CHUNK: usize = 512;
 
 /// A record of a batch with its parse result.
 struct Item<'b>(RecordMeta, &'b [u8], Prepared);
@@ -23,19 +27,6 @@ impl AsRef<Prepared> for Item<'_> {
     fn as_ref(&self) -> &Prepared {
         &self.2
     }
-}
-
-/// Parses every record of `batch` on the pool's threads, in input order.
-/// Parsing reads no state, so the results are those of parsing in turn.
-fn parse_on_all_cores(engine: &Engine, batch: &RecordBatch) -> Vec<Prepared> {
-    let payloads: Vec<&[u8]> = batch.iter().map(|(_, payload)| payload).collect();
-    let mut parsed = Vec::with_capacity(payloads.len());
-    payloads
-        .par_iter()
-        .with_min_len(PARALLEL_PARSE_MIN / 4)
-        .map(|payload| engine.parse(payload))
-        .collect_into_vec(&mut parsed);
-    parsed
 }
 
 impl Job<'_> {
@@ -55,16 +46,7 @@ impl Job<'_> {
         // `Lookahead`); a record held back keeps its parse result. A big
         // batch is parsed on both cores first (parsing reads no state).
         if self.parallel_parse && batch.len() >= PARALLEL_PARSE_MIN {
-            let parsed = parse_on_all_cores(&self.engine, batch);
-            let mut records = Prefetched::new(
-                batch
-                    .iter()
-                    .zip(parsed)
-                    .map(|((meta, payload), prepared)| Item(meta, payload, prepared)),
-            );
-            while let Some(Item(meta, payload, prepared)) = records.next(&self.engine) {
-                processed += self.route(meta, payload, prepared, &ctx)?;
-            }
+            processed += self.process_pipelined(batch, &ctx)?;
         } else {
             let mut records = Lookahead::new(batch.iter());
             while let Some((meta, payload, prepared)) = records.next(&self.engine) {
@@ -83,6 +65,53 @@ impl Job<'_> {
         self.metrics
             .set_offsets(self.slots.iter().map(|s| s.next_offset));
         Ok(())
+    }
+
+    /// A big batch in chunks: the pool parses every chunk (in parallel,
+    /// in order as far as it can) while this thread applies the chunks
+    /// already parsed, in input order. Parsing reads no state, so the
+    /// verdicts are those of parsing each record in turn. Returns the
+    /// records handled.
+    fn process_pipelined(&mut self, batch: &RecordBatch, ctx: &RecordCtx) -> anyhow::Result<usize> {
+        let records: Vec<(RecordMeta, &[u8])> = batch.iter().collect();
+        let chunks: Vec<&[(RecordMeta, &[u8])]> = records.chunks(PARSE_CHUNK).collect();
+        let parser = self.engine.parser();
+        let (tx, rx) = std::sync::mpsc::channel::<(usize, Vec<Prepared>)>();
+        rayon::in_place_scope(|scope| {
+            for (k, chunk) in chunks.iter().enumerate() {
+                let tx = tx.clone();
+                scope.spawn(move |_| {
+                    let parsed = chunk
+                        .iter()
+                        .map(|(_, payload)| parser.parse(payload))
+                        .collect();
+                    // The receiver goes away only when applying failed.
+                    let _ = tx.send((k, parsed));
+                });
+            }
+            drop(tx);
+            let mut ready: BTreeMap<usize, Vec<Prepared>> = BTreeMap::new();
+            let mut processed = 0;
+            for (k, chunk) in chunks.iter().enumerate() {
+                let parsed = loop {
+                    if let Some(parsed) = ready.remove(&k) {
+                        break parsed;
+                    }
+                    let (i, parsed) = rx.recv().expect("every chunk's parse is sent");
+                    ready.insert(i, parsed);
+                };
+                let mut items = Prefetched::new(
+                    chunk
+                        .iter()
+                        .zip(parsed)
+                        .map(|(&(meta, payload), prepared)| Item(meta, payload, prepared)),
+                );
+                while let Some(Item(meta, payload, prepared)) = items.next(&self.engine) {
+                    processed += self.route(meta, payload, prepared, ctx)?;
+                }
+            }
+            Ok(processed)
+        })
     }
 
     /// A record read: held back (returns 0), or handled (returns 1).
