@@ -260,26 +260,29 @@ impl GroupOffsets {
 
     /// Commits the owned partitions whose checkpointed offset moved.
     fn commit_progress(&mut self, membership: &Membership, jobs: &BTreeMap<u32, PartitionJob>) {
-        if !self.enabled {
-            return;
-        }
-        let moved: BTreeMap<u32, u64> = jobs
-            .iter()
-            .map(|(p, j)| (*p, j.checkpointed.load(Ordering::Acquire)))
-            .filter(|(p, o)| *o != NO_OFFSET && self.sent.get(p) != Some(o))
-            .collect();
-        membership.commit(&moved);
-        self.sent.extend(moved);
+        self.commit_moved(membership, jobs.iter().map(|(p, j)| (*p, j)));
     }
 
     /// Commits the offset of a partition whose job ended (its final
     /// checkpoint), before it leaves this instance.
     fn commit_final(&mut self, membership: &Membership, p: u32, job: &PartitionJob) {
-        let o = job.checkpointed.load(Ordering::Acquire);
-        if self.enabled && o != NO_OFFSET && self.sent.get(&p) != Some(&o) {
-            membership.commit(&BTreeMap::from([(p, o)]));
-            self.sent.insert(p, o);
+        self.commit_moved(membership, std::iter::once((p, job)));
+    }
+
+    fn commit_moved<'j>(
+        &mut self,
+        membership: &Membership,
+        jobs: impl Iterator<Item = (u32, &'j PartitionJob)>,
+    ) {
+        if !self.enabled {
+            return;
         }
+        let moved: BTreeMap<u32, u64> = jobs
+            .map(|(p, j)| (p, j.checkpointed.load(Ordering::Acquire)))
+            .filter(|(p, o)| *o != NO_OFFSET && self.sent.get(p) != Some(o))
+            .collect();
+        membership.commit(&moved);
+        self.sent.extend(moved);
     }
 }
 
