@@ -41,7 +41,7 @@ mod lookahead;
 use chain::restore_tables;
 #[cfg(test)]
 use chain::PARALLEL_RESTORE_IDS;
-pub use lookahead::{Lookahead, Prefetched, LOOKAHEAD};
+pub use lookahead::{Lookahead, LOOKAHEAD};
 
 use serde::{Deserialize, Serialize};
 
@@ -893,8 +893,13 @@ mod tests {
             verdicts_one.push(one.process(*p, payload, 0, &mut out_one));
         }
         let mut verdicts_ahead = Vec::new();
-        let mut input = Lookahead::new(records.iter().map(|(p, payload)| (*p, &payload[..])));
-        while let Some((p, _, prepared)) = input.next(&ahead) {
+        let parser = ahead.parser();
+        let mut input = Lookahead::new(
+            records
+                .iter()
+                .map(|(p, payload)| (*p, parser.parse(payload))),
+        );
+        while let Some((p, prepared)) = input.next(&ahead) {
             verdicts_ahead.push(ahead.apply(p, prepared, 0, &mut out_ahead));
         }
         assert_eq!(verdicts_ahead, verdicts_one);

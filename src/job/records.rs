@@ -5,7 +5,7 @@
 
 use super::intake::{Decision, HeldRecord};
 use super::{Job, RecordCtx, HOLD_BEFORE_PAUSE};
-use crate::engine::{Lookahead, Prefetched, Prepared, Verdict};
+use crate::engine::{Lookahead, Prepared, Verdict};
 use crate::source::{RecordBatch, RecordMeta};
 use crate::time::format_rfc3339_ms;
 
@@ -19,15 +19,6 @@ const PARALLEL_PARSE_MIN: usize = 1024;
 /// Records per chunk of a pipelined batch: the first chunk's parse is the
 /// only one the job thread waits for whole.
 const PARSE_CHUNK: usize = 512;
-
-/// A record of a batch with its parse result.
-struct Item<'b>(RecordMeta, &'b [u8], Prepared);
-
-impl AsRef<Prepared> for Item<'_> {
-    fn as_ref(&self) -> &Prepared {
-        &self.2
-    }
-}
 
 impl Job<'_> {
     pub(super) fn process(&mut self, batch: &RecordBatch) -> anyhow::Result<()> {
@@ -48,8 +39,13 @@ impl Job<'_> {
         if self.parallel_parse && batch.len() >= PARALLEL_PARSE_MIN {
             processed += self.process_pipelined(batch, &ctx)?;
         } else {
-            let mut records = Lookahead::new(batch.iter());
-            while let Some((meta, payload, prepared)) = records.next(&self.engine) {
+            let parser = self.engine.parser();
+            let mut records = Lookahead::new(
+                batch
+                    .iter()
+                    .map(|(meta, payload)| ((meta, payload), parser.parse(payload))),
+            );
+            while let Some(((meta, payload), prepared)) = records.next(&self.engine) {
                 processed += self.route(meta, payload, prepared, &ctx)?;
             }
         }
@@ -100,13 +96,8 @@ impl Job<'_> {
                     let (i, parsed) = rx.recv().expect("every chunk's parse is sent");
                     ready.insert(i, parsed);
                 };
-                let mut items = Prefetched::new(
-                    chunk
-                        .iter()
-                        .zip(parsed)
-                        .map(|(&(meta, payload), prepared)| Item(meta, payload, prepared)),
-                );
-                while let Some(Item(meta, payload, prepared)) = items.next(&self.engine) {
+                let mut items = Lookahead::new(chunk.iter().copied().zip(parsed));
+                while let Some(((meta, payload), prepared)) = items.next(&self.engine) {
                     processed += self.route(meta, payload, prepared, ctx)?;
                 }
             }

@@ -930,8 +930,13 @@ fn process_spans(
     let cpu = thread_cpu_time();
     let t = Instant::now();
     let now_s = streamforge::time::now_ms() / 1000;
-    let mut records = Lookahead::new(spans.iter().map(|&(p, s, e)| (p, &data[s..e])));
-    while let Some((p, _, prepared)) = records.next(engine) {
+    let parser = engine.parser();
+    let mut records = Lookahead::new(
+        spans
+            .iter()
+            .map(|&(p, s, e)| (p, parser.parse(&data[s..e]))),
+    );
+    while let Some((p, prepared)) = records.next(engine) {
         engine.apply(p as usize, prepared, now_s, out);
     }
     engine.flush_updates(now_s, out);
