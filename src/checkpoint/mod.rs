@@ -22,10 +22,10 @@
 //! taking one costs the job thread a few microseconds). The committer keeps a
 //! **replica** of the state as of the last checkpoint (the base and deltas
 //! applied: `writer`), and stores the checkpoint as a base instead of a
-//! delta when the chain's deltas hold more entries than its base (or the
-//! chain is [`MAX_CHAIN`] long): that is the compaction, and it is one
-//! checkpoint written in one batch like any other. So recovery reads at
-//! most about twice the state, and the bytes written per checkpoint are
+//! delta when recovering from the chain would replay more than twice the
+//! entries of the state it restores (or the chain is [`MAX_CHAIN`] long):
+//! that is the compaction, and it is one checkpoint written in one batch
+//! like any other. So recovery reads at most about twice the state, and the bytes written per checkpoint are
 //! those of what changed, plus a base now and then.
 //!
 //! # Durability

@@ -321,15 +321,28 @@ fn bytes_written_follow_what_changed() {
     assert!(none.bytes < 1024, "{none:?}");
 }
 
+/// User entries and dedup ids of the live engine.
+fn live_entries(engine: &Engine) -> usize {
+    let (_, users, ids) = engine.state_stats();
+    users + ids
+}
+
 #[test]
-fn a_chain_is_rewritten_as_a_base_once_its_deltas_outgrow_it() {
+fn a_chain_is_rewritten_as_a_base_once_it_replays_more_than_twice_the_state() {
     let mut store = CheckpointStore::in_memory(kv::MemoryKv::new(), 3);
     store.set_compaction(usize::MAX, 0);
     let mut engine = tracked(SPEC, 3);
+    // A fresh store's first checkpoint is a base (here an empty one).
+    assert!(store.commit_delta(delta(&mut engine, 1)).unwrap().base);
+    // A state that only grew: its chain replays what a base would hold.
     feed(&mut engine, 0, 10_000, 5);
-    let base = store.commit_delta(delta(&mut engine, 1)).unwrap();
-    let mut chain_changes = 0;
-    for id in 2.. {
+    let grown = store.commit_delta(delta(&mut engine, 2)).unwrap();
+    assert!(grown.changes >= 10_000, "{grown:?}");
+    assert!(!grown.base, "{grown:?}");
+    // Then panes expire as event time moves on: the chain is rewritten
+    // exactly when it replays more than twice the live state.
+    let (mut base_entries, mut replayed, mut bases) = (0, grown.changes, 0);
+    for id in 3..60 {
         feed(
             &mut engine,
             id * 1_000 + 10_000,
@@ -337,15 +350,21 @@ fn a_chain_is_rewritten_as_a_base_once_its_deltas_outgrow_it() {
             5,
         );
         let written = store.commit_delta(delta(&mut engine, id)).unwrap();
+        let live = live_entries(&engine);
+        let expected = base_entries + replayed + written.changes > 2 * live;
+        assert_eq!(
+            written.base, expected,
+            "checkpoint {id}: {written:?}, live {live}"
+        );
         if written.base {
-            assert!(chain_changes + written.changes > base.changes);
             // The chain before is kept whole, as the fallback.
-            assert_eq!(store.ids().unwrap(), (1..=id).collect::<Vec<_>>());
-            break;
+            assert!(store.ids().unwrap().contains(&(id - 1)));
+            (base_entries, replayed, bases) = (live, 0, bases + 1);
+        } else {
+            replayed += written.changes;
         }
-        chain_changes += written.changes;
-        assert!(id < 100, "never compacted");
     }
+    assert!(bases >= 2, "never compacted");
 }
 
 /// Ids and kinds (`b`ase or `d`elta) of the store's checkpoints.

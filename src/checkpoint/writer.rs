@@ -31,8 +31,9 @@ use crate::failpoint::{self, crash_point};
 /// however little they changed (so recovery reads few frames).
 pub const MAX_CHAIN: usize = 64;
 
-/// A chain whose deltas hold fewer entries than this is not compacted
-/// (a small state's base is cheap to read however often it changed).
+/// A chain that replays fewer than twice this many entries is not
+/// compacted (a small state's chain is cheap to read however often it
+/// changed).
 const MIN_COMPACT_ENTRIES: usize = 4096;
 
 /// What one commit wrote.
@@ -144,8 +145,9 @@ impl CheckpointStore {
     }
 
     /// Sets when a chain is rewritten as a base: once it is `max_chain`
-    /// checkpoints long, or once its deltas hold more entries than its base
-    /// and at least `min_entries` ([`MAX_CHAIN`] and 4096 by default). For
+    /// checkpoints long, or once it replays more than twice the entries of
+    /// the state it restores and of `min_entries` ([`MAX_CHAIN`] and 4096
+    /// by default). For
     /// tests and benchmarks (`max_chain` 1: every checkpoint whole).
     pub fn set_compaction(&mut self, max_chain: usize, min_entries: usize) {
         self.writer.compaction = Compaction {
@@ -238,7 +240,8 @@ impl CheckpointStore {
         replica
             .apply_delta(&checkpoint.engine)
             .map_err(|why| CheckpointError::Inconsistent { id, why })?;
-        let stored = match self.link(changes) {
+        let (_, users, ids) = replica.state_stats();
+        let stored = match self.link(changes, users + ids) {
             Some(link) => checkpoint.map_engine(|delta| Stored::Delta(link, delta)),
             None => {
                 let Replica::Ready(replica) = &self.writer.replica else {
@@ -252,16 +255,21 @@ impl CheckpointStore {
     }
 
     /// What a delta of `changes` entries committed now would link to;
-    /// `None` when the checkpoint is to be a new base.
-    fn link(&self, changes: usize) -> Option<Link> {
+    /// `None` when the checkpoint is to be a new base: when the chain would
+    /// be too long, or when recovering from it would replay more than twice
+    /// the entries of the state it restores (`live`, the replica's with the
+    /// delta applied). A state that only grew is chained on (its chain
+    /// replays no more than a base would hold); one that shrank is
+    /// rewritten sooner.
+    fn link(&self, changes: usize, live: usize) -> Option<Link> {
         let tip = self.writer.tip?;
         let limits = self.writer.compaction;
         // A test knob: `checkpoint::compact::every=return(N)` makes chains
         // at most N long.
         let every = failpoint::value("checkpoint::compact::every").and_then(|v| v.parse().ok());
         let too_long = tip.chain_len >= every.unwrap_or(limits.max_chain);
-        let chain_entries = tip.chain_entries + changes;
-        let too_big = chain_entries > tip.base_entries.max(limits.min_entries);
+        let replayed = tip.base_entries + tip.chain_entries + changes;
+        let too_big = replayed > live.max(limits.min_entries).saturating_mul(2);
         (!too_long && !too_big).then_some(Link {
             base: tip.base,
             parent: tip.id,
