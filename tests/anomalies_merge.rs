@@ -75,6 +75,16 @@ fn the_merge_of_two_owners_logs_is_one_clean_runs_anomalies() {
     assert_anomalies_exactly_once(&out, &expected);
     assert!(stderr.contains("2 files"), "{stderr}");
 
+    // A machine that crashed can leave its log's last line cut: that record
+    // was past its last checkpoint, and whoever resumes the partition
+    // writes it again (here owner A has it). The union is still exact.
+    let cut = tmp.path().join("cut.log");
+    let text = std::fs::read(&log_b).unwrap();
+    std::fs::write(&cut, &text[..text.len() - 20]).unwrap();
+    let stderr = merged(&["anomalies", "merge", &s(&log_a), &s(&cut)], &out);
+    assert_anomalies_exactly_once(&out, &expected);
+    assert!(stderr.contains("no newline yet: left out"), "{stderr}");
+
     // By default, the configured log and its `.partition-*` files.
     let both = tmp.path().join("both");
     std::fs::create_dir_all(&both).unwrap();

@@ -78,21 +78,36 @@ pub fn group_logs(log: &Path) -> anyhow::Result<Vec<std::path::PathBuf>> {
 }
 
 /// Reads the log, one record a line. A line that is not a record is an error
-/// naming the line: the log is ours, so that means damage.
+/// naming the line: the log is ours, so that means damage. A last line
+/// without its newline is left out, with a note on stderr: the job writes
+/// every record with its newline, so that record is still being written
+/// (a running job), or was cut by a crash past the last checkpoint (the job
+/// that resumes the partition writes it again).
 pub fn read(path: &Path) -> anyhow::Result<Vec<AnomalyRecord>> {
-    let file = File::open(path).with_context(|| {
+    let mut file = File::open(path).with_context(|| {
         format!(
             "cannot open the anomaly log {} (set it with --log or `anomaly_log` in the config)",
             path.display()
         )
     })?;
+    let mut text = Vec::new();
+    std::io::Read::read_to_end(&mut file, &mut text)
+        .with_context(|| format!("reading {}", path.display()))?;
+    let whole = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    if whole < text.len() {
+        eprintln!(
+            "{}: the last line ({} bytes) has no newline yet: left out (a record being written, \
+             or cut by a crash after the last checkpoint: the job that resumes the partition writes it again)",
+            path.display(),
+            text.len() - whole
+        );
+    }
     let mut out = Vec::new();
-    for (i, line) in BufReader::new(file).lines().enumerate() {
-        let line = line.with_context(|| format!("reading {}", path.display()))?;
-        if line.trim().is_empty() {
+    for (i, line) in text[..whole].split(|&b| b == b'\n').enumerate() {
+        if line.trim_ascii().is_empty() {
             continue;
         }
-        let rec: AnomalyRecord = serde_json::from_str(&line)
+        let rec: AnomalyRecord = serde_json::from_slice(line)
             .with_context(|| format!("{} line {}: not an anomaly record", path.display(), i + 1))?;
         out.push(rec);
     }
