@@ -404,6 +404,18 @@ fn users_spread_over_partitions_are_counted_once() {
     );
 
     assert_same_results(&g.results(&g.table), &expected);
+    // Without group mode in its configuration, `results` reads the plain
+    // table, which a group does not write: it says where the rows are.
+    let plain = g
+        .cmd(&g.table, &["results", "--sink", "clickhouse"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&plain.stderr);
+    assert!(
+        plain.status.success() && plain.stdout.is_empty(),
+        "{stderr}"
+    );
+    assert!(stderr.contains("kafka.group_mode=true"), "{stderr}");
     let sql = format!(
         "SELECT toUInt32(window_start), user_cnt FROM streamforge_test.{}_combined \
          ORDER BY window_start FORMAT TabSeparated",

@@ -398,6 +398,24 @@ impl ClickHouseSink {
         self.profile().map(drop)
     }
 
+    /// No rows read outside group mode: if a group wrote this table, its
+    /// rows are in `<table>_partial`, which only group mode reads.
+    fn hint_group_mode(&self) -> Result<(), SinkError> {
+        let partial = partial::table(&self.table);
+        let found = self.read(
+            "looking for group mode's partial rows",
+            schema::tables_sql(&self.database, &partial),
+        )?;
+        if !found.trim().is_empty() {
+            tracing::warn!(
+                table = %self.table_name(),
+                "no rows, but {partial} exists: a consumer group in group mode wrote these results; \
+                 read them with the group's configuration, or with --set kafka.group_mode=true"
+            );
+        }
+        Ok(())
+    }
+
     /// Runs `sql` (the request body) as is and returns the answer as text.
     pub fn query_text(&self, sql: &str) -> Result<String, SinkError> {
         Ok(self
@@ -673,7 +691,12 @@ impl Sink for ClickHouseSink {
             return self.read_combined();
         }
         let text = self.read(action, schema::read_final_sql(&self.database, &self.table))?;
-        encode::parse_final_rows(&text).map_err(|detail| self.bad_answer(action, detail))
+        let rows =
+            encode::parse_final_rows(&text).map_err(|detail| self.bad_answer(action, detail))?;
+        if rows.is_empty() {
+            self.hint_group_mode()?;
+        }
+        Ok(rows)
     }
 
     fn read_grouped(&mut self) -> Result<Vec<WindowRow>, SinkError> {
