@@ -59,6 +59,7 @@
 //! gap silently would break exactly-once.
 
 mod client;
+mod fetch;
 mod identity;
 mod position;
 pub mod producer;
@@ -132,6 +133,9 @@ impl Part {
 
 /// A Kafka topic as a [`Source`].
 pub struct KafkaSource {
+    /// The consumer's queue, for taking records in bulk (`fetch`); dropped
+    /// before the consumer.
+    queue: Option<fetch::ConsumerQueue>,
     consumer: BaseConsumer<ClientCtx>,
     settings: KafkaSettings,
     topic_c: CString,
@@ -169,6 +173,7 @@ impl KafkaSource {
         let last_error = || consumer.context().last_error();
         let partitions = connect_topic(consumer.client(), settings, give_up_after, &last_error)?;
         Ok(KafkaSource {
+            queue: fetch::ConsumerQueue::of(consumer.client().native_ptr()),
             topic_c: CString::new(settings.topic.as_str()).map_err(|_| {
                 SourceError::Misconfigured("kafka: topic name contains a NUL byte".into())
             })?,
@@ -497,11 +502,19 @@ impl Source for KafkaSource {
             };
             match result {
                 Ok(message) => {
-                    let taken = take(&mut self.parts, &self.settings.topic, &message, batch)?;
+                    let record = fetch::Fetched {
+                        partition: message.partition(),
+                        offset: message.offset(),
+                        timestamp_ms: message.timestamp().to_millis(),
+                        payload: message.payload().unwrap_or(&[]),
+                    };
+                    let taken = fetch::take(&mut self.parts, &self.settings.topic, &record, batch)?;
                     drop(message);
-                    if let Taken::AtEnd(p) = taken {
+                    if let fetch::Taken::AtEnd(p) = taken {
                         self.finish(p);
                     }
+                    // Then what else is queued, in bulk.
+                    self.take_queued(batch, max, &mut transient)?;
                 }
                 Err(KafkaError::PartitionEOF(p)) => self.on_end_of_partition(p),
                 Err(KafkaError::MessageConsumption(code)) => {
@@ -643,58 +656,6 @@ impl Source for KafkaSource {
         }
         Ok(self.parts.len())
     }
-}
-
-/// What became of one fetched record.
-enum Taken {
-    Kept,
-    Dropped,
-    /// Kept or not, the partition reached its bounded end.
-    AtEnd(u32),
-}
-
-/// Hands one fetched record to `batch`, or drops it when it is below the
-/// partition's position or past a bounded run's end.
-fn take(
-    parts: &mut [Part],
-    topic: &str,
-    message: &rdkafka::message::BorrowedMessage<'_>,
-    batch: &mut RecordBatch,
-) -> Result<Taken, SourceError> {
-    let p = message.partition();
-    let Some(part) = usize::try_from(p).ok().and_then(|i| parts.get_mut(i)) else {
-        return Err(SourceError::Failed(format!(
-            "kafka: a record for partition {p} of {topic}, which has {} partitions",
-            parts.len()
-        )));
-    };
-    let offset = message.offset() as u64;
-    if offset < part.next {
-        // Never hand a record out twice.
-        debug!(
-            partition = p,
-            offset,
-            next = part.next,
-            "dropping a record below the position"
-        );
-        return Ok(Taken::Dropped);
-    }
-    if part.end.is_some_and(|end| offset >= end) {
-        // Past the end fixed at start: not ours to read.
-        return Ok(Taken::AtEnd(p as u32));
-    }
-    batch.push_timestamped(
-        p as u32,
-        offset,
-        message.timestamp().to_millis().unwrap_or(i64::MIN),
-        message.payload().unwrap_or(&[]),
-    );
-    part.next = offset + 1;
-    part.eof = false;
-    if part.end.is_some_and(|end| part.next >= end) {
-        return Ok(Taken::AtEnd(p as u32));
-    }
-    Ok(Taken::Kept)
 }
 
 #[cfg(test)]
