@@ -13,7 +13,11 @@
 //!    the product's union (`streamforge::anomaly_log::merge`, the
 //!    `anomalies merge` command's);
 //! 4. (as rows land, `table`) one (window, partition, version) has one
-//!    content, whoever wrote it.
+//!    content, whoever wrote it;
+//! 5. per window, the union of the partial rows' user sets over the
+//!    partitions is the model's distinct users of the whole topic (what
+//!    `<table>_combined` counts with `uniqExactArray`), and each row's
+//!    `user_cnt` is its own set's size.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -61,6 +65,62 @@ pub fn partial_rows(model: &Model, partitions: usize, table: &PartialTable) -> V
         ));
     }
     out
+}
+
+/// Invariant 5: the model's users fingerprinted with the group's `seed`
+/// against the union of the rows' sets.
+pub fn user_unions(model: &Model, seed: u64, table: &PartialTable) -> Option<String> {
+    type Users = BTreeSet<(u64, u32)>;
+    let fp = |user: &str| {
+        let f = streamforge::dedup::fingerprint(seed, user);
+        (f.hi, f.lo)
+    };
+    let want: BTreeMap<i64, Users> = model
+        .windows(|_, _| true)
+        .into_iter()
+        .map(|(s, f)| (s, f.users.iter().map(|u| fp(u)).collect::<Users>()))
+        .filter(|(_, users)| !users.is_empty())
+        .collect();
+    let mut got: BTreeMap<i64, Users> = BTreeMap::new();
+    for ((start, p), r) in &table.rows {
+        let users = r.users.as_deref().unwrap_or(&[]);
+        if users.len() as u64 != r.user_cnt {
+            return Some(format!(
+                "partial row of window {start} partition {p}: user_cnt {} but {} users in its set",
+                r.user_cnt,
+                users.len()
+            ));
+        }
+        if !users.is_empty() {
+            let union = got.entry(*start).or_default();
+            union.extend(users.iter().map(|f| (f.hi, f.lo)));
+        }
+    }
+    let differ: Vec<String> = want
+        .keys()
+        .chain(got.keys())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .filter(|s| want.get(s) != got.get(s))
+        .take(3)
+        .map(|s| {
+            let empty = Users::new();
+            let (w, g) = (want.get(s).unwrap_or(&empty), got.get(s).unwrap_or(&empty));
+            format!(
+                "window {s}: {} users in the rows' union, {} in the model ({} missing, {} unexpected)",
+                g.len(),
+                w.len(),
+                w.difference(g).count(),
+                g.difference(w).count()
+            )
+        })
+        .collect();
+    (!differ.is_empty()).then(|| {
+        format!(
+            "combined distinct users differ from the model: {}",
+            differ.join("; ")
+        )
+    })
 }
 
 /// The records of one anomaly log. A line cut by a kill (the file does not

@@ -107,6 +107,10 @@ pub fn run_group(plan: &Plan, dir: &Path) -> Outcome {
     group
         .out
         .divergences
+        .extend(super::check::user_unions(&model, plan.seed, &t));
+    group
+        .out
+        .divergences
         .extend(super::check::anomaly_union(&model, &logs));
     drop(t);
     group.out
