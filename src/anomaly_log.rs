@@ -80,13 +80,87 @@ impl AnomalyLog {
         if actual < len {
             return Err(io::Error::other(format!(
                 "the anomaly log {} holds {actual} bytes but the checkpoint covers {len}: it was truncated or \
-                 replaced outside the job. Restore the file, or start from a fresh state directory",
+                 replaced since (by hand, or by another job writing the same path: a fresh job moves an old \
+                 log aside as <path>.<ms>). Restore the file, or start from a fresh state directory",
                 path.display()
             )));
         }
         file.set_len(len)?;
         file.sync_data()?;
         Self::wrap(path, file, len)
+    }
+
+    /// Checks, before [`AnomalyLog::resume`] cuts the log back to `len`,
+    /// that the log is the one the checkpoint's job wrote: the checkpointed
+    /// length ends a line, the record ending there was counted before the
+    /// checkpoint, and every whole record after it was counted after. A
+    /// job's records are told by `next_offset`: for a record of one of its
+    /// own (source, partition), the next offset the checkpoint records for
+    /// that partition (0 for a partition it had not read yet); `None` for a
+    /// record of any other input. Another job writing the same path (two
+    /// jobs started from one directory with the default `logs/anomalies.log`)
+    /// fails this, and the log is then left as it is. A last line without its
+    /// newline (a crash in the middle of a write) is not looked at.
+    pub fn check_owner(
+        path: &Path,
+        len: u64,
+        next_offset: impl Fn(&AnomalyRecord) -> Option<u64>,
+    ) -> Result<(), String> {
+        use std::io::{BufRead, Read, Seek};
+        let Ok(mut file) = File::open(path) else {
+            return Ok(()); // `resume` reports a missing or short log.
+        };
+        let actual = file.metadata().map_err(|e| e.to_string())?.len();
+        if actual < len {
+            return Ok(());
+        }
+        let io = |e: io::Error| format!("reading it: {e}");
+        let parse = |line: &[u8]| serde_json::from_slice::<AnomalyRecord>(line).ok();
+        if len > 0 {
+            // The line ending at `len`, if it is not longer than this.
+            let window = len.min(4 << 20);
+            let mut before = vec![0u8; window as usize];
+            file.seek(io::SeekFrom::Start(len - window)).map_err(io)?;
+            file.read_exact(&mut before).map_err(io)?;
+            if before.last() != Some(&b'\n') {
+                return Err(format!(
+                    "the {len} bytes the checkpoint covers do not end a line"
+                ));
+            }
+            let body = &before[..before.len() - 1];
+            let starts = body.iter().rposition(|&b| b == b'\n').map(|i| i + 1);
+            if starts.is_some() || window == len {
+                let last = &body[starts.unwrap_or(0)..];
+                let ours = parse(last).and_then(|r| next_offset(&r).map(|next| r.offset < next));
+                if ours != Some(true) {
+                    return Err(format!(
+                        "the record ending at byte {len} is not one this job counted before its checkpoint"
+                    ));
+                }
+            }
+        }
+        file.seek(io::SeekFrom::Start(len)).map_err(io)?;
+        let mut tail = io::BufReader::new(file);
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            if tail.read_until(b'\n', &mut line).map_err(io)? == 0 || line.last() != Some(&b'\n') {
+                return Ok(());
+            }
+            let ours = parse(&line).and_then(|r| next_offset(&r).map(|next| r.offset >= next));
+            if ours != Some(true) {
+                let what =
+                    parse(&line).map_or("a line that is not an anomaly record".into(), |r| {
+                        format!(
+                            "a record of {} partition {} offset {}",
+                            r.source, r.partition, r.offset
+                        )
+                    });
+                return Err(format!(
+                    "past the {len} bytes the checkpoint covers it holds {what}, which this job did not write after its checkpoint"
+                ));
+            }
+        }
     }
 
     /// Opens the log for a job starting without a checkpoint. A non-empty log

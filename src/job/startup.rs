@@ -317,6 +317,71 @@ fn highest_version_in(sink: &mut dyn Sink, cfg: &Config, clock: &dyn Clock) -> a
     }
 }
 
+/// The anomaly log a resumed job appends to, cut back to the `len` bytes
+/// its checkpoint covers, once it is known to be this job's log
+/// ([`AnomalyLog::check_owner`]; `offsets` are the checkpoint's).
+fn reopen_anomaly_log(
+    cfg: &Config,
+    len: u64,
+    offsets: &BTreeMap<u32, u64>,
+    source: &dyn Source,
+) -> anyhow::Result<AnomalyLog> {
+    let path = &cfg.anomaly_log;
+    let ours: BTreeMap<(&str, u32), u64> = (0..source.partition_count() as u32)
+        .map(|p| {
+            let logged_as = source.owned_partition().unwrap_or(p);
+            let next = offsets.get(&p).copied().unwrap_or(0);
+            ((source.source_name(p), logged_as), next)
+        })
+        .collect();
+    let next_offset = |r: &crate::anomaly_log::AnomalyRecord| {
+        ours.get(&(r.source.as_str(), r.partition)).copied()
+    };
+    if let Err(why) = AnomalyLog::check_owner(path, len, next_offset) {
+        bail!(
+            "the anomaly log {} is not the one this state directory's job wrote ({why}); it was left as it is. \
+             Another job writes the same path (the default logs/anomalies.log is relative to the working \
+             directory): give each job its own anomaly_log (--anomaly-log). Restore this job's log to that \
+             path (a fresh job moves an earlier log aside as {}.<ms>{}), or start from a fresh state directory",
+            path.display(),
+            path.display(),
+            moved_aside(path)
+        );
+    }
+    AnomalyLog::resume(path, len)
+        .with_context(|| format!("cannot reopen the anomaly log {}", path.display()))
+}
+
+/// `: <files>` naming the logs moved aside next to `path`, if any.
+fn moved_aside(path: &std::path::Path) -> String {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return String::new();
+    };
+    let dir = if dir.as_os_str().is_empty() {
+        std::path::Path::new(".")
+    } else {
+        dir
+    };
+    let prefix = format!("{}.", name.to_string_lossy());
+    let mut found: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            let stamp = n.strip_prefix(&prefix)?;
+            (!stamp.is_empty() && stamp.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| dir.join(&n).display().to_string())
+        })
+        .collect();
+    found.sort();
+    if found.is_empty() {
+        String::new()
+    } else {
+        format!(": here {}", found.join(", "))
+    }
+}
+
 /// Restores from the newest good checkpoint, or starts fresh.
 fn resume(
     cfg: &Config,
@@ -380,13 +445,7 @@ fn resume(
     // memory while the chain was held.
     info!(restore_ms = ms(restoring.elapsed()), "state restored");
     engine.track_changes();
-    let anomalies =
-        AnomalyLog::resume(&cfg.anomaly_log, cp.anomaly_log_len).with_context(|| {
-            format!(
-                "cannot reopen the anomaly log {}",
-                cfg.anomaly_log.display()
-            )
-        })?;
+    let anomalies = reopen_anomaly_log(cfg, cp.anomaly_log_len, &cp.offsets, source)?;
     Ok(Resumed {
         engine,
         anomalies,
