@@ -184,6 +184,9 @@ fn load_anomalies(
 ) -> anyhow::Result<(Config, Vec<crate::anomaly_log::AnomalyRecord>)> {
     let cfg = Config::load(args.common.config.as_deref(), &overrides(&args.common)?)?.config;
     let path = args.log.clone().unwrap_or_else(|| cfg.anomaly_log.clone());
+    if let Some(reason) = &args.reason {
+        repair::check_reason(reason)?;
+    }
     let filter = Filter {
         reason: args.reason.clone(),
         partition: args.partition,

@@ -42,6 +42,28 @@ impl Filter {
     }
 }
 
+/// Refuses a `--reason` that names no reason and no family of reasons (a
+/// typo would match nothing, and `replay` would silently do nothing).
+pub fn check_reason(want: &str) -> anyhow::Result<()> {
+    let mut known: Vec<&str> = Vec::new();
+    for r in crate::event::Reason::ALL {
+        let name = r.as_str();
+        known.push(name);
+        if let Some((family, _)) = name.split_once(':') {
+            known.push(family);
+        }
+    }
+    known.sort_unstable();
+    known.dedup();
+    if !known.contains(&want) {
+        bail!(
+            "--reason {want}: no such reason; the reasons (or a family before `:`) are: {}",
+            known.join(", ")
+        );
+    }
+    Ok(())
+}
+
 /// The anomaly logs of `log` in either mode: the file itself if it exists,
 /// and group mode's `<log>.partition-*` beside it, sorted by name.
 pub fn group_logs(log: &Path) -> anyhow::Result<Vec<std::path::PathBuf>> {
@@ -331,6 +353,16 @@ mod tests {
             event_time_ms: None,
             detected_at: format!("2026-11-25T00:00:0{offset}Z"),
         }
+    }
+
+    #[test]
+    fn a_reason_that_names_nothing_is_refused_listing_the_reasons() {
+        for r in crate::event::Reason::ALL {
+            check_reason(r.as_str()).unwrap();
+        }
+        check_reason("missing_field").unwrap();
+        let e = check_reason("bad_amout").unwrap_err().to_string();
+        assert!(e.contains("bad_amout") && e.contains("bad_amount"), "{e}");
     }
 
     #[test]
