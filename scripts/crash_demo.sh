@@ -14,7 +14,8 @@
 #   --dir DIR          where input, state and logs go (default ./crash-demo)
 #
 # Environment: STREAMFORGE_BIN (use this binary instead of building one),
-# CARGO_TARGET_DIR (honoured by the build). Exit 0 on PASS, 1 on FAIL.
+# CARGO_TARGET_DIR (honoured by the build). Exit 0 on PASS, 1 on FAIL, 3 when
+# no kill landed before the input ended (nothing shown: use --events).
 set -euo pipefail
 
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -34,7 +35,7 @@ die() {
 }
 usage() {
   sed -n 's/^#   //p' "${BASH_SOURCE[0]}" >&2
-  exit 2
+  exit "${1:-2}"
 }
 
 while (($# > 0)); do
@@ -55,7 +56,7 @@ while (($# > 0)); do
     DEMO_DIR=${2:-}
     shift 2 || usage
     ;;
-  -h | --help) usage ;;
+  -h | --help) usage 0 ;;
   *)
     printf '[demo] unknown argument: %s\n' "$1" >&2
     usage
@@ -377,7 +378,7 @@ while ((KILLED < KILLS)); do
     KILLED=$((KILLED + 1))
     PREV_LAST_SEEN=$(last_checkpoint)
     if [[ -n $PREV_LAST_SEEN ]]; then lc="#$PREV_LAST_SEEN"; else lc="none of its own"; fi
-    say "kill -9 #$KILLED, ${extra_ms} ms after checkpoint $after of run $RUN (its last checkpoint seen: $lc)"
+    say "kill -9 #$KILLED, ${extra_ms} ms after run $RUN had committed at least $after checkpoint(s) (the newest seen: #$lc)"
   else
     # The run ended by itself (it may have beaten the kill by a hair).
     if ((rc != 0)); then
@@ -446,6 +447,11 @@ if "$BIN" "${VERIFY_ARGS[@]}"; then
 fi
 echo
 
+if ((verify_ok == 1 && anomaly_ok == 1 && KILLED == 0 && KILLS > 0)); then
+  say "RESULT: NOT SHOWN. No kill landed: the input ended before the first one (use --events for a"
+  say "longer run). The sink matches one uninterrupted run, but nothing was interrupted."
+  exit 3
+fi
 if ((verify_ok == 1 && anomaly_ok == 1)); then
   cat <<'EOF'
 
@@ -456,7 +462,9 @@ if ((verify_ok == 1 && anomaly_ok == 1)); then
    #       #  #   ####    ####
 
 EOF
-  say "RESULT: PASS. $KILLED x kill -9, restored from ${RESTORED[*]:-nothing}; the sink holds exactly"
+  short=""
+  ((KILLED < KILLS)) && short=" (of the $KILLS asked for: the input ended first)"
+  say "RESULT: PASS. $KILLED x kill -9$short, restored from ${RESTORED[*]:-nothing}; the sink holds exactly"
   say "the windows of one uninterrupted run, and the anomaly log holds each bad line exactly once."
   if [[ $STACK == kafka ]]; then
     say "look: clickhouse-client --port $STREAMFORGE_TEST_CLICKHOUSE_TCP_PORT --query \"SELECT * FROM ${CLICKHOUSE_DATABASE:-streamforge}.$CLICKHOUSE_TABLE FINAL ORDER BY window_start\""
