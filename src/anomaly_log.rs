@@ -68,99 +68,46 @@ pub struct AnomalyLog {
 impl AnomalyLog {
     /// Opens the log for a job resuming from a checkpoint that covered `len`
     /// bytes: anything after that was written by the crashed run and will be
-    /// written again.
-    pub fn resume(path: &Path, len: u64) -> io::Result<Self> {
+    /// written again. Before cutting it back, checks that the log is the one
+    /// the checkpoint's job wrote (see [`owner_mismatch`]; `next_offset`
+    /// tells the job's records): a log another job writes (two jobs started
+    /// from one directory share the default `logs/anomalies.log`) is left as
+    /// it is, and the error names the logs moved aside next to it.
+    pub fn resume(
+        path: &Path,
+        len: u64,
+        next_offset: impl Fn(&AnomalyRecord) -> Option<u64>,
+    ) -> io::Result<Self> {
         ensure_parent(path)?;
         let file = OpenOptions::new()
             .create(true)
+            .read(true)
             .write(true)
             .truncate(false)
             .open(path)?;
         let actual = file.metadata()?.len();
-        if actual < len {
+        let refused = if actual < len {
+            Some(format!(
+                "it holds {actual} bytes but the checkpoint covers {len}: it was truncated or replaced since \
+                 (by hand, or by another job writing the same path)"
+            ))
+        } else {
+            owner_mismatch(&file, len, next_offset)?
+        };
+        if let Some(why) = refused {
             return Err(io::Error::other(format!(
-                "the anomaly log {} holds {actual} bytes but the checkpoint covers {len}: it was truncated or \
-                 replaced since (by hand, or by another job writing the same path: a fresh job moves an old \
-                 log aside as <path>.<ms>). Restore the file, or start from a fresh state directory",
-                path.display()
+                "the anomaly log {} is not the one this state directory's job wrote: {why}; it was left as \
+                 it is. Give each job its own anomaly log (`anomaly_log`, --anomaly-log: the default \
+                 logs/anomalies.log is relative to the working directory). Restore this job's log to that \
+                 path (a fresh job moves an earlier log aside as <path>.<ms>{}), or start from a fresh \
+                 state directory",
+                path.display(),
+                listed(&moved_aside(path)),
             )));
         }
         file.set_len(len)?;
         file.sync_data()?;
         Self::wrap(path, file, len)
-    }
-
-    /// Checks, before [`AnomalyLog::resume`] cuts the log back to `len`,
-    /// that the log is the one the checkpoint's job wrote: the checkpointed
-    /// length ends a line, the record ending there was counted before the
-    /// checkpoint, and every whole record after it was counted after. A
-    /// job's records are told by `next_offset`: for a record of one of its
-    /// own (source, partition), the next offset the checkpoint records for
-    /// that partition (0 for a partition it had not read yet); `None` for a
-    /// record of any other input. Another job writing the same path (two
-    /// jobs started from one directory with the default `logs/anomalies.log`)
-    /// fails this, and the log is then left as it is. A last line without its
-    /// newline (a crash in the middle of a write) is not looked at.
-    pub fn check_owner(
-        path: &Path,
-        len: u64,
-        next_offset: impl Fn(&AnomalyRecord) -> Option<u64>,
-    ) -> Result<(), String> {
-        use std::io::{BufRead, Read, Seek};
-        let Ok(mut file) = File::open(path) else {
-            return Ok(()); // `resume` reports a missing or short log.
-        };
-        let actual = file.metadata().map_err(|e| e.to_string())?.len();
-        if actual < len {
-            return Ok(());
-        }
-        let io = |e: io::Error| format!("reading it: {e}");
-        let parse = |line: &[u8]| serde_json::from_slice::<AnomalyRecord>(line).ok();
-        if len > 0 {
-            // The line ending at `len`, if it is not longer than this.
-            let window = len.min(4 << 20);
-            let mut before = vec![0u8; window as usize];
-            file.seek(io::SeekFrom::Start(len - window)).map_err(io)?;
-            file.read_exact(&mut before).map_err(io)?;
-            if before.last() != Some(&b'\n') {
-                return Err(format!(
-                    "the {len} bytes the checkpoint covers do not end a line"
-                ));
-            }
-            let body = &before[..before.len() - 1];
-            let starts = body.iter().rposition(|&b| b == b'\n').map(|i| i + 1);
-            if starts.is_some() || window == len {
-                let last = &body[starts.unwrap_or(0)..];
-                let ours = parse(last).and_then(|r| next_offset(&r).map(|next| r.offset < next));
-                if ours != Some(true) {
-                    return Err(format!(
-                        "the record ending at byte {len} is not one this job counted before its checkpoint"
-                    ));
-                }
-            }
-        }
-        file.seek(io::SeekFrom::Start(len)).map_err(io)?;
-        let mut tail = io::BufReader::new(file);
-        let mut line = Vec::new();
-        loop {
-            line.clear();
-            if tail.read_until(b'\n', &mut line).map_err(io)? == 0 || line.last() != Some(&b'\n') {
-                return Ok(());
-            }
-            let ours = parse(&line).and_then(|r| next_offset(&r).map(|next| r.offset >= next));
-            if ours != Some(true) {
-                let what =
-                    parse(&line).map_or("a line that is not an anomaly record".into(), |r| {
-                        format!(
-                            "a record of {} partition {} offset {}",
-                            r.source, r.partition, r.offset
-                        )
-                    });
-                return Err(format!(
-                    "past the {len} bytes the checkpoint covers it holds {what}, which this job did not write after its checkpoint"
-                ));
-            }
-        }
     }
 
     /// Opens the log for a job starting without a checkpoint. A non-empty log
@@ -170,7 +117,7 @@ impl AnomalyLog {
         ensure_parent(path)?;
         let mut moved = None;
         if path.metadata().map(|m| m.len() > 0).unwrap_or(false) {
-            let aside = PathBuf::from(format!("{}.{}", path.display(), crate::time::now_ms()));
+            let aside = aside_path(path, crate::time::now_ms());
             std::fs::rename(path, &aside)?;
             moved = Some(aside);
         }
@@ -272,6 +219,110 @@ fn ensure_parent(path: &Path) -> io::Result<()> {
     }
 }
 
+/// Why the log open as `file` is not the one the checkpoint's job wrote,
+/// if it is not; checked before [`AnomalyLog::resume`] cuts it back to
+/// `len` (which it holds at least). The checkpointed length must end a
+/// line, the record ending there must have been counted before the
+/// checkpoint, and every whole record after it after. `next_offset` tells
+/// a job's records: for a record of one of its own (source, partition),
+/// the next offset the checkpoint records for that partition (0 for one
+/// it had not read yet); `None` for a record of any other input. A last
+/// line without its newline (a crash in the middle of a write) is not
+/// looked at.
+fn owner_mismatch(
+    mut file: &File,
+    len: u64,
+    next_offset: impl Fn(&AnomalyRecord) -> Option<u64>,
+) -> io::Result<Option<String>> {
+    use std::io::{BufRead, Read, Seek};
+    let parse = |line: &[u8]| serde_json::from_slice::<AnomalyRecord>(line).ok();
+    if len > 0 {
+        // The line ending at `len`, if it is not longer than this.
+        let window = len.min(4 << 20);
+        let mut before = vec![0u8; window as usize];
+        file.seek(io::SeekFrom::Start(len - window))?;
+        file.read_exact(&mut before)?;
+        if before.last() != Some(&b'\n') {
+            return Ok(Some(format!(
+                "the {len} bytes the checkpoint covers do not end a line"
+            )));
+        }
+        let body = &before[..before.len() - 1];
+        let starts = body.iter().rposition(|&b| b == b'\n').map(|i| i + 1);
+        if starts.is_some() || window == len {
+            let last = &body[starts.unwrap_or(0)..];
+            let ours = parse(last).and_then(|r| next_offset(&r).map(|next| r.offset < next));
+            if ours != Some(true) {
+                return Ok(Some(format!(
+                        "the record ending at byte {len} is not one this job counted before its checkpoint"
+                    )));
+            }
+        }
+    }
+    file.seek(io::SeekFrom::Start(len))?;
+    let mut tail = io::BufReader::new(file);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        if tail.read_until(b'\n', &mut line)? == 0 || line.last() != Some(&b'\n') {
+            return Ok(None);
+        }
+        let ours = parse(&line).and_then(|r| next_offset(&r).map(|next| r.offset >= next));
+        if ours != Some(true) {
+            let what = parse(&line).map_or("a line that is not an anomaly record".into(), |r| {
+                format!(
+                    "a record of {} partition {} offset {}",
+                    r.source, r.partition, r.offset
+                )
+            });
+            return Ok(Some(format!(
+                    "past the {len} bytes the checkpoint covers it holds {what}, which this job did not write after its checkpoint"
+                )));
+        }
+    }
+}
+
+/// Where a fresh start moves an earlier log at `path` aside: `<path>.<ms>`.
+fn aside_path(path: &Path, ms: i64) -> PathBuf {
+    PathBuf::from(format!("{}.{ms}", path.display()))
+}
+
+/// The logs moved aside next to `path` ([`aside_path`]), oldest first.
+pub fn moved_aside(path: &Path) -> Vec<PathBuf> {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return Vec::new();
+    };
+    let listing = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let prefix = format!("{}.", name.to_string_lossy());
+    let mut found: Vec<PathBuf> = std::fs::read_dir(listing)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| {
+            let n = e.file_name();
+            let n = n.to_string_lossy();
+            n.strip_prefix(&prefix)
+                .is_some_and(|ms| !ms.is_empty() && ms.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .map(|e| dir.join(e.file_name()))
+        .collect();
+    found.sort();
+    found
+}
+
+/// `: here <files>` for an error message, or nothing.
+fn listed(files: &[PathBuf]) -> String {
+    if files.is_empty() {
+        return String::new();
+    }
+    let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+    format!(": here {}", names.join(", "))
+}
+
 /// Reads every record of a log (for the `anomalies` commands and tests).
 pub fn read_all(path: &Path) -> io::Result<Vec<AnomalyRecord>> {
     let text = std::fs::read_to_string(path)?;
@@ -359,7 +410,7 @@ mod tests {
             .unwrap();
         log.sync().unwrap();
         drop(log);
-        let mut log = AnomalyLog::resume(&path, len).unwrap();
+        let mut log = AnomalyLog::resume(&path, len, |r| (r.source == "f").then_some(2)).unwrap();
         log.append(Reason::NotAnObject, "f", 0, 3, &[0xff, 0x00], None, "t")
             .unwrap();
         log.sync().unwrap();
@@ -385,7 +436,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.log");
         std::fs::write(&path, "x\n").unwrap();
-        assert!(AnomalyLog::resume(&path, 100).is_err());
+        assert!(AnomalyLog::resume(&path, 100, |_| Some(0)).is_err());
     }
 
     fn rec(partition: u32, offset: u64, reason: &str, at: &str) -> AnomalyRecord {

@@ -13,21 +13,11 @@ use std::time::Duration;
 
 use common::*;
 
-fn run_args<'a>(source: &'a str, state: &'a str, log: &'a str) -> Vec<&'a str> {
-    vec![
-        "run",
-        "--source",
-        source,
-        "--sink",
-        "embedded",
-        "--bounded",
-        "--state-dir",
-        state,
-        "--anomaly-log",
-        log,
-        "--checkpoint-events",
-        "2000",
-    ]
+/// A bounded run with a checkpoint every 2,000 records.
+fn run(source: &str, state: &Path, log: &Path) -> std::process::Command {
+    let mut cmd = bounded_embedded(source, state, log);
+    cmd.args(["--checkpoint-events", "2000"]);
+    cmd
 }
 
 fn merged(args: &[&str], out_file: &Path) -> String {
@@ -56,9 +46,8 @@ fn the_merge_of_two_owners_logs_is_one_clean_runs_anomalies() {
     let log_a = host_a.join("anomalies.log.partition-0");
     let log_b = host_b.join("anomalies.log.partition-0");
     let s = |p: &Path| p.to_str().unwrap().to_string();
-    let (state_a, state_b) = (s(&host_a.join("state")), s(&host_b.join("state")));
-    run_ok(&run_args(&source, &state_a, &s(&log_a)));
-    let mut child = spawn(&mut streamforge(&run_args(&source, &state_b, &s(&log_b))));
+    output_ok(&mut run(&source, &host_a.join("state"), &log_a));
+    let mut child = spawn(&mut run(&source, &host_b.join("state"), &log_b));
     assert!(
         kill_after_checkpoints(&mut child, 3, Duration::from_millis(2)),
         "owner B ended before it could be killed"
@@ -108,11 +97,7 @@ fn two_different_records_at_one_offset_are_refused_naming_both_logs() {
     let source = format!("files:{}", data.dir.display());
     let first = tmp.path().join("first.log");
     let state = tmp.path().join("state");
-    run_ok(&run_args(
-        &source,
-        state.to_str().unwrap(),
-        first.to_str().unwrap(),
-    ));
+    output_ok(&mut run(&source, &state, &first));
     // The same log with one record's payload changed: what a log of other
     // data (or other settings) at the same (partition, offset) looks like.
     let text = std::fs::read_to_string(&first).unwrap();

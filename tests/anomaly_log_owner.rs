@@ -13,20 +13,7 @@ use std::path::Path;
 use common::*;
 
 fn run(source: &str, state: &Path, log: &Path) -> std::process::Output {
-    streamforge(&[
-        "run",
-        "--source",
-        source,
-        "--sink",
-        "embedded",
-        "--bounded",
-        "--state-dir",
-        state.to_str().unwrap(),
-        "--anomaly-log",
-        log.to_str().unwrap(),
-    ])
-    .output()
-    .unwrap()
+    bounded_embedded(source, state, log).output().unwrap()
 }
 
 #[test]

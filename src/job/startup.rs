@@ -318,8 +318,9 @@ fn highest_version_in(sink: &mut dyn Sink, cfg: &Config, clock: &dyn Clock) -> a
 }
 
 /// The anomaly log a resumed job appends to, cut back to the `len` bytes
-/// its checkpoint covers, once it is known to be this job's log
-/// ([`AnomalyLog::check_owner`]; `offsets` are the checkpoint's).
+/// its checkpoint covers once it is known to be this job's log
+/// ([`AnomalyLog::resume`]; `offsets` are the checkpoint's): a record is
+/// the job's when its (source, partition) is one of the job's.
 fn reopen_anomaly_log(
     cfg: &Config,
     len: u64,
@@ -337,49 +338,8 @@ fn reopen_anomaly_log(
     let next_offset = |r: &crate::anomaly_log::AnomalyRecord| {
         ours.get(&(r.source.as_str(), r.partition)).copied()
     };
-    if let Err(why) = AnomalyLog::check_owner(path, len, next_offset) {
-        bail!(
-            "the anomaly log {} is not the one this state directory's job wrote ({why}); it was left as it is. \
-             Another job writes the same path (the default logs/anomalies.log is relative to the working \
-             directory): give each job its own anomaly_log (--anomaly-log). Restore this job's log to that \
-             path (a fresh job moves an earlier log aside as {}.<ms>{}), or start from a fresh state directory",
-            path.display(),
-            path.display(),
-            moved_aside(path)
-        );
-    }
-    AnomalyLog::resume(path, len)
+    AnomalyLog::resume(path, len, next_offset)
         .with_context(|| format!("cannot reopen the anomaly log {}", path.display()))
-}
-
-/// `: <files>` naming the logs moved aside next to `path`, if any.
-fn moved_aside(path: &std::path::Path) -> String {
-    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
-        return String::new();
-    };
-    let dir = if dir.as_os_str().is_empty() {
-        std::path::Path::new(".")
-    } else {
-        dir
-    };
-    let prefix = format!("{}.", name.to_string_lossy());
-    let mut found: Vec<String> = std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let n = e.file_name().to_string_lossy().into_owned();
-            let stamp = n.strip_prefix(&prefix)?;
-            (!stamp.is_empty() && stamp.bytes().all(|b| b.is_ascii_digit()))
-                .then(|| dir.join(&n).display().to_string())
-        })
-        .collect();
-    found.sort();
-    if found.is_empty() {
-        String::new()
-    } else {
-        format!(": here {}", found.join(", "))
-    }
 }
 
 /// Restores from the newest good checkpoint, or starts fresh.

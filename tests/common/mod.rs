@@ -615,15 +615,38 @@ pub fn streamforge(args: &[&str]) -> Command {
     cmd
 }
 
-pub fn run_ok(args: &[&str]) -> Output {
-    let out = streamforge(args).output().expect("running streamforge");
+/// `streamforge run` over `source` into the embedded sink, bounded, with
+/// its own state directory and anomaly log (add flags with `.args`).
+pub fn bounded_embedded(source: &str, state: &Path, log: &Path) -> Command {
+    let (state, log) = (state.to_str().unwrap(), log.to_str().unwrap());
+    streamforge(&[
+        "run",
+        "--source",
+        source,
+        "--sink",
+        "embedded",
+        "--bounded",
+        "--state-dir",
+        state,
+        "--anomaly-log",
+        log,
+    ])
+}
+
+/// Runs `cmd` and asserts it succeeded.
+pub fn output_ok(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("running streamforge");
     assert!(
         out.status.success(),
-        "streamforge {args:?} failed: {}\n{}",
+        "{cmd:?} failed: {}\n{}",
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
     out
+}
+
+pub fn run_ok(args: &[&str]) -> Output {
+    output_ok(&mut streamforge(args))
 }
 
 pub fn results_lines(out: &Output) -> Vec<String> {
