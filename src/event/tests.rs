@@ -885,9 +885,19 @@ proptest! {
             text.insert(0, '-');
         }
         prop_assert_eq!(parse_amount_cents(&text), Some(cents), "{}", text);
-        // A JSON number and the same text in a string agree.
-        let payload = with(&[("amount", Some(&text))]);
+        // The text in a string is a numeric string; as a bare number it is
+        // the same amount when it is a JSON number, and malformed JSON when
+        // it is not (`00e-3`: JSON numbers have no leading zeros).
+        let quoted = format!("\"{text}\"");
+        let payload = with(&[("amount", Some(&quoted))]);
         prop_assert_eq!(parse_event(payload.as_bytes()).map(|e| e.amount_cents), Ok(cents));
+        let number = serde_json::from_str::<serde_json::Number>(&text).is_ok();
+        let payload = with(&[("amount", Some(&text))]);
+        prop_assert_eq!(
+            parse_event(payload.as_bytes()).map(|e| e.amount_cents),
+            if number { Ok(cents) } else { Err(Reason::MalformedJson) },
+            "{}", text
+        );
     }
 
     #[test]
