@@ -1,14 +1,14 @@
 //! Commits checkpoints on a thread of its own, so that the job thread stops
 //! only to mark the barrier.
 //!
-//! The job takes the changes since the last checkpoint (an [`EngineDelta`]:
-//! no table is copied), hands them to the committer with the rest of the
-//! [`Checkpoint`] and goes on processing. The committer applies them to its
-//! replica of the state, encodes them (or, when the chain has grown, the
-//! replica whole, as a new base), writes and flushes; the protocol's order
+//! The job takes the changes since the last checkpoint (an
+//! [`EngineDelta`](crate::engine::EngineDelta): no table is copied), hands
+//! them to the committer with the rest of the
+//! [`Checkpoint`](super::Checkpoint) and goes on processing. The committer encodes them (or,
+//! when the chain has grown, the state whole, as a new base, built from the
+//! chain it keeps: see `writer`), writes and flushes; the protocol's order
 //! is unchanged, because the job hands a checkpoint's rows to the sink only
-//! once the committer reports it durable. Before its first commit after
-//! recovery, the thread builds its replica ([`CheckpointStore::prepare`]).
+//! once the committer reports it durable.
 //!
 //! At most one checkpoint is in flight, which bounds both the memory held
 //! (one delta and its frame) and how far processing runs ahead of the last
@@ -23,11 +23,7 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::{Checkpoint, CheckpointError, CheckpointStore, Written};
-use crate::engine::EngineDelta;
-
-/// What the job hands the committer.
-pub type Delta = Checkpoint<EngineDelta>;
+use super::{CheckpointError, CheckpointStore, Delta, Written};
 
 /// The outcome of one commit, with what the caller gave [`Committer::start`]
 /// along with the checkpoint.
@@ -76,7 +72,6 @@ impl<T> Committer<T> {
         let thread = std::thread::Builder::new()
             .name("checkpoint-commit".into())
             .spawn(move || {
-                store.prepare();
                 for checkpoint in jobs {
                     let started = Instant::now();
                     // The delta is consumed (and its memory freed) before
@@ -124,10 +119,10 @@ impl<T> Committer<T> {
         assert!(
             self.in_flight.is_none(),
             "checkpoint {} started while {:?} is still being committed",
-            checkpoint.id,
+            checkpoint.checkpoint.id,
             self.in_flight()
         );
-        let id = checkpoint.id;
+        let id = checkpoint.checkpoint.id;
         match &mut self.mode {
             Mode::Thread { to_thread, .. } => {
                 let sent = to_thread

@@ -19,14 +19,15 @@
 //! in full.
 //!
 //! The job hands the committer a delta at every barrier ([`EngineDelta`]:
-//! taking one costs the job thread a few microseconds). The committer keeps a
-//! **replica** of the state as of the last checkpoint (the base and deltas
-//! applied: `writer`), and stores the checkpoint as a base instead of a
+//! taking one costs the job thread a few microseconds). The committer keeps
+//! the state as of the last checkpoint as the chain that restores it (the
+//! **replica**: `writer`), and stores the checkpoint as a base instead of a
 //! delta when recovering from the chain would replay more than twice the
 //! entries of the state it restores (or the chain is [`MAX_CHAIN`] long):
-//! that is the compaction, and it is one checkpoint written in one batch
-//! like any other. So recovery reads at most about twice the state, and the bytes written per checkpoint are
-//! those of what changed, plus a base now and then.
+//! that is the compaction, the one time the replica is built into an
+//! engine, and it is one checkpoint written in one batch like any other. So
+//! recovery reads at most about twice the state, and the bytes written per
+//! checkpoint are those of what changed, plus a base now and then.
 //!
 //! # Durability
 //!
@@ -198,6 +199,16 @@ pub struct Link {
     /// the exact checkpoint it was taken after, not to another one stored
     /// under the same id later.
     pub parent_crc: u32,
+}
+
+/// What the job hands the committer at a barrier: a checkpoint whose state
+/// is the changes since the checkpoint before, and the entries (user-set
+/// entries and dedup ids, [`crate::engine::Engine::live_entries`]) of the
+/// state it leaves, which decide when a chain is rewritten as a base.
+#[derive(Debug, Clone)]
+pub struct Delta {
+    pub checkpoint: Checkpoint<EngineDelta>,
+    pub live_entries: usize,
 }
 
 /// A checkpoint's engine state as recovery reads it: the base of its chain

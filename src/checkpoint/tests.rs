@@ -28,8 +28,11 @@ pub(super) fn checkpoint(id: u64) -> Checkpoint {
 }
 
 /// The checkpoint `id` of `engine`'s changes, as the job hands it over.
-pub(super) fn delta(engine: &mut Engine, id: u64) -> Checkpoint<EngineDelta> {
-    checkpoint(id).map_engine(|_| engine.take_delta())
+pub(super) fn delta(engine: &mut Engine, id: u64) -> Delta {
+    Delta {
+        checkpoint: checkpoint(id).map_engine(|_| engine.take_delta()),
+        live_entries: engine.live_entries(),
+    }
 }
 
 /// A fresh engine that tracks its changes.
@@ -453,7 +456,7 @@ fn a_delta_never_applies_to_another_checkpoint_stored_under_its_parent_id() {
     let old_2 = store.raw(2).unwrap();
     let mut other = tracked(SPEC, 3);
     feed(&mut other, 0, 100, 40);
-    let other_2 = delta(&mut other, 2).map_engine(|d| {
+    let other_2 = delta(&mut other, 2).checkpoint.map_engine(|d| {
         Stored::Delta(
             Link {
                 base: 1,
@@ -652,7 +655,7 @@ mod crashes {
             let id = self.next_id;
             self.live.insert(id, (self.engine.snapshot(), self.seq));
             let mut cp = delta(&mut self.engine, id);
-            cp.offsets = [(0, self.seq)].into_iter().collect();
+            cp.checkpoint.offsets = [(0, self.seq)].into_iter().collect();
             ARMED.with(|a| a.set(crash.map(|(p, _)| POINTS[p])));
             crate::failpoint::set_hook(Some(hook));
             let outcome = catch_unwind(AssertUnwindSafe(|| self.store.commit_delta(cp)));
@@ -743,9 +746,7 @@ mod crashes {
     }
 }
 
-/// Recovers `kv`'s newest usable checkpoint into a tracking engine. The
-/// committer's replica is, as in the job, a copy of the restored engine
-/// (after an even checkpoint) or rebuilt from the chain (after an odd one).
+/// Recovers `kv`'s newest usable checkpoint into a tracking engine.
 pub(super) fn restart(
     kv: &Arc<kv::MemoryKv>,
     spec: WindowSpec,
@@ -755,9 +756,6 @@ pub(super) fn restart(
     let restored = recovered.map(|cp| {
         let chain = &cp.engine;
         let mut engine = Engine::restore_chain(spec, 3, &chain.base, &chain.deltas).unwrap();
-        if cp.id.is_multiple_of(2) {
-            store.use_replica(engine.clone());
-        }
         engine.track_changes();
         (cp, engine)
     });

@@ -1,14 +1,19 @@
 //! Committing checkpoints: each as a delta on the one before, or as a new
 //! base when the chain has grown (see the module docs of `checkpoint`).
 //!
-//! The store keeps a **replica** of the engine state as of the last
-//! checkpoint: an [`Engine`] that every delta is applied to, the same step
-//! recovery takes. It is what a new base is written from, so the job never
-//! copies its state; it costs the memory of a second copy of the tables, on
-//! the committer's thread. After recovery it is built from the chain the
-//! job restored from ([`CheckpointStore::prepare`], on the committer's
-//! thread while the job goes on); after a whole checkpoint committed by
-//! [`CheckpointStore::commit`] it is read back from the store when a delta
+//! The store keeps the state of the last checkpoint as the chain that
+//! restores it (the **replica**): the chain recovery read, or the base this
+//! process wrote last, and the deltas committed on it since. A delta is
+//! written as the job hands it over and kept; nothing is applied. Only when
+//! a new base is due is the replica built into an engine (the same
+//! [`Engine::restore_chain`] and [`Engine::apply_delta`] recovery uses), the
+//! delta applied and the snapshot written. So a checkpoint that links on
+//! costs encoding and writing only, and a job that never compacts (a bounded
+//! run shorter than its horizon) never builds a second copy of its tables.
+//! The replica holds what recovering from the chain would read: at most
+//! about twice the live state's entries (see [`CheckpointStore::set_compaction`]),
+//! the bound the compaction rule keeps. After a whole checkpoint committed by
+//! [`CheckpointStore::commit`] it is read back from the store when a base
 //! first needs it.
 //!
 //! Which checkpoints are kept: whole chains, from the newest back, until at
@@ -21,8 +26,8 @@ use std::sync::Arc;
 
 use super::read::entries;
 use super::{
-    codec, kv, Checkpoint, CheckpointError, CheckpointStore, EngineChain, Link, Stored,
-    StoredCheckpoint,
+    codec, kv, Checkpoint, CheckpointError, CheckpointStore, Delta, EngineChain, Link, Recovered,
+    Stored, StoredCheckpoint,
 };
 use crate::engine::{Engine, EngineDelta};
 use crate::failpoint::{self, crash_point};
@@ -59,14 +64,36 @@ struct Tip {
     chain_len: usize,
 }
 
-#[derive(Default)]
-enum Replica {
-    /// Not known: built from the store when a delta needs it.
-    #[default]
-    Unknown,
-    /// To be built from this chain.
-    Pending(Arc<EngineChain>),
-    Ready(Box<Engine>),
+/// The last checkpoint's state as the chain that restores it (see the
+/// module docs).
+struct Replica {
+    /// A base and deltas: the chain recovery read (shared with the job,
+    /// which restored from it), or the base this process wrote last.
+    chain: Arc<EngineChain>,
+    /// The deltas committed on it since, oldest first.
+    since: Vec<EngineDelta>,
+}
+
+impl Replica {
+    /// The engine the replica restores to.
+    fn build(self) -> Result<Engine, String> {
+        let chain = &self.chain;
+        let partitions = self
+            .since
+            .last()
+            .or(chain.deltas.last())
+            .map_or(chain.base.clocks.len(), |d| d.clocks.len());
+        let spec = chain.base.spec;
+        if chain.deltas.is_empty() {
+            // A base of our own: the deltas since restore in one pass.
+            return Engine::restore_chain(spec, partitions, &chain.base, &self.since);
+        }
+        let mut engine = Engine::restore_chain(spec, partitions, &chain.base, &chain.deltas)?;
+        for delta in &self.since {
+            engine.apply_delta(delta)?;
+        }
+        Ok(engine)
+    }
 }
 
 /// When a chain is rewritten as a base (see [`CheckpointStore::set_compaction`]).
@@ -92,9 +119,10 @@ pub(super) struct Writer {
     tip: Option<Tip>,
     /// The chains this process knows, oldest first: (base id, last id).
     chains: Vec<(u64, u64)>,
-    replica: Replica,
-    /// Why an earlier commit failed: the replica may then be ahead of the
-    /// store, so nothing more is committed.
+    /// `None`: not known, read from the store when a base needs it.
+    replica: Option<Replica>,
+    /// Why an earlier commit failed: the store may then hold a checkpoint
+    /// the writer does not know of, so nothing more is committed.
     failed: Option<String>,
 }
 
@@ -110,23 +138,9 @@ fn keep_from(chains: &[(u64, u64)], keep: usize) -> u64 {
     0
 }
 
-/// The engine a chain restores to.
-fn build(chain: &EngineChain) -> Result<Engine, String> {
-    let partitions = chain
-        .deltas
-        .last()
-        .map_or(chain.base.clocks.len(), |d| d.clocks.len());
-    Engine::restore_chain(chain.base.spec, partitions, &chain.base, &chain.deltas)
-}
-
 impl CheckpointStore {
     /// Goes on from `recovered` (see [`CheckpointStore::recover`]).
-    pub(super) fn resume_after(
-        &mut self,
-        recovered: &Checkpoint<Arc<EngineChain>>,
-        crc: u32,
-        base: u64,
-    ) {
+    pub(super) fn resume_after(&mut self, recovered: &Recovered, crc: u32, base: u64) {
         let chain = &recovered.engine;
         self.writer = Writer {
             compaction: self.writer.compaction,
@@ -139,7 +153,10 @@ impl CheckpointStore {
                 chain_len: chain.deltas.len() + 1,
             }),
             chains: vec![(base, recovered.id)],
-            replica: Replica::Pending(chain.clone()),
+            replica: Some(Replica {
+                chain: chain.clone(),
+                since: Vec::new(),
+            }),
             failed: None,
         };
     }
@@ -156,50 +173,26 @@ impl CheckpointStore {
         };
     }
 
-    /// Takes `engine` as the replica: the state of the checkpoint recovered
-    /// from, restored from the chain [`CheckpointStore::recover`] read and
-    /// not changed since (the job's own engine, copied before it processes
-    /// anything), so the committer need not rebuild it. Ignored unless the
-    /// replica is still to be built from that chain.
-    pub fn use_replica(&mut self, engine: Engine) {
-        if let Replica::Pending(_) = self.writer.replica {
-            self.writer.replica = Replica::Ready(Box::new(engine));
-        }
-    }
-
-    /// Builds the replica from the chain recovery read, if that is still to
-    /// do: the committer's thread calls this first, so the job does not wait
-    /// for it.
-    pub fn prepare(&mut self) {
-        if let Replica::Pending(chain) = &self.writer.replica {
-            self.writer.replica = match build(chain) {
-                Ok(engine) => Replica::Ready(Box::new(engine)),
-                // Reported by the commit that needs it.
-                Err(_) => Replica::Unknown,
-            };
-        }
-    }
-
-    /// The replica, ready for `delta`.
-    fn replica(&mut self, id: u64, delta: &EngineDelta) -> Result<&mut Engine, CheckpointError> {
+    /// The engine of the last checkpoint committed or recovered, with
+    /// `delta` applied: built from the replica, read from the store, or, on
+    /// a fresh store, empty.
+    fn replica_with(&mut self, id: u64, delta: &EngineDelta) -> Result<Engine, CheckpointError> {
         let inconsistent = |why: String| CheckpointError::Inconsistent { id, why };
-        if let Replica::Unknown = self.writer.replica {
-            let engine = match self.writer.tip {
-                None => Engine::empty_for(delta),
-                Some(tip) => {
-                    let checkpoint = self.load_chain(tip.id)?;
-                    build(&checkpoint).map_err(inconsistent)?
+        let mut engine = match (self.writer.replica.take(), self.writer.tip) {
+            (Some(replica), _) => replica.build().map_err(inconsistent)?,
+            (None, None) => Engine::empty_for(delta),
+            (None, Some(tip)) => {
+                let chain = self.load_chain(tip.id)?;
+                Replica {
+                    chain: Arc::new(chain),
+                    since: Vec::new(),
                 }
-            };
-            self.writer.replica = Replica::Ready(Box::new(engine));
-        }
-        self.prepare();
-        match &mut self.writer.replica {
-            Replica::Ready(engine) => Ok(engine),
-            _ => Err(inconsistent(
-                "the chain recovered from does not restore".into(),
-            )),
-        }
+                .build()
+                .map_err(inconsistent)?
+            }
+        };
+        engine.apply_delta(delta).map_err(inconsistent)?;
+        Ok(engine)
     }
 
     /// Checkpoint `id`'s state as its chain.
@@ -209,56 +202,62 @@ impl CheckpointStore {
         Ok(frames.assemble(&chain).checkpoint.engine)
     }
 
-    /// Commits `checkpoint`, whose state is the changes since the last
+    /// Commits `delta`, whose state is the changes since the last
     /// checkpoint committed or recovered (or, on a fresh store, since an
     /// empty state): as a delta, or as a new base when the chain has grown
     /// (see the module docs). Durable when it returns.
-    pub fn commit_delta(
-        &mut self,
-        checkpoint: Checkpoint<EngineDelta>,
-    ) -> Result<Written, CheckpointError> {
-        let id = checkpoint.id;
+    pub fn commit_delta(&mut self, delta: Delta) -> Result<Written, CheckpointError> {
+        let id = delta.checkpoint.id;
         if let Some(why) = &self.writer.failed {
             let why = format!("an earlier checkpoint failed ({why})");
             return Err(CheckpointError::Inconsistent { id, why });
         }
-        let result = self.try_commit_delta(checkpoint);
+        let result = self.try_commit_delta(delta);
         if let Err(e) = &result {
             self.writer.failed = Some(e.to_string());
-            self.writer.replica = Replica::Unknown;
+            self.writer.replica = None;
         }
         result
     }
 
-    fn try_commit_delta(
-        &mut self,
-        checkpoint: Checkpoint<EngineDelta>,
-    ) -> Result<Written, CheckpointError> {
-        let id = checkpoint.id;
+    fn try_commit_delta(&mut self, delta: Delta) -> Result<Written, CheckpointError> {
+        let Delta {
+            checkpoint,
+            live_entries,
+        } = delta;
         let changes = checkpoint.engine.changes();
-        let replica = self.replica(id, &checkpoint.engine)?;
-        replica
-            .apply_delta(&checkpoint.engine)
-            .map_err(|why| CheckpointError::Inconsistent { id, why })?;
-        let (_, users, ids) = replica.state_stats();
-        let stored = match self.link(changes, users + ids) {
-            Some(link) => checkpoint.map_engine(|delta| Stored::Delta(link, delta)),
-            None => {
-                let Replica::Ready(replica) = &self.writer.replica else {
-                    unreachable!("the replica was just made ready")
-                };
-                let base = replica.snapshot();
-                checkpoint.map_engine(|_| Stored::Base(base))
+        if let Some(link) = self.link(changes, live_entries) {
+            let stored = checkpoint.map_engine(|delta| Stored::Delta(link, delta));
+            let written = self.write(&stored, changes)?;
+            if let (Some(replica), Stored::Delta(_, delta)) =
+                (&mut self.writer.replica, stored.engine)
+            {
+                replica.since.push(delta);
             }
-        };
-        self.write(stored, changes)
+            return Ok(written);
+        }
+        let engine = self.replica_with(checkpoint.id, &checkpoint.engine)?;
+        let base = engine.snapshot();
+        drop(engine);
+        let stored = checkpoint.map_engine(|_| Stored::Base(base));
+        let written = self.write(&stored, changes)?;
+        if let Stored::Base(base) = stored.engine {
+            self.writer.replica = Some(Replica {
+                chain: Arc::new(EngineChain {
+                    base,
+                    deltas: Vec::new(),
+                }),
+                since: Vec::new(),
+            });
+        }
+        Ok(written)
     }
 
     /// What a delta of `changes` entries committed now would link to;
     /// `None` when the checkpoint is to be a new base: when the chain would
     /// be too long, or when recovering from it would replay more than twice
-    /// the entries of the state it restores (`live`, the replica's with the
-    /// delta applied). A state that only grew is chained on (its chain
+    /// the entries of the state it restores (`live`, as the job counted
+    /// them when it took the delta). A state that only grew is chained on (its chain
     /// replays no more than a base would hold); one that shrank is
     /// rewritten sooner.
     fn link(&self, changes: usize, live: usize) -> Option<Link> {
@@ -281,8 +280,8 @@ impl CheckpointStore {
     /// job commits deltas ([`CheckpointStore::commit_delta`]).
     pub fn commit(&mut self, checkpoint: &Checkpoint) -> Result<usize, CheckpointError> {
         let stored = checkpoint.clone().map_engine(Stored::Base);
-        let written = self.write(stored, 0)?;
-        self.writer.replica = Replica::Unknown;
+        let written = self.write(&stored, 0)?;
+        self.writer.replica = None;
         self.writer.failed = None;
         Ok(written.bytes)
     }
@@ -291,7 +290,7 @@ impl CheckpointStore {
     /// batch, and flushes (see the module docs).
     fn write(
         &mut self,
-        checkpoint: StoredCheckpoint,
+        checkpoint: &StoredCheckpoint,
         changes: usize,
     ) -> Result<Written, CheckpointError> {
         let id = checkpoint.id;
@@ -299,8 +298,7 @@ impl CheckpointStore {
             Stored::Base(state) => (id, Some(entries(state))),
             Stored::Delta(link, _) => (link.base, None),
         };
-        let frame = codec::encode(&checkpoint).map_err(CheckpointError::Encode)?;
-        drop(checkpoint);
+        let frame = codec::encode(checkpoint).map_err(CheckpointError::Encode)?;
         let crc = codec::frame_crc(&frame);
         let mut chains = self.writer.chains.clone();
         chains.retain(|(_, last)| *last < id);

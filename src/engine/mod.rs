@@ -170,8 +170,7 @@ pub struct EngineSnapshot {
     pub groups: GroupsState,
 }
 
-/// `Clone` copies the tables as they are (a memory copy, no rehashing):
-/// how the checkpoint committer gets its replica after recovery.
+/// `Clone` copies the tables as they are (a memory copy, no rehashing).
 #[derive(Clone)]
 pub struct Engine {
     spec: WindowSpec,
@@ -408,7 +407,7 @@ impl Engine {
     /// record from `delta`.
     fn set_small_state(&mut self, delta: &EngineDelta) {
         // As read back from a frame: idleness and the end of a bounded input
-        // are not state (see `watermark`), so the replica of a committer
+        // are not state (see `watermark`), so the base a committer builds
         // holds exactly what recovery would.
         let mut clocks: Vec<PartitionClock> = delta
             .clocks
@@ -474,6 +473,13 @@ impl Engine {
     pub fn state_stats(&self) -> (usize, usize, usize) {
         let (panes, users) = self.windows.stats();
         (panes, users, self.dedup.len())
+    }
+
+    /// Entries of the big tables: pane user-set entries and dedup ids (what
+    /// decides when the checkpoint chain is compacted). O(panes).
+    pub fn live_entries(&self) -> usize {
+        let (_, users, ids) = self.state_stats();
+        users + ids
     }
 
     /// Processes one payload from `partition`. Windows that the watermark

@@ -43,8 +43,17 @@ use anyhow::Context;
 use tracing::info;
 
 use super::{FinalState, InFlight, Job, RecordCtx};
-use crate::checkpoint::{Checkpoint, PendingBatch};
+use crate::checkpoint::{Checkpoint, Delta, PendingBatch};
 use crate::engine::EngineDelta;
+
+/// The engine's changes since the last checkpoint, and the entries of the
+/// state they leave ([`crate::engine::Engine::live_entries`]), which decide
+/// when the committer compacts.
+#[derive(Clone)]
+pub(super) struct Taken {
+    delta: EngineDelta,
+    live_entries: usize,
+}
 use crate::failpoint::crash_point;
 use crate::telemetry;
 use crate::time::format_rfc3339_ms;
@@ -73,7 +82,7 @@ impl Job<'_> {
         }
         let anomaly_log_len = self.sync_anomalies()?;
         crash_point("job::barrier::after_anomaly_sync");
-        let engine = self.engine.take_delta();
+        let engine = self.take_delta();
         let offsets = self.offsets();
         let bounded_end = self.bounded_end.clone();
         self.commit(engine, offsets, anomaly_log_len, bounded_end, started, wait)
@@ -90,18 +99,21 @@ impl Job<'_> {
             detected_at: format_rfc3339_ms(now),
         };
         self.engine.flush_updates(ctx.now_s, &mut self.emitted);
-        let mut engine = self.engine.take_delta();
+        let mut engine = self.take_delta();
         let offsets = self.offsets();
         let anomaly_log_len = self.sync_anomalies()?;
         let real = self.emitted.len();
         self.release_held(&ctx, true)?;
         self.engine.end_of_input(ctx.now_s, &mut self.emitted);
-        engine.note_emitted(&self.emitted[real..]);
+        engine.delta.note_emitted(&self.emitted[real..]);
         // The end's own anomaly lines, past the recorded length.
         self.sync_anomalies()?;
         crash_point("job::barrier::after_anomaly_sync");
         self.final_state = Some(FinalState {
-            engine: engine.without_changes(),
+            engine: Taken {
+                delta: engine.delta.without_changes(),
+                live_entries: engine.live_entries,
+            },
             offsets: offsets.clone(),
             anomaly_log_len,
             end_prefix: self.bounded_end.as_ref().and_then(|e| e.get(&0).copied()),
@@ -128,6 +140,15 @@ impl Job<'_> {
         self.commit(engine, offsets, len, None, started, true)
     }
 
+    /// The engine's changes since the last checkpoint, with the entries of
+    /// the state they leave.
+    fn take_delta(&mut self) -> Taken {
+        Taken {
+            delta: self.engine.take_delta(),
+            live_entries: self.engine.live_entries(),
+        }
+    }
+
     /// Flushes and syncs the anomaly log; returns its length.
     fn sync_anomalies(&mut self) -> anyhow::Result<u64> {
         self.anomalies.sync().map_err(|e| {
@@ -143,7 +164,7 @@ impl Job<'_> {
     /// the last one as a new pending batch.
     fn commit(
         &mut self,
-        engine: EngineDelta,
+        engine: Taken,
         offsets: BTreeMap<u32, u64>,
         anomaly_log_len: u64,
         bounded_end: Option<BTreeMap<u32, u64>>,
@@ -164,14 +185,14 @@ impl Job<'_> {
                 rows: rows.clone(),
             });
         }
-        let watermark = engine.watermark;
+        let watermark = engine.delta.watermark;
         let checkpoint = Checkpoint {
             id,
             created_ms: self.clock.wall_ms(),
             source_id: self.source_id.clone(),
             offsets: offsets.clone(),
             anomaly_log_len,
-            engine,
+            engine: engine.delta,
             pending: self.pending.clone(),
             source_identity: self.source_identity.clone(),
             bounded_end,
@@ -182,8 +203,12 @@ impl Job<'_> {
             pause: self.clock.now().saturating_sub(started),
             watermark,
         };
+        let delta = Delta {
+            checkpoint,
+            live_entries: engine.live_entries,
+        };
         self.committer
-            .start(checkpoint, flight)
+            .start(delta, flight)
             .with_context(|| commit_failed(id))?;
         self.next_checkpoint_id += 1;
         self.changed = false;

@@ -63,7 +63,7 @@ use crate::checkpoint::kv::MemoryKv;
 use crate::checkpoint::PendingBatch;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
-use crate::engine::{Counters, Engine, EngineDelta};
+use crate::engine::{Counters, Engine};
 use crate::sink::{Backoff, Sink, SinkWriter};
 use crate::source::{RecordBatch, Source};
 use crate::telemetry::{self, Metrics};
@@ -138,7 +138,7 @@ struct Discovery {
 /// The state the end of a bounded input leaves for a later run (see
 /// `barrier`), kept to record the sink's acknowledgements after it.
 struct FinalState {
-    engine: EngineDelta,
+    engine: barrier::Taken,
     offsets: BTreeMap<u32, u64>,
     anomaly_log_len: u64,
     /// Group mode: the prefix of the owned partition the end's rows hold,

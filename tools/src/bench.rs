@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use streamforge::checkpoint::committer::{Commit, Committer};
-use streamforge::checkpoint::{Checkpoint, CheckpointStore, Written};
+use streamforge::checkpoint::{Checkpoint, CheckpointStore, Delta, Written};
 use streamforge::engine::{Engine, Lookahead};
 use streamforge::source::generator::{GeneratorConfig, PayloadStyle};
 use streamforge::window::{WindowRow, WindowSpec};
@@ -176,7 +176,14 @@ impl Checkpoints {
             source_identity: None,
             bounded_end: None,
         };
-        self.committer.start(checkpoint, ())?;
+        let live_entries = engine.live_entries();
+        self.committer.start(
+            Delta {
+                checkpoint,
+                live_entries,
+            },
+            (),
+        )?;
         self.next_id += 1;
         self.pauses.push(t.elapsed());
         Ok(true)
@@ -754,7 +761,10 @@ pub fn scaling(opts: &ScalingBenchOptions) -> anyhow::Result<ScalingBenchReport>
             bounded_end: None,
         };
         let t = Instant::now();
-        written.push(store.commit_delta(checkpoint)?);
+        written.push(store.commit_delta(Delta {
+            checkpoint,
+            live_entries: engine.live_entries(),
+        })?);
         commits.push(t.elapsed());
     }
     let (panes, user_entries, dedup_ids) = engine.state_stats();
