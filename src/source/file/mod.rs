@@ -13,7 +13,10 @@
 //! last line until its newline arrives.
 //!
 //! Partitions are read round-robin in small chunks so that their event times
-//! advance together, as they would from a broker.
+//! advance together, as they would from a broker. A bounded run reads on a
+//! thread of its own, a batch ahead of the job (`ahead`).
+
+mod ahead;
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -22,13 +25,13 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::{End, PartitionState, RecordBatch, Source, SourceError};
+use ahead::ReadAhead;
 
 /// Lines read from one partition before moving to the next.
 const CHUNK: usize = 256;
 
 struct Part {
     path: PathBuf,
-    name: String,
     reader: Option<BufReader<File>>,
     next_offset: u64,
     /// Bounded run: the line count it stops at.
@@ -39,8 +42,30 @@ struct Part {
     paused: bool,
 }
 
+impl Part {
+    fn new(path: &Path) -> Part {
+        Part {
+            path: path.to_path_buf(),
+            reader: None,
+            next_offset: 0,
+            end: None,
+            carry: Vec::new(),
+            at_eof: false,
+            paused: false,
+        }
+    }
+}
+
 pub struct FileSource {
+    files: Vec<PathBuf>,
+    /// The display name of each file.
+    names: Vec<String>,
+    /// The reading state of each file, here (unbounded) or, once a bounded
+    /// run polls, on the reader thread (then empty).
     parts: Vec<Part>,
+    ahead: Option<ReadAhead>,
+    /// A bounded run's end per file, in lines.
+    ends: Vec<Option<u64>>,
     bounded: bool,
     cursor: usize,
     id: String,
@@ -137,21 +162,12 @@ impl FileSource {
                 .collect::<Vec<_>>()
                 .join(",")
         );
-        let parts = files
-            .into_iter()
-            .map(|path| Part {
-                name: path.display().to_string(),
-                path,
-                reader: None,
-                next_offset: 0,
-                end: None,
-                carry: Vec::new(),
-                at_eof: false,
-                paused: false,
-            })
-            .collect();
         Ok(FileSource {
-            parts,
+            names: files.iter().map(|p| p.display().to_string()).collect(),
+            parts: files.iter().map(|p| Part::new(p)).collect(),
+            ends: vec![None; files.len()],
+            files,
+            ahead: None,
             bounded: false,
             cursor: 0,
             id,
@@ -159,7 +175,7 @@ impl FileSource {
     }
 
     pub fn paths(&self) -> Vec<&Path> {
-        self.parts.iter().map(|p| p.path.as_path()).collect()
+        self.files.iter().map(PathBuf::as_path).collect()
     }
 }
 
@@ -210,13 +226,13 @@ impl Source for FileSource {
     }
 
     fn source_name(&self, partition: u32) -> &str {
-        self.parts
+        self.names
             .get(partition as usize)
-            .map_or("", |p| p.name.as_str())
+            .map_or("", String::as_str)
     }
 
     fn partition_count(&self) -> usize {
-        self.parts.len()
+        self.files.len()
     }
 
     fn open(
@@ -225,17 +241,21 @@ impl Source for FileSource {
         end: End<'_>,
     ) -> Result<BTreeMap<u32, u64>, SourceError> {
         self.bounded = !matches!(end, End::Never);
+        // A reader of an earlier open stops; the files are opened afresh.
+        self.ahead = None;
+        self.parts = self.files.iter().map(|p| Part::new(p)).collect();
+        self.cursor = 0;
         // Counting reads every file whole: the files are counted in
         // parallel, before any is opened.
         let counts: Vec<Option<u64>> = match end {
             End::Now => {
                 use rayon::prelude::*;
-                self.parts
+                self.files
                     .par_iter()
-                    .map(|part| count_lines(&part.path).map(Some))
+                    .map(|path| count_lines(path).map(Some))
                     .collect::<Result<_, _>>()?
             }
-            _ => vec![None; self.parts.len()],
+            _ => vec![None; self.files.len()],
         };
         let mut starts = BTreeMap::new();
         for (i, part) in self.parts.iter_mut().enumerate() {
@@ -251,14 +271,15 @@ impl Source for FileSource {
             part.at_eof = part.end.is_some_and(|e| at >= e);
             starts.insert(i as u32, at);
         }
+        self.ends = self.parts.iter().map(|p| p.end).collect();
         Ok(starts)
     }
 
     fn end_offsets(&self) -> Option<BTreeMap<u32, u64>> {
-        self.parts
+        self.ends
             .iter()
             .enumerate()
-            .map(|(i, p)| p.end.map(|e| (i as u32, e)))
+            .map(|(i, e)| e.map(|e| (i as u32, e)))
             .collect()
     }
 
@@ -268,26 +289,17 @@ impl Source for FileSource {
         max: usize,
         timeout: Duration,
     ) -> Result<(), SourceError> {
-        let n = self.parts.len();
-        let mut idle_rounds = 0;
-        while batch.len() < max && idle_rounds < n {
-            let i = self.cursor;
-            self.cursor = (self.cursor + 1) % n;
-            let before = batch.len();
-            read_chunk(
-                &mut self.parts[i],
-                i as u32,
-                batch,
-                CHUNK.min(max - batch.len()),
-                self.bounded,
-            )?;
-            if batch.len() == before {
-                idle_rounds += 1;
-            } else {
-                idle_rounds = 0;
+        if self.bounded {
+            if self.ahead.is_none() {
+                let parts = std::mem::take(&mut self.parts);
+                self.ahead = Some(ReadAhead::start(parts, max)?);
+            }
+            if let Some(ahead) = &mut self.ahead {
+                return ahead.poll(batch);
             }
         }
-        if batch.is_empty() && !self.bounded {
+        read_round(&mut self.parts, &mut self.cursor, batch, max, false)?;
+        if batch.is_empty() {
             // Following growing files: nothing new yet.
             std::thread::sleep(timeout.min(Duration::from_millis(50)));
         }
@@ -295,12 +307,20 @@ impl Source for FileSource {
     }
 
     fn set_paused(&mut self, partition: u32, paused: bool) {
-        if let Some(p) = self.parts.get_mut(partition as usize) {
+        if let Some(ahead) = &mut self.ahead {
+            ahead.set_paused(partition as usize, paused);
+        } else if let Some(p) = self.parts.get_mut(partition as usize) {
             p.paused = paused;
         }
     }
 
     fn state(&self, partition: u32) -> PartitionState {
+        if let Some(ahead) = &self.ahead {
+            return match ahead.finished(partition as usize) {
+                true => PartitionState::Finished,
+                false => PartitionState::Backlog,
+            };
+        }
         match self.parts.get(partition as usize) {
             Some(p) if p.at_eof && self.bounded => PartitionState::Finished,
             Some(p) if p.at_eof => PartitionState::CaughtUp,
@@ -308,6 +328,33 @@ impl Source for FileSource {
             None => PartitionState::Finished,
         }
     }
+}
+
+/// Reads up to `max` records into `batch`, each partition in turn a chunk
+/// at a time from `cursor`, until the batch is full or no partition gives
+/// more.
+fn read_round(
+    parts: &mut [Part],
+    cursor: &mut usize,
+    batch: &mut RecordBatch,
+    max: usize,
+    bounded: bool,
+) -> Result<(), SourceError> {
+    let n = parts.len();
+    let mut idle_rounds = 0;
+    while batch.len() < max && idle_rounds < n {
+        let i = *cursor;
+        *cursor = (*cursor + 1) % n;
+        let before = batch.len();
+        let room = CHUNK.min(max - batch.len());
+        read_chunk(&mut parts[i], i as u32, batch, room, bounded)?;
+        if batch.len() == before {
+            idle_rounds += 1;
+        } else {
+            idle_rounds = 0;
+        }
+    }
+    Ok(())
 }
 
 fn read_chunk(
