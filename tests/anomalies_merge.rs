@@ -160,3 +160,54 @@ fn a_missing_log_and_a_group_mode_state_directory_are_explained() {
         "{stderr}"
     );
 }
+
+/// `anomalies replay` says how many records the fix changed, and refuses to
+/// produce when it changed none (they would only be refused again): the
+/// refusal comes before any broker is asked, so no Kafka is needed here.
+#[test]
+fn a_replay_whose_fix_changes_nothing_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let log = tmp.path().join("anomalies.log");
+    let line = |offset: u32, amount: &str| {
+        let payload = format!(r#"{{"event_id":"e{offset}","amount":"{amount}"}}"#);
+        serde_json::json!({
+            "reason": "bad_amount", "source": "orders", "partition": 0, "offset": offset,
+            "payload": payload, "payload_encoding": "utf8",
+            "detected_at": "2026-12-01T00:00:00Z",
+        })
+        .to_string()
+    };
+    let text = format!("{}\n{}\n", line(1, "1,50"), line(2, "12.345"));
+    std::fs::write(&log, text).unwrap();
+    let log = log.to_str().unwrap();
+    let replay = |fix: &str, dry: bool| {
+        let mut args = vec![
+            "anomalies",
+            "replay",
+            "--log",
+            log,
+            "--reason",
+            "bad_amount",
+        ];
+        args.extend(["--fix", fix]);
+        if dry {
+            args.push("--dry-run");
+        }
+        streamforge(&args).output().unwrap()
+    };
+    let out = replay("sed -e 's/1,50/1.50/'", true);
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("2 would be produced, 1 changed by the fix, 1 unchanged"),
+        "{stderr}"
+    );
+    let out = replay("cat", false);
+    assert!(
+        !out.status.success(),
+        "a fix that changes nothing is refused"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("changed none of the 2 records"), "{stderr}");
+    assert!(stderr.contains("nothing was produced"), "{stderr}");
+}

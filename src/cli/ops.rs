@@ -249,16 +249,35 @@ pub(super) fn anomalies(command: AnomaliesCommand) -> anyhow::Result<ExitCode> {
             for (p, o) in &report.multiline {
                 eprintln!("  skipped partition {p} offset {o}: the payload holds a newline, so it cannot go through one-line repair");
             }
+            let unchanged_by_fix =
+                fix.is_some() && report.unchanged as usize == report.repaired.len();
+            let fixed = match &fix {
+                Some(_) => format!(
+                    ", {} changed by the fix, {} unchanged",
+                    report.repaired.len() as u64 - report.unchanged,
+                    report.unchanged
+                ),
+                None => String::new(),
+            };
             if dry_run {
                 write_repaired(&report.repaired).map_err(super::stdout_error)?;
                 eprintln!(
-                    "anomalies replay (dry run): {} selected, {} would be produced, {} dropped by the fix, {} skipped",
+                    "anomalies replay (dry run): {} selected, {} would be produced{fixed}, {} dropped by the fix, {} skipped",
                     records.len(),
                     report.repaired.len(),
                     report.dropped,
                     report.multiline.len()
                 );
+                if unchanged_by_fix && !report.repaired.is_empty() {
+                    eprintln!("anomalies replay: the fix changed none of the records; as they are they would be refused again. Check the command against `streamforge anomalies list`");
+                }
                 return Ok(ExitCode::SUCCESS);
+            }
+            if unchanged_by_fix && !report.repaired.is_empty() {
+                bail!(
+                    "anomalies replay: the fix changed none of the {} records, so they would only be refused again; nothing was produced. Check the command against `streamforge anomalies list` (without --fix, records go back as they are)",
+                    report.repaired.len()
+                );
             }
             // Always the Kafka topic of the config, whatever the source kind:
             // this is how repaired records get back into the stream.
@@ -280,7 +299,7 @@ pub(super) fn anomalies(command: AnomaliesCommand) -> anyhow::Result<ExitCode> {
             )
             .map_err(|e| anyhow!("anomalies replay: producing the repaired records failed: {e:#}. Running the same command again is safe: copies are duplicates by event_id"))?;
             eprintln!(
-                "anomalies replay: {} selected, {} produced to topic {topic}, {} dropped by the fix, {} skipped. Records late for the live job: run `streamforge replay` over their time range.",
+                "anomalies replay: {} selected, {} produced to topic {topic}{fixed}, {} dropped by the fix, {} skipped. Records late for the live job: run `streamforge replay` over their time range.",
                 records.len(),
                 produced.produced,
                 report.dropped,
@@ -327,10 +346,13 @@ fn merge_logs(common: &Common, mut files: Vec<std::path::PathBuf>) -> anyhow::Re
         )
     })?;
     write_records(&merged).map_err(super::stdout_error)?;
+    let plural =
+        |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
     eprintln!(
-        "anomalies merge: {} files, {read} lines, {} records",
-        files.len(),
-        merged.len()
+        "anomalies merge: {}, {}, {}",
+        plural(files.len(), "file", "files"),
+        plural(read, "line", "lines"),
+        plural(merged.len(), "record", "records")
     );
     Ok(())
 }

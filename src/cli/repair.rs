@@ -217,6 +217,9 @@ pub struct RepairReport {
     pub repaired: Vec<Repaired>,
     /// Dropped by the fix command (empty output line).
     pub dropped: u64,
+    /// Printed back by the fix command exactly as they came in (with a
+    /// fix only).
+    pub unchanged: u64,
     /// Payloads that cannot travel as one line (a raw newline inside).
     pub multiline: Vec<(u32, u64)>,
 }
@@ -290,11 +293,12 @@ pub fn repair(records: &[&AnomalyRecord], fix: Option<&str>) -> anyhow::Result<R
             inputs.len()
         );
     }
-    for ((partition, offset, _), line) in inputs.into_iter().zip(lines) {
+    for ((partition, offset, input), line) in inputs.into_iter().zip(lines) {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.is_empty() {
             report.dropped += 1;
         } else {
+            report.unchanged += u64::from(line == input.as_slice());
             report.repaired.push(Repaired {
                 partition,
                 payload: line.to_vec(),
@@ -403,15 +407,28 @@ mod tests {
     fn the_fix_command_repairs_drops_and_keeps_partitions() {
         let a = rec("bad_amount", 2, 5, r#"{"amount":"1,50"}"#);
         let b = rec("bad_amount", 0, 9, r#"{"amount":"DROP"}"#);
-        let r = repair(&[&a, &b], Some("sed -e 's/1,50/1.50/' -e 's/.*DROP.*//'")).unwrap();
+        let c = rec("bad_amount", 1, 3, r#"{"amount":"12.345"}"#);
+        let r = repair(
+            &[&a, &b, &c],
+            Some("sed -e 's/1,50/1.50/' -e 's/.*DROP.*//'"),
+        )
+        .unwrap();
         assert_eq!(r.dropped, 1);
+        assert_eq!(r.unchanged, 1, "the fix does not match 12.345");
         assert_eq!(
             r.repaired,
-            vec![Repaired {
-                partition: 2,
-                payload: br#"{"amount":"1.50"}"#.to_vec(),
-                offset: 5
-            }]
+            vec![
+                Repaired {
+                    partition: 2,
+                    payload: br#"{"amount":"1.50"}"#.to_vec(),
+                    offset: 5
+                },
+                Repaired {
+                    partition: 1,
+                    payload: br#"{"amount":"12.345"}"#.to_vec(),
+                    offset: 3
+                }
+            ]
         );
     }
 
