@@ -238,75 +238,83 @@ pub(super) fn anomalies(command: AnomaliesCommand) -> anyhow::Result<ExitCode> {
             filter,
             fix,
             dry_run,
-        } => {
-            let (cfg, records) = load_anomalies(&filter)?;
-            if records.is_empty() {
-                eprintln!("anomalies replay: no record matches; nothing to do");
-                return Ok(ExitCode::SUCCESS);
-            }
-            let selected: Vec<&crate::anomaly_log::AnomalyRecord> = records.iter().collect();
-            let report = repair::repair(&selected, fix.as_deref())?;
-            for (p, o) in &report.multiline {
-                eprintln!("  skipped partition {p} offset {o}: the payload holds a newline, so it cannot go through one-line repair");
-            }
-            let unchanged_by_fix =
-                fix.is_some() && report.unchanged as usize == report.repaired.len();
-            let fixed = match &fix {
-                Some(_) => format!(
-                    ", {} changed by the fix, {} unchanged",
-                    report.repaired.len() as u64 - report.unchanged,
-                    report.unchanged
-                ),
-                None => String::new(),
-            };
-            if dry_run {
-                write_repaired(&report.repaired).map_err(super::stdout_error)?;
-                eprintln!(
-                    "anomalies replay (dry run): {} selected, {} would be produced{fixed}, {} dropped by the fix, {} skipped",
-                    records.len(),
-                    report.repaired.len(),
-                    report.dropped,
-                    report.multiline.len()
-                );
-                if unchanged_by_fix && !report.repaired.is_empty() {
-                    eprintln!("anomalies replay: the fix changed none of the records; as they are they would be refused again. Check the command against `streamforge anomalies list`");
-                }
-                return Ok(ExitCode::SUCCESS);
-            }
-            if unchanged_by_fix && !report.repaired.is_empty() {
-                bail!(
-                    "anomalies replay: the fix changed none of the {} records, so they would only be refused again; nothing was produced. Check the command against `streamforge anomalies list` (without --fix, records go back as they are)",
-                    report.repaired.len()
-                );
-            }
-            // Always the Kafka topic of the config, whatever the source kind:
-            // this is how repaired records get back into the stream.
-            let settings = cfg.kafka.clone();
-            let topic = settings.topic.clone();
-            let partitions = report
-                .repaired
-                .iter()
-                .map(|r| r.partition + 1)
-                .max()
-                .unwrap_or(0);
-            let dir = tempfile::tempdir().context("creating a temporary directory")?;
-            let files = repair::write_partition_files(dir.path(), &report.repaired, partitions)?;
-            let produced = crate::source::kafka::producer::produce_files(
-                &settings,
-                &files,
-                false,
-                &AtomicBool::new(false),
-            )
-            .map_err(|e| anyhow!("anomalies replay: producing the repaired records failed: {e:#}. Running the same command again is safe: copies are duplicates by event_id"))?;
-            eprintln!(
-                "anomalies replay: {} selected, {} produced to topic {topic}{fixed}, {} dropped by the fix, {} skipped. Records late for the live job: run `streamforge replay` over their time range.",
-                records.len(),
-                produced.produced,
-                report.dropped,
-                report.multiline.len()
-            );
-        }
+        } => return replay_anomalies(&filter, fix.as_deref(), dry_run),
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `anomalies replay`: the selected records, through the fix when given,
+/// printed (`--dry-run`) or produced to the configured topic.
+fn replay_anomalies(
+    filter: &AnomalyFilterArgs,
+    fix: Option<&str>,
+    dry_run: bool,
+) -> anyhow::Result<ExitCode> {
+    let (cfg, records) = load_anomalies(filter)?;
+    if records.is_empty() {
+        eprintln!("anomalies replay: no record matches; nothing to do");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let selected: Vec<&crate::anomaly_log::AnomalyRecord> = records.iter().collect();
+    let report = repair::repair(&selected, fix)?;
+    for (p, o) in &report.multiline {
+        eprintln!("  skipped partition {p} offset {o}: the payload holds a newline, so it cannot go through one-line repair");
+    }
+    let unchanged_by_fix = fix.is_some() && report.unchanged as usize == report.repaired.len();
+    let fixed = match &fix {
+        Some(_) => format!(
+            ", {} changed by the fix, {} unchanged",
+            report.repaired.len() as u64 - report.unchanged,
+            report.unchanged
+        ),
+        None => String::new(),
+    };
+    if dry_run {
+        write_repaired(&report.repaired).map_err(super::stdout_error)?;
+        eprintln!(
+            "anomalies replay (dry run): {} selected, {} would be produced{fixed}, {} dropped by the fix, {} skipped",
+            records.len(),
+            report.repaired.len(),
+            report.dropped,
+            report.multiline.len()
+        );
+        if unchanged_by_fix && !report.repaired.is_empty() {
+            eprintln!("anomalies replay: the fix changed none of the records; as they are they would be refused again. Check the command against `streamforge anomalies list`");
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if unchanged_by_fix && !report.repaired.is_empty() {
+        bail!(
+            "anomalies replay: the fix changed none of the {} records, so they would only be refused again; nothing was produced. Check the command against `streamforge anomalies list` (without --fix, records go back as they are)",
+            report.repaired.len()
+        );
+    }
+    // Always the Kafka topic of the config, whatever the source kind:
+    // this is how repaired records get back into the stream.
+    let settings = cfg.kafka.clone();
+    let topic = settings.topic.clone();
+    let partitions = report
+        .repaired
+        .iter()
+        .map(|r| r.partition + 1)
+        .max()
+        .unwrap_or(0);
+    let dir = tempfile::tempdir().context("creating a temporary directory")?;
+    let files = repair::write_partition_files(dir.path(), &report.repaired, partitions)?;
+    let produced = crate::source::kafka::producer::produce_files(
+        &settings,
+        &files,
+        false,
+        &AtomicBool::new(false),
+    )
+    .map_err(|e| anyhow!("anomalies replay: producing the repaired records failed: {e:#}. Running the same command again is safe: copies are duplicates by event_id"))?;
+    eprintln!(
+        "anomalies replay: {} selected, {} produced to topic {topic}{fixed}, {} dropped by the fix, {} skipped. Records late for the live job: run `streamforge replay` over their time range.",
+        records.len(),
+        produced.produced,
+        report.dropped,
+        report.multiline.len()
+    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -255,6 +255,38 @@ pub fn repair(records: &[&AnomalyRecord], fix: Option<&str>) -> anyhow::Result<R
         return Ok(report);
     };
 
+    let stdout = run_fix(fix, &inputs)?;
+    let mut lines: Vec<&[u8]> = stdout.split(|b| *b == b'\n').collect();
+    if lines.last().is_some_and(|l| l.is_empty()) {
+        lines.pop();
+    }
+    if lines.len() != inputs.len() {
+        bail!(
+            "the fix command `{fix}` printed {} lines for {} records; it must print exactly one line per input line (an empty line drops a record). Nothing was produced",
+            lines.len(),
+            inputs.len()
+        );
+    }
+    for ((partition, offset, input), line) in inputs.into_iter().zip(lines) {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            report.dropped += 1;
+        } else {
+            report.unchanged += u64::from(line == input.as_slice());
+            report.repaired.push(Repaired {
+                partition,
+                payload: line.to_vec(),
+                offset,
+            });
+        }
+    }
+    Ok(report)
+}
+
+/// Runs `fix` (`sh -c`) with the payloads of `inputs` on stdin, one a line;
+/// returns its stdout. Fails when it cannot start, fails, or does not read
+/// all its input.
+fn run_fix(fix: &str, inputs: &[(u32, u64, Vec<u8>)]) -> anyhow::Result<Vec<u8>> {
     let mut child = Command::new("sh")
         .arg("-c")
         .arg(fix)
@@ -282,31 +314,7 @@ pub fn repair(records: &[&AnomalyRecord], fix: Option<&str>) -> anyhow::Result<R
         );
     }
     fed.with_context(|| format!("the fix command `{fix}` did not read all its input"))?;
-    let mut lines: Vec<&[u8]> = output.stdout.split(|b| *b == b'\n').collect();
-    if lines.last().is_some_and(|l| l.is_empty()) {
-        lines.pop();
-    }
-    if lines.len() != inputs.len() {
-        bail!(
-            "the fix command `{fix}` printed {} lines for {} records; it must print exactly one line per input line (an empty line drops a record). Nothing was produced",
-            lines.len(),
-            inputs.len()
-        );
-    }
-    for ((partition, offset, input), line) in inputs.into_iter().zip(lines) {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if line.is_empty() {
-            report.dropped += 1;
-        } else {
-            report.unchanged += u64::from(line == input.as_slice());
-            report.repaired.push(Repaired {
-                partition,
-                payload: line.to_vec(),
-                offset,
-            });
-        }
-    }
-    Ok(report)
+    Ok(output.stdout)
 }
 
 /// Writes repaired records as the file layout `produce --from-files` reads:
