@@ -79,12 +79,28 @@ impl AnomalyLog {
         next_offset: impl Fn(&AnomalyRecord) -> Option<u64>,
     ) -> io::Result<Self> {
         ensure_parent(path)?;
+        // A log a checkpoint covers must be there: a missing one is not
+        // created (the refusal below leaves nothing behind).
         let file = OpenOptions::new()
-            .create(true)
+            .create(len == 0)
             .read(true)
             .write(true)
             .truncate(false)
-            .open(path)?;
+            .open(path)
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::NotFound => io::Error::new(
+                    e.kind(),
+                    format!(
+                        "the anomaly log {} does not exist, but the checkpoint covers {len} bytes of it. \
+                         If the job ran with another --anomaly-log (or `anomaly_log`), pass the same one; \
+                         otherwise restore the log to that path{}, or start from a fresh state directory",
+                        path.display(),
+                        listed(&moved_aside(path)),
+                    ),
+                ),
+                _ => e,
+            })?;
+        lock(&file, path)?;
         let actual = file.metadata()?.len();
         let refused = if actual < len {
             Some(format!(
@@ -98,7 +114,8 @@ impl AnomalyLog {
             return Err(io::Error::other(format!(
                 "the anomaly log {} is not the one this state directory's job wrote: {why}; it was left as \
                  it is. Give each job its own anomaly log (`anomaly_log`, --anomaly-log: the default \
-                 logs/anomalies.log is relative to the working directory). Restore this job's log to that \
+                 logs/anomalies.log is relative to the working directory). If this job ran with another \
+                 --anomaly-log, pass the same one; otherwise restore this job's log to that \
                  path (a fresh job moves an earlier log aside as <path>.<ms>{}), or start from a fresh \
                  state directory",
                 path.display(),
@@ -116,20 +133,27 @@ impl AnomalyLog {
     pub fn fresh(path: &Path) -> io::Result<(Self, Option<PathBuf>)> {
         ensure_parent(path)?;
         let mut moved = None;
-        if path.metadata().map(|m| m.len() > 0).unwrap_or(false) {
-            let aside = aside_path(path, crate::time::now_ms());
-            std::fs::rename(path, &aside)?;
-            moved = Some(aside);
+        if let Ok(earlier) = File::open(path) {
+            // Not while another job writes it: moved aside, its writer
+            // would go on writing the moved file.
+            lock(&earlier, path)?;
+            if earlier.metadata()?.len() > 0 {
+                let aside = aside_path(path, crate::time::now_ms());
+                std::fs::rename(path, &aside)?;
+                moved = Some(aside);
+            }
         }
         let file = OpenOptions::new()
             .create(true)
             .write(true)
             .truncate(true)
             .open(path)?;
+        lock(&file, path)?;
         Ok((Self::wrap(path, file, 0)?, moved))
     }
 
     fn wrap(path: &Path, mut file: File, len: u64) -> io::Result<Self> {
+        // The lock taken on `file` lasts as long as the log is open.
         use std::io::Seek;
         file.seek(io::SeekFrom::Start(len))?;
         Ok(AnomalyLog {
@@ -210,6 +234,31 @@ pub fn io_failure(action: &str, path: &Path, error: &io::Error) -> String {
          and logs each anomaly once",
         path.display()
     )
+}
+
+/// Takes the log's lock: `flock`, exclusive, held as long as `file` is
+/// open (the job's whole run) and released by the kernel when the process
+/// ends, however it ends. A log another running job writes is refused,
+/// never moved aside or cut back.
+fn lock(file: &File, path: &Path) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a descriptor `file` owns for the whole call.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        return Ok(());
+    }
+    let e = io::Error::last_os_error();
+    if e.kind() != io::ErrorKind::WouldBlock {
+        return Err(e);
+    }
+    Err(io::Error::new(
+        e.kind(),
+        format!(
+            "the anomaly log {} is being written by another running job; give each job its own \
+             anomaly log (`anomaly_log`, --anomaly-log: the default logs/anomalies.log is relative to \
+             the working directory)",
+            path.display()
+        ),
+    ))
 }
 
 fn ensure_parent(path: &Path) -> io::Result<()> {
@@ -437,6 +486,41 @@ mod tests {
         let path = dir.path().join("a.log");
         std::fs::write(&path, "x\n").unwrap();
         assert!(AnomalyLog::resume(&path, 100, |_| Some(0)).is_err());
+        // A missing log a checkpoint covers is refused and not created.
+        let missing = dir.path().join("missing.log");
+        let err = AnomalyLog::resume(&missing, 100, |_| Some(0))
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("pass the same one"), "{err}");
+        assert!(!missing.exists());
+    }
+
+    /// A log another job has open is neither moved aside by a fresh start
+    /// nor cut back by a resume; once that job is gone, it is.
+    #[test]
+    fn a_log_another_running_job_writes_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.log");
+        let (mut running, _) = AnomalyLog::fresh(&path).unwrap();
+        running
+            .append(Reason::MalformedJson, "f", 0, 1, b"{", None, "t")
+            .unwrap();
+        let len = running.sync().unwrap();
+        let busy = |r: io::Result<(AnomalyLog, Option<PathBuf>)>| {
+            let err = r.err().expect("refused while the other job runs");
+            assert!(err.to_string().contains("another running job"), "{err}");
+        };
+        busy(AnomalyLog::fresh(&path));
+        busy(AnomalyLog::resume(&path, 0, |_| Some(0)).map(|l| (l, None)));
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().len(),
+            len,
+            "left as it was"
+        );
+        assert!(moved_aside(&path).is_empty(), "nothing moved aside");
+        drop(running);
+        let (_, moved) = AnomalyLog::fresh(&path).unwrap();
+        assert!(moved.is_some(), "moved aside once its job is gone");
     }
 
     fn rec(partition: u32, offset: u64, reason: &str, at: &str) -> AnomalyRecord {
