@@ -121,6 +121,32 @@ fn verify_passes_after_a_real_run_and_flags_exactly_a_tampered_window() {
     let report = verify_embedded(&data, &state);
     assert!(report.ok(), "{}", report_text(&report));
     assert_eq!(report.expected.len(), data.expected_results().len());
+    // The command compares against the job's own input and settings only:
+    // the default source (the generator) or other windows are refused with
+    // the input to name, not reported as differing windows.
+    let state_arg = state.to_str().unwrap();
+    let source = format!("files:{}", data.dir.display());
+    let refused = |extra: &[&str], says: &str| {
+        let mut args = vec!["verify", "--state-dir", state_arg, "--quiet"];
+        args.extend(extra);
+        let out = streamforge(&args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} passed: {stderr}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    };
+    refused(&[], "holds the results of another input");
+    refused(
+        &["--source", &source, "--set", "window.size=120s"],
+        "window settings",
+    );
+    run_ok(&[
+        "verify",
+        "--state-dir",
+        state_arg,
+        "--quiet",
+        "--source",
+        &source,
+    ]);
     assert_eq!(report.actual.len(), report.expected.len());
     assert_eq!(report.records, data.total() as u64);
     assert!(

@@ -611,6 +611,7 @@ fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let mut source = build_source(&cfg)?;
+    check_verified_state(&cfg, source.as_ref())?;
     let mut sink = build_sink(&cfg)?;
     let guard = crate::job::TimeGuard::of(&cfg.window);
     let report = crate::verify::verify(
@@ -638,6 +639,47 @@ fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Refuses to verify a state directory's results against another input or
+/// other window settings than the ones its job ran with (what `run`
+/// refuses too): the differences would be the settings', not the job's.
+/// Skipped when the directory has no checkpoint or a running job holds it.
+fn check_verified_state(cfg: &Config, source: &dyn Source) -> anyhow::Result<()> {
+    let dir = &cfg.checkpoint.state_dir;
+    if !dir.join("checkpoints").exists() {
+        return Ok(());
+    }
+    let Ok(store) = CheckpointStore::open(dir, cfg.checkpoint.keep) else {
+        return Ok(());
+    };
+    let Ok((Some(cp), _)) = store.load_latest() else {
+        return Ok(());
+    };
+    if cp.source_id != source.id() {
+        let hint = match cp.source_id.split_once(':') {
+            Some(("files", _)) => format!("--source {}", cp.source_id),
+            Some(("kafka", topic)) => format!("--source kafka --set kafka.topic={topic}"),
+            _ => "--source generator with the job's generator settings".into(),
+        };
+        bail!(
+            "the state directory {} holds the results of another input ({}); this verify reads {}. \
+             Name the job's input: {hint}",
+            dir.display(),
+            cp.source_id,
+            source.id(),
+        );
+    }
+    if cp.engine.spec != cfg.window.spec() {
+        bail!(
+            "the state directory {} was computed with window settings {:?}; this verify uses {:?}. \
+             Pass the job's settings (the same config, or --set window.size=... window.slide=...)",
+            dir.display(),
+            cp.engine.spec,
+            cfg.window.spec()
+        );
+    }
+    Ok(())
 }
 
 /// `streamforge checkpoint inspect`: everything one checkpoint holds.
