@@ -378,7 +378,7 @@ while ((KILLED < KILLS)); do
     KILLED=$((KILLED + 1))
     PREV_LAST_SEEN=$(last_checkpoint)
     if [[ -n $PREV_LAST_SEEN ]]; then lc="#$PREV_LAST_SEEN"; else lc="none of its own"; fi
-    say "kill -9 #$KILLED, ${extra_ms} ms after run $RUN had committed at least $after checkpoint(s) (the newest seen: #$lc)"
+    say "kill -9 #$KILLED, ${extra_ms} ms after run $RUN had committed at least $after checkpoint(s) (the newest seen: $lc)"
   else
     # The run ended by itself (it may have beaten the kill by a hair).
     if ((rc != 0)); then

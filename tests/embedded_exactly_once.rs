@@ -310,6 +310,28 @@ fn a_state_directory_is_not_resumed_on_another_input() {
             assert!(String::from_utf8_lossy(&out.stderr).contains("belongs to another input"));
         }
     }
+    // A file added to the job's own directory: the same refusal, naming it.
+    std::fs::write(a.dir.join("zz-extra.jsonl"), "{}\n").unwrap();
+    let out = streamforge(&[
+        "run",
+        "--source",
+        &format!("files:{}", a.dir.display()),
+        "--state-dir",
+        state.to_str().unwrap(),
+        "--anomaly-log",
+        log.to_str().unwrap(),
+        "--bounded",
+    ])
+    .output()
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("The set of files changed (added: "),
+        "{stderr}"
+    );
+    assert!(stderr.contains("zz-extra.jsonl)"), "{stderr}");
+    assert!(!stderr.contains("removed:"), "{stderr}");
 }
 
 /// The arguments of a bounded run of `data` on `state`, checkpointing every

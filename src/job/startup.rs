@@ -342,6 +342,31 @@ fn reopen_anomaly_log(
         .with_context(|| format!("cannot reopen the anomaly log {}", path.display()))
 }
 
+/// For two file-source ids (`files:` and a comma list), which files were
+/// added and removed, as a sentence; empty otherwise. A file source's
+/// partitions are its files, so a changed set is another input.
+fn files_changed(was: &str, now: &str) -> String {
+    let (Some(was), Some(now)) = (was.strip_prefix("files:"), now.strip_prefix("files:")) else {
+        return String::new();
+    };
+    let (was, now): (Vec<&str>, Vec<&str>) = (was.split(',').collect(), now.split(',').collect());
+    let added: Vec<&str> = now.iter().filter(|f| !was.contains(f)).copied().collect();
+    let removed: Vec<&str> = was.iter().filter(|f| !now.contains(f)).copied().collect();
+    let mut said = String::from(" The set of files changed");
+    if !added.is_empty() {
+        said += &format!(" (added: {})", added.join(", "));
+    }
+    if !removed.is_empty() {
+        said += &format!(" (removed: {})", removed.join(", "));
+    }
+    if added.is_empty() && removed.is_empty() {
+        said += " (the same files in another order)";
+    }
+    said + ": a file source's files are its partitions, and none can be added or removed under a \
+            state directory; move other files out of the input directory, or start a fresh state \
+            directory."
+}
+
 /// Restores from the newest good checkpoint, or starts fresh.
 fn resume(
     cfg: &Config,
@@ -375,11 +400,12 @@ fn resume(
     };
     if cp.source_id != source_id {
         bail!(
-            "the state directory {} belongs to another input ({}); this run reads {}. \
+            "the state directory {} belongs to another input ({}); this run reads {}.{} \
              Use a different --state-dir, or the same input",
             cfg.checkpoint.state_dir.display(),
             cp.source_id,
-            source_id
+            source_id,
+            files_changed(&cp.source_id, source_id)
         );
     }
     let pending_rows: usize = cp.pending.iter().map(|b| b.rows.len()).sum();
