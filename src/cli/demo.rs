@@ -72,7 +72,7 @@ pub(super) fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let g = &cfg.source.generator;
     eprintln!(
         "StreamForge demo: {} partitions x {} simulated orders ({} s of event time at {}/s per partition), \
-         with {:.0}% broken, {:.0}% duplicated and {:.1}% very late events.",
+         with {:.0}% broken, {:.0}% duplicated and, past the fourth minute, {:.1}% very late events.",
         g.partitions,
         args.events_per_partition,
         args.events_per_partition / g.rate.max(1),

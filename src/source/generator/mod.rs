@@ -48,7 +48,11 @@ pub struct GeneratorConfig {
     pub anomaly_share: f64,
     /// Share (0..1) of re-sent copies of a recent event.
     pub duplicate_share: f64,
-    /// Share (0..1) of events an hour older than the stream (late_event).
+    /// Share (0..1) of events three minutes older than the stream
+    /// (late_event), drawn only once the stream is more than four minutes
+    /// of event time old (before that they could not be late on every
+    /// partition): over a shorter input there are none, and the share of
+    /// the whole input is this times the part of it past the fourth minute.
     pub late_share: f64,
     /// Maximum backward jitter of event times within a partition.
     pub disorder_ms: u64,
