@@ -90,7 +90,7 @@ struct GenFilesArgs {
     duplicate_share: Option<f64>,
     /// Share of very late events (three minutes late), drawn only past the
     /// fourth minute of event time: none over a shorter input (at the
-    /// default rate, 2.4M events over 4 partitions).
+    /// default rate, up to 2.4M events per partition).
     #[arg(long, default_value_t = 0.0)]
     late_share: f64,
     /// Maximum within-partition event-time disorder, ms.
