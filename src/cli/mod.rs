@@ -173,6 +173,8 @@ enum CheckpointCommand {
     Inspect {
         #[command(flatten)]
         common: Common,
+        /// The checkpoint's id, as `checkpoint list` shows it. Default: the
+        /// newest.
         #[arg(long)]
         id: Option<u64>,
     },
@@ -180,7 +182,8 @@ enum CheckpointCommand {
     Corrupt {
         #[command(flatten)]
         common: Common,
-        /// Default: the newest.
+        /// The checkpoint's id, as `checkpoint list` shows it. Default: the
+        /// newest.
         #[arg(long)]
         id: Option<u64>,
     },
