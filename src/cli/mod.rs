@@ -397,8 +397,15 @@ fn print_summary(r: &JobReport) {
     let c = &r.counters;
     let mut pauses = r.checkpoint_pauses.clone();
     pauses.sort();
+    // A run stopped by a signal may have waited for input most of its
+    // time: its rate is an average since start, not a throughput.
+    let rate = if r.finished_input {
+        "/s"
+    } else {
+        "/s on average since start"
+    };
     eprintln!(
-        "streamforge: {} records in {:.2?} ({:.0}/s): {} accepted, {} duplicates, {} anomalies ({} late)",
+        "streamforge: {} records in {:.2?} ({:.0}{rate}): {} accepted, {} duplicates, {} anomalies ({} late)",
         c.read,
         r.elapsed,
         c.read as f64 / r.elapsed.as_secs_f64().max(1e-9),
