@@ -442,8 +442,11 @@ fi
 
 say "streamforge ${VERIFY_ARGS[*]}"
 verify_ok=0
-if "$BIN" "${VERIFY_ARGS[@]}"; then
+verify_said="windows differ (table above)"
+if "$BIN" "${VERIFY_ARGS[@]}" 2>&1 | tee "$LOGS/verify.log"; then
   verify_ok=1
+elif ! grep -q '^verify: ' "$LOGS/verify.log"; then
+  verify_said="could not run (its error is above and in $LOGS/verify.log)"
 fi
 echo
 
@@ -483,5 +486,5 @@ cat <<'EOF'
    #      #  #   ###   ####
 
 EOF
-say "RESULT: FAIL. verify: $( ((verify_ok == 1)) && echo ok || echo 'windows differ (table above)'); anomaly log: $( ((anomaly_ok == 1)) && echo ok || echo wrong); logs: $LOGS"
+say "RESULT: FAIL. verify: $( ((verify_ok == 1)) && echo ok || echo "$verify_said"); anomaly log: $( ((anomaly_ok == 1)) && echo ok || echo wrong); logs: $LOGS"
 exit 1
