@@ -100,8 +100,8 @@ impl Source for Paced {
         self.inner.log_start(partition)
     }
 
-    fn lag(&self) -> Vec<(u32, i64)> {
-        self.inner.lag()
+    fn lag(&self, processed: &BTreeMap<u32, u64>) -> Vec<(u32, i64)> {
+        self.inner.lag(processed)
     }
 
     fn commit_advisory(&mut self, next_offsets: &BTreeMap<u32, u64>) {

@@ -139,9 +139,15 @@ impl Source for OwnedPartition {
         }
     }
 
-    fn lag(&self) -> Vec<(u32, i64)> {
+    fn lag(&self, processed: &BTreeMap<u32, u64>) -> Vec<(u32, i64)> {
+        // The job's partition 0 is the topic's owned one, at the same offsets.
+        let processed: BTreeMap<u32, u64> = processed
+            .get(&0)
+            .map(|o| (self.partition, *o))
+            .into_iter()
+            .collect();
         self.inner
-            .lag()
+            .lag(&processed)
             .into_iter()
             .filter(|(p, _)| *p == self.partition)
             .map(|(_, lag)| (0, lag))

@@ -242,7 +242,7 @@ impl Job<'_> {
         }
         crash_point("job::barrier::after_submit");
         self.source.commit_advisory(&flight.offsets);
-        for (partition, lag) in self.source.lag() {
+        for (partition, lag) in self.source.lag(&flight.offsets) {
             self.metrics.set_lag(partition, lag);
         }
         let pause = flight.pause;

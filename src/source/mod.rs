@@ -251,9 +251,11 @@ pub trait Source: Send {
         0
     }
 
-    /// Records between the read position and the end, per partition, where
-    /// the source knows it cheaply (Kafka); empty otherwise.
-    fn lag(&self) -> Vec<(u32, i64)> {
+    /// Records between `processed` (per partition, the next offset the job
+    /// has yet to process: records read but held back count as lag; a
+    /// partition not in it, from the read position) and the end, per
+    /// partition, where the source knows it cheaply (Kafka); empty otherwise.
+    fn lag(&self, _processed: &BTreeMap<u32, u64>) -> Vec<(u32, i64)> {
         Vec::new()
     }
 

@@ -196,20 +196,24 @@ impl KafkaSource {
         self.parts.len() as u32
     }
 
-    /// Consumer lag per partition: records readable after our position, from
-    /// what librdkafka cached with its last fetches (no network call). The
-    /// position is librdkafka's, which moves past transaction markers and
+    /// Consumer lag per partition: records readable after `processed` (the
+    /// job's next offset to process; records it read and holds back count;
+    /// a partition not in it: our read position), from the high watermark
+    /// librdkafka cached with its last fetches (no network call). Caught up,
+    /// the position is librdkafka's, which moves past transaction markers and
     /// aborted records too, so a log ending in a marker shows no phantom
-    /// lag.
-    pub fn consumer_lag(&self) -> Vec<(u32, i64)> {
+    /// lag. The cached high watermark is as old as the partition's last
+    /// fetch: a paused partition's lag can read low.
+    pub fn consumer_lag(&self, processed: &BTreeMap<u32, u64>) -> Vec<(u32, i64)> {
         (0..self.partitions())
             .map(|p| {
                 let part = &self.parts[p as usize];
                 let high = self.high_watermark(p).unwrap_or(0);
-                let at = if part.eof {
-                    (part.next as i64).max(part.eof_position)
+                let next = processed.get(&p).map_or(part.next, |o| (*o).min(part.next));
+                let at = if part.eof && next == part.next {
+                    (next as i64).max(part.eof_position)
                 } else {
-                    part.next as i64
+                    next as i64
                 };
                 (p, (high - at).max(0))
             })
@@ -387,8 +391,8 @@ impl Source for KafkaSource {
             .map_or(0, |p| p.log_start)
     }
 
-    fn lag(&self) -> Vec<(u32, i64)> {
-        self.consumer_lag()
+    fn lag(&self, processed: &BTreeMap<u32, u64>) -> Vec<(u32, i64)> {
+        self.consumer_lag(processed)
     }
 
     fn id(&self) -> String {
