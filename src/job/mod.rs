@@ -120,6 +120,9 @@ struct Slot {
     /// Since when (job clock) the source has said the partition is caught
     /// up, with no record since.
     caught_up_since: Option<Duration>,
+    /// When (job clock) the partition was last caught up or finished, for
+    /// readiness.
+    last_caught_up: Option<Duration>,
     /// Records waiting their turn (see `intake`).
     held: Held,
     /// Paused at the source because it holds many records.

@@ -29,10 +29,18 @@
 //! Live Kafka runs also look for partitions added to the topic (see
 //! `watermark` for why the watermark is capped at each discovery).
 
+use std::time::Duration;
+
 use tracing::{debug, info};
 
 use super::{Job, Slot};
 use crate::source::{PartitionState, RecordBatch};
+
+/// A partition with new records still counts as caught up for readiness
+/// when it was caught up this recently: under steady production a live
+/// partition has new records most of the time, between moments with none;
+/// one working through a backlog has none.
+const READY_SLACK: Duration = Duration::from_secs(5);
 
 impl Job<'_> {
     /// Marks every partition with data as having it, before any record of
@@ -63,7 +71,8 @@ impl Job<'_> {
 
     /// After a batch: caught-up partitions go idle after the timeout,
     /// finished ones (bounded) stop holding the watermark, and the
-    /// readiness flag follows.
+    /// readiness flag follows: recovered, every partition caught up within
+    /// [`READY_SLACK`], and the sink taking writes.
     pub(super) fn update_partitions(&mut self) {
         let now = self.clock.now();
         let now_s = self.clock.wall_ms() / 1000;
@@ -79,6 +88,9 @@ impl Job<'_> {
                 }
                 state => state,
             };
+            if state != PartitionState::Backlog {
+                self.slots[p].last_caught_up = Some(now);
+            }
             match state {
                 PartitionState::Finished => {
                     let seen_nothing = self
@@ -98,7 +110,9 @@ impl Job<'_> {
                     }
                 }
                 PartitionState::Backlog => {
-                    caught_up = false;
+                    caught_up &= self.slots[p]
+                        .last_caught_up
+                        .is_some_and(|at| now.saturating_sub(at) <= READY_SLACK);
                     self.engine.set_idle(p, false, now_s, &mut self.emitted);
                 }
             }
