@@ -10,8 +10,9 @@ use std::process::{Command, Output};
 #[path = "common/endpoints.rs"]
 mod endpoints;
 
-/// `scripts/crash_demo.sh ARGS --dir DIR` with this build's binary.
-fn crash_demo(args: &[&str], dir: &std::path::Path, stack: Option<Command>) -> Output {
+/// `scripts/crash_demo.sh ARGS --dir DIR` with this build's binary; its
+/// output (stdout and stderr), once it has passed.
+fn crash_demo(args: &[&str], dir: &std::path::Path, stack: Option<Command>) -> String {
     let mut cmd = Command::new(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/scripts/crash_demo.sh"
@@ -24,12 +25,25 @@ fn crash_demo(args: &[&str], dir: &std::path::Path, stack: Option<Command>) -> O
             None => cmd.env_remove(key),
         };
     }
-    cmd.args(args)
+    let out: Output = cmd
+        .args(args)
         .arg("--dir")
         .arg(dir)
         .env("STREAMFORGE_BIN", env!("CARGO_BIN_EXE_streamforge"))
         .output()
-        .unwrap()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "the demo failed ({}):\n{text}",
+        out.status
+    );
+    assert!(text.contains("RESULT: PASS"), "{text}");
+    text
 }
 
 /// The demo on the real stack (files -> Kafka -> streamforge -> ClickHouse):
@@ -40,40 +54,18 @@ fn crash_demo(args: &[&str], dir: &std::path::Path, stack: Option<Command>) -> O
 fn the_crash_demo_passes_on_the_real_stack() {
     let dir = tempfile::tempdir().unwrap();
     let stack = endpoints::test_stack().script(&[]);
-    let out = crash_demo(
+    let text = crash_demo(
         &["--stack", "kafka", "--kills", "1", "--events", "200000"],
         dir.path(),
         Some(stack),
     );
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success(),
-        "the demo failed ({}):\n{text}",
-        out.status
-    );
-    assert!(text.contains("RESULT: PASS"), "{text}");
     assert!(text.contains("verify: 42 windows, all equal"), "{text}");
 }
 
 #[test]
 fn the_crash_demo_passes_with_kills_landing() {
     let dir = tempfile::tempdir().unwrap();
-    let out = crash_demo(&["--kills", "2", "--events", "1000000"], dir.path(), None);
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success(),
-        "the demo failed ({}):\n{text}",
-        out.status
-    );
-    assert!(text.contains("RESULT: PASS"), "{text}");
+    let text = crash_demo(&["--kills", "2", "--events", "1000000"], dir.path(), None);
     // At least one kill landed and a later run recovered from a checkpoint
     // the demo read off the job's metrics.
     assert!(text.contains("kill -9 #1,"), "no kill landed:\n{text}");

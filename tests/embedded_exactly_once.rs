@@ -287,19 +287,13 @@ fn a_state_directory_is_not_resumed_on_another_input() {
     );
     let state = tmp.path().join("state");
     let log = tmp.path().join("anomalies.log");
+    let run = |dir: &std::path::Path| {
+        bounded_embedded(&format!("files:{}", dir.display()), &state, &log)
+            .output()
+            .unwrap()
+    };
     for (dir, ok) in [(&a.dir, true), (&b.dir, false)] {
-        let out = streamforge(&[
-            "run",
-            "--source",
-            &format!("files:{}", dir.display()),
-            "--state-dir",
-            state.to_str().unwrap(),
-            "--anomaly-log",
-            log.to_str().unwrap(),
-            "--bounded",
-        ])
-        .output()
-        .unwrap();
+        let out = run(dir);
         assert_eq!(
             out.status.success(),
             ok,
@@ -312,18 +306,7 @@ fn a_state_directory_is_not_resumed_on_another_input() {
     }
     // A file added to the job's own directory: the same refusal, naming it.
     std::fs::write(a.dir.join("zz-extra.jsonl"), "{}\n").unwrap();
-    let out = streamforge(&[
-        "run",
-        "--source",
-        &format!("files:{}", a.dir.display()),
-        "--state-dir",
-        state.to_str().unwrap(),
-        "--anomaly-log",
-        log.to_str().unwrap(),
-        "--bounded",
-    ])
-    .output()
-    .unwrap();
+    let out = run(&a.dir);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     assert!(
