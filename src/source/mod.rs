@@ -22,7 +22,7 @@ use thiserror::Error;
 
 /// Why a source failed, which also says what to do about it
 /// ([`SourceError::retry`]). The text says what failed and what to do.
-#[derive(Debug, Error)]
+#[derive(Debug, Clone, Error)]
 pub enum SourceError {
     /// The input cannot be reached for now (a broker down, a timeout): the
     /// job backs off and polls again; nothing is lost.

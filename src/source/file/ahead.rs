@@ -93,7 +93,7 @@ impl ReadAhead {
     /// The next filled batch, swapped into `batch` (which must be empty).
     pub(super) fn poll(&mut self, batch: &mut RecordBatch) -> Result<(), SourceError> {
         if let Some(e) = &self.failed {
-            return Err(copy(e));
+            return Err(e.clone());
         }
         if self.finished.iter().all(|f| *f) {
             return Ok(());
@@ -137,7 +137,7 @@ impl ReadAhead {
     }
 
     fn fail(&mut self, e: SourceError) -> SourceError {
-        self.failed = Some(copy(&e));
+        self.failed = Some(e.clone());
         e
     }
 
@@ -170,17 +170,6 @@ impl Drop for ReadAhead {
             thread.thread().unpark();
             let _ = thread.join();
         }
-    }
-}
-
-/// An error to return again (`SourceError` is not `Clone`: its variants
-/// carry a message only).
-fn copy(e: &SourceError) -> SourceError {
-    match e {
-        SourceError::Unavailable(m) => SourceError::Unavailable(m.clone()),
-        SourceError::DataLost(m) => SourceError::DataLost(m.clone()),
-        SourceError::Misconfigured(m) => SourceError::Misconfigured(m.clone()),
-        SourceError::Failed(m) => SourceError::Failed(m.clone()),
     }
 }
 
