@@ -51,6 +51,30 @@ pub struct WindowSpec {
     pub allowed_lateness_ms: i64,
 }
 
+/// The settings as the config names them, in the units a user would write:
+/// `window.size=60s window.slide=30s window.out_of_orderness=5s
+/// window.allowed_lateness=30s` (milliseconds where a value is not whole
+/// seconds). Used in errors that compare two settings.
+impl std::fmt::Display for WindowSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let named = [
+            ("size", self.size_ms),
+            ("slide", self.slide_ms),
+            ("out_of_orderness", self.out_of_orderness_ms),
+            ("allowed_lateness", self.allowed_lateness_ms),
+        ];
+        for (i, (name, ms)) in named.into_iter().enumerate() {
+            let sep = if i == 0 { "" } else { " " };
+            if ms % 1000 == 0 {
+                write!(f, "{sep}window.{name}={}s", ms / 1000)?;
+            } else {
+                write!(f, "{sep}window.{name}={ms}ms")?;
+            }
+        }
+        Ok(())
+    }
+}
+
 impl WindowSpec {
     /// SPEC §4's defaults: 60 s windows every 30 s, 5 s out-of-orderness,
     /// 30 s allowed lateness.
@@ -671,6 +695,23 @@ mod tests {
     use super::*;
 
     const SPEC: WindowSpec = WindowSpec::DEFAULT;
+
+    #[test]
+    fn settings_read_as_the_config_writes_them() {
+        assert_eq!(
+            SPEC.to_string(),
+            "window.size=60s window.slide=30s window.out_of_orderness=5s window.allowed_lateness=30s"
+        );
+        let odd = WindowSpec {
+            size_ms: 1_500,
+            allowed_lateness_ms: 0,
+            ..SPEC
+        };
+        assert_eq!(
+            odd.to_string(),
+            "window.size=1500ms window.slide=30s window.out_of_orderness=5s window.allowed_lateness=0s"
+        );
+    }
 
     fn u(n: u64) -> Fp {
         Fp { hi: n, lo: 0 }

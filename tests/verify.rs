@@ -137,7 +137,8 @@ fn verify_passes_after_a_real_run_and_flags_exactly_a_tampered_window() {
     refused(&[], "holds the results of another input");
     refused(
         &["--source", &source, "--set", "window.size=120s"],
-        "window settings",
+        "window settings `window.size=60s window.slide=30s window.out_of_orderness=5s \
+         window.allowed_lateness=30s`; this verify uses `window.size=120s window.slide=30s",
     );
     run_ok(&[
         "verify",

@@ -687,8 +687,8 @@ fn check_verified_state(cfg: &Config, source: &dyn Source) -> anyhow::Result<()>
     }
     if cp.engine.spec != cfg.window.spec() {
         bail!(
-            "the state directory {} was computed with window settings {:?}; this verify uses {:?}. \
-             Pass the job's settings (the same config, or --set window.size=... window.slide=...)",
+            "the state directory {} was computed with window settings `{}`; this verify uses `{}`. \
+             Pass the job's settings: the same config, or `--set` each one that differs",
             dir.display(),
             cp.engine.spec,
             cfg.window.spec()

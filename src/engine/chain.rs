@@ -56,8 +56,8 @@ impl EngineDelta {
         }
         if self.spec != spec || self.seed != seed {
             return Err(format!(
-                "a delta of another state (window settings {:?}, seed {:#x}) cannot apply to this one \
-                 ({:?}, {:#x})",
+                "a delta of another state (window settings `{}`, seed {:#x}) cannot apply to this one \
+                 (`{}`, {:#x})",
                 self.spec, self.seed, spec, seed
             ));
         }

@@ -316,7 +316,7 @@ impl Engine {
     ) -> Result<Self, String> {
         if base.spec != spec {
             return Err(format!(
-                "the checkpoint was taken with window settings {:?}, the config now says {:?}; \
+                "the checkpoint was taken with window settings `{}`, the config now says `{}`; \
                  restore the old settings, or start from a fresh state directory and replay",
                 base.spec, spec
             ));
