@@ -346,3 +346,84 @@ fn verify_recomputes_the_grouped_rows_and_flags_a_tampered_one() {
     );
     assert!(report_text(&report).contains("grouped, DIFFERS"));
 }
+
+/// A job that follows its input (no `--bounded`) and is stopped has emitted
+/// only the windows its watermark reached: `verify` compares those and
+/// names the others as not emitted yet, instead of calling them missing.
+#[test]
+fn verify_after_a_stopped_live_job_compares_the_closed_windows_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = make_dataset(
+        &tmp.path().join("in"),
+        &Shape {
+            per_partition: 4_000,
+            ..Shape::default()
+        },
+    );
+    let state = tmp.path().join("state");
+    let log = tmp.path().join("anomalies.log");
+    let mut args = run_args(&data, &state, &log);
+    args.retain(|a| a != "--bounded");
+    let mut job = LiveJob::spawn(&mut streamforge(
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+    ));
+    let total = data.total() as f64;
+    job.wait_for(
+        "every record read",
+        std::time::Duration::from_secs(60),
+        |j| {
+            let m = j.metrics();
+            metric_sum(&m, "streamforge_events_read_total")
+                + metric_sum(&m, "streamforge_held_records")
+                >= total
+        },
+    );
+    job.stop();
+
+    // The sink holds the oracle's first windows exactly, not all of them.
+    let emitted = results_lines(&run_ok(&[
+        "results",
+        "--state-dir",
+        state.to_str().unwrap(),
+    ]));
+    let all = data.expected_results();
+    assert!(
+        !emitted.is_empty() && emitted.len() < all.len(),
+        "{} of {}",
+        emitted.len(),
+        all.len()
+    );
+    assert_same_results(&emitted, &all[..emitted.len()]);
+
+    let out = streamforge(&[
+        "verify",
+        "--state-dir",
+        state.to_str().unwrap(),
+        "--source",
+        &format!("files:{}", data.dir.display()),
+    ])
+    .output()
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let open = all.len() - emitted.len();
+    let summary = stdout.lines().last().unwrap();
+    assert!(
+        summary.starts_with(&format!(
+            "verify: {} windows, all equal; {open} windows",
+            emitted.len()
+        )),
+        "{summary}\nsink: {emitted:#?}\noracle: {all:#?}"
+    );
+    assert!(summary.contains("not emitted yet"), "{summary}");
+    let marked = stdout
+        .lines()
+        .filter(|l| l.contains("not emitted yet: ends after"))
+        .count();
+    assert_eq!(marked, open, "{stdout}");
+    assert!(!stdout.contains("MISSING"), "{stdout}");
+}

@@ -621,12 +621,14 @@ fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let mut source = build_source(&cfg)?;
-    if cfg.sink.kind == SinkKind::Embedded {
-        check_verified_state(&cfg, source.as_ref())?;
-    }
+    let job_watermark = if cfg.sink.kind == SinkKind::Embedded {
+        check_verified_state(&cfg, source.as_ref())?
+    } else {
+        None
+    };
     let mut sink = build_sink(&cfg)?;
     let guard = crate::job::TimeGuard::of(&cfg.window);
-    let report = crate::verify::verify(
+    let mut report = crate::verify::verify(
         source.as_mut(),
         sink.as_mut(),
         cfg.window.spec(),
@@ -637,6 +639,11 @@ fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         },
         &cfg.dimensions.spec(),
     )?;
+    // A job stopped before the end of its input has not emitted the windows
+    // its watermark has not reached; a finished bounded run's is +inf.
+    if let Some(watermark) = job_watermark.filter(|w| *w < i64::MAX) {
+        report.set_aside_open(watermark);
+    }
     if !args.quiet {
         report.print_side_by_side(&mut std::io::stdout());
     }
@@ -659,17 +666,18 @@ fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
 /// Only for the embedded sink, whose results are the state directory's
 /// own: a ClickHouse table is rightly verified against, say, the files a
 /// topic was produced from. Skipped when the directory has no checkpoint or
-/// a running job holds it.
-fn check_verified_state(cfg: &Config, source: &dyn Source) -> anyhow::Result<()> {
+/// a running job holds it. Returns the watermark of the newest checkpoint
+/// (epoch ms; `i64::MAX` once a bounded run finished), if there is one.
+fn check_verified_state(cfg: &Config, source: &dyn Source) -> anyhow::Result<Option<i64>> {
     let dir = &cfg.checkpoint.state_dir;
     if !dir.join("checkpoints").exists() {
-        return Ok(());
+        return Ok(None);
     }
     let Ok(store) = CheckpointStore::open(dir, cfg.checkpoint.keep) else {
-        return Ok(());
+        return Ok(None);
     };
     let Ok((Some(cp), _)) = store.load_latest() else {
-        return Ok(());
+        return Ok(None);
     };
     if cp.source_id != source.id() {
         let hint = match cp.source_id.split_once(':') {
@@ -694,7 +702,7 @@ fn check_verified_state(cfg: &Config, source: &dyn Source) -> anyhow::Result<()>
             cfg.window.spec()
         );
     }
-    Ok(())
+    Ok(Some(cp.engine.watermark))
 }
 
 /// `streamforge checkpoint inspect`: everything one checkpoint holds.
