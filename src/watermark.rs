@@ -23,14 +23,26 @@
 //! them from its own source. Only the event-time clocks and the watermark
 //! reached are state.
 //!
-//! # The ceiling
+//! # Partition discovery
 //!
 //! A source whose partitions can be added while it runs (Kafka) discovers them
-//! periodically. The watermark may not move past what was known at the start
-//! of the last completed discovery: otherwise records produced to a partition
-//! created just before could arrive after the watermark passed their windows.
-//! The job sets [`Watermarks::set_ceiling`] to the uncapped watermark
-//! ([`Watermarks::frontier`]) it saw when the discovery started.
+//! periodically. The watermark may only rest on records that were in their
+//! partitions when the last completed discovery started: a record produced
+//! to a partition that discovery did not find was produced after all of
+//! them, so an in-order producer's record there is never behind the
+//! watermark. The job notes, per partition, the end offset when a discovery
+//! starts; when it reads past it, [`Watermarks::cap`] freezes that
+//! partition's part of the watermark at its highest event time so far, and
+//! the next completed discovery lifts every cap ([`Watermarks::uncap_all`]).
+//! A backlog that was there when a discovery started (a restart after an
+//! outage) therefore moves the watermark record by record, exactly as a
+//! bounded run over it does; only records produced since wait, for at most
+//! one discovery interval.
+//!
+//! # The ceiling
+//!
+//! [`Watermarks::set_ceiling`] caps the job watermark as a whole: the job
+//! keeps it below records that wait for confirmation (see `job::intake`).
 //!
 //! `i64::MIN` stands for -inf and `i64::MAX` for +inf.
 
@@ -52,6 +64,12 @@ pub struct PartitionClock {
     /// Runtime-only: a restarted job re-learns idleness.
     #[serde(skip)]
     pub idle: bool,
+    /// Partition discovery: the highest event time of the records that were
+    /// in the partition when the last completed discovery started, once the
+    /// job has read past them; the partition's part of the watermark stays
+    /// at or below it (see the module docs). Runtime-only.
+    #[serde(skip)]
+    pub cap: Option<i64>,
 }
 
 impl Default for PartitionClock {
@@ -61,6 +79,7 @@ impl Default for PartitionClock {
             finished: false,
             ended: false,
             idle: false,
+            cap: None,
         }
     }
 }
@@ -192,18 +211,44 @@ impl Watermarks {
         &self.clocks
     }
 
-    fn partition_watermark(&self, c: &PartitionClock) -> Option<i64> {
-        if c.finished || c.idle {
-            None
-        } else if c.max_event_ms == i64::MIN {
-            Some(i64::MIN)
-        } else {
-            Some(c.max_event_ms.saturating_sub(self.bound_ms))
+    /// Freezes `partition`'s part of the watermark at its highest event time
+    /// so far, if not frozen yet (the job read past what was there when the
+    /// last discovery started). Never moves the watermark.
+    pub fn cap(&mut self, partition: usize) {
+        if let Some(c) = self.clocks.get_mut(partition) {
+            c.cap.get_or_insert(c.max_event_ms);
         }
     }
 
-    /// The watermark the clocks allow, before the ceiling and before the
-    /// rule that the watermark never goes back.
+    /// Lifts every cap (a discovery completed). Returns true when the job
+    /// watermark moved.
+    pub fn uncap_all(&mut self) -> bool {
+        let mut any = false;
+        for c in &mut self.clocks {
+            any |= c.cap.take().is_some();
+        }
+        any && self.recompute()
+    }
+
+    /// The highest event time the watermark may rest on.
+    #[inline]
+    fn usable_max(c: &PartitionClock) -> i64 {
+        c.cap.map_or(c.max_event_ms, |cap| cap.min(c.max_event_ms))
+    }
+
+    fn partition_watermark(&self, c: &PartitionClock) -> Option<i64> {
+        let max = Self::usable_max(c);
+        if c.finished || c.idle {
+            None
+        } else if max == i64::MIN {
+            Some(i64::MIN)
+        } else {
+            Some(max.saturating_sub(self.bound_ms))
+        }
+    }
+
+    /// The watermark the clocks allow (within their caps), before the
+    /// ceiling and before the rule that the watermark never goes back.
     pub fn frontier(&self) -> i64 {
         let mut min: Option<i64> = None;
         let mut any_idle = false;
@@ -222,8 +267,10 @@ impl Watermarks {
             None => self
                 .clocks
                 .iter()
-                .filter(|c| !c.finished && c.max_event_ms != i64::MIN)
-                .map(|c| c.max_event_ms.saturating_sub(self.bound_ms))
+                .filter(|c| !c.finished)
+                .map(Self::usable_max)
+                .filter(|max| *max != i64::MIN)
+                .map(|max| max.saturating_sub(self.bound_ms))
                 .max()
                 .unwrap_or(i64::MIN),
         }
@@ -262,6 +309,33 @@ mod tests {
         assert_eq!(w.current(), 45_000);
         w.observe(1, 200_000);
         assert_eq!(w.current(), 95_000);
+    }
+
+    #[test]
+    fn a_capped_partition_holds_it_until_the_caps_are_lifted() {
+        let mut w = Watermarks::new(5_000, 2);
+        w.observe(0, 100_000);
+        w.observe(1, 100_000);
+        assert_eq!(w.current(), 95_000);
+        w.cap(0);
+        w.cap(0); // A second cap keeps the first's time.
+        assert!(!w.observe(0, 200_000) && !w.observe(1, 200_000));
+        assert_eq!(
+            w.current(),
+            95_000,
+            "partition 0 rests on 100 s until uncapped"
+        );
+        assert!(w.uncap_all());
+        assert_eq!(w.current(), 195_000);
+        assert!(!w.uncap_all(), "nothing left to lift");
+        // Every partition idle: the highest usable clock, within its cap.
+        w.cap(1);
+        w.observe(1, 300_000);
+        w.set_idle(0, true);
+        w.set_idle(1, true);
+        assert_eq!(w.current(), 195_000);
+        assert!(w.uncap_all());
+        assert_eq!(w.current(), 295_000);
     }
 
     #[test]

@@ -83,3 +83,63 @@ fn a_running_job_serves_metrics_health_and_readiness() {
     });
     job.kill9();
 }
+
+/// A fresh state waits for the sink before reading anything (it must number
+/// its rows above the sink's). That wait is the job's, and SIGTERM ends it:
+/// the job exits 0 at once, having read nothing, instead of waiting for a
+/// sink that may never come.
+#[test]
+fn a_fresh_job_waiting_for_an_unreachable_sink_stops_on_sigterm() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = make_dataset(
+        &tmp.path().join("in"),
+        &Shape {
+            per_partition: 100,
+            ..Shape::default()
+        },
+    );
+    let mut cmd = streamforge(&[
+        "run",
+        "--source",
+        &format!("files:{}", data.dir.display()),
+        "--sink",
+        "clickhouse",
+        "--state-dir",
+        tmp.path().join("state").to_str().unwrap(),
+        "--anomaly-log",
+        tmp.path().join("a.log").to_str().unwrap(),
+        "--bounded",
+    ]);
+    // Port 1 on loopback: connections are refused.
+    cmd.env("CLICKHOUSE_URL", "http://127.0.0.1:1/");
+    let mut job = LiveJob::spawn(&mut cmd);
+    job.wait_for(
+        "the wait for the sink",
+        std::time::Duration::from_secs(60),
+        |j| {
+            j.log
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|l| l.contains("sink unreachable at start"))
+        },
+    );
+    // SIGTERM, then at most 10 s for a clean exit (a job that ignores it
+    // is killed, and the test fails).
+    unsafe {
+        libc::kill(job.child.id() as i32, libc::SIGTERM);
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = job.child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            kill9(&mut job.child);
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let log = job.log.lock().unwrap().join("\n");
+    assert!(status.is_some_and(|s| s.success()), "{status:?}: {log}");
+}

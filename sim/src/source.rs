@@ -343,6 +343,11 @@ impl Source for SimSource {
         }
     }
 
+    fn known_end(&self, partition: u32) -> Option<u64> {
+        let p = partition as usize;
+        (p < self.parts.len()).then(|| self.limit(p))
+    }
+
     fn discover(&mut self) -> Result<usize, SourceError> {
         step("source::discover");
         if self.in_window(self.faults.discover_down) {

@@ -112,6 +112,10 @@ impl Source for Paced {
         self.inner.discovery_interval()
     }
 
+    fn known_end(&self, partition: u32) -> Option<u64> {
+        self.inner.known_end(partition)
+    }
+
     fn discover(&mut self) -> Result<usize, SourceError> {
         self.inner.discover()
     }

@@ -627,7 +627,22 @@ impl Engine {
         self.watermarks.frontier()
     }
 
-    /// Caps the watermark (partition discovery, see `watermark`).
+    /// Freezes `partition`'s part of the watermark where it is: the job read
+    /// past what the partition held when the last discovery started (see
+    /// `watermark`).
+    pub fn cap_partition(&mut self, partition: usize) {
+        self.watermarks.cap(partition);
+    }
+
+    /// A discovery completed: lifts every partition's cap, firing the
+    /// windows the watermark then passes.
+    pub fn uncap_partitions(&mut self, now_s: i64, out: &mut Vec<WindowRow>) {
+        if self.watermarks.uncap_all() {
+            self.on_watermark(now_s, out);
+        }
+    }
+
+    /// Caps the job watermark (records waiting for confirmation).
     pub fn set_watermark_ceiling(&mut self, ceiling: i64, now_s: i64, out: &mut Vec<WindowRow>) {
         if self.watermarks.set_ceiling(ceiling) {
             self.on_watermark(now_s, out);

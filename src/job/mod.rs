@@ -127,15 +127,21 @@ struct Slot {
     held: Held,
     /// Paused at the source because it holds many records.
     paused: bool,
+    /// Partition discovery: the partition's end offset when the last
+    /// completed discovery started. The first record processed at or past
+    /// it caps the partition's part of the watermark until the next
+    /// discovery (see `watermark`). `None` without discovery.
+    discovered_end: Option<u64>,
+    /// Capped since the last discovery.
+    capped: bool,
 }
 
 /// Partition discovery of a live run (see `partitions`).
 struct Discovery {
     interval: Duration,
-    last: Duration,
-    /// The watermark may not pass this: the frontier when the last
-    /// completed discovery started.
-    ceiling: i64,
+    /// When the last discovery ran; `None` before the first, which runs
+    /// before the first poll.
+    last: Option<Duration>,
 }
 
 /// The state the end of a bounded input leaves for a later run (see

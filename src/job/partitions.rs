@@ -145,17 +145,39 @@ impl Job<'_> {
         let Some(discovery) = self.discovery.as_mut() else {
             return;
         };
-        if now.saturating_sub(discovery.last) < discovery.interval {
+        if discovery
+            .last
+            .is_some_and(|last| now.saturating_sub(last) < discovery.interval)
+        {
             return;
         }
-        discovery.last = now;
-        let frontier = self.engine.frontier();
+        discovery.last = Some(now);
+        // Before the metadata request: every record below these offsets was
+        // in its partition before any partition this discovery misses was
+        // created. Records read are below the known end; without one, what
+        // is processed is all that is known.
+        let ends: Vec<u64> = (0..self.slots.len())
+            .map(|p| {
+                let processed = self.slots[p].next_offset;
+                self.source
+                    .known_end(p as u32)
+                    .map_or(processed, |e| e.max(processed))
+            })
+            .collect();
         match self.source.discover() {
             Ok(count) => {
+                for (slot, end) in self.slots.iter_mut().zip(ends) {
+                    slot.discovered_end = Some(end);
+                    slot.capped = false;
+                }
                 if count > self.slots.len() {
                     for p in self.slots.len()..count {
+                        let start = self.source.log_start(p as u32);
                         let slot = Slot {
-                            next_offset: self.source.log_start(p as u32),
+                            next_offset: start,
+                            // Found now: its records count from the next
+                            // discovery on.
+                            discovered_end: Some(start),
                             ..Slot::default()
                         };
                         info!(
@@ -168,14 +190,13 @@ impl Job<'_> {
                     self.engine.grow(count);
                     self.changed = true;
                 }
-                if let Some(discovery) = self.discovery.as_mut() {
-                    discovery.ceiling = frontier;
-                }
+                let now_s = self.clock.wall_ms() / 1000;
+                self.engine.uncap_partitions(now_s, &mut self.emitted);
                 self.refresh_ceiling();
             }
             Err(e) => {
-                // The watermark stays capped where it was until a discovery
-                // succeeds: nothing is known about partitions meanwhile.
+                // Partitions read past their discovered end stay capped
+                // until a discovery succeeds: nothing is known meanwhile.
                 debug!(error = %e, "partition discovery failed; retrying at the next interval");
             }
         }

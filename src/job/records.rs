@@ -142,6 +142,12 @@ impl Job<'_> {
         prepared: Prepared,
         ctx: &RecordCtx,
     ) -> anyhow::Result<()> {
+        if let Some(slot) = self.slots.get_mut(p) {
+            if !slot.capped && slot.discovered_end.is_some_and(|end| offset >= end) {
+                slot.capped = true;
+                self.engine.cap_partition(p);
+            }
+        }
         if let Verdict::Anomaly(reason, event_time) =
             self.engine.apply(p, prepared, ctx.now_s, &mut self.emitted)
         {
@@ -352,12 +358,11 @@ impl Job<'_> {
     /// that a confirmed one is never late for having waited), at the first
     /// valid record held behind it minus the bound (what that record would
     /// allow had it been read: it is never late for having waited either,
-    /// also when its partition goes idle) and at the last discovery's
-    /// frontier.
+    /// also when its partition goes idle).
     pub(super) fn refresh_ceiling(&mut self) {
         let jump = self.guard.max_jump_ms;
         let bound = self.engine.spec().out_of_orderness_ms;
-        let mut ceiling = self.discovery.as_ref().map_or(i64::MAX, |d| d.ceiling);
+        let mut ceiling = i64::MAX;
         for slot in &self.slots {
             if let Some(t) = slot.held.unconfirmed_at() {
                 ceiling = ceiling.min(t.saturating_sub(jump));

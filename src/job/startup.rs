@@ -4,8 +4,9 @@
 //! assembled from them.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use tracing::{error, info, warn};
@@ -62,14 +63,16 @@ pub fn run_in(
     let (slots, source_identity, bounded_end) =
         open_source(cfg, opts, source.as_mut(), &mut resumed)?;
     let resent: usize = resumed.pending.iter().map(|b| b.rows.len()).sum();
-    let writer = start_sink(sink, cfg, &env, &mut resumed)?;
+    let Some(writer) = start_sink(sink, cfg, &env, &opts.stop, &mut resumed)? else {
+        info!("stop requested while waiting for the sink: nothing was read, and the next start begins afresh");
+        return Ok(report);
+    };
     publish_start(&metrics, report.restored_from, resent, &slots);
     crash_point("job::recovery::after_resend");
     let committer = start_committer(store, &env)?;
     let discovery = source.discovery_interval().map(|interval| Discovery {
         interval,
-        last: clock.now(),
-        ceiling: resumed.engine.frontier(),
+        last: None,
     });
     let fresh = resumed.fresh;
     let mut job = Job {
@@ -233,6 +236,9 @@ fn open_source(
     };
     let partitions = source.partition_count();
     resumed.engine.grow(partitions);
+    // With discovery, nothing beyond what is processed is known to predate
+    // a discovery until the first one, before the first poll.
+    let discovers = source.discovery_interval().is_some();
     let mut slots: Vec<Slot> = (0..partitions).map(|_| Slot::default()).collect();
     if !resumed.fresh {
         check_unread_partitions(&resumed.offsets, &starts, source)?;
@@ -240,6 +246,7 @@ fn open_source(
     for (p, o) in starts {
         if let Some(slot) = slots.get_mut(p as usize) {
             slot.next_offset = o;
+            slot.discovered_end = discovers.then_some(o);
         }
         let log_start = source.log_start(p);
         if resumed.fresh && log_start > 0 && o == log_start {
@@ -257,15 +264,19 @@ fn open_source(
 
 /// The sink writer (on its thread, or inline under simulation), with the
 /// restored pending output resent. A fresh state first reads the highest
-/// version the sink holds, to number its own above it.
+/// version the sink holds, to number its own above it; `None` when a stop
+/// was requested meanwhile.
 fn start_sink(
     mut sink: Box<dyn Sink>,
     cfg: &Config,
     env: &Environment,
+    stop: &AtomicBool,
     resumed: &mut Resumed,
-) -> anyhow::Result<SinkWriter> {
+) -> anyhow::Result<Option<SinkWriter>> {
     if resumed.fresh {
-        let base = highest_version_in(sink.as_mut(), cfg, env.clock.as_ref())?;
+        let Some(base) = highest_version_in(sink.as_mut(), cfg, env.clock.as_ref(), stop)? else {
+            return Ok(None);
+        };
         if base > 0 {
             info!(
                 highest_version = base,
@@ -286,21 +297,33 @@ fn start_sink(
     for batch in &resumed.pending {
         writer.submit(batch.checkpoint_id, batch.rows.clone());
     }
-    Ok(writer)
+    Ok(Some(writer))
 }
+
+/// How often a wait for the sink at start looks at the stop flag.
+const STOP_CHECK: Duration = Duration::from_millis(100);
 
 /// The highest version the sink holds, waiting with backoff while it is
 /// unreachable: numbering from 1 instead would let the rows of a fresh state
-/// lose to older ones already there (SPEC §6).
-fn highest_version_in(sink: &mut dyn Sink, cfg: &Config, clock: &dyn Clock) -> anyhow::Result<u64> {
+/// lose to older ones already there (SPEC §6). `None` when `stop` is set
+/// meanwhile (SIGINT/SIGTERM): the wait is the job's, and so is the stop.
+fn highest_version_in(
+    sink: &mut dyn Sink,
+    cfg: &Config,
+    clock: &dyn Clock,
+    stop: &AtomicBool,
+) -> anyhow::Result<Option<u64>> {
     let backoff = Backoff {
         initial: cfg.sink.retry_initial.0,
         max: cfg.sink.retry_max.0,
     };
     let mut attempt = 0u32;
     loop {
+        if stop.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
         match sink.max_version(crate::window::LIVE_VERSION_LIMIT) {
-            Ok(v) => return Ok(v),
+            Ok(v) => return Ok(Some(v)),
             Err(crate::sink::SinkError::Fatal(e)) => bail!(
                 "cannot read the highest version in the sink {}: {e}",
                 sink.describe()
@@ -308,10 +331,22 @@ fn highest_version_in(sink: &mut dyn Sink, cfg: &Config, clock: &dyn Clock) -> a
             Err(crate::sink::SinkError::Retryable(e)) => {
                 let delay = backoff.delay(attempt);
                 if attempt.is_multiple_of(10) {
-                    warn!(error = %e, retry_in = ?delay, "sink unreachable at start; a fresh state needs its highest version before emitting anything");
+                    warn!(
+                        error = %e,
+                        retry_in = ?delay,
+                        "sink unreachable at start: a fresh state reads nothing until the sink says \
+                         the highest version it holds (its rows must be numbered above them); \
+                         SIGINT/SIGTERM stop the wait"
+                    );
                 }
                 attempt += 1;
-                clock.sleep(delay);
+                // In slices, so that a stop is seen within one.
+                let mut left = delay;
+                while !left.is_zero() && !stop.load(Ordering::Relaxed) {
+                    let slice = left.min(STOP_CHECK);
+                    clock.sleep(slice);
+                    left -= slice;
+                }
             }
         }
     }

@@ -275,6 +275,15 @@ pub trait Source: Send {
         None
     }
 
+    /// An offset of `partition` below which every record was already in the
+    /// partition when this is called: its high watermark as last known,
+    /// without a network call; `None` when nothing is known. Partition
+    /// discovery rests the watermark on such records only (see
+    /// `watermark`).
+    fn known_end(&self, _partition: u32) -> Option<u64> {
+        None
+    }
+
     /// Looks for partitions added since `open` and reads each new one from
     /// its earliest offset. Returns the partition count now. Called by the
     /// job at the discovery interval of a live run.

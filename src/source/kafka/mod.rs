@@ -628,6 +628,12 @@ impl Source for KafkaSource {
         (!self.bounded && !interval.is_zero()).then_some(interval)
     }
 
+    fn known_end(&self, partition: u32) -> Option<u64> {
+        // librdkafka's cached high watermark comes with the fetch responses,
+        // so it can only be behind the broker's: a safe lower bound.
+        self.high_watermark(partition).map(|h| h.max(0) as u64)
+    }
+
     fn discover(&mut self) -> Result<usize, SourceError> {
         let topic = self.settings.topic.clone();
         let metadata = self
