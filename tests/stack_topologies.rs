@@ -16,7 +16,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::ClientConfig;
 
-use common::stack::{ok, require_stack, stack, test_stack, unique};
+use common::stack::{not_created_yet, ok, require_stack, stack, test_stack, unique};
 use common::*;
 
 /// The test stack's broker (tests/common/endpoints.rs).
@@ -131,11 +131,15 @@ impl Setup {
         LiveJob::spawn(&mut self.run(&[]))
     }
 
+    /// The table's rows; none while the job has not created it yet.
     fn results(&self) -> Vec<String> {
         let out = self
             .cmd(&["results", "--sink", "clickhouse"])
             .output()
             .unwrap();
+        if not_created_yet(&out) {
+            return Vec::new();
+        }
         ok(&out);
         results_lines(&out)
     }
@@ -437,6 +441,48 @@ fn partitions_added_twice_while_data_flows_are_all_counted() {
     );
 }
 
+/// A live run that starts on a backlog (a restart after an outage) gives
+/// the verdicts a bounded run gives: records 3 minutes behind their
+/// partition are `late_event` in both. Partition discovery rests the
+/// watermark only on records produced before its last round started, and
+/// every record of a backlog that was there when the job started is.
+/// Before, the watermark stood still between two discoveries, so a backlog
+/// read within one interval let every very late record in.
+#[test]
+fn a_live_run_on_a_backlog_rejects_the_very_late_records_a_bounded_run_does() {
+    let s = Setup::new("backlog", 2);
+    let mut rng = Rng::new(21);
+    let (mut counted, mut late) = (Vec::new(), Vec::new());
+    let t0 = 1_704_067_200_000;
+    for p in 0..2 {
+        let lines: Vec<String> = (0..5_000u64)
+            .map(|i| {
+                let very_late = i % 500 == 499;
+                let t = t0 + i as i64 * 40 - if very_late { 180_000 } else { rng.below(2_000) as i64 };
+                let user = format!("u{}", rng.below(50));
+                if very_late {
+                    late.push(("late_event".to_string(), p as u32, i));
+                } else {
+                    counted.push(Counted { t_ms: t, user: user.clone(), cents: 199 });
+                }
+                format!(
+                    r#"{{"event_id":"b{p}-{i}","order_id":"o","user_id":"{user}","amount":"1.99","event_time":{t}}}"#
+                )
+            })
+            .collect();
+        s.produce(p, &lines, |_| None);
+    }
+    let mut job = s.live();
+    wait_read(&mut job, 10_000);
+    job.stop();
+    let mut logged = anomaly_reasons(&s.log());
+    logged.sort();
+    late.sort();
+    assert_eq!(logged, late, "the live run's verdicts");
+    s.bounded();
+    assert_same_results(&s.results(), &window_lines(counted));
+}
+
 /// A wrong clock through Kafka, with the producer's own record timestamps
 /// (rule 1: the 2090 record against its record's timestamp), and with a
 /// producer that stamps records with their event time, as Flink's Kafka
@@ -704,4 +750,41 @@ fn a_fresh_state_after_retention_never_regresses_the_table() {
         written > 0,
         "the complete windows were written again, with higher versions"
     );
+}
+
+/// `results` and `verify` read; a mistyped database or table is an error
+/// that names it, and neither command leaves an empty database or table
+/// behind (only a job creates schema).
+#[test]
+fn reading_commands_never_create_the_database_or_table() {
+    require_stack();
+    let database = unique("sf_nodb");
+    let input = tempfile::tempdir().unwrap();
+    std::fs::write(input.path().join("part-0.jsonl"), "").unwrap();
+    let files = format!("files:{}", input.path().display());
+    for args in [
+        vec!["results", "--sink", "clickhouse"],
+        vec![
+            "verify",
+            "--sink",
+            "clickhouse",
+            "--source",
+            &files,
+            "--quiet",
+        ],
+    ] {
+        let out = streamforge(&args)
+            .env("CLICKHOUSE_URL", &test_stack().clickhouse_url)
+            .env("CLICKHOUSE_DATABASE", &database)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(&format!("table {database}.order_metrics does not exist")),
+            "{args:?}: {stderr}"
+        );
+    }
+    let databases = clickhouse_query("SHOW DATABASES");
+    assert!(!databases.lines().any(|d| d == database), "{databases}");
 }

@@ -296,7 +296,19 @@ pub fn build_source(cfg: &Config) -> anyhow::Result<Box<dyn Source>> {
 }
 
 /// Builds the configured sink.
+/// The sink a job or a replay writes to: a ClickHouse table is checked, or
+/// created with its database when absent (see [`open_sink`] for reading).
 pub fn build_sink(cfg: &Config) -> anyhow::Result<Box<dyn Sink>> {
+    sink_of(cfg, true)
+}
+
+/// The sink `results` and `verify` read: nothing is created, so a mistyped
+/// database or table is an error that names it, never new empty schema.
+pub fn open_sink(cfg: &Config) -> anyhow::Result<Box<dyn Sink>> {
+    sink_of(cfg, false)
+}
+
+fn sink_of(cfg: &Config, for_writing: bool) -> anyhow::Result<Box<dyn Sink>> {
     Ok(match cfg.sink.kind {
         SinkKind::Embedded => Box::new(EmbeddedSink::open(&cfg.embedded_sink_path())?),
         SinkKind::Clickhouse => {
@@ -306,7 +318,9 @@ pub fn build_sink(cfg: &Config) -> anyhow::Result<Box<dyn Sink>> {
                 // Reads give the combined figures of the partial rows.
                 sink.set_group_mode(None);
             }
-            sink.prepare()?;
+            if for_writing {
+                sink.prepare()?;
+            }
             Box::new(sink)
         }
     })
@@ -451,7 +465,7 @@ fn results(args: ResultsArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let mut rows = match &args.group_by {
-        None => build_sink(&cfg)?.read_final()?,
+        None => open_sink(&cfg)?.read_final()?,
         Some(names) => grouped_results(&cfg, names)?,
     };
     rows.sort_by(|a, b| a.key().cmp(&b.key()));
@@ -498,7 +512,7 @@ fn grouped_results(cfg: &Config, names: &str) -> anyhow::Result<Vec<crate::windo
     };
     let mut cfg = cfg.clone();
     cfg.dimensions.groupings = known;
-    let rows = build_sink(&cfg)?.read_grouped()?;
+    let rows = open_sink(&cfg)?.read_grouped()?;
     Ok(rows
         .into_iter()
         .filter(|r| r.order_cnt > 0 && r.group.as_ref().is_some_and(|g| g.dims == grouping))
@@ -626,7 +640,7 @@ fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
-    let mut sink = build_sink(&cfg)?;
+    let mut sink = open_sink(&cfg)?;
     let guard = crate::job::TimeGuard::of(&cfg.window);
     let mut report = crate::verify::verify(
         source.as_mut(),

@@ -395,9 +395,13 @@ impl Client {
                 t.user,
                 t.table_name()
             ),
-            ErrorKind::MissingTable => "The database or table is missing: set `create_table: true` in the ClickHouse \
-                settings and restart, or create it with sql/create_ck_table.sql"
-                .into(),
+            ErrorKind::MissingTable => format!(
+                "{} is missing: check `database` and `table` in the ClickHouse settings \
+                 (CLICKHOUSE_DATABASE, CLICKHOUSE_TABLE). A job creates them at its first start \
+                 with `create_table: true` (the default); `results` and `verify` never do. Or create \
+                 them with sql/create_ck_table.sql",
+                t.table_name()
+            ),
             ErrorKind::Schema => format!(
                 "ClickHouse rejects this query as such, so retrying cannot help; the table's schema probably \
                  differs from SPEC §6: compare `SHOW CREATE TABLE {}` with sql/create_ck_table.sql",

@@ -224,8 +224,9 @@ impl ClickHouseSink {
             Err(SinkError::Retryable(e)) => {
                 tracing::warn!(
                     error = %e,
-                    "ClickHouse is not reachable at start-up; the job starts anyway, keeps output pending and \
-                     checks the table before the first write"
+                    "ClickHouse is not reachable at start-up; the table is checked before the first write. \
+                     A job resuming a checkpoint reads on and keeps its output pending; a fresh state \
+                     waits for ClickHouse before reading"
                 );
                 Ok(())
             }
@@ -689,6 +690,28 @@ impl Sink for ClickHouseSink {
         self.profile()?;
         if self.group_mode {
             return self.read_combined();
+        }
+        if self.table_info()?.is_none() {
+            // Nothing is created for a read (see `prepare`).
+            let partial = partial::table(&self.table);
+            let found = self.read(action, schema::tables_sql(&self.database, &partial))?;
+            return Err(SinkError::Fatal(if found.trim().is_empty() {
+                format!(
+                    "ClickHouse {}: {action}: table {} does not exist. Check `database` and `table` in \
+                     the ClickHouse settings (CLICKHOUSE_DATABASE, CLICKHOUSE_TABLE); a job creates the \
+                     table at its first start, `results` and `verify` never do",
+                    self.client.target.server,
+                    self.table_name(),
+                )
+            } else {
+                format!(
+                    "ClickHouse {}: {action}: table {} does not exist, but {partial} does: a consumer \
+                     group in group mode wrote these results; read them with the group's configuration, \
+                     or with --set kafka.group_mode=true",
+                    self.client.target.server,
+                    self.table_name(),
+                )
+            }));
         }
         let text = self.read(action, schema::read_final_sql(&self.database, &self.table))?;
         let rows =
