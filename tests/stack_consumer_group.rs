@@ -438,3 +438,87 @@ fn users_spread_over_partitions_are_counted_once() {
     assert_eq!(view, union, "the combined view's user_cnt per window");
     assert_eq!(merged_anomalies(g.tmp.path()), data.anomalies);
 }
+
+/// A partition added to the topic is assigned to the group and read within
+/// seconds (the members refresh their metadata at
+/// `partition_discovery_interval`), not after librdkafka's default 5
+/// minutes.
+#[test]
+fn a_partition_added_to_the_topic_is_read_within_seconds() {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    use rdkafka::ClientConfig;
+
+    let g = Group::new("grow");
+    let data = make_data(1, 300, true);
+    g.produce(&data, 0..300);
+    let a = g.start("a");
+    g.wait_all_past(&g.table, 200);
+
+    let config = |c: &mut ClientConfig| {
+        c.set("bootstrap.servers", &test_stack().kafka);
+    };
+    let mut admin_config = ClientConfig::new();
+    config(&mut admin_config);
+    let admin: AdminClient<DefaultClientContext> = admin_config.create().unwrap();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(admin.create_partitions(
+            &[NewPartitions::new(&g.topic, PARTITIONS + 1)],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+        ))
+        .unwrap()
+        .into_iter()
+        .for_each(|r| {
+            r.unwrap();
+        });
+    let mut producer_config = ClientConfig::new();
+    config(&mut producer_config);
+    let producer: BaseProducer = producer_config.create().unwrap();
+    // 150 s of event time: the partition's own watermark closes windows.
+    let t0 = 1_764_064_800_000i64;
+    for i in 0..50i64 {
+        let line = format!(
+            r#"{{"event_id":"new-{i}","order_id":"o","user_id":"n{i}","amount":"2.00","event_time":{}}}"#,
+            t0 + i * 3_000
+        );
+        producer
+            .send(
+                BaseRecord::<(), str>::to(&g.topic)
+                    .partition(PARTITIONS as i32)
+                    .payload(&line),
+            )
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+
+    let added = Instant::now();
+    let sql = format!(
+        "SELECT count() FROM streamforge_test.{}_partial WHERE partition = {PARTITIONS}",
+        g.table
+    );
+    loop {
+        let rows: usize = reqwest::blocking::Client::new()
+            .post(&test_stack().clickhouse_url)
+            .body(sql.clone())
+            .send()
+            .and_then(|r| r.text())
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or(0);
+        if rows > 0 {
+            break;
+        }
+        assert!(
+            added.elapsed() < Duration::from_secs(60),
+            "the added partition has no rows after {:?}",
+            added.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    sigterm(a);
+}

@@ -97,6 +97,17 @@ impl Membership {
         // It reads no records; where it would start does not matter.
         config.set("auto.offset.reset", "latest");
         config.set("enable.partition.eof", "false");
+        // Partitions added to the topic are assigned after the members see
+        // them in their metadata: at `partition_discovery_interval`, as a
+        // single job discovers them, instead of librdkafka's 5 minutes
+        // (unless kafka.properties sets the refresh itself).
+        let discovery = settings.partition_discovery_interval.0;
+        if !discovery.is_zero() && config.get("topic.metadata.refresh.interval.ms").is_none() {
+            config.set(
+                "topic.metadata.refresh.interval.ms",
+                discovery.as_millis().max(1).to_string(),
+            );
+        }
         let consumer: BaseConsumer<GroupCtx> = config
             .create_with_context(GroupCtx::default())
             .map_err(|e| {
