@@ -78,3 +78,15 @@ fn a_kafka_property_from_a_variable_is_the_dotted_property_and_a_secret_never_pr
     assert!(err.contains("kafka.properties"), "{err}");
     assert!(!err.contains("hunter2"), "{err}");
 }
+
+#[test]
+fn a_password_setting_says_where_passwords_come_from_and_never_prints_it() {
+    let err = config_error(&["--set", "clickhouse.password=hunter2-secret"], &[]);
+    assert!(err.contains("clickhouse.password (from --set"), "{err}");
+    assert!(
+        err.contains("password_env") && err.contains("password_file"),
+        "{err}"
+    );
+    assert!(err.contains("A password is never a setting"), "{err}");
+    assert!(!err.contains("hunter2-secret"), "{err}");
+}

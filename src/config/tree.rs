@@ -95,7 +95,14 @@ pub fn deserialize(mut tree: Value) -> Result<super::Config, Vec<Problem>> {
             Err(e) => e,
         };
         let key = dotted_key(err.path());
-        let message = err.into_inner().to_string();
+        let mut message = err.into_inner().to_string();
+        if key.ends_with(".password") && message.starts_with("unknown field") {
+            message.push_str(
+                ". A password is never a setting (it would end up in files, shell history and \
+                 process lists): name where it is with password_env (an environment variable) or \
+                 password_file (a file)",
+            );
+        }
         let removed = !key.is_empty() && remove(&mut tree, &key);
         problems.push(Problem { key, message });
         if !removed || problems.len() >= MAX_PROBLEMS {
