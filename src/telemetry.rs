@@ -120,9 +120,36 @@ pub struct Metrics {
     pub held_records: Family<ReasonLabel, Gauge>,
     last: Mutex<Counters>,
     pub ready: AtomicBool,
+    /// Why not ready (a [`NotReady`] as u8), for the body of `/ready`.
+    pub not_ready: std::sync::atomic::AtomicU8,
     last_checkpoint_ms: AtomicI64,
     /// What the live page shows beside the registry (see [`live`]).
     pub live: live::Live,
+}
+
+/// Why `/ready` answers 503, said in its body.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum NotReady {
+    /// Recovering, or not yet through its first round of the input.
+    Starting = 0,
+    /// A partition has a backlog (see `streamforge_consumer_lag`).
+    Backlog = 1,
+    /// The sink does not take writes; rows are pending.
+    SinkWaiting = 2,
+}
+
+impl NotReady {
+    /// The body line of a 503 from `/ready`.
+    pub fn explain(code: u8) -> &'static str {
+        match code {
+            1 => "not ready: catching up, a partition has a backlog (streamforge_consumer_lag)\n",
+            2 => "not ready: the sink does not take writes; rows are pending (see the log)\n",
+            _ => {
+                "not ready: starting (recovering state, or reading the input for the first time)\n"
+            }
+        }
+    }
 }
 
 impl Default for Metrics {
@@ -167,6 +194,7 @@ impl Metrics {
             held_records: Family::default(),
             last: Mutex::new(Counters::default()),
             ready: AtomicBool::new(false),
+            not_ready: std::sync::atomic::AtomicU8::new(NotReady::Starting as u8),
             last_checkpoint_ms: AtomicI64::new(0),
             live: live::Live::default(),
         };

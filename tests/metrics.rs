@@ -124,6 +124,11 @@ fn a_fresh_job_waiting_for_an_unreachable_sink_stops_on_sigterm() {
                 .any(|l| l.contains("sink unreachable at start"))
         },
     );
+    let (status, body) = get(&job.addr, "/ready");
+    assert!(
+        status.contains("503") && body.starts_with("not ready: starting"),
+        "{status} {body}"
+    );
     // SIGTERM, then at most 10 s for a clean exit (a job that ignores it
     // is killed, and the test fails).
     unsafe {

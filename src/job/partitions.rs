@@ -118,7 +118,16 @@ impl Job<'_> {
             }
         }
         // Ready: recovered, caught up with the input, and the sink takes writes.
-        let ready = caught_up && self.sink_waiting_since.is_none() && self.sink_failed.is_none();
+        let sink_ok = self.sink_waiting_since.is_none() && self.sink_failed.is_none();
+        let ready = caught_up && sink_ok;
+        let why = if !sink_ok {
+            crate::telemetry::NotReady::SinkWaiting
+        } else {
+            crate::telemetry::NotReady::Backlog
+        };
+        self.metrics
+            .not_ready
+            .store(why as u8, std::sync::atomic::Ordering::Relaxed);
         self.metrics
             .ready
             .store(ready, std::sync::atomic::Ordering::Relaxed);

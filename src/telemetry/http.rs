@@ -155,10 +155,11 @@ async fn ready(State(shared): State<Shared>) -> Response {
     if shared.metrics.ready.load(Ordering::Relaxed) {
         (StatusCode::OK, [(CONTENT_TYPE, TEXT)], "ready\n").into_response()
     } else {
+        let why = shared.metrics.not_ready.load(Ordering::Relaxed);
         (
             StatusCode::SERVICE_UNAVAILABLE,
             [(CONTENT_TYPE, TEXT)],
-            "not ready\n",
+            crate::telemetry::NotReady::explain(why),
         )
             .into_response()
     }
@@ -308,7 +309,8 @@ mod tests {
             (
                 "HTTP/1.1 503 Service Unavailable".into(),
                 TEXT.into(),
-                "not ready\n".into()
+                "not ready: starting (recovering state, or reading the input for the first time)\n"
+                    .into()
             )
         );
         metrics.ready.store(true, Ordering::Relaxed);

@@ -189,7 +189,16 @@ pub(crate) fn retry_startup<T>(
                 waited.as_secs()
             )));
         }
-        warn!(brokers, attempt, error = %problem, retry_in = ?delay, "Kafka brokers unavailable at start-up; retrying");
+        warn!(
+            brokers,
+            attempt,
+            error = %problem,
+            retry_in = ?delay,
+            gives_up_in = ?give_up_after.saturating_sub(waited),
+            "Kafka brokers unavailable at start-up; retrying. Is Kafka running and reachable at these \
+             addresses (kafka.brokers or KAFKA_BROKERS)? A security.protocol the listener does not speak \
+             (SASL or SSL against PLAINTEXT) also looks like this"
+        );
         std::thread::sleep(delay);
         delay = (delay * 2).min(Duration::from_secs(5));
         attempt += 1;
