@@ -37,6 +37,7 @@ macro_rules! outln {
 mod demo;
 mod ops;
 mod paced;
+mod read;
 mod repair;
 
 #[derive(Parser)]
@@ -237,9 +238,9 @@ fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Demo(args) => demo::demo(args),
         Command::Run(args) => run(args),
-        Command::Results(args) => results(args),
+        Command::Results(args) => read::results(args),
         Command::Checkpoint { command } => checkpoint(command),
-        Command::Verify(args) => verify(args),
+        Command::Verify(args) => read::verify(args),
         Command::Replay(args) => ops::replay(args),
         Command::Anomalies { command } => ops::anomalies(command),
     }
@@ -452,107 +453,6 @@ fn print_summary(r: &JobReport) {
     );
 }
 
-fn results(args: ResultsArgs) -> anyhow::Result<ExitCode> {
-    let mut ov = overrides(&args.common)?;
-    if let Some(s) = &args.sink {
-        apply_sink_flag(s, &mut ov)?;
-    }
-    let cfg = Config::load(args.common.config.as_deref(), &ov)?.config;
-    if cfg.sink.kind == SinkKind::Embedded && !cfg.embedded_sink_path().exists() {
-        bail!(
-            "no embedded sink at {}: run the job first, or point --state-dir at its state directory",
-            cfg.embedded_sink_path().display()
-        );
-    }
-    let mut rows = match &args.group_by {
-        None => open_sink(&cfg)?.read_final()?,
-        Some(names) => grouped_results(&cfg, names)?,
-    };
-    rows.sort_by(|a, b| a.key().cmp(&b.key()));
-    let mut out = String::with_capacity(rows.len() * 128);
-    for r in &rows {
-        out.push_str(&r.result_json());
-        out.push('\n');
-    }
-    use std::io::Write;
-    std::io::stdout()
-        .write_all(out.as_bytes())
-        .map_err(stdout_error)?;
-    Ok(ExitCode::SUCCESS)
-}
-
-/// The rows of the grouping `names` (comma-separated dimensions, in any
-/// order), without retractions (rows of no order: see [`crate::dims`]).
-fn grouped_results(cfg: &Config, names: &str) -> anyhow::Result<Vec<crate::window::WindowRow>> {
-    let mut dims = Vec::new();
-    for name in names.split(',').map(str::trim) {
-        let d = crate::dims::Dimension::from_name(name)
-            .ok_or_else(|| anyhow!("--group-by: unknown dimension {name:?} (city, category)"))?;
-        dims.push(d);
-    }
-    dims.sort();
-    let (known, from) = known_groupings(cfg)?;
-    let found = known.iter().find(|g| {
-        let mut g = (*g).clone();
-        g.sort();
-        g == dims
-    });
-    let Some(grouping) = found.cloned() else {
-        let wanted = dims.iter().map(|d| d.name()).collect::<Vec<_>>().join(", ");
-        let what = if known.is_empty() {
-            "run the job with them (in a fresh state directory)"
-        } else {
-            "pass the groupings the job ran with"
-        };
-        bail!(
-            "--group-by {names}: not a grouping of these results: {from} {}; {what}, e.g. \
-             --set 'dimensions.groupings=[[{wanted}]]' (or the same --config)",
-            crate::config::format_groupings(&known),
-        );
-    };
-    let mut cfg = cfg.clone();
-    cfg.dimensions.groupings = known;
-    let rows = open_sink(&cfg)?.read_grouped()?;
-    Ok(rows
-        .into_iter()
-        .filter(|r| r.order_cnt > 0 && r.group.as_ref().is_some_and(|g| g.dims == grouping))
-        .collect())
-}
-
-/// The groupings `results --group-by` may read, and where they come from:
-/// the configured ones, else (the configuration names none) those the newest
-/// checkpoint of the state directory was taken with.
-fn known_groupings(cfg: &Config) -> anyhow::Result<(Vec<Vec<crate::dims::Dimension>>, String)> {
-    if !cfg.dimensions.groupings.is_empty() {
-        return Ok((
-            cfg.dimensions.groupings.clone(),
-            "the configuration (dimensions.groupings) has".into(),
-        ));
-    }
-    let dir = &cfg.checkpoint.state_dir;
-    if !dir.join("checkpoints").exists() {
-        return Ok((
-            Vec::new(),
-            format!(
-                "the configuration names no groupings (dimensions.groupings) and {} holds no checkpoint; groupings:",
-                dir.display()
-            ),
-        ));
-    }
-    let store = CheckpointStore::open(dir, cfg.checkpoint.keep)?;
-    let (newest, _) = store.load_latest()?;
-    let groupings = newest
-        .map(|cp| cp.engine.groups.spec.groupings)
-        .unwrap_or_default();
-    Ok((
-        groupings,
-        format!(
-            "the configuration names none and the state in {} was computed with",
-            dir.display()
-        ),
-    ))
-}
-
 fn open_store(common: &Common) -> anyhow::Result<(CheckpointStore, PathBuf)> {
     let cfg = Config::load(common.config.as_deref(), &overrides(common)?)?.config;
     let dir = cfg.checkpoint.state_dir.clone();
@@ -622,101 +522,6 @@ fn checkpoint(command: CheckpointCommand) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
-    let mut ov = overrides(&args.common)?;
-    args.endpoints.apply(&mut ov)?;
-    let cfg = Config::load(args.common.config.as_deref(), &ov)?.config;
-    if cfg.sink.kind == SinkKind::Embedded && !cfg.embedded_sink_path().exists() {
-        bail!(
-            "no embedded sink at {}: point --state-dir at the job's state directory",
-            cfg.embedded_sink_path().display()
-        );
-    }
-    let mut source = build_source(&cfg)?;
-    let job_watermark = if cfg.sink.kind == SinkKind::Embedded {
-        check_verified_state(&cfg, source.as_ref())?
-    } else {
-        None
-    };
-    let mut sink = open_sink(&cfg)?;
-    let guard = crate::job::TimeGuard::of(&cfg.window);
-    let mut report = crate::verify::verify(
-        source.as_mut(),
-        sink.as_mut(),
-        cfg.window.spec(),
-        cfg.window.alignment_drift.ms(),
-        crate::verify::ClockBounds {
-            max_ahead_of_record_ms: guard.max_ahead_of_record_ms,
-            max_jump_ms: guard.max_jump_ms,
-        },
-        &cfg.dimensions.spec(),
-    )?;
-    // A job stopped before the end of its input has not emitted the windows
-    // its watermark has not reached; a finished bounded run's is +inf.
-    if let Some(watermark) = job_watermark.filter(|w| *w < i64::MAX) {
-        report.set_aside_open(watermark);
-    }
-    if !args.quiet {
-        report.print_side_by_side(&mut std::io::stdout());
-    }
-    // With the reader gone (`| head`), the verdict still sets the exit code.
-    if let Err(e) = outln!("{}", report.summary()) {
-        if !is_stdout_closed(&e) {
-            return Err(e);
-        }
-    }
-    Ok(if report.ok() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
-}
-
-/// Refuses to verify the embedded sink's results against another input or
-/// other window settings than the ones its job ran with (what `run`
-/// refuses too): the differences would be the settings', not the job's.
-/// Only for the embedded sink, whose results are the state directory's
-/// own: a ClickHouse table is rightly verified against, say, the files a
-/// topic was produced from. Skipped when the directory has no checkpoint or
-/// a running job holds it. Returns the watermark of the newest checkpoint
-/// (epoch ms; `i64::MAX` once a bounded run finished), if there is one.
-fn check_verified_state(cfg: &Config, source: &dyn Source) -> anyhow::Result<Option<i64>> {
-    let dir = &cfg.checkpoint.state_dir;
-    if !dir.join("checkpoints").exists() {
-        return Ok(None);
-    }
-    let Ok(store) = CheckpointStore::open(dir, cfg.checkpoint.keep) else {
-        return Ok(None);
-    };
-    let Ok((Some(cp), _)) = store.load_latest() else {
-        return Ok(None);
-    };
-    if cp.source_id != source.id() {
-        let hint = match cp.source_id.split_once(':') {
-            Some(("files", _)) => format!("--source {}", cp.source_id),
-            Some(("kafka", topic)) => format!("--source kafka --set kafka.topic={topic}"),
-            _ => "--source generator with the job's generator settings".into(),
-        };
-        bail!(
-            "the state directory {} holds the results of another input ({}); this verify reads {}. \
-             Name the job's input: {hint}",
-            dir.display(),
-            cp.source_id,
-            source.id(),
-        );
-    }
-    if cp.engine.spec != cfg.window.spec() {
-        bail!(
-            "the state directory {} was computed with window settings `{}`; this verify uses `{}`. \
-             Pass the job's settings: the same config, or `--set` each one that differs",
-            dir.display(),
-            cp.engine.spec,
-            cfg.window.spec()
-        );
-    }
-    Ok(Some(cp.engine.watermark))
 }
 
 /// `streamforge checkpoint inspect`: everything one checkpoint holds.
