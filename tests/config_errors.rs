@@ -90,3 +90,20 @@ fn a_password_setting_says_where_passwords_come_from_and_never_prints_it() {
     assert!(err.contains("A password is never a setting"), "{err}");
     assert!(!err.contains("hunter2-secret"), "{err}");
 }
+
+#[test]
+fn a_missing_section_file_names_the_key_that_points_at_it() {
+    let err = config_error(&["--set", "sink.clickhouse_config=nowhere/ch.yaml"], &[]);
+    assert!(
+        err.contains("sink.clickhouse_config (from --set sink.clickhouse_config"),
+        "{err}"
+    );
+    assert!(err.contains("nowhere/ch.yaml"), "{err}");
+    let err = config_error(&[], &[("STREAMFORGE__SOURCE__KAFKA_CONFIG", "gone.yaml")]);
+    assert!(
+        err.contains(
+            "source.kafka_config (from environment variable STREAMFORGE__SOURCE__KAFKA_CONFIG)"
+        ),
+        "{err}"
+    );
+}

@@ -37,7 +37,7 @@ mod tree;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{anyhow, bail};
+use anyhow::{anyhow, bail, Context};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::dims::{Dimension, GroupingSpec};
@@ -370,7 +370,12 @@ impl Config {
             ("clickhouse", "sink.clickhouse_config"),
         ] {
             if let Some(path) = tree::get_str(&probe, key) {
-                let section_tree = tree::read_file(Path::new(&path))?;
+                let section_tree = tree::read_file(Path::new(&path)).with_context(|| {
+                    format!(
+                        "{key} (from {}) names a section file that cannot be used",
+                        sources.origin_of(key).0
+                    )
+                })?;
                 tree::merge_into(&mut base, section, section_tree);
                 sources.sections.push((section, path));
             }

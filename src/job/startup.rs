@@ -446,7 +446,7 @@ fn resume(
     let pending_rows: usize = cp.pending.iter().map(|b| b.rows.len()).sum();
     info!(
         checkpoint = cp.id,
-        offsets = ?cp.offsets,
+        offsets = ?topic_offsets(&cp.offsets, source),
         anomaly_log_bytes = cp.anomaly_log_len,
         pending_rows,
         bounded_run_in_progress = cp.bounded_end.is_some(),
@@ -613,5 +613,14 @@ mod tests {
                 && e.contains("delete that directory"),
             "{e}"
         );
+    }
+}
+
+/// `offsets` numbered as the topic numbers its partitions: a group-mode
+/// partition job's one partition is its 0, logged as the partition it owns.
+fn topic_offsets(offsets: &BTreeMap<u32, u64>, source: &dyn Source) -> BTreeMap<u32, u64> {
+    match source.owned_partition() {
+        Some(owned) => offsets.values().map(|o| (owned, *o)).collect(),
+        None => offsets.clone(),
     }
 }

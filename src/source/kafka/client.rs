@@ -184,7 +184,7 @@ pub(crate) fn retry_startup<T>(
                 .unwrap_or_default();
             return Err(SourceError::Failed(format!(
                 "kafka: cannot reach the brokers {brokers} ({what}: {problem}{seen}); gave up after {}s. \
-                 Is Kafka running (scripts/stack.sh up)? Check kafka.brokers in config/pipeline.yaml or KAFKA_BROKERS, \
+                 Is Kafka running (scripts/stack.sh up)? Check kafka.brokers (the config file, KAFKA_BROKERS or --set kafka.brokers=...), \
                  and the security properties",
                 waited.as_secs()
             )));
@@ -231,7 +231,7 @@ pub(crate) fn connect_topic<C: ClientContext>(
             Some(RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic) => {
                 return Err(Attempt::Stop(SourceError::Misconfigured(format!(
                     "topic {topic} does not exist on {}; create it (scripts/stack.sh topic {topic} N) \
-                     or fix kafka.topic in config/pipeline.yaml",
+                     or fix kafka.topic (the config file, KAFKA_TOPIC or --set kafka.topic=...)",
                     settings.brokers
                 ))))
             }
