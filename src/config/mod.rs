@@ -539,11 +539,13 @@ fn is_secret_key(key: &str) -> bool {
         .any(|w| k.contains(w))
 }
 
-/// `message` with `value` and any quoted string in it replaced.
+/// `message` with every occurrence of `value` that is not part of a longer
+/// word (a password `x` leaves "expected" alone) and any quoted string in it
+/// replaced.
 fn redact(message: &str, value: Option<&str>) -> String {
     let mut out = message.to_string();
     if let Some(v) = value.filter(|v| !v.is_empty()) {
-        out = out.replace(v, "<redacted>");
+        out = replace_whole(&out, v, "<redacted>");
     }
     // serde quotes the offending text: `invalid type: string "...", ...`.
     let mut parts: Vec<&str> = out.split('"').collect();
@@ -553,6 +555,25 @@ fn redact(message: &str, value: Option<&str>) -> String {
         }
     }
     parts.join("\"")
+}
+
+/// `text` with each occurrence of `word` that no letter, digit or `_`
+/// continues on either side replaced by `by`.
+fn replace_whole(text: &str, word: &str, by: &str) -> String {
+    let is_word = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(word) {
+        let before = rest[..at].chars().last().or_else(|| out.chars().last());
+        let after = rest[at + word.len()..].chars().next();
+        let joined = (is_word(word.chars().next()) && is_word(before))
+            || (is_word(word.chars().last()) && is_word(after));
+        out.push_str(&rest[..at]);
+        out.push_str(if joined { word } else { by });
+        rest = &rest[at + word.len()..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// An empty YAML value (`metrics_addr:`, `--metrics-addr ""`) reads as "".
@@ -703,5 +724,17 @@ mod tests {
     fn the_shipped_config_file_loads() {
         let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join(DEFAULT_CONFIG);
         Config::load(Some(&shipped), &[]).unwrap();
+    }
+
+    #[test]
+    fn a_short_secret_is_redacted_as_a_word_only() {
+        let m = r#"invalid type: string "x", expected x or u32 near x_y, (x)"#;
+        assert_eq!(
+            redact(m, Some("x")),
+            r#"invalid type: string "<redacted>", expected <redacted> or u32 near x_y, (<redacted>)"#
+        );
+        assert_eq!(replace_whole("xx x", "x", "#"), "xx #");
+        assert_eq!(replace_whole("a-p-p", "-p", "#"), "a##");
+        assert_eq!(replace_whole("p1s", "p1s", "#"), "#");
     }
 }
