@@ -95,13 +95,15 @@
       ],
     }, [[]].concat(series.map(() => [])), el);
   }
-  // Tick labels in UTC: hours and minutes, with the day under the first
-  // and wherever it changes.
+  // Tick labels in UTC: hours and minutes (and seconds when ticks are
+  // closer than a minute or off the minute, so no two labels read the
+  // same), with the day under the first and wherever it changes.
   function timeTicks(u, vals) {
     let day = "";
+    const seconds = vals.some((v, i) => v % 60 !== 0 || (i > 0 && v - vals[i - 1] < 60));
     return vals.map((v) => {
       const t = utcSeconds(v * 1000), d = t.slice(5, 10);
-      const label = t.slice(11, 16) + (d !== day ? "\n" + d : "");
+      const label = t.slice(11, seconds ? 19 : 16) + (d !== day ? "\n" + d : "");
       day = d;
       return label;
     });
