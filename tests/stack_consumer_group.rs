@@ -210,15 +210,7 @@ impl Group {
         );
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
-            // Before the first partition job created the table: an error, 0.
-            let n: usize = reqwest::blocking::Client::new()
-                .post(&test_stack().clickhouse_url)
-                .body(sql.clone())
-                .send()
-                .and_then(|r| r.text())
-                .ok()
-                .and_then(|t| t.trim().parse().ok())
-                .unwrap_or(0);
+            let n = clickhouse_count(&sql);
             if n == PARTITIONS {
                 return;
             }
@@ -502,14 +494,7 @@ fn a_partition_added_to_the_topic_is_read_within_seconds() {
         g.table
     );
     loop {
-        let rows: usize = reqwest::blocking::Client::new()
-            .post(&test_stack().clickhouse_url)
-            .body(sql.clone())
-            .send()
-            .and_then(|r| r.text())
-            .ok()
-            .and_then(|t| t.trim().parse().ok())
-            .unwrap_or(0);
+        let rows = clickhouse_count(&sql);
         if rows > 0 {
             break;
         }
@@ -521,4 +506,17 @@ fn a_partition_added_to_the_topic_is_read_within_seconds() {
         std::thread::sleep(Duration::from_millis(200));
     }
     sigterm(a);
+}
+
+/// The number a `SELECT count()` query returns; 0 while ClickHouse answers
+/// with an error (a table the first partition job has not created yet).
+fn clickhouse_count(sql: &str) -> usize {
+    reqwest::blocking::Client::new()
+        .post(&test_stack().clickhouse_url)
+        .body(sql.to_string())
+        .send()
+        .and_then(|r| r.text())
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(0)
 }
