@@ -589,6 +589,15 @@ fn ms(d: std::time::Duration) -> String {
     format!("{:.2}", d.as_secs_f64() * 1000.0)
 }
 
+/// `offsets` numbered as the topic numbers its partitions: a group-mode
+/// partition job's one partition is its 0, logged as the partition it owns.
+fn topic_offsets(offsets: &BTreeMap<u32, u64>, source: &dyn Source) -> BTreeMap<u32, u64> {
+    match source.owned_partition() {
+        Some(owned) => offsets.values().map(|o| (owned, *o)).collect(),
+        None => offsets.clone(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -613,14 +622,5 @@ mod tests {
                 && e.contains("delete that directory"),
             "{e}"
         );
-    }
-}
-
-/// `offsets` numbered as the topic numbers its partitions: a group-mode
-/// partition job's one partition is its 0, logged as the partition it owns.
-fn topic_offsets(offsets: &BTreeMap<u32, u64>, source: &dyn Source) -> BTreeMap<u32, u64> {
-    match source.owned_partition() {
-        Some(owned) => offsets.values().map(|o| (owned, *o)).collect(),
-        None => offsets.clone(),
     }
 }
