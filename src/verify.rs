@@ -579,7 +579,7 @@ mod tests {
         let mut report = diff(expected, vec![row(0, 1, 100, 1)], Stats::default());
         assert_eq!(report.missing.len(), 2);
         // The window [30 s, 90 s) ends at the watermark: emitted, so missing.
-        report.set_aside_open(90_000);
+        report.set_aside_open(90_000, &BTreeSet::new());
         assert_eq!(
             report
                 .missing
@@ -607,6 +607,14 @@ mod tests {
         assert!(report
             .summary()
             .contains("; 1 windows end after the job's watermark"));
+
+        // A window the job emitted and the sink acknowledged (the end of a
+        // bounded run emits them all) is missing, whatever the watermark.
+        let expected = vec![row(0, 1, 100, 1), row(60, 3, 300, 2)];
+        let mut report = diff(expected, vec![row(0, 1, 100, 1)], Stats::default());
+        report.set_aside_open(90_000, &BTreeSet::from([60]));
+        assert_eq!(report.missing.len(), 1);
+        assert!(report.open.is_empty());
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! grouping's) and `verify` (the sink's rows against a recomputation of the
 //! input). Neither writes: they open the sink without creating its schema.
 
+use std::collections::BTreeSet;
 use std::process::ExitCode;
 
 use anyhow::{anyhow, bail};
@@ -126,7 +127,7 @@ pub(super) fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let mut source = build_source(&cfg)?;
-    let job_watermark = if cfg.sink.kind == SinkKind::Embedded {
+    let job_progress = if cfg.sink.kind == SinkKind::Embedded {
         check_verified_state(&cfg, source.as_ref())?
     } else {
         None
@@ -145,9 +146,9 @@ pub(super) fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         &cfg.dimensions.spec(),
     )?;
     // A job stopped before the end of its input has not emitted the windows
-    // its watermark has not reached; a finished bounded run's is +inf.
-    if let Some(watermark) = job_watermark.filter(|w| *w < i64::MAX) {
-        report.set_aside_open(watermark);
+    // its watermark has not reached, unless the end of a bounded run did.
+    if let Some(job) = job_progress.filter(|j| j.watermark_ms < i64::MAX) {
+        report.set_aside_open(job.watermark_ms, &job.delivered);
     }
     if !args.quiet {
         report.print_side_by_side(&mut std::io::stdout());
@@ -171,9 +172,9 @@ pub(super) fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
 /// Only for the embedded sink, whose results are the state directory's
 /// own: a ClickHouse table is rightly verified against, say, the files a
 /// topic was produced from. Skipped when the directory has no checkpoint or
-/// a running job holds it. Returns the watermark of the newest checkpoint
-/// (epoch ms; `i64::MAX` once a bounded run finished), if there is one.
-fn check_verified_state(cfg: &Config, source: &dyn Source) -> anyhow::Result<Option<i64>> {
+/// a running job holds it. Returns how far the job of the newest checkpoint
+/// got, if there is one.
+fn check_verified_state(cfg: &Config, source: &dyn Source) -> anyhow::Result<Option<JobProgress>> {
     let dir = &cfg.checkpoint.state_dir;
     if !dir.join("checkpoints").exists() {
         return Ok(None);
@@ -207,5 +208,32 @@ fn check_verified_state(cfg: &Config, source: &dyn Source) -> anyhow::Result<Opt
             cfg.window.spec()
         );
     }
-    Ok(Some(cp.engine.watermark))
+    let pending: BTreeSet<i64> = cp
+        .pending
+        .iter()
+        .flat_map(|b| b.rows.iter().map(|r| r.window_start))
+        .collect();
+    let slide_ms = cp.engine.spec.slide_ms;
+    let delivered = cp
+        .engine
+        .windows
+        .fired
+        .iter()
+        .map(|(w, _)| (w * slide_ms).div_euclid(1000))
+        .filter(|start| !pending.contains(start))
+        .collect();
+    Ok(Some(JobProgress {
+        watermark_ms: cp.engine.watermark,
+        delivered,
+    }))
+}
+
+/// How far the job whose results are verified got, by its newest checkpoint.
+struct JobProgress {
+    /// Its watermark, epoch ms.
+    watermark_ms: i64,
+    /// The starts (epoch s) of the windows it emitted and the sink
+    /// acknowledged that are still open for late events (a bounded run's
+    /// end emits every window, whatever the watermark).
+    delivered: BTreeSet<i64>,
 }

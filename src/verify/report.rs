@@ -80,9 +80,13 @@ impl VerifyReport {
     /// emitted when the watermark reaches its end, so the missing windows
     /// that end after it are not closed yet and move from `missing` to
     /// `open` (and grouped ones likewise). A window the sink lacks that
-    /// ends at or before the watermark stays missing.
-    pub fn set_aside_open(&mut self, watermark_ms: i64) {
-        let closed = |r: &WindowRow| r.window_end.saturating_mul(1000) <= watermark_ms;
+    /// ends at or before the watermark stays missing, and so does one whose
+    /// start (epoch s) is in `delivered`: the job emitted it (a bounded
+    /// run's end emits every window) and the sink acknowledged it.
+    pub fn set_aside_open(&mut self, watermark_ms: i64, delivered: &BTreeSet<i64>) {
+        let closed = |r: &WindowRow| {
+            r.window_end.saturating_mul(1000) <= watermark_ms || delivered.contains(&r.window_start)
+        };
         let (missing, open) = std::mem::take(&mut self.missing)
             .into_iter()
             .partition(closed);
