@@ -365,21 +365,7 @@ impl Config {
             sections: Vec::new(),
             layers,
         };
-        for (section, key) in [
-            ("kafka", "source.kafka_config"),
-            ("clickhouse", "sink.clickhouse_config"),
-        ] {
-            if let Some(path) = tree::get_str(&probe, key) {
-                let section_tree = tree::read_file(Path::new(&path)).with_context(|| {
-                    format!(
-                        "{key} (from {}) names a section file that cannot be used",
-                        sources.origin_of(key).0
-                    )
-                })?;
-                tree::merge_into(&mut base, section, section_tree);
-                sources.sections.push((section, path));
-            }
-        }
+        sources.read_sections(&probe, &mut base)?;
         tree::apply(&mut base, &sources.layers, &shape)?;
         let config = tree::deserialize(base).map_err(|problems| sources.explain(&problems))?;
         config.validate().map_err(|problems| {
@@ -481,6 +467,32 @@ struct Sources {
 }
 
 impl Sources {
+    /// Merges the section files `probe` names (`source.kafka_config`,
+    /// `sink.clickhouse_config`) into `base`, noting each in `sections`.
+    /// A file that cannot be read names the key that points at it.
+    fn read_sections(
+        &mut self,
+        probe: &serde_yaml_ng::Value,
+        base: &mut serde_yaml_ng::Value,
+    ) -> anyhow::Result<()> {
+        for (section, key) in [
+            ("kafka", "source.kafka_config"),
+            ("clickhouse", "sink.clickhouse_config"),
+        ] {
+            if let Some(path) = tree::get_str(probe, key) {
+                let section_tree = tree::read_file(Path::new(&path)).with_context(|| {
+                    format!(
+                        "{key} (from {}) names a section file that cannot be used",
+                        self.origin_of(key).0
+                    )
+                })?;
+                tree::merge_into(base, section, section_tree);
+                self.sections.push((section, path));
+            }
+        }
+        Ok(())
+    }
+
     /// Where `key`'s value came from: the last layer that set it (or a map
     /// around it, or a key inside it), else its section file, else the file.
     fn origin_of(&self, key: &str) -> (String, Option<&str>) {
