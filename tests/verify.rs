@@ -466,3 +466,86 @@ fn a_window_a_finished_bounded_run_emitted_and_the_sink_lost_is_missing() {
     );
     assert!(!summary.contains("not emitted yet"), "{summary}");
 }
+
+/// A producer 40 s behind the others on the same partition: later than the
+/// out-of-orderness bound, within the allowed lateness. Each of its events
+/// counts in the windows that were not final when it was read (the earlier
+/// one is final for events in the last seconds of their slide), in the job
+/// and in verify's model alike; the expected table is computed here from
+/// that rule alone.
+#[test]
+fn a_producer_behind_within_the_lateness_counts_in_the_windows_not_final_yet() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("in");
+    std::fs::create_dir_all(&dir).unwrap();
+    let spec = spec();
+    let t0 = 1_764_064_800_000i64;
+    let (behind, seconds) = (40_000i64, 600i64);
+    let mut lines = Vec::new();
+    let mut windows: BTreeMap<i64, (u64, u128, std::collections::BTreeSet<String>)> =
+        BTreeMap::new();
+    let mut count = |t: i64, user: &str, watermark: i64| {
+        let last = t.div_euclid(spec.slide_ms) * spec.slide_ms;
+        for start in [last, last - spec.slide_ms] {
+            if watermark < start + spec.size_ms + spec.allowed_lateness_ms {
+                let w = windows.entry(start).or_default();
+                w.0 += 1;
+                w.1 += 100;
+                w.2.insert(user.to_string());
+            }
+        }
+    };
+    let line = |id: String, user: &str, t: i64| {
+        format!(
+            "{{\"event_id\": \"{id}\", \"order_id\": \"o-{id}\", \"user_id\": \"{user}\", \"amount\": 1, \"event_time\": \"{}\"}}",
+            rfc3339(t, 0)
+        )
+    };
+    for i in 0..seconds {
+        // In order: the watermark is this event's time minus the bound.
+        let t = t0 + i * 1000;
+        let user = format!("u{}", i % 37);
+        lines.push(line(format!("on-time-{i}"), &user, t));
+        count(t, &user, i64::MIN);
+        if i * 1000 >= behind {
+            let lag = t - behind;
+            let user = format!("v{}", i % 11);
+            lines.push(line(format!("behind-{i}"), &user, lag));
+            count(lag, &user, t - spec.out_of_orderness_ms);
+        }
+    }
+    std::fs::write(dir.join("p0.jsonl"), lines.join("\n") + "\n").unwrap();
+    let expected: Vec<String> = windows
+        .into_iter()
+        .map(|(start, (cnt, cents, users))| {
+            format!(
+                "{{\"window_start\": {}, \"window_end\": {}, \"order_cnt\": {cnt}, \"gmv_total\": \"{}.{:02}\", \"user_cnt\": {}}}",
+                start / 1000,
+                (start + spec.size_ms) / 1000,
+                cents / 100,
+                cents % 100,
+                users.len()
+            )
+        })
+        .collect();
+    assert!(
+        expected.iter().any(|l| l.contains("\"order_cnt\": 115,")),
+        "the data must leave windows where some events behind counted in one window only"
+    );
+
+    let state = tmp.path().join("state");
+    let log = tmp.path().join("anomalies.log");
+    let source = format!("files:{}", dir.display());
+    output_ok(&mut bounded_embedded(&source, &state, &log));
+    let out = run_ok(&["results", "--state-dir", state.to_str().unwrap()]);
+    assert_same_results(&results_lines(&out), &expected);
+    let out = run_ok(&[
+        "verify",
+        "--state-dir",
+        state.to_str().unwrap(),
+        "--source",
+        &source,
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("all equal"), "{stdout}");
+}
