@@ -358,6 +358,84 @@ fn a_wrong_clock_never_poisons_a_partition() {
     }
 }
 
+/// A producer whose clock is three minutes fast, interleaved with right
+/// ones on every partition: one, two or three of its records in a row,
+/// every twenty lines (about a tenth of the traffic). Each of its records is
+/// `implausible_event_time` (the next right record contradicts it before
+/// three in a row could confirm it), and every right record is counted, in
+/// a live run as in a bounded one. Before three in a row were needed, the
+/// second record of a pair confirmed the first: the partition's watermark
+/// jumped three minutes and its right records came out `late_event`.
+#[test]
+fn a_wrong_clock_interleaved_with_right_ones_never_poisons_its_partitions() {
+    for live_first in [false, true] {
+        let d = dirs();
+        let mut rng = Rng::new(41);
+        let mut counted = Vec::new();
+        let mut expected_anomalies = Vec::new();
+        let mut read = 0;
+        for p in 0..2 {
+            let (right, c) = stream(p, 0, 600, &mut rng);
+            let mut lines = Vec::new();
+            for (i, (l, c)) in right.into_iter().zip(c).enumerate() {
+                if i % 20 == 10 {
+                    for k in 0..(i / 20 % 3 + 1) as i64 {
+                        let t = c.t_ms + 180_000 + k * 300;
+                        expected_anomalies.push((
+                            "implausible_event_time".to_string(),
+                            p as u32,
+                            lines.len() as u64,
+                        ));
+                        lines.push(line(&format!("fast-{p}-{i}-{k}"), "u-fast", 4_200, t));
+                    }
+                }
+                lines.push(l);
+                counted.push(c);
+            }
+            read += lines.len();
+            append(&d.input.join(format!("p{p}.jsonl")), &lines);
+        }
+        expected_anomalies.sort();
+        if live_first {
+            d.live_until_read(read);
+        }
+        d.bounded();
+        assert_same_results(&d.results(), &window_lines(counted));
+        let mut got = anomaly_reasons(&d.log);
+        got.sort();
+        assert_eq!(got, expected_anomalies, "live first: {live_first}");
+        // verify's independent model applies the same rule.
+        d.verify();
+    }
+}
+
+/// A real jump: a partition quiet for ten minutes, then on again. The three
+/// records after the jump confirm it, every record is counted, and the job
+/// says at WARN where its event time jumped (a wrong clock that got through
+/// would show there).
+#[test]
+fn a_real_jump_of_a_partition_is_confirmed_counted_and_logged() {
+    let d = dirs();
+    let mut rng = Rng::new(5);
+    let (mut lines, mut counted) = stream(0, 0, 120, &mut rng);
+    let (later, c) = stream(0, 720, 120, &mut rng);
+    lines.extend(later);
+    counted.extend(c);
+    append(&d.input.join("p0.jsonl"), &lines);
+    let out = d.run(&["--bounded"]).output().unwrap();
+    ok(&out);
+    assert_same_results(&d.results(), &window_lines(counted));
+    assert!(anomaly_reasons(&d.log).is_empty());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let warned: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("event time jumped ahead"))
+        .collect();
+    assert_eq!(warned.len(), 1, "{stderr}");
+    assert!(warned[0].contains("WARN"), "{}", warned[0]);
+    assert!(warned[0].contains("offset=120"), "{}", warned[0]);
+}
+
 #[test]
 fn poison_rows_case_on_files_stores_every_valid_window() {
     let d = dirs();
@@ -547,18 +625,43 @@ impl streamforge::source::Source for Scripted {
 /// bounded run on the same state: the table is one run over the valid
 /// records, and the wrong clock is the only anomaly.
 ///
-/// And the same when the second record that rejects the wrong clock comes
-/// only after the idle timeout: the partition then waits for its own input
-/// and goes idle, but the record behind the wrong clock caps the watermark
-/// as if it had been read.
+/// And a real jump in that partition whose last confirming records come
+/// only after the idle timeout: the partition waits for its own input and
+/// goes idle meanwhile; the records that come then confirm the jump, and
+/// every record is counted, live as in the bounded run.
 #[test]
 fn records_behind_a_wrong_clock_held_by_alignment_are_never_late() {
-    for second_at in [1_000, 5_000] {
-        records_behind_a_wrong_clock(second_at);
-    }
+    // Partition 2: in order, then a record ten minutes ahead that the next
+    // in-order record rejects.
+    let rejected = vec![
+        (0, 6_000),
+        (0, 6_500),
+        (1_000, 14_000),
+        (1_000, 614_000),
+        (1_000, 14_500),
+        (1_000, 15_000),
+    ];
+    records_behind_a_time_jump(rejected, Some(3));
+    // The same jump, real: three records after it agree, the last two
+    // after the idle timeout.
+    let real = vec![
+        (0, 6_000),
+        (0, 6_500),
+        (1_000, 14_000),
+        (1_000, 614_000),
+        (1_000, 614_500),
+        (5_000, 615_000),
+        (5_000, 615_500),
+    ];
+    records_behind_a_time_jump(real, None);
 }
 
-fn records_behind_a_wrong_clock(second_at: u64) {
+/// Runs the script of `records_behind_a_wrong_clock_held_by_alignment_are_never_late`
+/// with `p2` as partition 2 ((clock ms it becomes readable, event time
+/// after T0) per record), live then bounded on the same state; `wrong` is
+/// the offset in `p2` that must be `implausible_event_time`, the only
+/// anomaly; every other record is counted.
+fn records_behind_a_time_jump(p2: Vec<(u64, i64)>, wrong: Option<usize>) {
     use std::sync::atomic::AtomicBool;
     use std::sync::Arc;
     use streamforge::checkpoint::kv::MemoryKv;
@@ -571,9 +674,7 @@ fn records_behind_a_wrong_clock(second_at: u64) {
 
     // (clock ms it becomes readable, event time after T0) per partition:
     // partition 0 is the slowest; 1 runs far ahead, its records held by
-    // alignment; 2 moves just past the alignment drift, then a record ten
-    // minutes ahead arrives with two in-order records that reject it.
-    let wrong = (1_000, 614_000);
+    // alignment; 2 moves just past the alignment drift, then jumps.
     let script: [Vec<(u64, i64)>; 3] = [
         vec![(0, 1_000), (0, 2_000), (1_000, 3_000)],
         vec![
@@ -585,14 +686,7 @@ fn records_behind_a_wrong_clock(second_at: u64) {
             (1_000, 100_000),
             (1_000, 100_500),
         ],
-        vec![
-            (0, 6_000),
-            (0, 6_500),
-            (1_000, 14_000),
-            wrong,
-            (1_000, 14_500),
-            (second_at, 15_000),
-        ],
+        p2,
     ];
     let mut parts = Vec::new();
     let mut counted = Vec::new();
@@ -601,7 +695,7 @@ fn records_behind_a_wrong_clock(second_at: u64) {
         for (o, &(at, dt)) in records.iter().enumerate() {
             let (user, cents) = (format!("u{}", (p * 7 + o) % 5), 1_000 + 37 * o as u64);
             lines.push((at, line(&format!("e{p}-{o}"), &user, cents, T0 + dt)));
-            if (at, dt) != wrong {
+            if (p, Some(o)) != (2, wrong) {
                 counted.push(Counted {
                     t_ms: T0 + dt,
                     user,
@@ -644,10 +738,14 @@ fn records_behind_a_wrong_clock(second_at: u64) {
             fingerprint_seed: Some(7),
         };
         run_in(&cfg, source, sink, &opts, Arc::new(Metrics::new()), env).unwrap();
+        let expected: Vec<_> = wrong
+            .iter()
+            .map(|o| ("implausible_event_time".to_string(), 2, *o as u64))
+            .collect();
         assert_eq!(
             anomaly_reasons(&cfg.anomaly_log),
-            vec![("implausible_event_time".to_string(), 2, 3)],
-            "bounded: {bounded}, second record at {second_at} ms"
+            expected,
+            "bounded: {bounded}"
         );
     }
     let rows = EmbeddedSink::open(&tmp.path().join("sink"))

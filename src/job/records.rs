@@ -3,7 +3,7 @@
 //! confirmation (see `intake`), handled in offset order, anomalies to the
 //! log.
 
-use super::intake::{Decision, HeldRecord};
+use super::intake::{Decision, HeldRecord, JUMP_CONFIRMATIONS};
 use super::{Job, RecordCtx, HOLD_BEFORE_PAUSE};
 use crate::engine::{Lookahead, Prepared, Verdict};
 use crate::source::{RecordBatch, RecordMeta};
@@ -330,7 +330,11 @@ impl Job<'_> {
                         }
                         break;
                     }
-                    Decision::Confirm => {}
+                    Decision::Confirm => {
+                        if known != i64::MIN && !end_of_input {
+                            self.log_confirmed_jump(p, head.offset, t, known);
+                        }
+                    }
                     Decision::Reject => rejected = true,
                 }
             }
@@ -352,6 +356,24 @@ impl Job<'_> {
             }
         }
         Ok(processed)
+    }
+
+    /// Says that partition `p`'s own records confirmed a jump of event time
+    /// at `offset` (to `t_ms`, `known` before): the watermark follows it, so
+    /// if it was a wrong clock after all, the partition's right records
+    /// will be `late_event`.
+    #[cold]
+    fn log_confirmed_jump(&self, p: usize, offset: u64, t_ms: i64, known: i64) {
+        tracing::warn!(
+            source = %self.source.source_name(p as u32),
+            partition = self.source.owned_partition().unwrap_or(p as u32),
+            offset,
+            event_time = %format_rfc3339_ms(t_ms),
+            ahead_s = (t_ms - known) / 1000,
+            "event time jumped ahead: the partition's next {JUMP_CONFIRMATIONS} records agree, \
+             so its watermark follows. If a producer's clock is wrong, the right records \
+             after it will be late_event (docs/semantics.md, Wrong clocks)"
+        );
     }
 
     /// Caps the watermark below every record waiting for confirmation (so
