@@ -39,8 +39,9 @@
 //!    judged by the next valid events of its partition, read ahead in the
 //!    model's copy of the input: three in a row at most `max_jump` below
 //!    it (or above) confirm it, the first further below rejects it; fewer
-//!    than three left, all agreeing, let it stand; with none after it, it
-//!    stands if it has a record timestamp (which the first rule
+//!    than three left, all agreeing, let it stand (a partition's first
+//!    record with nothing known: most of the next three, a tie confirming);
+//!    with none after it, it stands if it has a record timestamp (which the first rule
 //!    already held it to), else unless it is more than
 //!    `max_ahead_of_record` ahead of what was known.
 //! 8. Windows: a `BTreeMap` from window start to (count, cents, set of user
@@ -468,10 +469,15 @@ fn implausible(
         } if storable(*t_ms, spec) && !ahead_of_record(*t_ms, *record_ms) => Some(*t_ms),
         _ => None,
     });
-    // Three in a row must agree; the first further below rejects.
+    // The next three: for a jump, all must agree; for a partition's first
+    // record with nothing known, most of them.
     let agrees = |v: i64| v >= t.saturating_sub(b.max_jump_ms);
     let next: Vec<i64> = later.take(3).collect();
-    if next.iter().any(|v| !agrees(*v)) {
+    let below = next.iter().filter(|v| !agrees(**v)).count();
+    if known == i64::MIN {
+        return below > next.len() - below;
+    }
+    if below > 0 {
         return true;
     }
     next.is_empty()

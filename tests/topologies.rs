@@ -436,6 +436,42 @@ fn a_real_jump_of_a_partition_is_confirmed_counted_and_logged() {
     assert!(warned[0].contains("offset=120"), "{}", warned[0]);
 }
 
+/// A producer five minutes behind the others on a partition, a fifth of
+/// its records: each is `late_event`, and the job says at WARN what share
+/// of what it read was late, once (it repeats at most once a minute).
+#[test]
+fn a_high_share_of_late_records_is_said_at_warn() {
+    let d = dirs();
+    let mut rng = Rng::new(9);
+    let (right, counted) = stream(0, 400, 2_000, &mut rng);
+    let mut lines = Vec::new();
+    let mut late = 0;
+    for (i, (l, c)) in right.into_iter().zip(&counted).enumerate() {
+        lines.push(l);
+        if i % 4 == 0 {
+            lines.push(line(&format!("behind-{i}"), "u-b", 100, c.t_ms - 300_000));
+            late += 1;
+        }
+    }
+    append(&d.input.join("p0.jsonl"), &lines);
+    let out = d
+        .run(&["--bounded", "--checkpoint-events", "500"])
+        .output()
+        .unwrap();
+    ok(&out);
+    assert_same_results(&d.results(), &window_lines(counted));
+    let reasons = anomaly_reasons(&d.log);
+    assert_eq!(reasons.len(), late);
+    assert!(reasons.iter().all(|(r, _, _)| r == "late_event"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let warned: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("were late_event"))
+        .collect();
+    assert_eq!(warned.len(), 1, "{stderr}");
+    assert!(warned[0].contains("WARN") && warned[0].contains("% of the records"));
+}
+
 #[test]
 fn poison_rows_case_on_files_stores_every_valid_window() {
     let d = dirs();

@@ -40,7 +40,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use anyhow::Context;
-use tracing::info;
+use tracing::{info, warn};
 
 use super::{FinalState, InFlight, Job, RecordCtx};
 use crate::checkpoint::{Checkpoint, Delta, PendingBatch};
@@ -263,6 +263,22 @@ impl Job<'_> {
             pending_rows,
             "checkpoint committed"
         );
+        if let Some(s) = self
+            .late_watch
+            .look(&self.engine.counters, self.clock.now())
+        {
+            warn!(
+                late = s.late,
+                read = s.read,
+                over = ?s.over,
+                "{:.1} % of the records read since the last such look were late_event (their \
+                 windows were already final): a producer far behind the others, a wrong clock \
+                 that moved a partition's watermark (see 'event time jumped ahead'), or \
+                 window.out_of_orderness and allowed_lateness too small for this topic. \
+                 They are in the anomaly log; `streamforge replay` can count them in",
+                100.0 * s.late as f64 / s.read.max(1) as f64
+            );
+        }
         Ok(())
     }
 }

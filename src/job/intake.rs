@@ -23,7 +23,8 @@
 //!    partition's time really moved on); the first one further below
 //!    rejects it as `implausible_event_time` (the partition's time did not
 //!    move: a wrong clock, even one that sends several records, interleaved
-//!    with right ones). The rest of the job catching up with it (the
+//!    with right ones). A partition's first record with nothing known yet
+//!    is decided by two of the next three instead. The rest of the job catching up with it (the
 //!    watermark reaching its time minus `max_time_jump`) also confirms it;
 //!    the watermark is capped there meanwhile, so a confirmed record is never
 //!    late for having waited. At the end of a bounded input, a record still
@@ -132,11 +133,22 @@ impl TimeGuard {
 
     /// Decides an unconfirmed event at `t_ms` (record timestamp
     /// `record_ms`, epoch ms; `i64::MIN`: none) from the event times of the
-    /// valid records after it in its partition (`later`, in offset order).
-    /// At the end of the input with nothing after it, the record is
+    /// valid records after it in its partition (`later`, in offset order),
+    /// the next [`JUMP_CONFIRMATIONS`] of them:
+    ///
+    /// * a jump (`known`, what the job had seen, is an event time): all of
+    ///   them must agree (at most `max_time_jump` below it, or above); the
+    ///   first that does not rejects it;
+    /// * a partition's first record with nothing known yet: most of them
+    ///   decide, so a producer behind the others at the very start does not
+    ///   reject the first record (a wrong clock there would need two of the
+    ///   next three to be wrong too).
+    ///
+    /// At the end of the input, fewer records after it decide by the same
+    /// count, ties confirming; with nothing after it, the record is
     /// confirmed if its own record timestamp vouches for it (rule 1 already
-    /// held it to that), else unless it is further ahead of `known` (what
-    /// the job had seen) than a record timestamp would allow.
+    /// held it to that), else unless it is further ahead of `known` than a
+    /// record timestamp would allow.
     pub fn decide(
         &self,
         t_ms: i64,
@@ -146,20 +158,34 @@ impl TimeGuard {
         end_of_input: bool,
     ) -> Decision {
         let agrees = |v: i64| v >= t_ms.saturating_sub(self.max_jump_ms);
-        let mut agreeing = 0;
+        let majority = JUMP_CONFIRMATIONS / 2 + 1;
+        let first = known == i64::MIN;
+        let (mut agreeing, mut below) = (0, 0);
         for v in later.take(JUMP_CONFIRMATIONS) {
-            if !agrees(v) {
+            if agrees(v) {
+                agreeing += 1;
+            } else {
+                below += 1;
+            }
+            if below > 0 && !first || below >= majority {
                 return Decision::Reject;
             }
-            agreeing += 1;
+            if first && agreeing >= majority {
+                return Decision::Confirm;
+            }
         }
         if agreeing == JUMP_CONFIRMATIONS {
             Decision::Confirm
         } else if !end_of_input {
             Decision::Wait
-        } else if agreeing > 0
-            || record_ms != i64::MIN
-            || known == i64::MIN
+        } else if agreeing + below > 0 {
+            if agreeing >= below {
+                Decision::Confirm
+            } else {
+                Decision::Reject
+            }
+        } else if record_ms != i64::MIN
+            || first
             || t_ms <= known.saturating_add(self.max_ahead_of_record_ms)
         {
             Decision::Confirm
@@ -314,5 +340,20 @@ mod tests {
         assert_eq!(d(&[t - 65_000], true), Decision::Confirm);
         assert_eq!(d(&[t, t + 1], true), Decision::Confirm);
         assert_eq!(d(&[t - 65_001], true), Decision::Reject);
+
+        // A partition's first record, nothing known: two of three decide.
+        let first = |later: &[i64], end| GUARD.decide(t, none, later.iter().copied(), none, end);
+        assert_eq!(first(&[0], false), Decision::Wait);
+        assert_eq!(first(&[0, t], false), Decision::Wait);
+        assert_eq!(
+            first(&[0, t, t + 1], false),
+            Decision::Confirm,
+            "a producer behind the others at the start"
+        );
+        assert_eq!(first(&[t, t + 1], false), Decision::Confirm);
+        assert_eq!(first(&[0, 1], false), Decision::Reject);
+        assert_eq!(first(&[t, 0, 1], false), Decision::Reject);
+        assert_eq!(first(&[0, t], true), Decision::Confirm, "a tie at the end");
+        assert_eq!(first(&[0], true), Decision::Reject);
     }
 }

@@ -40,6 +40,7 @@
 
 mod barrier;
 mod intake;
+mod late_watch;
 mod partitions;
 mod records;
 mod sink_health;
@@ -217,6 +218,8 @@ struct Job<'a> {
     report: JobReport,
     /// Parse big batches on all cores (not in the one-thread mode).
     parallel_parse: bool,
+    /// The share of late records, looked at every checkpoint.
+    late_watch: late_watch::LateWatch,
 }
 
 /// What the job does once a checkpoint handed to the committer is durable.

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use tracing::{error, info, warn};
 
+use super::late_watch::LateWatch;
 use super::{Discovery, Environment, InFlight, Job, JobOptions, JobReport, Slot, TimeGuard};
 use crate::anomaly_log::AnomalyLog;
 use crate::checkpoint::committer::Committer;
@@ -103,6 +104,7 @@ pub fn run_in(
         metrics,
         report,
         parallel_parse: !env.inline,
+        late_watch: LateWatch::default(),
     };
     job.refresh_ceiling();
     let outcome = if fresh {
