@@ -39,8 +39,10 @@
 //!    judged by the next valid events of its partition, read ahead in the
 //!    model's copy of the input: three in a row at most `max_jump` below
 //!    it (or above) confirm it, the first further below rejects it; fewer
-//!    than three left, all agreeing, let it stand (a partition's first
-//!    record with nothing known: most of the next three, a tie confirming);
+//!    than three left, all agreeing, let it stand; records more than
+//!    `max_jump` behind the partition's highest time are stragglers and
+//!    not looked at (a partition's first record: the first of the next two
+//!    that agrees confirms it, two that do not reject it);
 //!    with none after it, it stands if it has a record timestamp (which the first rule
 //!    already held it to), else unless it is more than
 //!    `max_ahead_of_record` ahead of what was known.
@@ -365,7 +367,7 @@ impl Model {
             return None;
         }
         // Point 7: wrong clocks.
-        let known = max_seen.max(watermark);
+        let known = (max_seen.max(watermark), max_seen);
         if implausible(t, *record_ms, known, after, self.bounds, &spec) {
             self.anomaly("implausible_event_time");
             return None;
@@ -446,7 +448,7 @@ fn storable(t: i64, spec: &WindowSpec) -> bool {
 fn implausible(
     t: i64,
     record_ms: i64,
-    known: i64,
+    (known, own): (i64, i64),
     after: &[(u64, Rec)],
     b: ClockBounds,
     spec: &WindowSpec,
@@ -469,13 +471,16 @@ fn implausible(
         } if storable(*t_ms, spec) && !ahead_of_record(*t_ms, *record_ms) => Some(*t_ms),
         _ => None,
     });
-    // The next three: for a jump, all must agree; for a partition's first
-    // record with nothing known, most of them.
+    // The next three, stragglers (far behind the partition's own highest
+    // time) left out: for a jump, all must agree; for a partition's first
+    // record, most of them.
     let agrees = |v: i64| v >= t.saturating_sub(b.max_jump_ms);
-    let next: Vec<i64> = later.take(3).collect();
+    let straggler = |v: i64| own != i64::MIN && v < own.saturating_sub(b.max_jump_ms);
+    let next: Vec<i64> = later.filter(|v| !straggler(*v)).take(3).collect();
     let below = next.iter().filter(|v| !agrees(**v)).count();
-    if known == i64::MIN {
-        return below > next.len() - below;
+    if own == i64::MIN && !next.is_empty() {
+        // The first of the next two that agrees confirms it.
+        return next.iter().take(2).all(|v| !agrees(*v));
     }
     if below > 0 {
         return true;

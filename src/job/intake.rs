@@ -23,8 +23,9 @@
 //!    partition's time really moved on); the first one further below
 //!    rejects it as `implausible_event_time` (the partition's time did not
 //!    move: a wrong clock, even one that sends several records, interleaved
-//!    with right ones). A partition's first record with nothing known yet
-//!    is decided by two of the next three instead. The rest of the job catching up with it (the
+//!    with right ones). A partition's first record (it has no clock yet) is
+//!    confirmed by the first of its next two records that agrees, and
+//!    rejected by two that do not. The rest of the job catching up with it (the
 //!    watermark reaching its time minus `max_time_jump`) also confirms it;
 //!    the watermark is capped there meanwhile, so a confirmed record is never
 //!    late for having waited. At the end of a bounded input, a record still
@@ -64,6 +65,12 @@ use crate::window::WindowSpec;
 /// and one more records in a row to a partition to be taken for real time:
 /// at a share `s` of a partition's records, about `s^3` per wrong record.
 pub const JUMP_CONFIRMATIONS: usize = 3;
+
+/// A partition's first record (no clock yet) is confirmed by the first of
+/// its next records that agrees, and rejected by this many that do not: a
+/// producer behind the others at the very start does not reject it, and it
+/// is decided by two records, not three.
+const FIRST_RECORD_REJECTIONS: usize = 2;
 
 /// What the guard decides for an unconfirmed record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,43 +141,47 @@ impl TimeGuard {
     /// Decides an unconfirmed event at `t_ms` (record timestamp
     /// `record_ms`, epoch ms; `i64::MIN`: none) from the event times of the
     /// valid records after it in its partition (`later`, in offset order),
-    /// the next [`JUMP_CONFIRMATIONS`] of them:
+    /// given `known` (the larger of the partition's clock and the job
+    /// watermark) and `own` (the partition's clock; `i64::MIN`: it has
+    /// none yet):
     ///
-    /// * a jump (`known`, what the job had seen, is an event time): all of
-    ///   them must agree (at most `max_time_jump` below it, or above); the
-    ///   first that does not rejects it;
-    /// * a partition's first record with nothing known yet: most of them
-    ///   decide, so a producer behind the others at the very start does not
-    ///   reject the first record (a wrong clock there would need two of the
-    ///   next three to be wrong too).
+    /// * a jump of a partition under way: the next [`JUMP_CONFIRMATIONS`]
+    ///   records that speak to it must all agree (at most `max_time_jump`
+    ///   below it, or above); the first that contradicts it (at or near the
+    ///   partition's clock: its time did not move) rejects it. A straggler
+    ///   more than `max_time_jump` behind the partition's clock (a late
+    ///   retry) says nothing either way;
+    /// * a partition's first record: the first of the next two that agrees
+    ///   confirms it, two that do not reject it (see
+    ///   [`FIRST_RECORD_REJECTIONS`]).
     ///
     /// At the end of the input, fewer records after it decide by the same
-    /// count, ties confirming; with nothing after it, the record is
-    /// confirmed if its own record timestamp vouches for it (rule 1 already
-    /// held it to that), else unless it is further ahead of `known` than a
-    /// record timestamp would allow.
+    /// count, ties confirming; with none after it, the record is confirmed
+    /// if its own record timestamp vouches for it (rule 1 already held it
+    /// to that), else unless it is further ahead of `known` than a record
+    /// timestamp would allow.
     pub fn decide(
         &self,
         t_ms: i64,
         record_ms: i64,
         later: impl Iterator<Item = i64>,
-        known: i64,
+        (known, own): (i64, i64),
         end_of_input: bool,
     ) -> Decision {
         let agrees = |v: i64| v >= t_ms.saturating_sub(self.max_jump_ms);
-        let majority = JUMP_CONFIRMATIONS / 2 + 1;
-        let first = known == i64::MIN;
+        let straggler = |v: i64| own != i64::MIN && v < own.saturating_sub(self.max_jump_ms);
+        let first = own == i64::MIN;
         let (mut agreeing, mut below) = (0, 0);
-        for v in later.take(JUMP_CONFIRMATIONS) {
+        for v in later.filter(|v| !straggler(*v)).take(JUMP_CONFIRMATIONS) {
             if agrees(v) {
                 agreeing += 1;
             } else {
                 below += 1;
             }
-            if below > 0 && !first || below >= majority {
+            if below > 0 && !first || below >= FIRST_RECORD_REJECTIONS {
                 return Decision::Reject;
             }
-            if first && agreeing >= majority {
+            if first && agreeing > 0 {
                 return Decision::Confirm;
             }
         }
@@ -185,7 +196,7 @@ impl TimeGuard {
                 Decision::Reject
             }
         } else if record_ms != i64::MIN
-            || first
+            || known == i64::MIN
             || t_ms <= known.saturating_add(self.max_ahead_of_record_ms)
         {
             Decision::Confirm
@@ -226,6 +237,11 @@ impl Held {
 
     pub fn push(&mut self, record: HeldRecord) {
         self.queue.push_back(record);
+    }
+
+    /// The offset of the last record held.
+    pub fn last_offset(&self) -> Option<u64> {
+        self.queue.back().map(|r| r.offset)
     }
 
     pub fn front(&self) -> Option<&HeldRecord> {
@@ -298,10 +314,19 @@ mod tests {
     fn decisions() {
         let t = 1_000_000;
         let none = i64::MIN;
-        let d = |later: &[i64], end| GUARD.decide(t, none, later.iter().copied(), t - 100_000, end);
+        let d = |later: &[i64], end| {
+            GUARD.decide(
+                t,
+                none,
+                later.iter().copied(),
+                (t - 100_000, t - 100_000),
+                end,
+            )
+        };
         assert_eq!(d(&[], false), Decision::Wait);
         assert_eq!(d(&[], true), Decision::Confirm);
-        let far = |known, record_ms| GUARD.decide(t, record_ms, std::iter::empty(), known, true);
+        let far =
+            |known, record_ms| GUARD.decide(t, record_ms, std::iter::empty(), (known, known), true);
         assert_eq!(far(t - 3_600_000, none), Decision::Confirm);
         assert_eq!(
             far(t - 3_600_001, none),
@@ -314,7 +339,13 @@ mod tests {
             "alone at the end after a quiet hour, its own record timestamp vouching for it"
         );
         assert_eq!(
-            GUARD.decide(t, t, [t - 65_001].into_iter(), t - 100_000, true),
+            GUARD.decide(
+                t,
+                t,
+                [t - 65_001].into_iter(),
+                (t - 100_000, t - 100_000),
+                true
+            ),
             Decision::Reject,
             "a record timestamp does not outvote a record after it"
         );
@@ -331,29 +362,32 @@ mod tests {
         // ... and the first one further below rejects it.
         assert_eq!(d(&[t - 65_001], false), Decision::Reject);
         assert_eq!(
-            d(&[t + 5, 0, t], false),
+            d(&[t + 5, t - 100_000, t], false),
             Decision::Reject,
             "another record of the same wrong clock does not confirm it"
         );
-        assert_eq!(d(&[t, t + 1, 0], false), Decision::Reject);
+        assert_eq!(d(&[t, t + 1, t - 99_000], false), Decision::Reject);
         // At the end of the input, what agreed stands.
         assert_eq!(d(&[t - 65_000], true), Decision::Confirm);
         assert_eq!(d(&[t, t + 1], true), Decision::Confirm);
         assert_eq!(d(&[t - 65_001], true), Decision::Reject);
+        // A straggler far behind the partition's clock (t - 100 s) is
+        // neither for nor against.
+        assert_eq!(d(&[t - 165_001, t, t, t], false), Decision::Confirm);
+        assert_eq!(d(&[t - 165_001, t - 100_000], false), Decision::Reject);
+        assert_eq!(d(&[t - 165_001], true), Decision::Confirm);
 
-        // A partition's first record, nothing known: two of three decide.
-        let first = |later: &[i64], end| GUARD.decide(t, none, later.iter().copied(), none, end);
+        // A partition's first record: the first of two that agrees decides.
+        let first =
+            |later: &[i64], end| GUARD.decide(t, none, later.iter().copied(), (none, none), end);
         assert_eq!(first(&[0], false), Decision::Wait);
-        assert_eq!(first(&[0, t], false), Decision::Wait);
         assert_eq!(
-            first(&[0, t, t + 1], false),
+            first(&[0, t], false),
             Decision::Confirm,
             "a producer behind the others at the start"
         );
-        assert_eq!(first(&[t, t + 1], false), Decision::Confirm);
+        assert_eq!(first(&[t], false), Decision::Confirm);
         assert_eq!(first(&[0, 1], false), Decision::Reject);
-        assert_eq!(first(&[t, 0, 1], false), Decision::Reject);
-        assert_eq!(first(&[0, t], true), Decision::Confirm, "a tie at the end");
         assert_eq!(first(&[0], true), Decision::Reject);
     }
 }
