@@ -107,3 +107,31 @@ fn a_missing_section_file_names_the_key_that_points_at_it() {
         "{err}"
     );
 }
+
+/// A value that reads but fails a check names where it came from too; one
+/// the config file sets says nothing more (the header names the file).
+#[test]
+fn a_value_that_fails_a_check_names_where_it_came_from() {
+    let err = config_error(&["--set", "checkpoint.keep=0"], &[]);
+    assert!(
+        err.contains("checkpoint.keep must be at least 1 (from --set checkpoint.keep"),
+        "{err}"
+    );
+    let err = config_error(&[], &[("STREAMFORGE__BATCH_SIZE", "0")]);
+    assert!(
+        err.contains(
+            "batch_size must be at least 1 (from environment variable STREAMFORGE__BATCH_SIZE)"
+        ),
+        "{err}"
+    );
+    let err = config_error(
+        &["--set", "window.size=60s", "--set", "window.slide=45s"],
+        &[],
+    );
+    assert!(
+        err.contains(
+            "window.size must be a whole multiple of window.slide (from --set window.size"
+        ),
+        "{err}"
+    );
+}

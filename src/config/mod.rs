@@ -369,6 +369,7 @@ impl Config {
         tree::apply(&mut base, &sources.layers, &shape)?;
         let config = tree::deserialize(base).map_err(|problems| sources.explain(&problems))?;
         config.validate().map_err(|problems| {
+            let problems: Vec<String> = problems.iter().map(|p| sources.locate(p)).collect();
             anyhow!(
                 "configuration ({origin}, with environment and flags) is invalid:\n  - {}",
                 problems.join("\n  - ")
@@ -511,6 +512,25 @@ impl Sources {
             }
         }
         (self.file.clone(), None)
+    }
+
+    /// `problem`, a check's message that begins with the key it is about,
+    /// with where that key's value came from when it is not the config
+    /// file itself (a flag, an environment variable, a section file).
+    fn locate(&self, problem: &str) -> String {
+        let key: String = problem
+            .chars()
+            .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_' || *c == '.')
+            .collect();
+        if key.is_empty() || !problem[key.len()..].starts_with(' ') {
+            return problem.to_string();
+        }
+        let (origin, _) = self.origin_of(&key);
+        if origin == self.file {
+            problem.to_string()
+        } else {
+            format!("{problem} (from {origin})")
+        }
     }
 
     /// One error listing every problem, each with its key, where its value
