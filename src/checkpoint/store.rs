@@ -132,14 +132,10 @@ impl CheckpointStore {
                  unreadable)"
             );
         }
-        let db = sled::Config::new()
-            .path(&path)
-            .mode(sled::Mode::LowSpace)
-            .open()
-            .map_err(|source| CheckpointError::Open {
-                path: path.clone(),
-                source,
-            })?;
+        let db = open_sled(&path).map_err(|source| CheckpointError::Open {
+            path: path.clone(),
+            source,
+        })?;
         Ok(CheckpointStore {
             db: kv::Kv::Sled(db),
             path,
@@ -261,5 +257,31 @@ impl CheckpointStore {
         }
         self.db.flush().map_err(|e| self.io(e))?;
         Ok(())
+    }
+}
+
+/// Opens sled at `path`. sled releases its file lock from a background
+/// thread a moment after the last handle of a store is dropped, so a store
+/// closed and opened again in one process (a restart in tests, a replay
+/// after a run) can find it still held: that is retried for up to a second.
+/// A lock another process holds is still refused after that second.
+fn open_sled(path: &Path) -> Result<sled::Db, sled::Error> {
+    let mut waited = std::time::Duration::ZERO;
+    loop {
+        match sled::Config::new()
+            .path(path)
+            .mode(sled::Mode::LowSpace)
+            .open()
+        {
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && waited < std::time::Duration::from_secs(1) =>
+            {
+                let step = std::time::Duration::from_millis(20);
+                std::thread::sleep(step);
+                waited += step;
+            }
+            other => return other,
+        }
     }
 }

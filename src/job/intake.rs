@@ -18,18 +18,13 @@
 //!    `max_time_jump` ahead of both its partition's clock and the job
 //!    watermark is *unconfirmed*. It is held, with every record of its
 //!    partition behind it, until the partition's next valid records say
-//!    whether the jump is real: [`JUMP_CONFIRMATIONS`] of them in a row,
-//!    each within `max_time_jump` below it or above, confirm it (the
-//!    partition's time really moved on); the first one further below
-//!    rejects it as `implausible_event_time` (the partition's time did not
-//!    move: a wrong clock, even one that sends several records, interleaved
-//!    with right ones). A partition's first record (it has no clock yet) is
-//!    confirmed by the first of its next two records that agrees, and
-//!    rejected by two that do not. The rest of the job catching up with it (the
+//!    whether the jump is real: the first or the second of them within
+//!    `max_time_jump` below it confirms it; two further below reject it as
+//!    `implausible_event_time`. The rest of the job catching up with it (the
 //!    watermark reaching its time minus `max_time_jump`) also confirms it;
 //!    the watermark is capped there meanwhile, so a confirmed record is never
 //!    late for having waited. At the end of a bounded input, a record still
-//!    unconfirmed is confirmed, unless a record after it contradicts it or,
+//!    unconfirmed is confirmed, unless a later record contradicts it or,
 //!    with nothing after it and no record timestamp of its own, it is
 //!    further ahead of what the job has seen than `max_ahead_of_record_time`.
 //!    A record timestamp that rule 1 accepted vouches for a last record: a
@@ -57,20 +52,6 @@ use crate::config::WindowConfig;
 use crate::engine::Prepared;
 use crate::event::Reason;
 use crate::window::WindowSpec;
-
-/// How many valid records of its partition must follow an unconfirmed
-/// record, every one of them within `max_time_jump` below it or above, for
-/// the partition to confirm it (the first that is further below rejects
-/// it). A wrong clock interleaved with right ones must then send this many
-/// and one more records in a row to a partition to be taken for real time:
-/// at a share `s` of a partition's records, about `s^3` per wrong record.
-pub const JUMP_CONFIRMATIONS: usize = 3;
-
-/// A partition's first record (no clock yet) is confirmed by the first of
-/// its next records that agrees, and rejected by this many that do not: a
-/// producer behind the others at the very start does not reject it, and it
-/// is decided by two records, not three.
-const FIRST_RECORD_REJECTIONS: usize = 2;
 
 /// What the guard decides for an unconfirmed record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,68 +121,36 @@ impl TimeGuard {
 
     /// Decides an unconfirmed event at `t_ms` (record timestamp
     /// `record_ms`, epoch ms; `i64::MIN`: none) from the event times of the
-    /// valid records after it in its partition (`later`, in offset order),
-    /// given `known` (the larger of the partition's clock and the job
-    /// watermark) and `own` (the partition's clock; `i64::MIN`: it has
-    /// none yet):
-    ///
-    /// * a jump of a partition under way: the next [`JUMP_CONFIRMATIONS`]
-    ///   records that speak to it must all agree (at most `max_time_jump`
-    ///   below it, or above); the first that contradicts it (at or near the
-    ///   partition's clock: its time did not move) rejects it. A straggler
-    ///   more than `max_time_jump` behind the partition's clock (a late
-    ///   retry) says nothing either way;
-    /// * a partition's first record: the first of the next two that agrees
-    ///   confirms it, two that do not reject it (see
-    ///   [`FIRST_RECORD_REJECTIONS`]).
-    ///
-    /// At the end of the input, fewer records after it decide by the same
-    /// count, ties confirming; with none after it, the record is confirmed
-    /// if its own record timestamp vouches for it (rule 1 already held it
-    /// to that), else unless it is further ahead of `known` than a record
-    /// timestamp would allow.
+    /// valid records after it in its partition (`later`, in offset order).
+    /// At the end of the input with nothing after it, the record is
+    /// confirmed if its own record timestamp vouches for it (rule 1 already
+    /// held it to that), else unless it is further ahead of `known` (what
+    /// the job had seen) than a record timestamp would allow.
     pub fn decide(
         &self,
         t_ms: i64,
         record_ms: i64,
-        later: impl Iterator<Item = i64>,
-        (known, own): (i64, i64),
+        mut later: impl Iterator<Item = i64>,
+        known: i64,
         end_of_input: bool,
     ) -> Decision {
         let agrees = |v: i64| v >= t_ms.saturating_sub(self.max_jump_ms);
-        let straggler = |v: i64| own != i64::MIN && v < own.saturating_sub(self.max_jump_ms);
-        let first = own == i64::MIN;
-        let (mut agreeing, mut below) = (0, 0);
-        for v in later.filter(|v| !straggler(*v)).take(JUMP_CONFIRMATIONS) {
-            if agrees(v) {
-                agreeing += 1;
-            } else {
-                below += 1;
+        match (later.next(), later.next()) {
+            (Some(a), _) if agrees(a) => Decision::Confirm,
+            (Some(_), Some(b)) if agrees(b) => Decision::Confirm,
+            (Some(_), Some(_)) => Decision::Reject,
+            (Some(_), None) if end_of_input => Decision::Reject,
+            (None, None) if end_of_input => {
+                if record_ms != i64::MIN
+                    || known == i64::MIN
+                    || t_ms <= known.saturating_add(self.max_ahead_of_record_ms)
+                {
+                    Decision::Confirm
+                } else {
+                    Decision::Reject
+                }
             }
-            if below > 0 && !first || below >= FIRST_RECORD_REJECTIONS {
-                return Decision::Reject;
-            }
-            if first && agreeing > 0 {
-                return Decision::Confirm;
-            }
-        }
-        if agreeing == JUMP_CONFIRMATIONS {
-            Decision::Confirm
-        } else if !end_of_input {
-            Decision::Wait
-        } else if agreeing + below > 0 {
-            if agreeing >= below {
-                Decision::Confirm
-            } else {
-                Decision::Reject
-            }
-        } else if record_ms != i64::MIN
-            || known == i64::MIN
-            || t_ms <= known.saturating_add(self.max_ahead_of_record_ms)
-        {
-            Decision::Confirm
-        } else {
-            Decision::Reject
+            _ => Decision::Wait,
         }
     }
 }
@@ -237,11 +186,6 @@ impl Held {
 
     pub fn push(&mut self, record: HeldRecord) {
         self.queue.push_back(record);
-    }
-
-    /// The offset of the last record held.
-    pub fn last_offset(&self) -> Option<u64> {
-        self.queue.back().map(|r| r.offset)
     }
 
     pub fn front(&self) -> Option<&HeldRecord> {
@@ -314,19 +258,10 @@ mod tests {
     fn decisions() {
         let t = 1_000_000;
         let none = i64::MIN;
-        let d = |later: &[i64], end| {
-            GUARD.decide(
-                t,
-                none,
-                later.iter().copied(),
-                (t - 100_000, t - 100_000),
-                end,
-            )
-        };
+        let d = |later: &[i64], end| GUARD.decide(t, none, later.iter().copied(), t - 100_000, end);
         assert_eq!(d(&[], false), Decision::Wait);
         assert_eq!(d(&[], true), Decision::Confirm);
-        let far =
-            |known, record_ms| GUARD.decide(t, record_ms, std::iter::empty(), (known, known), true);
+        let far = |known, record_ms| GUARD.decide(t, record_ms, std::iter::empty(), known, true);
         assert_eq!(far(t - 3_600_000, none), Decision::Confirm);
         assert_eq!(
             far(t - 3_600_001, none),
@@ -339,13 +274,7 @@ mod tests {
             "alone at the end after a quiet hour, its own record timestamp vouching for it"
         );
         assert_eq!(
-            GUARD.decide(
-                t,
-                t,
-                [t - 65_001].into_iter(),
-                (t - 100_000, t - 100_000),
-                true
-            ),
+            GUARD.decide(t, t, [t - 65_001].into_iter(), t - 100_000, true),
             Decision::Reject,
             "a record timestamp does not outvote a record after it"
         );
@@ -354,40 +283,10 @@ mod tests {
             Decision::Confirm,
             "nothing to compare with"
         );
-        // The next three valid records confirm it if every one agrees...
-        assert_eq!(d(&[t - 65_000], false), Decision::Wait);
-        assert_eq!(d(&[t - 65_000, t + 5], false), Decision::Wait);
-        assert_eq!(d(&[t - 65_000, t + 5, t], false), Decision::Confirm);
-        assert_eq!(d(&[t - 65_000, t + 5, t, 0], false), Decision::Confirm);
-        // ... and the first one further below rejects it.
-        assert_eq!(d(&[t - 65_001], false), Decision::Reject);
-        assert_eq!(
-            d(&[t + 5, t - 100_000, t], false),
-            Decision::Reject,
-            "another record of the same wrong clock does not confirm it"
-        );
-        assert_eq!(d(&[t, t + 1, t - 99_000], false), Decision::Reject);
-        // At the end of the input, what agreed stands.
-        assert_eq!(d(&[t - 65_000], true), Decision::Confirm);
-        assert_eq!(d(&[t, t + 1], true), Decision::Confirm);
+        assert_eq!(d(&[t - 65_000], false), Decision::Confirm);
+        assert_eq!(d(&[t - 65_001], false), Decision::Wait);
         assert_eq!(d(&[t - 65_001], true), Decision::Reject);
-        // A straggler far behind the partition's clock (t - 100 s) is
-        // neither for nor against.
-        assert_eq!(d(&[t - 165_001, t, t, t], false), Decision::Confirm);
-        assert_eq!(d(&[t - 165_001, t - 100_000], false), Decision::Reject);
-        assert_eq!(d(&[t - 165_001], true), Decision::Confirm);
-
-        // A partition's first record: the first of two that agrees decides.
-        let first =
-            |later: &[i64], end| GUARD.decide(t, none, later.iter().copied(), (none, none), end);
-        assert_eq!(first(&[0], false), Decision::Wait);
-        assert_eq!(
-            first(&[0, t], false),
-            Decision::Confirm,
-            "a producer behind the others at the start"
-        );
-        assert_eq!(first(&[t], false), Decision::Confirm);
-        assert_eq!(first(&[0, 1], false), Decision::Reject);
-        assert_eq!(first(&[0], true), Decision::Reject);
+        assert_eq!(d(&[0, t + 5], false), Decision::Confirm);
+        assert_eq!(d(&[0, 1], false), Decision::Reject);
     }
 }
