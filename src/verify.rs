@@ -37,11 +37,17 @@
 //!    `max_jump` ahead of both its partition's highest event time and the
 //!    watermark (or the first of its partition before any watermark) is
 //!    judged by the next valid events of its partition, read ahead in the
-//!    model's copy of the input: the first or second at most `max_jump`
-//!    below it confirms it, two further below reject it; with none after
-//!    it, it stands if it has a record timestamp (which the first rule
-//!    already held it to), else unless it is more than
-//!    `max_ahead_of_record` ahead of what was known.
+//!    model's copy of the input: each that is at most `max_jump` below it
+//!    (or above) votes for it, each further below against; once the votes
+//!    for lead by 5 it stands, once those against lead by 2 it does not;
+//!    after 64 votes, or when they run out, the side that leads decides
+//!    (a tie: against after 64, for when they ran out); records more than
+//!    `max_jump` behind the partition's highest time are stragglers and
+//!    do not vote (a partition's first record: the first vote for it lets
+//!    it stand, two against reject it); with none after it, it stands if
+//!    it has a record timestamp (which the first rule already held it
+//!    to), else unless it is more than `max_ahead_of_record` ahead of what
+//!    was known.
 //! 8. Windows: a `BTreeMap` from window start to (count, cents, set of user
 //!    ids as full strings); each accepted event is added to every window that
 //!    holds it and is not final yet (`watermark < start + size +
@@ -357,14 +363,14 @@ impl Model {
         let (t, spec) = (*t, self.spec);
         let slide = t.div_euclid(spec.slide_ms);
         let last_start = slide * spec.slide_ms;
-        // Point 6: every window holding t must fit a DateTime.
         let first_start = last_start - spec.size_ms + spec.slide_ms;
-        if first_start < 0 || last_start + spec.size_ms > u32::MAX as i64 * 1000 {
+        if !storable(t, &spec) {
             self.anomaly("event_time_out_of_range");
             return None;
         }
         // Point 7: wrong clocks.
-        if implausible(t, *record_ms, max_seen.max(watermark), after, self.bounds) {
+        let known = (max_seen.max(watermark), max_seen);
+        if implausible(t, *record_ms, known, after, self.bounds, &spec) {
             self.anomaly("implausible_event_time");
             return None;
         }
@@ -431,32 +437,74 @@ impl Model {
     }
 }
 
+/// Point 6: whether every window holding `t` fits a `DateTime`.
+fn storable(t: i64, spec: &WindowSpec) -> bool {
+    let last_start = t.div_euclid(spec.slide_ms) * spec.slide_ms;
+    let first_start = last_start - spec.size_ms + spec.slide_ms;
+    first_start >= 0 && last_start + spec.size_ms <= u32::MAX as i64 * 1000
+}
+
 /// Point 7 of the model: whether an event at `t` (record timestamp
 /// `record_ms`) is a wrong clock, given what was known of event time
 /// (`known`, `i64::MIN`: nothing) and the records after it in its partition.
-fn implausible(t: i64, record_ms: i64, known: i64, after: &[(u64, Rec)], b: ClockBounds) -> bool {
-    if record_ms != i64::MIN && t > record_ms.saturating_add(b.max_ahead_of_record_ms) {
+fn implausible(
+    t: i64,
+    record_ms: i64,
+    (known, own): (i64, i64),
+    after: &[(u64, Rec)],
+    b: ClockBounds,
+    spec: &WindowSpec,
+) -> bool {
+    let ahead_of_record = |t: i64, record_ms: i64| {
+        record_ms != i64::MIN && t > record_ms.saturating_add(b.max_ahead_of_record_ms)
+    };
+    if ahead_of_record(t, record_ms) {
         return true;
     }
     if b.max_jump_ms == i64::MAX || (known != i64::MIN && t <= known.saturating_add(b.max_jump_ms))
     {
         return false;
     }
-    let mut later = after.iter().filter_map(|(_, r)| match r {
-        Rec::Event { t_ms, .. } => Some(*t_ms),
-        Rec::Anomaly(_) => None,
+    // The valid records after it: storable, not ahead of their own record
+    // timestamp.
+    let later = after.iter().filter_map(|(_, r)| match r {
+        Rec::Event {
+            t_ms, record_ms, ..
+        } if storable(*t_ms, spec) && !ahead_of_record(*t_ms, *record_ms) => Some(*t_ms),
+        _ => None,
     });
+    // Each later record not a straggler (far behind the partition's own
+    // highest time) votes: +1 if it agrees, -1 if not. The running total
+    // decides at +5 (stands) or -2 (implausible), or after 64 votes by its
+    // sign (0: implausible); a partition's first record stands at its
+    // first agreeing vote. The input is bounded: votes that run out decide
+    // by their total's sign (0: stands).
     let agrees = |v: i64| v >= t.saturating_sub(b.max_jump_ms);
-    match (later.next(), later.next()) {
-        (Some(a), _) if agrees(a) => false,
-        (Some(_), Some(b2)) => !agrees(b2),
-        (Some(_), None) => true,
-        (None, _) => {
-            record_ms == i64::MIN
-                && known != i64::MIN
-                && t > known.saturating_add(b.max_ahead_of_record_ms)
+    let straggler = |v: i64| own != i64::MIN && v < own.saturating_sub(b.max_jump_ms);
+    let votes: Vec<i32> = later
+        .filter(|v| !straggler(*v))
+        .take(64)
+        .map(|v| if agrees(v) { 1 } else { -1 })
+        .collect();
+    if votes.is_empty() {
+        return record_ms == i64::MIN
+            && known != i64::MIN
+            && t > known.saturating_add(b.max_ahead_of_record_ms);
+    }
+    let mut total = 0;
+    for (n, vote) in votes.iter().enumerate() {
+        total += vote;
+        if own == i64::MIN && *vote == 1 || total == 5 {
+            return false;
+        }
+        if total == -2 {
+            return true;
+        }
+        if n == 63 {
+            return total <= 0;
         }
     }
+    total < 0
 }
 
 /// Recomputes the windows from `source` and compares them with the sink's

@@ -174,25 +174,34 @@ pub fn final_counts(model: &Model, from: &[u64], counters: &Counters) -> Option<
     })
 }
 
+/// How many of a partition's last valid records a jump may hold: it waits
+/// until the records after it that agree outnumber the others by five
+/// (`JUMP_LEAD`), so the jump, four that agree and a late copy with the
+/// one that makes up for it.
+const MAY_WAIT: usize = 7;
+
 /// The watermark every live job must have reached after a quiet period
 /// (`Settings::quiet_ms`): every partition is idle, so it is the highest
-/// partition clock minus the bound, except that a partition's last valid
-/// record may still wait for confirmation, which holds the watermark below
-/// its time minus `max_time_jump` until the rest reaches that (then it is
-/// confirmed, and may let others through).
+/// partition clock minus the bound, except that a partition's last
+/// [`MAY_WAIT`] valid records may still wait for confirmation, which holds
+/// the watermark below their time minus `max_time_jump` until the rest
+/// reaches that (then they are confirmed, and may let others through). A
+/// lower bound: records among them that do not wait only make the job's
+/// watermark higher.
 fn quiet_watermark(s: &Settings, model: &Model, arrived: &[usize]) -> i64 {
     use crate::model::Fate;
     let mut frontier = i64::MIN;
     let mut waiting = Vec::new();
     for (p, n) in arrived.iter().enumerate() {
-        let last = model.times[p][..*n].iter().rposition(Option::is_some);
+        let valid: Vec<usize> = (0..*n).filter(|&o| model.times[p][o].is_some()).collect();
+        let may_wait = &valid[valid.len().saturating_sub(MAY_WAIT)..];
         for o in 0..*n {
             let (Some(t), Fate::Accepted | Fate::Duplicate) =
                 (model.times[p][o], &model.fates[p][o])
             else {
                 continue;
             };
-            if Some(o) == last {
+            if may_wait.contains(&o) {
                 waiting.push(t);
             } else {
                 frontier = frontier.max(t - s.bound_ms);

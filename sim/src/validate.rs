@@ -11,6 +11,7 @@
 //! a wrong clock's verdict is decided by the records of its own step.
 
 use std::collections::HashMap;
+use streamforge::job::JUMP_LEAD;
 
 use crate::plan::{Ev, Kind, PartitionPlan, Phase, PhaseKind, Plan, Role, Settings};
 
@@ -294,12 +295,14 @@ impl Plan {
     }
 }
 
-/// Whether, before `at_ms`, every partition holding data has its last two
-/// regular records at or after `t_ms`, and every wrong clock that may wait
-/// for confirmation caps the watermark above it, `p` included. Then any
-/// watermark a bounded run can hold at `at_ms` has passed
-/// `t_ms - late_copy_ms` (a partition's clock is at least the older of its
-/// last two records; only its last may be waiting).
+/// Whether, before `at_ms`, every partition holding data has its last
+/// `JUMP_LEAD + 1` regular records at or after `t_ms` with no late record
+/// among them, and every wrong clock that may wait for confirmation caps
+/// the watermark above it, `p` included. Then any watermark a bounded run
+/// can hold at `at_ms` has passed `t_ms - late_copy_ms`: a partition's clock
+/// is at least the oldest of those records, since a jump among them waits
+/// only until the records after it that agree (regular ones do) outnumber
+/// those that do not by `JUMP_LEAD`.
 pub fn left_behind(
     s: &Settings,
     partitions: &[PartitionPlan],
@@ -312,7 +315,9 @@ pub fn left_behind(
         if part.created_ms > at_ms {
             continue;
         }
-        let mut regular = Vec::new();
+        // Regular records' times, and how many of them precede the last
+        // late record.
+        let (mut regular, mut before_late) = (Vec::new(), 0);
         for e in part.entries.iter().take_while(|e| e.at_ms < at_ms) {
             let Kind::Event { ev, aborted: false } = &e.kind else {
                 continue;
@@ -324,12 +329,17 @@ pub fn left_behind(
             }
             if ev.role.is_regular_class() {
                 regular.push(ev.t_ms);
+            } else if ev.role.is_late_class() {
+                before_late = regular.len();
             }
         }
         if regular.is_empty() {
             continue;
         }
-        if regular.len() < 2 || regular[regular.len() - 2..].iter().any(|t| *t < t_ms) {
+        let Some(first) = regular.len().checked_sub(JUMP_LEAD as usize + 1) else {
+            return false;
+        };
+        if first < before_late || regular[first..].iter().any(|t| *t < t_ms) {
             return false;
         }
         has_own |= q == p;

@@ -18,13 +18,23 @@
 //!    `max_time_jump` ahead of both its partition's clock and the job
 //!    watermark is *unconfirmed*. It is held, with every record of its
 //!    partition behind it, until the partition's next valid records say
-//!    whether the jump is real: the first or the second of them within
-//!    `max_time_jump` below it confirms it; two further below reject it as
-//!    `implausible_event_time`. The rest of the job catching up with it (the
+//!    whether the jump is real. Each of them within `max_time_jump` below
+//!    it or above *agrees* (the partition's time moved on), each further
+//!    below *disagrees* (it did not); a straggler more than `max_time_jump`
+//!    behind the partition's own clock (a late retry) says nothing. The
+//!    jump is confirmed once the agreeing ones outnumber the others by
+//!    [`JUMP_LEAD`], rejected as `implausible_event_time` once the others
+//!    outnumber them by [`JUMP_REJECT`] (a wrong clock, also one that
+//!    sends many records interleaved with right ones: its own later
+//!    records agree, the right ones between them do not). A partition's
+//!    first record (it has no clock yet) is confirmed by the first of its
+//!    next records that agrees and rejected by two that do not. The rest
+//!    of the job catching up with it (the
 //!    watermark reaching its time minus `max_time_jump`) also confirms it;
 //!    the watermark is capped there meanwhile, so a confirmed record is never
 //!    late for having waited. At the end of a bounded input, a record still
-//!    unconfirmed is confirmed, unless a later record contradicts it or,
+//!    unconfirmed is decided by the records after it, a tie confirming;
+//!    with none, it is confirmed unless,
 //!    with nothing after it and no record timestamp of its own, it is
 //!    further ahead of what the job has seen than `max_ahead_of_record_time`.
 //!    A record timestamp that rule 1 accepted vouches for a last record: a
@@ -52,6 +62,27 @@ use crate::config::WindowConfig;
 use crate::engine::Prepared;
 use crate::event::Reason;
 use crate::window::WindowSpec;
+
+/// By how many the records after an unconfirmed jump that agree with it
+/// must outnumber those that do not for its partition to confirm it. A
+/// wrong clock at a share `s` of a partition's records (`r = (1 - s) / s`)
+/// is taken for real time with a chance of about `(r^2 - 1) / (r^7 - 1)`
+/// per wrong record (a random walk reaching +5 before -2): 5e-6 at 8 %,
+/// 2e-5 at 10 %, 9e-4 at 20 %. A real jump waits for five records of its
+/// partition, or for the rest of the job to catch up with it.
+pub const JUMP_LEAD: i32 = 5;
+
+/// By how many the records after an unconfirmed jump that do not agree
+/// with it must outnumber those that do for its partition to reject it:
+/// two, so that one late copy right after a real jump does not reject it.
+pub const JUMP_REJECT: i32 = 2;
+
+/// After this many records that speak to an unconfirmed jump without
+/// deciding it (its partition's records split about evenly), the jump is
+/// decided by which side leads, a tie rejecting: the partition's clock
+/// stays, and at most the wrong side's records are lost, not every record
+/// of the right side made late.
+const JUMP_LOOKAHEAD: i32 = 64;
 
 /// What the guard decides for an unconfirmed record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,36 +152,75 @@ impl TimeGuard {
 
     /// Decides an unconfirmed event at `t_ms` (record timestamp
     /// `record_ms`, epoch ms; `i64::MIN`: none) from the event times of the
-    /// valid records after it in its partition (`later`, in offset order).
-    /// At the end of the input with nothing after it, the record is
-    /// confirmed if its own record timestamp vouches for it (rule 1 already
-    /// held it to that), else unless it is further ahead of `known` (what
-    /// the job had seen) than a record timestamp would allow.
+    /// valid records after it in its partition (`later`, in offset order),
+    /// given `known` (the larger of the partition's clock and the job
+    /// watermark) and `own` (the partition's clock; `i64::MIN`: it has
+    /// none yet):
+    ///
+    /// * a jump of a partition under way: confirmed once the records after
+    ///   it that agree (at most `max_time_jump` below it, or above)
+    ///   outnumber those that do not by [`JUMP_LEAD`], rejected once those
+    ///   that do not outnumber them by [`JUMP_REJECT`]; after
+    ///   [`JUMP_LOOKAHEAD`] undecided, the side that leads decides. A
+    ///   straggler more than `max_time_jump` behind the partition's clock
+    ///   (a late retry) says nothing either way;
+    /// * a partition's first record: the first record after it that agrees
+    ///   confirms it, two that do not reject it.
+    ///
+    /// At the end of the input, the records after it decide by which side
+    /// leads, a tie confirming; with none after it, the record is confirmed
+    /// if its own record timestamp vouches for it (rule 1 already held it
+    /// to that), else unless it is further ahead of `known` than a record
+    /// timestamp would allow.
     pub fn decide(
         &self,
         t_ms: i64,
         record_ms: i64,
-        mut later: impl Iterator<Item = i64>,
-        known: i64,
+        later: impl Iterator<Item = i64>,
+        (known, own): (i64, i64),
         end_of_input: bool,
     ) -> Decision {
         let agrees = |v: i64| v >= t_ms.saturating_sub(self.max_jump_ms);
-        match (later.next(), later.next()) {
-            (Some(a), _) if agrees(a) => Decision::Confirm,
-            (Some(_), Some(b)) if agrees(b) => Decision::Confirm,
-            (Some(_), Some(_)) => Decision::Reject,
-            (Some(_), None) if end_of_input => Decision::Reject,
-            (None, None) if end_of_input => {
-                if record_ms != i64::MIN
-                    || known == i64::MIN
-                    || t_ms <= known.saturating_add(self.max_ahead_of_record_ms)
-                {
+        let straggler = |v: i64| own != i64::MIN && v < own.saturating_sub(self.max_jump_ms);
+        let first = own == i64::MIN;
+        // `lead`: records that agree minus those that do not; `seen`: both.
+        let (mut lead, mut seen) = (0i32, 0i32);
+        for v in later.filter(|v| !straggler(*v)) {
+            lead += if agrees(v) { 1 } else { -1 };
+            seen += 1;
+            if first && lead > -seen {
+                // A partition's first record: one that agrees decides.
+                return Decision::Confirm;
+            }
+            if lead >= JUMP_LEAD {
+                return Decision::Confirm;
+            }
+            if lead <= -JUMP_REJECT {
+                return Decision::Reject;
+            }
+            if seen >= JUMP_LOOKAHEAD {
+                return if lead > 0 {
                     Decision::Confirm
                 } else {
                     Decision::Reject
-                }
+                };
             }
-            _ => Decision::Wait,
+        }
+        if !end_of_input {
+            Decision::Wait
+        } else if seen > 0 {
+            if lead >= 0 {
+                Decision::Confirm
+            } else {
+                Decision::Reject
+            }
+        } else if record_ms != i64::MIN
+            || known == i64::MIN
+            || t_ms <= known.saturating_add(self.max_ahead_of_record_ms)
+        {
+            Decision::Confirm
+        } else {
+            Decision::Reject
         }
     }
 }
@@ -186,6 +256,11 @@ impl Held {
 
     pub fn push(&mut self, record: HeldRecord) {
         self.queue.push_back(record);
+    }
+
+    /// The offset of the last record held.
+    pub fn last_offset(&self) -> Option<u64> {
+        self.queue.back().map(|r| r.offset)
     }
 
     pub fn front(&self) -> Option<&HeldRecord> {
@@ -258,10 +333,19 @@ mod tests {
     fn decisions() {
         let t = 1_000_000;
         let none = i64::MIN;
-        let d = |later: &[i64], end| GUARD.decide(t, none, later.iter().copied(), t - 100_000, end);
+        let d = |later: &[i64], end| {
+            GUARD.decide(
+                t,
+                none,
+                later.iter().copied(),
+                (t - 100_000, t - 100_000),
+                end,
+            )
+        };
         assert_eq!(d(&[], false), Decision::Wait);
         assert_eq!(d(&[], true), Decision::Confirm);
-        let far = |known, record_ms| GUARD.decide(t, record_ms, std::iter::empty(), known, true);
+        let far =
+            |known, record_ms| GUARD.decide(t, record_ms, std::iter::empty(), (known, known), true);
         assert_eq!(far(t - 3_600_000, none), Decision::Confirm);
         assert_eq!(
             far(t - 3_600_001, none),
@@ -274,7 +358,13 @@ mod tests {
             "alone at the end after a quiet hour, its own record timestamp vouching for it"
         );
         assert_eq!(
-            GUARD.decide(t, t, [t - 65_001].into_iter(), t - 100_000, true),
+            GUARD.decide(
+                t,
+                t,
+                [t - 65_001].into_iter(),
+                (t - 100_000, t - 100_000),
+                true
+            ),
             Decision::Reject,
             "a record timestamp does not outvote a record after it"
         );
@@ -283,10 +373,61 @@ mod tests {
             Decision::Confirm,
             "nothing to compare with"
         );
-        assert_eq!(d(&[t - 65_000], false), Decision::Confirm);
-        assert_eq!(d(&[t - 65_001], false), Decision::Wait);
-        assert_eq!(d(&[t - 65_001], true), Decision::Reject);
-        assert_eq!(d(&[0, t + 5], false), Decision::Confirm);
-        assert_eq!(d(&[0, 1], false), Decision::Reject);
+        // Records that agree (A, at most 65 s below t) against those that
+        // do not (B, further below): five more A than B confirm, two more B
+        // than A reject.
+        let (a, b) = (t - 65_000, t - 65_001);
+        assert_eq!(d(&[a], false), Decision::Wait);
+        assert_eq!(d(&[a, t + 5, t, a], false), Decision::Wait);
+        assert_eq!(d(&[a, t + 5, t, a, t], false), Decision::Confirm);
+        assert_eq!(d(&[a, t + 5, t, a, t, 0, 0], false), Decision::Confirm);
+        assert_eq!(d(&[b], false), Decision::Wait);
+        assert_eq!(d(&[b, b], false), Decision::Reject);
+        assert_eq!(
+            d(&[t, b, t, t, t, t, t], false),
+            Decision::Confirm,
+            "a real jump with one late copy right after it"
+        );
+        assert_eq!(d(&[t, b, t, t, t, t], false), Decision::Wait);
+        assert_eq!(
+            d(&[t + 5, b, b, t, b, b], false),
+            Decision::Reject,
+            "the same wrong clock's records interleaved with right ones"
+        );
+        assert_eq!(d(&[t, b, b, b], false), Decision::Reject);
+        // Split evenly for JUMP_LOOKAHEAD records: the side that leads
+        // decides, a tie rejects.
+        let split: Vec<i64> = (0..64).map(|i| if i % 2 == 0 { t } else { b }).collect();
+        assert_eq!(d(&split[..63], false), Decision::Wait);
+        assert_eq!(d(&split, false), Decision::Reject);
+        let mut leaning = split.clone();
+        leaning[63] = t;
+        assert_eq!(d(&leaning, false), Decision::Confirm);
+        // At the end of the input, the side that leads decides, a tie
+        // confirming.
+        assert_eq!(d(&[a], true), Decision::Confirm);
+        assert_eq!(d(&[t, t + 1], true), Decision::Confirm);
+        assert_eq!(d(&[t, b], true), Decision::Confirm);
+        assert_eq!(d(&[b, t, b], true), Decision::Reject);
+        assert_eq!(d(&[b], true), Decision::Reject);
+        // A straggler far behind the partition's clock (t - 100 s) is
+        // neither for nor against.
+        let s = t - 165_001;
+        assert_eq!(d(&[s, t, s, t, t, s, t, t], false), Decision::Confirm);
+        assert_eq!(d(&[s, b, s, s, b], false), Decision::Reject);
+        assert_eq!(d(&[s], true), Decision::Confirm);
+
+        // A partition's first record: the first of two that agrees decides.
+        let first =
+            |later: &[i64], end| GUARD.decide(t, none, later.iter().copied(), (none, none), end);
+        assert_eq!(first(&[0], false), Decision::Wait);
+        assert_eq!(
+            first(&[0, t], false),
+            Decision::Confirm,
+            "a producer behind the others at the start"
+        );
+        assert_eq!(first(&[t], false), Decision::Confirm);
+        assert_eq!(first(&[0, 1], false), Decision::Reject);
+        assert_eq!(first(&[0], true), Decision::Reject);
     }
 }

@@ -46,7 +46,7 @@ mod records;
 mod sink_health;
 mod startup;
 
-pub use intake::{Decision, TimeGuard};
+pub use intake::{Decision, TimeGuard, JUMP_LEAD};
 pub use startup::run_in;
 
 use std::collections::BTreeMap;

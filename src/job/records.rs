@@ -3,7 +3,7 @@
 //! confirmation (see `intake`), handled in offset order, anomalies to the
 //! log.
 
-use super::intake::{Decision, HeldRecord};
+use super::intake::{Decision, HeldRecord, JUMP_LEAD};
 use super::{Job, RecordCtx, HOLD_BEFORE_PAUSE};
 use crate::engine::{Lookahead, Prepared, Verdict};
 use crate::source::{RecordBatch, RecordMeta};
@@ -226,16 +226,34 @@ impl Job<'_> {
                 t,
                 head.record_ms,
                 held.later_times(),
-                self.known_time(p),
-                false,
+                (self.known_time(p), self.own_time(p)),
+                self.decided_by_its_end(p),
             ) == Decision::Wait
+    }
+
+    /// Whether what partition `p` holds runs to the offset this bounded run
+    /// stops at, with records behind its waiting one: nothing more comes
+    /// in this run, so they decide it now rather than at the end of every
+    /// partition (its old clock would meanwhile hold the watermark back
+    /// while the others went on). A waiting record with nothing behind it
+    /// is left to the end, which is not state.
+    fn decided_by_its_end(&self, p: usize) -> bool {
+        let held = &self.slots[p].held;
+        let end = self.bounded_end.as_ref().and_then(|e| e.get(&(p as u32)));
+        let last = held.last_offset();
+        held.later_times().next().is_some()
+            && matches!((end, last), (Some(end), Some(last)) if last + 1 >= *end)
     }
 
     /// What the job knows of event time at partition `p`: the larger of its
     /// clock and the job watermark (`i64::MIN`: nothing).
     fn known_time(&self, p: usize) -> i64 {
-        let clock = self.engine.clock(p).map_or(i64::MIN, |c| c.max_event_ms);
-        clock.max(self.engine.watermark())
+        self.own_time(p).max(self.engine.watermark())
+    }
+
+    /// Partition `p`'s clock: its highest event time (`i64::MIN`: none yet).
+    fn own_time(&self, p: usize) -> i64 {
+        self.engine.clock(p).map_or(i64::MIN, |c| c.max_event_ms)
     }
 
     fn hold(&mut self, p: usize, meta: &RecordMeta, payload: &[u8], prepared: Prepared) {
@@ -254,13 +272,12 @@ impl Job<'_> {
                 slot.held.mark_unconfirmed(t);
             }
             self.refresh_ceiling();
-        } else if slot.held.unconfirmed_at().is_some()
-            && time.is_some()
-            && slot.held.later_times().nth(1).is_none()
-        {
-            // The first valid record behind the unconfirmed one caps the
-            // watermark too.
-            self.refresh_ceiling();
+        } else if let (Some(waiting), Some(t)) = (slot.held.unconfirmed_at(), time) {
+            // A record behind the unconfirmed one that does not agree with
+            // it caps the watermark too.
+            if t < waiting.saturating_sub(self.guard.max_jump_ms) {
+                self.refresh_ceiling();
+            }
         }
         // Pausing a Kafka partition drops what librdkafka prefetched and
         // costs a fetch round trip on resume: hold a good amount first,
@@ -317,12 +334,12 @@ impl Job<'_> {
             let mut rejected = false;
             if self.is_unconfirmed(p, &head.prepared) {
                 let t = head.prepared.event_time_ms().unwrap_or(i64::MIN);
-                let known = self.known_time(p);
-                let own = self.engine.clock(p).map_or(i64::MIN, |c| c.max_event_ms);
+                let (known, own) = (self.known_time(p), self.own_time(p));
+                let ended = end_of_input || self.decided_by_its_end(p);
                 let held = &self.slots[p].held;
                 match self
                     .guard
-                    .decide(t, head.record_ms, held.later_times(), known, end_of_input)
+                    .decide(t, head.record_ms, held.later_times(), (known, own), ended)
                 {
                     Decision::Wait => {
                         if held.unconfirmed_at().is_none() {
@@ -372,25 +389,30 @@ impl Job<'_> {
             offset,
             event_time = %format_rfc3339_ms(t_ms),
             ahead_s = (t_ms - known) / 1000,
-            "event time jumped ahead: the partition's next records agree, so its watermark \
-             follows. If a producer's clock is wrong, the right records after it will be \
-             late_event (docs/semantics.md, Wrong clocks)"
+            "event time jumped ahead: the partition's next records agree with it ({JUMP_LEAD} \
+             more than disagree), so its watermark follows. If a producer's clock is wrong, \
+             the right records after it will be late_event (docs/semantics.md, Wrong clocks)"
         );
     }
 
     /// Caps the watermark below every record waiting for confirmation (so
     /// that a confirmed one is never late for having waited), at the first
-    /// valid record held behind it minus the bound (what that record would
-    /// allow had it been read: it is never late for having waited either,
-    /// also when its partition goes idle).
+    /// valid record held behind it that does not agree with it, minus the
+    /// bound (what that record would allow had it been read: it is never
+    /// late for having waited either, also when its partition goes idle).
+    /// Records that agree need no cap of their own (the first one caps the
+    /// watermark below all of them), and must not have one: the watermark
+    /// reaching the waiting record's time minus `max_time_jump` is what
+    /// confirms it when its partition has nothing more to say.
     pub(super) fn refresh_ceiling(&mut self) {
         let jump = self.guard.max_jump_ms;
         let bound = self.engine.spec().out_of_orderness_ms;
         let mut ceiling = i64::MAX;
         for slot in &self.slots {
             if let Some(t) = slot.held.unconfirmed_at() {
-                ceiling = ceiling.min(t.saturating_sub(jump));
-                if let Some(behind) = slot.held.later_times().next() {
+                let agreed = t.saturating_sub(jump);
+                ceiling = ceiling.min(agreed);
+                if let Some(behind) = slot.held.later_times().find(|v| *v < agreed) {
                     ceiling = ceiling.min(behind.saturating_sub(bound));
                 }
             }
