@@ -40,8 +40,10 @@
 //!    model's copy of the input: each that is at most `max_jump` below it
 //!    (or above) votes for it, each further below against; once the votes
 //!    for lead by 5 it stands, once those against lead by 2 it does not;
-//!    after 64 votes, or when they run out, the side that leads decides
-//!    (a tie: against after 64, for when they ran out); records more than
+//!    a vote for it more than `max_jump` above it while the votes for
+//!    lead lets it stand too (time moved on past it); after 64 votes, or
+//!    when they run out, the side that leads decides (a tie: against
+//!    after 64, for when they ran out); records more than
 //!    `max_jump` behind the partition's highest time are stragglers and
 //!    do not vote (a partition's first record: the first vote for it lets
 //!    it stand, two against reject it); with none after it, it stands if
@@ -481,20 +483,20 @@ fn implausible(
     // by their total's sign (0: stands).
     let agrees = |v: i64| v >= t.saturating_sub(b.max_jump_ms);
     let straggler = |v: i64| own != i64::MIN && v < own.saturating_sub(b.max_jump_ms);
-    let votes: Vec<i32> = later
-        .filter(|v| !straggler(*v))
-        .take(64)
-        .map(|v| if agrees(v) { 1 } else { -1 })
-        .collect();
-    if votes.is_empty() {
+    let voters: Vec<i64> = later.filter(|v| !straggler(*v)).take(64).collect();
+    if voters.is_empty() {
         return record_ms == i64::MIN
             && known != i64::MIN
             && t > known.saturating_add(b.max_ahead_of_record_ms);
     }
     let mut total = 0;
-    for (n, vote) in votes.iter().enumerate() {
+    for (n, v) in voters.iter().enumerate() {
+        let vote = if agrees(*v) { 1 } else { -1 };
         total += vote;
-        if own == i64::MIN && *vote == 1 || total == 5 {
+        // Time moved on: a vote for it a further max_jump ahead, the votes
+        // for it leading.
+        let moved_on = total > 0 && *v - b.max_jump_ms > t;
+        if own == i64::MIN && vote == 1 || total == 5 || moved_on {
             return false;
         }
         if total == -2 {

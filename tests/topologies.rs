@@ -436,6 +436,45 @@ fn a_real_jump_of_a_partition_is_confirmed_counted_and_logged() {
     assert!(warned[0].contains("offset=120"), "{}", warned[0]);
 }
 
+/// A sparse partition, the only one: an order every 90 s, so each is a
+/// jump of event time from the last (more than `max_time_jump`, 65 s).
+/// Each is confirmed by the next, which shows time moving on past it: live,
+/// the watermark reaches the second-to-last order minus the bound (five
+/// records to confirm each would hold it four orders back), and no order
+/// is an anomaly.
+#[test]
+fn a_sparse_partition_confirms_each_jump_with_its_next_record() {
+    let d = dirs();
+    let mut rng = Rng::new(17);
+    let times: Vec<i64> = (0..20)
+        .map(|i| T0 + 40_000 + i * 90_000 + rng.below(2_000) as i64)
+        .collect();
+    let lines: Vec<String> = times
+        .iter()
+        .enumerate()
+        .map(|(i, t)| line(&format!("sparse-{i}"), "u-s", 1_000 + i as u64, *t))
+        .collect();
+    append(&d.input.join("p0.jsonl"), &lines);
+    let want_s = (times[18] - 5_000) as f64 / 1000.0;
+    let mut job = LiveJob::spawn(&mut d.run(&["--set", "window.idle_timeout=200ms"]));
+    job.wait_for(
+        &format!("the watermark at the 19th order minus the bound ({want_s} s)"),
+        Duration::from_secs(60),
+        |j| j.metric("streamforge_watermark_seconds") >= want_s,
+    );
+    // The last order waits: nothing after it shows time moving on.
+    assert!(job.metric("streamforge_watermark_seconds") <= (times[19] - 65_000) as f64 / 1000.0);
+    job.stop();
+    d.bounded();
+    let counted = times.iter().enumerate().map(|(i, t)| Counted {
+        t_ms: *t,
+        user: "u-s".to_string(),
+        cents: 1_000 + i as u64,
+    });
+    assert_same_results(&d.results(), &window_lines(counted));
+    assert!(anomaly_reasons(&d.log).is_empty());
+}
+
 /// A producer five minutes behind the others on a partition, a fifth of
 /// its records: each is `late_event`, and the job says at WARN what share
 /// of what it read was late, once (it repeats at most once a minute).

@@ -174,53 +174,109 @@ pub fn final_counts(model: &Model, from: &[u64], counters: &Counters) -> Option<
     })
 }
 
-/// How many of a partition's last valid records a jump may hold: it waits
-/// until the records after it that agree outnumber the others by five
-/// (`JUMP_LEAD`), so the jump, four that agree and a late copy with the
-/// one that makes up for it.
-const MAY_WAIT: usize = 7;
-
 /// The watermark every live job must have reached after a quiet period
-/// (`Settings::quiet_ms`): every partition is idle, so it is the highest
-/// partition clock minus the bound, except that a partition's last
-/// [`MAY_WAIT`] valid records may still wait for confirmation, which holds
-/// the watermark below their time minus `max_time_jump` until the rest
-/// reaches that (then they are confirmed, and may let others through). A
-/// lower bound: records among them that do not wait only make the job's
-/// watermark higher.
+/// (`Settings::quiet_ms`), a lower bound. Every partition is idle, so the
+/// job's watermark is its highest partition clock minus the bound, capped
+/// below each record still waiting for confirmation. Each partition's valid
+/// records are taken in offset order, as the job takes them: one within
+/// `max_time_jump` of the partition's clock goes through; a jump goes
+/// through when the records after it confirm it ([`vote`]), or when the
+/// rest reaches its time minus `max_time_jump` with none after it lower
+/// than that; else the partition stops there, and caps the watermark at
+/// its lowest remaining time minus `max_time_jump` and the bound (below
+/// any cap the job can hold for it). Wherever the job may go further, this
+/// does not: the job also hears records the model finds invalid (wrong
+/// clocks far ahead, which only agree), and compares a jump with the
+/// watermark too, not only with its partition's clock.
 fn quiet_watermark(s: &Settings, model: &Model, arrived: &[usize]) -> i64 {
     use crate::model::Fate;
+    let jump = s.max_jump_ms();
+    // Per partition, each valid record read: its time, and whether it
+    // moves the partition's clock (a late one does not).
+    let parts: Vec<Vec<(i64, bool)>> = arrived
+        .iter()
+        .enumerate()
+        .map(|(p, n)| {
+            let moves = |o: usize| matches!(model.fates[p][o], Fate::Accepted | Fate::Duplicate);
+            (0..*n)
+                .filter_map(|o| model.times[p][o].map(|t| (t, moves(o))))
+                .collect()
+        })
+        .collect();
+    let mut next = vec![0; parts.len()];
+    let mut clock = vec![i64::MIN; parts.len()];
     let mut frontier = i64::MIN;
-    let mut waiting = Vec::new();
-    for (p, n) in arrived.iter().enumerate() {
-        let valid: Vec<usize> = (0..*n).filter(|&o| model.times[p][o].is_some()).collect();
-        let may_wait = &valid[valid.len().saturating_sub(MAY_WAIT)..];
-        for o in 0..*n {
-            let (Some(t), Fate::Accepted | Fate::Duplicate) =
-                (model.times[p][o], &model.fates[p][o])
-            else {
-                continue;
-            };
-            if may_wait.contains(&o) {
-                waiting.push(t);
-            } else {
-                frontier = frontier.max(t - s.bound_ms);
-            }
-        }
-    }
     loop {
-        let reached = frontier;
-        waiting.retain(|t| {
-            let confirmed = reached != i64::MIN && t - s.max_jump_ms() <= reached;
-            if confirmed {
-                frontier = frontier.max(t - s.bound_ms);
+        let reached = capped(s, &parts, &next, frontier);
+        let mut went_on = false;
+        for (p, recs) in parts.iter().enumerate() {
+            while let Some(&(t, moves)) = recs.get(next[p]) {
+                let later = &recs[next[p] + 1..];
+                let confirmed = if !moves || clock[p] != i64::MIN && t <= clock[p] + jump {
+                    true
+                } else if let Some(confirmed) = vote(t, clock[p], later, jump) {
+                    confirmed
+                } else if reached != i64::MIN
+                    && t - jump <= reached
+                    && later.iter().all(|(v, _)| *v >= t - jump)
+                {
+                    true
+                } else {
+                    break;
+                };
+                if confirmed && moves {
+                    clock[p] = clock[p].max(t);
+                    frontier = frontier.max(t - s.bound_ms);
+                }
+                next[p] += 1;
+                went_on = true;
             }
-            !confirmed
-        });
-        if frontier == reached {
-            return frontier;
+        }
+        if !went_on {
+            return capped(s, &parts, &next, frontier);
         }
     }
+}
+
+/// `frontier` capped below the records where partitions stopped.
+fn capped(s: &Settings, parts: &[Vec<(i64, bool)>], next: &[usize], frontier: i64) -> i64 {
+    parts
+        .iter()
+        .zip(next)
+        .flat_map(|(recs, n)| recs[*n..].iter())
+        .map(|(t, _)| t - s.max_jump_ms() - s.bound_ms)
+        .fold(frontier, i64::min)
+}
+
+/// The verdict of the records after a jump to `t` (docs/semantics.md,
+/// *Wrong clocks*), given the partition's clock `own` (`i64::MIN`: none):
+/// `Some(true)` confirmed, `Some(false)` rejected, `None` still waiting.
+/// Those more than `jump` behind `own` do not vote; the others agree when
+/// at most `jump` below `t`. Five more agreeing than not confirm, two
+/// more not than agreeing reject, after 64 the side that leads decides;
+/// an agreeing one more than `jump` above `t` while the agreeing lead
+/// confirms, and so does the first agreeing one after a partition's first
+/// record.
+fn vote(t: i64, own: i64, later: &[(i64, bool)], jump: i64) -> Option<bool> {
+    let (mut lead, mut seen) = (0, 0);
+    for (v, _) in later {
+        if own != i64::MIN && *v < own - jump {
+            continue;
+        }
+        let agrees = *v >= t - jump;
+        lead += if agrees { 1 } else { -1 };
+        seen += 1;
+        if agrees && (own == i64::MIN || lead >= 5 || lead > 0 && *v > t + jump) {
+            return Some(true);
+        }
+        if lead <= -2 {
+            return Some(false);
+        }
+        if seen >= 64 {
+            return Some(lead > 0);
+        }
+    }
+    None
 }
 
 /// Liveness at the end of a quiet live phase (see the module docs).

@@ -26,10 +26,14 @@
 //!    [`JUMP_LEAD`], rejected as `implausible_event_time` once the others
 //!    outnumber them by [`JUMP_REJECT`] (a wrong clock, also one that
 //!    sends many records interleaved with right ones: its own later
-//!    records agree, the right ones between them do not). A partition's
-//!    first record (it has no clock yet) is confirmed by the first of its
-//!    next records that agrees and rejected by two that do not. The rest
-//!    of the job catching up with it (the
+//!    records agree, the right ones between them do not). An agreeing
+//!    record a further `max_time_jump` ahead of it, while the agreeing
+//!    ones lead, confirms it too: time has moved on past it (a sparse
+//!    partition, a record a minute or more, never makes five records in a
+//!    short while, and a wrong clock among right ones never stays ahead
+//!    that long). A partition's first record (it has no clock yet) is
+//!    confirmed by the first of its next records that agrees and rejected
+//!    by two that do not. The rest of the job catching up with it (the
 //!    watermark reaching its time minus `max_time_jump`) also confirms it;
 //!    the watermark is capped there meanwhile, so a confirmed record is never
 //!    late for having waited. At the end of a bounded input, a record still
@@ -159,8 +163,10 @@ impl TimeGuard {
     ///
     /// * a jump of a partition under way: confirmed once the records after
     ///   it that agree (at most `max_time_jump` below it, or above)
-    ///   outnumber those that do not by [`JUMP_LEAD`], rejected once those
-    ///   that do not outnumber them by [`JUMP_REJECT`]; after
+    ///   outnumber those that do not by [`JUMP_LEAD`], or once one that
+    ///   agrees is more than `max_time_jump` above it while they lead;
+    ///   rejected once those that do not outnumber them by
+    ///   [`JUMP_REJECT`]; after
     ///   [`JUMP_LOOKAHEAD`] undecided, the side that leads decides. A
     ///   straggler more than `max_time_jump` behind the partition's clock
     ///   (a late retry) says nothing either way;
@@ -188,11 +194,11 @@ impl TimeGuard {
         for v in later.filter(|v| !straggler(*v)) {
             lead += if agrees(v) { 1 } else { -1 };
             seen += 1;
-            if first && lead > -seen {
-                // A partition's first record: one that agrees decides.
-                return Decision::Confirm;
-            }
-            if lead >= JUMP_LEAD {
+            // A partition's first record: one that agrees decides. Time
+            // moved on a further jump past it while the agreeing side leads
+            // (a sparse partition): so does that.
+            let moved_on = lead > 0 && v > t_ms.saturating_add(self.max_jump_ms);
+            if first && lead > -seen || moved_on || lead >= JUMP_LEAD {
                 return Decision::Confirm;
             }
             if lead <= -JUMP_REJECT {
@@ -395,6 +401,18 @@ mod tests {
             "the same wrong clock's records interleaved with right ones"
         );
         assert_eq!(d(&[t, b, b, b], false), Decision::Reject);
+        // An agreeing record a further jump ahead, while the agreeing side
+        // leads, confirms: time moved on (a sparse partition).
+        let on = t + 65_001;
+        assert_eq!(d(&[on], false), Decision::Confirm);
+        assert_eq!(d(&[t, t + 65_000], false), Decision::Wait);
+        assert_eq!(d(&[t, b, t, on], false), Decision::Confirm);
+        assert_eq!(
+            d(&[b, on], false),
+            Decision::Wait,
+            "not while those that disagree lead or tie"
+        );
+        assert_eq!(d(&[b, on, b, b], false), Decision::Reject);
         // Split evenly for JUMP_LOOKAHEAD records: the side that leads
         // decides, a tie rejects.
         let split: Vec<i64> = (0..64).map(|i| if i % 2 == 0 { t } else { b }).collect();
