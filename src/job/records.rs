@@ -275,7 +275,8 @@ impl Job<'_> {
         } else if let (Some(waiting), Some(t)) = (slot.held.unconfirmed_at(), time) {
             // A record behind the unconfirmed one that does not agree with
             // it caps the watermark too.
-            if t < waiting.saturating_sub(self.guard.max_jump_ms) {
+            let jump = self.guard.max_jump_ms;
+            if t < waiting.saturating_sub(jump) && t >= self.own_time(p).saturating_sub(jump) {
                 self.refresh_ceiling();
             }
         }
@@ -408,11 +409,21 @@ impl Job<'_> {
         let jump = self.guard.max_jump_ms;
         let bound = self.engine.spec().out_of_orderness_ms;
         let mut ceiling = i64::MAX;
-        for slot in &self.slots {
+        for (p, slot) in self.slots.iter().enumerate() {
             if let Some(t) = slot.held.unconfirmed_at() {
                 let agreed = t.saturating_sub(jump);
                 ceiling = ceiling.min(agreed);
-                if let Some(behind) = slot.held.later_times().find(|v| *v < agreed) {
+                // A straggler (more than `max_time_jump` behind its
+                // partition's clock: a late retry) caps nothing, as it votes
+                // nothing: it is beyond the out-of-orderness bound whether it
+                // waited or not, and a cap at its time would let other
+                // partitions' late records through.
+                let straggler = self.own_time(p).saturating_sub(jump);
+                if let Some(behind) = slot
+                    .held
+                    .later_times()
+                    .find(|v| *v < agreed && *v >= straggler)
+                {
                     ceiling = ceiling.min(behind.saturating_sub(bound));
                 }
             }
