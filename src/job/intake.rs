@@ -178,6 +178,21 @@ impl TimeGuard {
     /// if its own record timestamp vouches for it (rule 1 already held it
     /// to that), else unless it is further ahead of `known` than a record
     /// timestamp would allow.
+    /// Whether a record at `v` held behind one waiting at `waiting` speaks
+    /// against it: further than `max_time_jump` below it, and not a
+    /// straggler more than `max_time_jump` behind the partition's clock
+    /// `own` (`i64::MIN`: none, so no stragglers). Such a record votes
+    /// against the jump and caps the watermark while it waits.
+    #[inline]
+    pub fn speaks_against(&self, waiting: i64, v: i64, own: i64) -> bool {
+        v < waiting.saturating_sub(self.max_jump_ms) && !self.is_straggler(v, own)
+    }
+
+    #[inline]
+    fn is_straggler(&self, v: i64, own: i64) -> bool {
+        own != i64::MIN && v < own.saturating_sub(self.max_jump_ms)
+    }
+
     pub fn decide(
         &self,
         t_ms: i64,
@@ -187,7 +202,7 @@ impl TimeGuard {
         end_of_input: bool,
     ) -> Decision {
         let agrees = |v: i64| v >= t_ms.saturating_sub(self.max_jump_ms);
-        let straggler = |v: i64| own != i64::MIN && v < own.saturating_sub(self.max_jump_ms);
+        let straggler = |v: i64| self.is_straggler(v, own);
         let first = own == i64::MIN;
         // `lead`: records that agree minus those that do not; `seen`: both.
         let (mut lead, mut seen) = (0i32, 0i32);

@@ -275,8 +275,7 @@ impl Job<'_> {
         } else if let (Some(waiting), Some(t)) = (slot.held.unconfirmed_at(), time) {
             // A record behind the unconfirmed one that does not agree with
             // it caps the watermark too.
-            let jump = self.guard.max_jump_ms;
-            if t < waiting.saturating_sub(jump) && t >= self.own_time(p).saturating_sub(jump) {
+            if self.guard.speaks_against(waiting, t, self.own_time(p)) {
                 self.refresh_ceiling();
             }
         }
@@ -418,11 +417,11 @@ impl Job<'_> {
                 // nothing: it is beyond the out-of-orderness bound whether it
                 // waited or not, and a cap at its time would let other
                 // partitions' late records through.
-                let straggler = self.own_time(p).saturating_sub(jump);
+                let own = self.own_time(p);
                 if let Some(behind) = slot
                     .held
                     .later_times()
-                    .find(|v| *v < agreed && *v >= straggler)
+                    .find(|v| self.guard.speaks_against(t, *v, own))
                 {
                     ceiling = ceiling.min(behind.saturating_sub(bound));
                 }
