@@ -434,6 +434,11 @@ fn a_real_jump_of_a_partition_is_confirmed_counted_and_logged() {
     assert_eq!(warned.len(), 1, "{stderr}");
     assert!(warned[0].contains("WARN"), "{}", warned[0]);
     assert!(warned[0].contains("offset=120"), "{}", warned[0]);
+    assert!(
+        warned[0].contains("next records agree with it (5 more than disagree)"),
+        "the line names the rule that confirmed the jump: {}",
+        warned[0]
+    );
 }
 
 /// A sparse partition, the only one: an order every 90 s, so each is a

@@ -93,8 +93,50 @@ const JUMP_LOOKAHEAD: i32 = 64;
 pub enum Decision {
     /// Not enough is known yet: keep waiting.
     Wait,
-    Confirm,
+    /// The jump is real; why, for the log.
+    Confirm(Why),
     Reject,
+}
+
+/// Which rule confirmed a jump (the WARN line names it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Why {
+    /// [`JUMP_LEAD`] more of the partition's records agree than disagree.
+    Lead,
+    /// An agreeing record a further `max_time_jump` ahead while the
+    /// agreeing side leads: the partition's time moved on past it.
+    MovedOn,
+    /// The partition's first record, and the first record that agrees.
+    FirstAgrees,
+    /// [`JUMP_LOOKAHEAD`] records split about evenly, the agreeing side
+    /// ahead.
+    Lookahead,
+    /// The end of a bounded input, the agreeing side ahead or tied.
+    EndOfInput,
+    /// The end of a bounded input, nothing after it that votes.
+    Unopposed,
+}
+
+impl Why {
+    /// The reason in words, for the WARN line.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Why::Lead => "the partition's next records agree with it (5 more than disagree)",
+            Why::MovedOn => {
+                "the partition's time moved on past it (a record a further max_time_jump ahead, \
+                 with more records agreeing than not)"
+            }
+            Why::FirstAgrees => "the partition's first record, and the next record agrees with it",
+            Why::Lookahead => {
+                "the partition's next 64 records split about evenly, more of them agreeing with it"
+            }
+            Why::EndOfInput => {
+                "the bounded input ends with as many or more of the partition's records after it \
+                 agreeing with it as not"
+            }
+            Why::Unopposed => "the bounded input ends with no record after it that disagrees",
+        }
+    }
 }
 
 /// The wrong-clock rules (see the module docs).
@@ -213,15 +255,21 @@ impl TimeGuard {
             // moved on a further jump past it while the agreeing side leads
             // (a sparse partition): so does that.
             let moved_on = lead > 0 && v > t_ms.saturating_add(self.max_jump_ms);
-            if first && lead > -seen || moved_on || lead >= JUMP_LEAD {
-                return Decision::Confirm;
+            if first && lead > -seen {
+                return Decision::Confirm(Why::FirstAgrees);
+            }
+            if moved_on {
+                return Decision::Confirm(Why::MovedOn);
+            }
+            if lead >= JUMP_LEAD {
+                return Decision::Confirm(Why::Lead);
             }
             if lead <= -JUMP_REJECT {
                 return Decision::Reject;
             }
             if seen >= JUMP_LOOKAHEAD {
                 return if lead > 0 {
-                    Decision::Confirm
+                    Decision::Confirm(Why::Lookahead)
                 } else {
                     Decision::Reject
                 };
@@ -231,7 +279,7 @@ impl TimeGuard {
             Decision::Wait
         } else if seen > 0 {
             if lead >= 0 {
-                Decision::Confirm
+                Decision::Confirm(Why::EndOfInput)
             } else {
                 Decision::Reject
             }
@@ -239,7 +287,7 @@ impl TimeGuard {
             || known == i64::MIN
             || t_ms <= known.saturating_add(self.max_ahead_of_record_ms)
         {
-            Decision::Confirm
+            Decision::Confirm(Why::Unopposed)
         } else {
             Decision::Reject
         }
@@ -364,10 +412,10 @@ mod tests {
             )
         };
         assert_eq!(d(&[], false), Decision::Wait);
-        assert_eq!(d(&[], true), Decision::Confirm);
+        assert_eq!(d(&[], true), Decision::Confirm(Why::Unopposed));
         let far =
             |known, record_ms| GUARD.decide(t, record_ms, std::iter::empty(), (known, known), true);
-        assert_eq!(far(t - 3_600_000, none), Decision::Confirm);
+        assert_eq!(far(t - 3_600_000, none), Decision::Confirm(Why::Unopposed));
         assert_eq!(
             far(t - 3_600_001, none),
             Decision::Reject,
@@ -375,7 +423,7 @@ mod tests {
         );
         assert_eq!(
             far(t - 3_600_001, t - 1_000),
-            Decision::Confirm,
+            Decision::Confirm(Why::Unopposed),
             "alone at the end after a quiet hour, its own record timestamp vouching for it"
         );
         assert_eq!(
@@ -391,7 +439,7 @@ mod tests {
         );
         assert_eq!(
             far(none, none),
-            Decision::Confirm,
+            Decision::Confirm(Why::Unopposed),
             "nothing to compare with"
         );
         // Records that agree (A, at most 65 s below t) against those that
@@ -400,13 +448,16 @@ mod tests {
         let (a, b) = (t - 65_000, t - 65_001);
         assert_eq!(d(&[a], false), Decision::Wait);
         assert_eq!(d(&[a, t + 5, t, a], false), Decision::Wait);
-        assert_eq!(d(&[a, t + 5, t, a, t], false), Decision::Confirm);
-        assert_eq!(d(&[a, t + 5, t, a, t, 0, 0], false), Decision::Confirm);
+        assert_eq!(d(&[a, t + 5, t, a, t], false), Decision::Confirm(Why::Lead));
+        assert_eq!(
+            d(&[a, t + 5, t, a, t, 0, 0], false),
+            Decision::Confirm(Why::Lead)
+        );
         assert_eq!(d(&[b], false), Decision::Wait);
         assert_eq!(d(&[b, b], false), Decision::Reject);
         assert_eq!(
             d(&[t, b, t, t, t, t, t], false),
-            Decision::Confirm,
+            Decision::Confirm(Why::Lead),
             "a real jump with one late copy right after it"
         );
         assert_eq!(d(&[t, b, t, t, t, t], false), Decision::Wait);
@@ -419,9 +470,9 @@ mod tests {
         // An agreeing record a further jump ahead, while the agreeing side
         // leads, confirms: time moved on (a sparse partition).
         let on = t + 65_001;
-        assert_eq!(d(&[on], false), Decision::Confirm);
+        assert_eq!(d(&[on], false), Decision::Confirm(Why::MovedOn));
         assert_eq!(d(&[t, t + 65_000], false), Decision::Wait);
-        assert_eq!(d(&[t, b, t, on], false), Decision::Confirm);
+        assert_eq!(d(&[t, b, t, on], false), Decision::Confirm(Why::MovedOn));
         assert_eq!(
             d(&[b, on], false),
             Decision::Wait,
@@ -435,20 +486,23 @@ mod tests {
         assert_eq!(d(&split, false), Decision::Reject);
         let mut leaning = split.clone();
         leaning[63] = t;
-        assert_eq!(d(&leaning, false), Decision::Confirm);
+        assert_eq!(d(&leaning, false), Decision::Confirm(Why::Lookahead));
         // At the end of the input, the side that leads decides, a tie
         // confirming.
-        assert_eq!(d(&[a], true), Decision::Confirm);
-        assert_eq!(d(&[t, t + 1], true), Decision::Confirm);
-        assert_eq!(d(&[t, b], true), Decision::Confirm);
+        assert_eq!(d(&[a], true), Decision::Confirm(Why::EndOfInput));
+        assert_eq!(d(&[t, t + 1], true), Decision::Confirm(Why::EndOfInput));
+        assert_eq!(d(&[t, b], true), Decision::Confirm(Why::EndOfInput));
         assert_eq!(d(&[b, t, b], true), Decision::Reject);
         assert_eq!(d(&[b], true), Decision::Reject);
         // A straggler far behind the partition's clock (t - 100 s) is
         // neither for nor against.
         let s = t - 165_001;
-        assert_eq!(d(&[s, t, s, t, t, s, t, t], false), Decision::Confirm);
+        assert_eq!(
+            d(&[s, t, s, t, t, s, t, t], false),
+            Decision::Confirm(Why::Lead)
+        );
         assert_eq!(d(&[s, b, s, s, b], false), Decision::Reject);
-        assert_eq!(d(&[s], true), Decision::Confirm);
+        assert_eq!(d(&[s], true), Decision::Confirm(Why::Unopposed));
 
         // A partition's first record: the first of two that agrees decides.
         let first =
@@ -456,10 +510,10 @@ mod tests {
         assert_eq!(first(&[0], false), Decision::Wait);
         assert_eq!(
             first(&[0, t], false),
-            Decision::Confirm,
+            Decision::Confirm(Why::FirstAgrees),
             "a producer behind the others at the start"
         );
-        assert_eq!(first(&[t], false), Decision::Confirm);
+        assert_eq!(first(&[t], false), Decision::Confirm(Why::FirstAgrees));
         assert_eq!(first(&[0, 1], false), Decision::Reject);
         assert_eq!(first(&[0], true), Decision::Reject);
     }

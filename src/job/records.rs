@@ -3,7 +3,7 @@
 //! confirmation (see `intake`), handled in offset order, anomalies to the
 //! log.
 
-use super::intake::{Decision, HeldRecord, JUMP_LEAD};
+use super::intake::{Decision, HeldRecord, Why};
 use super::{Job, RecordCtx, HOLD_BEFORE_PAUSE};
 use crate::engine::{Lookahead, Prepared, Verdict};
 use crate::source::{RecordBatch, RecordMeta};
@@ -348,10 +348,10 @@ impl Job<'_> {
                         }
                         break;
                     }
-                    Decision::Confirm => {
+                    Decision::Confirm(why) => {
                         // Confirmed by records of its own partition.
                         if own != i64::MIN && held.later_times().next().is_some() {
-                            self.log_confirmed_jump(p, head.offset, t, known);
+                            self.log_confirmed_jump(p, head.offset, (t, known), why);
                         }
                     }
                     Decision::Reject => rejected = true,
@@ -378,20 +378,20 @@ impl Job<'_> {
     }
 
     /// Says that partition `p`'s own records confirmed a jump of event time
-    /// at `offset` (to `t_ms`, `known` before): the watermark follows it, so
-    /// if it was a wrong clock after all, the partition's right records
-    /// will be `late_event`.
+    /// at `offset` (to `t_ms`, `known` before), and by which rule: the
+    /// watermark follows it, so if it was a wrong clock after all, the
+    /// partition's right records will be `late_event`.
     #[cold]
-    fn log_confirmed_jump(&self, p: usize, offset: u64, t_ms: i64, known: i64) {
+    fn log_confirmed_jump(&self, p: usize, offset: u64, (t_ms, known): (i64, i64), why: Why) {
         tracing::warn!(
             source = %self.source.source_name(p as u32),
             partition = self.source.owned_partition().unwrap_or(p as u32),
             offset,
             event_time = %format_rfc3339_ms(t_ms),
             ahead_s = (t_ms - known) / 1000,
-            "event time jumped ahead: the partition's next records agree with it ({JUMP_LEAD} \
-             more than disagree), so its watermark follows. If a producer's clock is wrong, \
-             the right records after it will be late_event (docs/semantics.md, Wrong clocks)"
+            "event time jumped ahead: {}, so its watermark follows. If a producer's clock is \
+             wrong, the right records after it will be late_event (docs/semantics.md, Wrong clocks)",
+            why.describe()
         );
     }
 
