@@ -82,7 +82,7 @@ use crate::window::WindowRow;
 
 pub use codec::CodecError;
 pub use read::decode_stored;
-pub use store::{is_no_space, CheckpointStore, CHUNK_BYTES};
+pub use store::{chunk_key, is_no_space, CheckpointStore, CHUNK_BYTES};
 pub use writer::{Written, MAX_CHAIN};
 
 #[derive(Debug, Error)]

@@ -11,7 +11,7 @@ use super::{kv, writer, CheckpointError};
 pub const CHUNK_BYTES: usize = 4096;
 
 /// The key of piece `piece` of checkpoint `id`.
-pub(super) fn chunk_key(id: u64, piece: u32) -> [u8; 12] {
+pub fn chunk_key(id: u64, piece: u32) -> [u8; 12] {
     let mut key = [0u8; 12];
     key[..8].copy_from_slice(&id.to_be_bytes());
     key[8..].copy_from_slice(&piece.to_be_bytes());

@@ -11,6 +11,7 @@
 mod bench;
 mod parse_bench;
 mod produce;
+mod store_bench;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -209,6 +210,22 @@ enum BenchCommand {
         anomaly_share: f64,
         #[arg(long, default_value_t = 0.03)]
         duplicate_share: f64,
+        /// Also write the figures as JSON here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+    /// Bytes sled writes for a checkpoint's bytes, in the checkpoint
+    /// store's layout (pieces under `id ++ piece` keys, a flushed batch per
+    /// checkpoint): a 40 MB, a 20 MB and a 1 MB checkpoint, the last batch
+    /// removing the first.
+    Store {
+        /// Piece sizes in bytes, comma-separated (default: the store's own).
+        #[arg(long, value_delimiter = ',')]
+        pieces: Vec<usize>,
+        /// sled segment sizes in bytes, comma-separated (a power of two;
+        /// the store uses sled's default, 512 KiB).
+        #[arg(long, value_delimiter = ',', default_value = "524288")]
+        segments: Vec<usize>,
         /// Also write the figures as JSON here.
         #[arg(long)]
         json: Option<PathBuf>,
@@ -430,6 +447,18 @@ fn bench(command: BenchCommand) -> anyhow::Result<()> {
             };
             let rows = parse_bench::run(&opts)?;
             out(&parse_bench::markdown(&rows, rounds))?;
+            if let Some(path) = json {
+                std::fs::write(&path, serde_json::to_string_pretty(&rows)?)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+            }
+        }
+        BenchCommand::Store {
+            pieces,
+            segments,
+            json,
+        } => {
+            let rows = store_bench::run(&pieces, &segments)?;
+            out(&store_bench::markdown(&rows))?;
             if let Some(path) = json {
                 std::fs::write(&path, serde_json::to_string_pretty(&rows)?)
                     .with_context(|| format!("cannot write {}", path.display()))?;
