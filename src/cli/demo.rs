@@ -11,7 +11,7 @@
 //! watches.
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -31,7 +31,9 @@ use crate::window::WindowRow;
 
 #[derive(Args, Clone)]
 pub(super) struct DemoArgs {
-    /// Where the demo keeps its state and anomaly log (wiped first).
+    /// Where the demo keeps its state and anomaly log: its `state/` and
+    /// `logs/` there are cleared first; a directory holding anything else
+    /// is refused, not cleared.
     #[arg(long, default_value = "streamforge-demo")]
     dir: PathBuf,
     /// Simulated partitions.
@@ -51,14 +53,50 @@ pub(super) struct DemoArgs {
     speed: Option<f64>,
 }
 
+/// What the demo writes in its directory, and all it ever clears.
+const DEMO_ENTRIES: [&str; 2] = ["state", "logs"];
+
+/// Clears an earlier demo's `state/` and `logs/` in `dir`. A directory
+/// holding anything else is refused untouched: `--dir` may name a place
+/// that holds someone's files.
+fn clear_demo_dir(dir: &Path) -> anyhow::Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => bail!("cannot read the demo directory {}: {e}", dir.display()),
+    };
+    let mut ours = Vec::new();
+    for entry in entries {
+        let entry =
+            entry.with_context(|| format!("cannot read the demo directory {}", dir.display()))?;
+        let name = entry.file_name();
+        if !DEMO_ENTRIES.iter().any(|d| name == *d) {
+            bail!(
+                "the demo directory {} holds {}, which the demo did not write; the demo clears \
+                 its directory before it starts, so it only uses a new or empty one, or one an \
+                 earlier demo wrote (only state/ and logs/). Pass --dir with another path",
+                dir.display(),
+                entry.path().display()
+            );
+        }
+        ours.push(entry.path());
+    }
+    for path in ours {
+        let removed = if path.is_dir() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        removed.with_context(|| format!("cannot clear the demo's {}", path.display()))?;
+    }
+    Ok(())
+}
+
 pub(super) fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     if args.speed.is_some_and(|s| !(s.is_finite() && s > 0.0)) {
         bail!("--speed must be a number above 0 (10: ten times faster than real time)");
     }
-    if args.dir.exists() {
-        std::fs::remove_dir_all(&args.dir)
-            .with_context(|| format!("cannot clear the demo directory {}", args.dir.display()))?;
-    }
+    clear_demo_dir(&args.dir)?;
     let mut cfg = Config::default();
     cfg.source.kind = SourceKind::Generator;
     cfg.source.generator.partitions = args.partitions;
