@@ -56,7 +56,11 @@ fn a_demo_directory_is_cleared_and_reused_also_as_the_current_directory() {
     let tmp = tempfile::tempdir().unwrap();
     for _ in 0..2 {
         let out = demo(".", tmp.path());
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert_eq!(names(tmp.path()), ["logs", "state"]);
         // Each run starts afresh and reads every record: a resume of the
         // finished first run would read none.

@@ -219,17 +219,19 @@ fn produce_from_files_puts_line_i_of_file_p_at_offset_i_of_partition_p() {
 
     let report = produce_files(&settings(&topic), &inputs, false, &AtomicBool::new(false))
         .expect("produce files");
-    assert_eq!(report.produced, 3 + 6 + 700);
+    // part-2's last line has no newline: not whole yet, not sent, as the
+    // file source does not read it.
+    assert_eq!(report.produced, 3 + 5 + 700);
     assert_eq!(
         report.per_partition,
-        BTreeMap::from([(0, 3), (1, 6), (2, 700)])
+        BTreeMap::from([(0, 3), (1, 5), (2, 700)])
     );
 
     // The file source is the reference for what a line is.
     let mut files = FileSource::new(&inputs).unwrap();
     files.start(&BTreeMap::new(), true).unwrap();
     let expected = sorted(read_to_end(&mut files));
-    assert_eq!(expected.len(), 709);
+    assert_eq!(expected.len(), 708);
     assert_eq!(expected[1], (0, 1, Vec::new()));
     assert_eq!(expected[3 + 4], (1, 4, b"\xff\xfe binary".to_vec()));
     assert_eq!(expected[3 + 3], (1, 3, b"{\"user_id\":17}\r".to_vec()));
