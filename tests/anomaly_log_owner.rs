@@ -74,3 +74,70 @@ fn a_job_never_cuts_another_jobs_anomaly_log() {
     );
     assert_eq!(std::fs::read(&log).unwrap(), log_a);
 }
+
+/// The same files named another way (`dir`, `./dir`, the absolute path,
+/// from another working directory) are the same input: a resume under any
+/// of those names is this job's, and its anomaly records name the files
+/// as the first run did. The log once named them as typed, so a resume
+/// spelled otherwise was refused as another job's log.
+#[test]
+fn a_resume_may_spell_the_input_otherwise() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let shape = |seed: u64| Shape {
+        per_partition: 400,
+        seed,
+        ..Shape::default()
+    };
+    make_dataset(&data, &shape(1));
+    let (state, log) = (tmp.path().join("state"), tmp.path().join("anomalies.log"));
+    let run_in = |cwd: &Path, source: &str| {
+        let out = bounded_embedded(source, &state, &log)
+            .current_dir(cwd)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{source}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let grow = |seed: u64| {
+        let more = make_dataset(&tmp.path().join(format!("more-{seed}")), &shape(seed));
+        for (p, part) in more.partitions.iter().enumerate() {
+            let mut lines = String::new();
+            for (line, _) in part {
+                lines.push_str(line);
+                lines.push('\n');
+            }
+            let path = data.join(format!("part-{p}.jsonl"));
+            let mut f = std::fs::OpenOptions::new().append(true).open(path).unwrap();
+            std::io::Write::write_all(&mut f, lines.as_bytes()).unwrap();
+        }
+    };
+    run_in(tmp.path(), "files:data");
+    grow(21);
+    run_in(tmp.path(), "files:./data/");
+    grow(22);
+    run_in(&data, &format!("files:{}", data.display()));
+    run_in(&data, "files:.");
+    let names: std::collections::BTreeSet<String> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["source"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    let canonical = data.canonicalize().unwrap();
+    assert!(!names.is_empty());
+    for name in &names {
+        assert!(
+            Path::new(name).starts_with(&canonical),
+            "{name} is not under {}",
+            canonical.display()
+        );
+    }
+}

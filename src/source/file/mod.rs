@@ -157,19 +157,22 @@ fn trim_zeros(digits: &[u8]) -> &[u8] {
 impl FileSource {
     pub fn new(inputs: &[PathBuf]) -> Result<Self, SourceError> {
         let files = resolve_paths(inputs)?;
-        let id = format!(
-            "files:{}",
-            files
-                .iter()
-                .map(|p| std::fs::canonicalize(p)
+        // Each file by its absolute path: the input's identity, and the
+        // `source` of its anomaly records, whatever working directory or
+        // spelling (`dir`, `./dir`, `/abs/dir`) a run names it by, so a
+        // resume names it as the run before did.
+        let names: Vec<String> = files
+            .iter()
+            .map(|p| {
+                std::fs::canonicalize(p)
                     .unwrap_or_else(|_| p.clone())
                     .display()
-                    .to_string())
-                .collect::<Vec<_>>()
-                .join(",")
-        );
+                    .to_string()
+            })
+            .collect();
+        let id = format!("files:{}", names.join(","));
         Ok(FileSource {
-            names: files.iter().map(|p| p.display().to_string()).collect(),
+            names,
             parts: files.iter().map(|p| Part::new(p)).collect(),
             ends: vec![None; files.len()],
             files,
