@@ -549,3 +549,58 @@ fn a_producer_behind_within_the_lateness_counts_in_the_windows_not_final_yet() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("all equal"), "{stdout}");
 }
+
+/// A demo of another length than the verify's generator: the verify says
+/// what to pass (the generator's identity leaves the length out), and
+/// passing it verifies equal.
+#[test]
+fn verify_of_a_demo_names_the_generator_length_it_ran_with() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("demo");
+    let demo = streamforge(&[
+        "demo",
+        "--dir",
+        dir.to_str().unwrap(),
+        "--events-per-partition",
+        "300",
+        "--metrics-addr",
+        "off",
+    ])
+    .output()
+    .unwrap();
+    assert!(
+        demo.status.success(),
+        "{}",
+        String::from_utf8_lossy(&demo.stderr)
+    );
+    let state = dir.join("state");
+    let verify = |length: &str| {
+        streamforge(&[
+            "verify",
+            "--source",
+            "generator",
+            "--state-dir",
+            state.to_str().unwrap(),
+            "--quiet",
+            "--set",
+            &format!("source.generator.events_per_partition={length}"),
+        ])
+        .output()
+        .unwrap()
+    };
+    let other = verify("900");
+    let stderr = String::from_utf8_lossy(&other.stderr);
+    assert!(!other.status.success());
+    assert!(
+        stderr.contains("the job read 300 events per partition and this verify generated 900")
+            && stderr.contains("--set source.generator.events_per_partition=300"),
+        "{stderr}"
+    );
+    let same = verify("300");
+    assert!(
+        same.status.success(),
+        "{}",
+        String::from_utf8_lossy(&same.stdout)
+    );
+    assert!(!String::from_utf8_lossy(&same.stderr).contains("events per partition"));
+}

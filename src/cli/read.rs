@@ -2,7 +2,7 @@
 //! grouping's) and `verify` (the sink's rows against a recomputation of the
 //! input). Neither writes: they open the sink without creating its schema.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::process::ExitCode;
 
 use anyhow::{anyhow, bail};
@@ -12,7 +12,7 @@ use super::{
     ResultsArgs, VerifyArgs,
 };
 use crate::checkpoint::CheckpointStore;
-use crate::config::{Config, SinkKind};
+use crate::config::{Config, SinkKind, SourceKind};
 use crate::source::Source;
 
 pub(super) fn results(args: ResultsArgs) -> anyhow::Result<ExitCode> {
@@ -147,9 +147,10 @@ pub(super) fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     )?;
     // A job stopped before the end of its input has not emitted the windows
     // its watermark has not reached, unless the end of a bounded run did.
-    if let Some(job) = job_progress.filter(|j| j.watermark_ms < i64::MAX) {
+    if let Some(job) = job_progress.as_ref().filter(|j| j.watermark_ms < i64::MAX) {
         report.set_aside_open(job.watermark_ms, &job.delivered);
     }
+    let hint = job_progress.and_then(|job| generator_length_hint(&cfg, &job.offsets));
     if !args.quiet {
         report.print_side_by_side(&mut std::io::stdout());
     }
@@ -158,6 +159,9 @@ pub(super) fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         if !is_stdout_closed(&e) {
             return Err(e);
         }
+    }
+    if let Some(hint) = hint.filter(|_| !report.ok()) {
+        eprintln!("{hint}");
     }
     Ok(if report.ok() {
         ExitCode::SUCCESS
@@ -225,7 +229,35 @@ fn check_verified_state(cfg: &Config, source: &dyn Source) -> anyhow::Result<Opt
     Ok(Some(JobProgress {
         watermark_ms: cp.engine.watermark,
         delivered,
+        offsets: cp.offsets.clone(),
     }))
+}
+
+/// What to pass when a generator job read another number of events per
+/// partition than this verify generates (the generator's identity leaves
+/// its length out: a longer run continues the same input, so `run` may
+/// resume it, but a verify of a finished demo of 1,000 events against the
+/// default 150,000 compares two inputs). `None` when the lengths agree or
+/// the job's offsets do not tell one.
+fn generator_length_hint(cfg: &Config, job_offsets: &BTreeMap<u32, u64>) -> Option<String> {
+    if cfg.source.kind != SourceKind::Generator {
+        return None;
+    }
+    let read: BTreeSet<u64> = job_offsets.values().copied().collect();
+    let [n] = read.into_iter().collect::<Vec<_>>()[..] else {
+        return None;
+    };
+    (cfg.source.generator.events_per_partition != Some(n)).then(|| {
+        format!(
+            "verify: the job read {n} events per partition and this verify generated {}; if the job \
+             ran with that length (a demo's --events-per-partition, or source.generator.events_per_partition), \
+             verify the same input: --set source.generator.events_per_partition={n}",
+            cfg.source
+                .generator
+                .events_per_partition
+                .map_or("events without end".to_string(), |m| m.to_string()),
+        )
+    })
 }
 
 /// How far the job whose results are verified got, by its newest checkpoint.
@@ -236,4 +268,6 @@ struct JobProgress {
     /// acknowledged that are still open for late events (a bounded run's
     /// end emits every window, whatever the watermark).
     delivered: BTreeSet<i64>,
+    /// The next offset it would read, per partition.
+    offsets: BTreeMap<u32, u64>,
 }
