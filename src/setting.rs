@@ -41,18 +41,50 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 
 impl<'de> Deserialize<'de> for Dur {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Ms(u64),
-            Text(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::Ms(ms) => Ok(Dur(Duration::from_millis(ms))),
-            Raw::Text(t) => parse_duration(&t)
-                .map(Dur)
-                .map_err(serde::de::Error::custom),
-        }
+        d.deserialize_any(DurVisitor)
+    }
+}
+
+/// Reads a [`Dur`] from text or a whole number of milliseconds, and says
+/// what a duration looks like for anything else (an empty value, a
+/// negative or fractional number, a list).
+struct DurVisitor;
+
+impl serde::de::Visitor<'_> for DurVisitor {
+    type Value = Dur;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a duration such as 500ms, 5s, 2m or 1h (a bare number is milliseconds)")
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, ms: u64) -> Result<Dur, E> {
+        Ok(Dur(Duration::from_millis(ms)))
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, ms: i64) -> Result<Dur, E> {
+        u64::try_from(ms)
+            .map(|ms| Dur(Duration::from_millis(ms)))
+            .map_err(|_| E::custom(format!("`{ms}`: a duration cannot be negative")))
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Dur, E> {
+        Err(E::custom(format!(
+            "`{v}` is not a whole number of milliseconds; write e.g. 1500ms or 2s"
+        )))
+    }
+
+    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Dur, E> {
+        parse_duration(text).map(Dur).map_err(E::custom)
+    }
+
+    fn visit_unit<E: serde::de::Error>(self) -> Result<Dur, E> {
+        Err(E::custom(
+            "the value is empty; write a duration such as 500ms, 5s, 2m or 1h, or leave the key out for its default",
+        ))
+    }
+
+    fn visit_none<E: serde::de::Error>(self) -> Result<Dur, E> {
+        self.visit_unit()
     }
 }
 
@@ -97,6 +129,30 @@ impl fmt::Display for Secret {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_duration_that_does_not_parse_says_what_one_looks_like() {
+        let read = |yaml: &str| {
+            serde_yaml_ng::from_str::<Dur>(yaml)
+                .map(|d| d.ms())
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(read("60s"), Ok(60_000));
+        assert_eq!(read("250"), Ok(250));
+        assert_eq!(read("\"2m\""), Ok(120_000));
+        for (yaml, says) in [
+            ("", "the value is empty"),
+            ("~", "the value is empty"),
+            ("-5", "cannot be negative"),
+            ("1.5", "not a whole number of milliseconds"),
+            ("[1]", "a duration such as 500ms"),
+            ("abc", "is not a duration"),
+            ("-5s", "is not a duration"),
+        ] {
+            let err = read(yaml).unwrap_err();
+            assert!(err.contains(says), "{yaml:?}: {err}");
+        }
+    }
 
     #[test]
     fn durations_parse_in_every_form() {

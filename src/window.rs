@@ -159,7 +159,12 @@ impl WindowSpec {
         }
         let whole = self.size_ms % 1000 == 0 && self.slide_ms % 1000 == 0;
         if whole && self.slide_ms > 0 && self.size_ms % self.slide_ms != 0 {
-            problems.push("window.size must be a whole multiple of window.slide".to_string());
+            problems.push(format!(
+                "window.size ({} s) must be a whole multiple of window.slide ({} s): a window is \
+                 whole panes of one slide",
+                self.size_ms / 1000,
+                self.slide_ms / 1000
+            ));
         }
         if self.out_of_orderness_ms < 0 {
             problems.push("window.out_of_orderness must not be negative".to_string());

@@ -130,7 +130,7 @@ fn a_value_that_fails_a_check_names_where_it_came_from() {
     );
     assert!(
         err.contains(
-            "window.size must be a whole multiple of window.slide (from --set window.size"
+            "window.size (60 s) must be a whole multiple of window.slide (45 s): a window is whole panes of one slide (from --set window.size"
         ),
         "{err}"
     );
