@@ -427,12 +427,12 @@ impl Config {
         }
         if self.source.kind == SourceKind::Kafka {
             if let Err(more) = self.kafka.validate() {
-                problems.extend(more.into_iter().map(|p| format!("kafka: {p}")));
+                problems.extend(more.into_iter().map(|p| format!("kafka.{p}")));
             }
         }
         if self.sink.kind == SinkKind::Clickhouse {
             if let Err(more) = self.clickhouse.validate() {
-                problems.extend(more.into_iter().map(|p| format!("clickhouse: {p}")));
+                problems.extend(more.into_iter().map(|p| format!("clickhouse.{p}")));
             }
         }
         if problems.is_empty() {
@@ -747,7 +747,7 @@ mod tests {
         let err = Config::load_with(Some(Path::new("/dev/null")), &flags, &env)
             .unwrap_err()
             .to_string();
-        for part in ["kafka: topic", "clickhouse: table name", "checkpoint.keep"] {
+        for part in ["kafka.topic `bad topic`", "clickhouse.table name", "checkpoint.keep"] {
             assert!(err.contains(part), "{part} missing from: {err}");
         }
     }
