@@ -367,7 +367,15 @@ impl Config {
         };
         sources.read_sections(&probe, &mut base)?;
         tree::apply(&mut base, &sources.layers, &shape)?;
-        let config = tree::deserialize(base).map_err(|problems| sources.explain(&problems))?;
+        let misspelled = tree::misspelled_settings(env, &shape);
+        let config = match tree::deserialize(base) {
+            Ok(config) if misspelled.is_empty() => config,
+            Ok(_) => return Err(sources.explain(&misspelled)),
+            Err(problems) => {
+                let all: Vec<tree::Problem> = misspelled.into_iter().chain(problems).collect();
+                return Err(sources.explain(&all));
+            }
+        };
         config.validate().map_err(|problems| {
             let problems: Vec<String> = problems.iter().map(|p| sources.locate(p)).collect();
             anyhow!(
@@ -747,7 +755,11 @@ mod tests {
         let err = Config::load_with(Some(Path::new("/dev/null")), &flags, &env)
             .unwrap_err()
             .to_string();
-        for part in ["kafka.topic `bad topic`", "clickhouse.table name", "checkpoint.keep"] {
+        for part in [
+            "kafka.topic `bad topic`",
+            "clickhouse.table name",
+            "checkpoint.keep",
+        ] {
             assert!(err.contains(part), "{part} missing from: {err}");
         }
     }

@@ -21,6 +21,51 @@ pub fn read_file(path: &Path) -> anyhow::Result<Value> {
     Ok(if value.is_null() { empty() } else { value })
 }
 
+/// A problem for each environment variable `STREAMFORGE_A_B` (one
+/// underscore after the prefix) that reads as a key of `shape` with some of
+/// its underscores taken as dots: a setting written with single
+/// underscores, which would otherwise be ignored without a word. Names
+/// that read as no key (`STREAMFORGE_CONFIG`, a secret's variable) are not
+/// settings and pass.
+pub fn misspelled_settings(env: &[(String, String)], shape: &Value) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    for (var, _) in env {
+        let Some(rest) = var.strip_prefix("STREAMFORGE_") else {
+            continue;
+        };
+        if rest.starts_with('_') || rest.is_empty() {
+            continue;
+        }
+        let words: Vec<String> = rest.split('_').map(str::to_ascii_lowercase).collect();
+        if words.len() > 12 || words.iter().any(String::is_empty) {
+            continue;
+        }
+        // Each gap between words is an underscore of a key or a dot.
+        let key = (0u32..1 << (words.len() - 1)).find_map(|dots| {
+            let mut key = words[0].clone();
+            for (i, w) in words[1..].iter().enumerate() {
+                key.push(if dots >> i & 1 == 1 { '.' } else { '_' });
+                key.push_str(w);
+            }
+            get(shape, &key).filter(|v| !v.is_mapping()).map(|_| key)
+        });
+        if let Some(key) = key {
+            let right = format!(
+                "STREAMFORGE__{}",
+                key.to_ascii_uppercase().replace('.', "__")
+            );
+            problems.push(Problem {
+                key: key.clone(),
+                message: format!(
+                    "environment variable {var} is not read: a setting's variable separates sections \
+                     with two underscores. Rename it {right}"
+                ),
+            });
+        }
+    }
+    problems
+}
+
 /// Applies `(origin, dotted key, YAML value)` layers in order.
 ///
 /// `shape` is a tree of the same schema whose leaves have the right types
@@ -186,4 +231,61 @@ pub fn set_path(tree: &mut Value, dotted: &str, value: &str, shape: &Value) -> R
         node = map.entry(key).or_insert_with(empty);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_setting_with_single_underscores_is_named_with_its_right_variable() {
+        let shape = serde_yaml_ng::to_value(super::super::Config::default()).unwrap();
+        let env = |names: &[&str]| -> Vec<(String, String)> {
+            names
+                .iter()
+                .map(|n| (n.to_string(), "x".to_string()))
+                .collect()
+        };
+        let found = misspelled_settings(
+            &env(&[
+                "STREAMFORGE_WINDOW_SIZE",
+                "STREAMFORGE_WINDOW_OUT_OF_ORDERNESS",
+                "STREAMFORGE_KAFKA_GROUP_ID",
+                "STREAMFORGE_BATCH_SIZE",
+                // Not settings: the flags' variables, sections, secrets,
+                // the right spelling, other programs' variables.
+                "STREAMFORGE_CONFIG",
+                "STREAMFORGE_STATE_DIR",
+                "STREAMFORGE_WINDOW",
+                "STREAMFORGE_SASL_PASSWORD",
+                "STREAMFORGE__WINDOW__SIZE",
+                "STREAMFORGE_",
+                "STREAMFORGE_WINDOW__SIZE",
+                "KAFKA_BROKERS",
+            ]),
+            &shape,
+        );
+        let named: Vec<(&str, bool)> = found
+            .iter()
+            .map(|p| {
+                let right = format!(
+                    "STREAMFORGE__{}",
+                    p.key.to_ascii_uppercase().replace('.', "__")
+                );
+                (
+                    p.key.as_str(),
+                    p.message.ends_with(&format!("Rename it {right}")),
+                )
+            })
+            .collect();
+        assert_eq!(
+            named,
+            [
+                ("window.size", true),
+                ("window.out_of_orderness", true),
+                ("kafka.group_id", true),
+                ("batch_size", true)
+            ]
+        );
+    }
 }
