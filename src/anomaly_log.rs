@@ -78,9 +78,12 @@ impl AnomalyLog {
         len: u64,
         next_offset: impl Fn(&AnomalyRecord) -> Option<u64>,
     ) -> io::Result<Self> {
-        ensure_parent(path)?;
         // A log a checkpoint covers must be there: a missing one is not
-        // created (the refusal below leaves nothing behind).
+        // created, nor its directory (the refusal below leaves nothing
+        // behind).
+        if len == 0 {
+            ensure_parent(path)?;
+        }
         let file = OpenOptions::new()
             .create(len == 0)
             .read(true)

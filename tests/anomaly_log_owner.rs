@@ -141,3 +141,32 @@ fn a_resume_may_spell_the_input_otherwise() {
         );
     }
 }
+
+/// A resume whose anomaly log is missing (another `--anomaly-log` than
+/// the job ran with) is refused and creates nothing: no log, and no
+/// directory for it.
+#[test]
+fn a_resume_without_its_log_creates_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = make_dataset(
+        &tmp.path().join("data"),
+        &Shape {
+            per_partition: 300,
+            ..Shape::default()
+        },
+    );
+    let source = format!("files:{}", data.dir.display());
+    let state = tmp.path().join("state");
+    assert!(run(&source, &state, &tmp.path().join("logs/anomalies.log"))
+        .status
+        .success());
+    let elsewhere = tmp.path().join("elsewhere/anomalies.log");
+    let out = run(&source, &state, &elsewhere);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("does not exist, but the checkpoint covers"),
+        "{stderr}"
+    );
+    assert!(!tmp.path().join("elsewhere").exists(), "{stderr}");
+}

@@ -14,8 +14,13 @@ pub fn empty() -> Value {
 
 /// A YAML file as a tree; an empty file is an empty tree.
 pub fn read_file(path: &Path) -> anyhow::Result<Value> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    let text = std::fs::read_to_string(path).with_context(|| {
+        format!(
+            "cannot read config file {} (named by --config or STREAMFORGE_CONFIG; without \
+                 either, config/pipeline.yaml is read when it exists)",
+            path.display()
+        )
+    })?;
     let value: Value = serde_yaml_ng::from_str(&text)
         .map_err(|e| anyhow!("config file {}: {e}", path.display()))?;
     Ok(if value.is_null() { empty() } else { value })
