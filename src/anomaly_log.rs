@@ -42,7 +42,8 @@ pub struct AnomalyRecord {
     pub offset: u64,
     pub payload: String,
     pub payload_encoding: String,
-    #[serde(default)]
+    /// Late events only: written back only when there (as the log has it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event_time_ms: Option<i64>,
     pub detected_at: String,
 }

@@ -211,3 +211,26 @@ fn a_replay_whose_fix_changes_nothing_is_refused() {
     assert!(stderr.contains("changed none of the 2 records"), "{stderr}");
     assert!(stderr.contains("nothing was produced"), "{stderr}");
 }
+
+/// `anomalies list` with no filter prints the log as it is, byte for byte:
+/// a record without `event_time_ms` (every reason but `late_event`) gets
+/// none added.
+#[test]
+fn a_listed_log_is_the_log() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = make_dataset(
+        &tmp.path().join("in"),
+        &Shape {
+            per_partition: 30_000,
+            ..Shape::default()
+        },
+    );
+    let log = tmp.path().join("anomalies.log");
+    let source = format!("files:{}", data.dir.display());
+    output_ok(&mut run(&source, &tmp.path().join("state"), &log));
+    let written = std::fs::read_to_string(&log).unwrap();
+    assert!(written.contains("\"reason\":\"late_event\""), "{written}");
+    assert!(written.contains("\"reason\":\"bad_amount\""), "{written}");
+    let listed = run_ok(&["anomalies", "list", "--log", log.to_str().unwrap()]);
+    assert_eq!(String::from_utf8_lossy(&listed.stdout), written);
+}
