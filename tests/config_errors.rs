@@ -135,3 +135,25 @@ fn a_value_that_fails_a_check_names_where_it_came_from() {
         "{err}"
     );
 }
+
+#[test]
+fn a_files_source_without_files_says_to_name_them() {
+    for spec in ["files:", "files:,"] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_streamforge"))
+            .args(["run", "--bounded", "--state-dir", "st", "--source", spec])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(
+            err.contains(&format!("--source {spec}: name the input after `files:`")),
+            "{err}"
+        );
+        assert!(
+            !dir.path().join("st").exists(),
+            "nothing was created: {err}"
+        );
+    }
+}

@@ -268,6 +268,12 @@ fn apply_source_flag(spec: &str, out: &mut Vec<(String, String)>) -> anyhow::Res
                 .filter(|p| !p.is_empty())
                 .map(|p| format!("{p:?}"))
                 .collect();
+            if list.is_empty() {
+                bail!(
+                    "--source {spec}: name the input after `files:`, a directory or files \
+                     (files:DIR, files:a.jsonl,b.jsonl)"
+                );
+            }
             out.push(("source.kind".into(), "files".into()));
             out.push(("source.files".into(), format!("[{}]", list.join(","))));
         }
