@@ -157,3 +157,48 @@ fn a_files_source_without_files_says_to_name_them() {
         );
     }
 }
+
+/// A run says which configuration it read: outside the repository there
+/// is no config/pipeline.yaml, and the built-in defaults apply.
+#[test]
+fn a_run_says_which_configuration_it_read() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("in")).unwrap();
+    std::fs::write(dir.path().join("in/p0.jsonl"), "{}\n").unwrap();
+    std::fs::write(dir.path().join("mine.yaml"), "batch_size: 64\n").unwrap();
+    let run = |config: Option<&str>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_streamforge"));
+        cmd.args([
+            "run",
+            "--bounded",
+            "--source",
+            "files:in",
+            "--metrics-addr",
+            "off",
+        ])
+        .current_dir(dir.path())
+        .env_remove("STREAMFORGE_CONFIG");
+        if let Some(file) = config {
+            cmd.args(["--config", file]);
+        }
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::remove_dir_all(dir.path().join("state")).unwrap();
+        std::fs::remove_dir_all(dir.path().join("logs")).unwrap();
+        String::from_utf8(out.stderr).unwrap()
+    };
+    let stderr = run(None);
+    assert!(
+        stderr.contains("configuration: built-in defaults"),
+        "{stderr}"
+    );
+    let stderr = run(Some("mine.yaml"));
+    assert!(
+        stderr.contains("configuration read file=mine.yaml"),
+        "{stderr}"
+    );
+}

@@ -358,6 +358,14 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         ov.push(("metrics_addr".into(), a.clone()));
     }
     let loaded = Config::load(args.common.config.as_deref(), &ov)?;
+    match &loaded.file {
+        Some(file) => tracing::info!(file = %file.display(), "configuration read"),
+        None => tracing::info!(
+            "configuration: built-in defaults (no --config, no STREAMFORGE_CONFIG, and no {} in the \
+             working directory), with environment variables and flags",
+            crate::config::DEFAULT_CONFIG
+        ),
+    }
     let cfg = loaded.config;
     let progress = args
         .progress
