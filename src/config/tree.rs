@@ -145,7 +145,7 @@ pub fn deserialize(mut tree: Value) -> Result<super::Config, Vec<Problem>> {
             Err(e) => e,
         };
         let key = dotted_key(err.path());
-        let mut message = err.into_inner().to_string();
+        let mut message = plain_types(&err.into_inner().to_string());
         if key.ends_with(".password") && message.starts_with("unknown field") {
             message.push_str(
                 ". A password is never a setting (it would end up in files, shell history and \
@@ -159,6 +159,35 @@ pub fn deserialize(mut tree: Value) -> Result<super::Config, Vec<Problem>> {
             return Err(problems);
         }
     }
+}
+
+/// serde's names for number types in words a user reads: "expected usize"
+/// becomes "expected a whole number, 0 or more".
+fn plain_types(message: &str) -> String {
+    let mut out = message.to_string();
+    for (rust, words) in [
+        ("u8", "a whole number, 0 or more"),
+        ("u16", "a whole number, 0 or more"),
+        ("u32", "a whole number, 0 or more"),
+        ("u64", "a whole number, 0 or more"),
+        ("usize", "a whole number, 0 or more"),
+        ("i32", "a whole number"),
+        ("i64", "a whole number"),
+        ("f64", "a number"),
+        ("f32", "a number"),
+    ] {
+        if let Some(at) = out.find(&format!("expected {rust}")) {
+            let end = at + "expected ".len() + rust.len();
+            if out[end..]
+                .chars()
+                .next()
+                .is_none_or(|c| !c.is_alphanumeric())
+            {
+                out.replace_range(at + "expected ".len()..end, words);
+            }
+        }
+    }
+    out
 }
 
 /// The map keys of `path` up to the first list index (a bad list element
@@ -241,6 +270,24 @@ pub fn set_path(tree: &mut Value, dotted: &str, value: &str, shape: &Value) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn number_types_read_as_words() {
+        assert_eq!(
+            plain_types("invalid value: integer `-1`, expected usize"),
+            "invalid value: integer `-1`, expected a whole number, 0 or more"
+        );
+        assert_eq!(
+            plain_types("invalid type: string \"fast\", expected u64"),
+            "invalid type: string \"fast\", expected a whole number, 0 or more"
+        );
+        assert_eq!(
+            plain_types("expected f64 at line 1"),
+            "expected a number at line 1"
+        );
+        assert_eq!(plain_types("expected u64x"), "expected u64x");
+        assert_eq!(plain_types("unknown field `x`"), "unknown field `x`");
+    }
 
     #[test]
     fn a_setting_with_single_underscores_is_named_with_its_right_variable() {
