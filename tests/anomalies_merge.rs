@@ -202,6 +202,15 @@ fn a_replay_whose_fix_changes_nothing_is_refused() {
         stderr.contains("2 would be produced, 1 changed by the fix, 1 unchanged"),
         "{stderr}"
     );
+    // It names where they would go.
+    let config = streamforge::config::Config::default();
+    assert!(
+        stderr.contains(&format!(
+            "to topic {} on {} (kafka.topic, kafka.brokers)",
+            config.kafka.topic, config.kafka.brokers
+        )),
+        "{stderr}"
+    );
     let out = replay("cat", false);
     assert!(
         !out.status.success(),

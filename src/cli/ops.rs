@@ -272,11 +272,19 @@ fn replay_anomalies(
     if dry_run {
         write_repaired(&report.repaired).map_err(super::stdout_error)?;
         eprintln!(
-            "anomalies replay (dry run): {} selected, {} would be produced{fixed}, {} dropped by the fix, {} skipped",
+            "anomalies replay (dry run): {} selected, {} would be produced{fixed}, {} dropped by the fix, {} skipped; \
+             to topic {} on {} (kafka.topic, kafka.brokers), each to its partition{}",
             records.len(),
             report.repaired.len(),
             report.dropped,
-            report.multiline.len()
+            report.multiline.len(),
+            cfg.kafka.topic,
+            cfg.kafka.brokers,
+            match cfg.source.kind {
+                crate::config::SourceKind::Kafka => "",
+                _ => " (a topic whatever the job's source: a job over files does not read them; \
+                      repair the files instead, or run the job on the topic)",
+            }
         );
         if unchanged_by_fix && !report.repaired.is_empty() {
             eprintln!("anomalies replay: the fix changed none of the records; as they are they would be refused again. Check the command against `streamforge anomalies list`");
