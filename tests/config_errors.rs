@@ -134,6 +134,14 @@ fn a_value_that_fails_a_check_names_where_it_came_from() {
         ),
         "{err}"
     );
+    // Only the second key of the problem set by a flag: its origin.
+    let err = config_error(&["--set", "window.slide=7s"], &[]);
+    assert!(
+        err.contains(
+            "window.slide (7 s): a window is whole panes of one slide (from --set window.slide"
+        ),
+        "{err}"
+    );
 }
 
 #[test]

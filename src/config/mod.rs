@@ -525,20 +525,27 @@ impl Sources {
     /// `problem`, a check's message that begins with the key it is about,
     /// with where that key's value came from when it is not the config
     /// file itself (a flag, an environment variable, a section file).
+    /// A problem about two keys (`window.size ... window.slide`) names the
+    /// origin of the first of them set above the config file.
     fn locate(&self, problem: &str) -> String {
-        let key: String = problem
-            .chars()
-            .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_' || *c == '.')
-            .collect();
+        let is_key_char =
+            |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '.';
+        let key: String = problem.chars().take_while(|c| is_key_char(*c)).collect();
         if key.is_empty() || !problem[key.len()..].starts_with(' ') {
             return problem.to_string();
         }
-        let (origin, _) = self.origin_of(&key);
-        if origin == self.file {
-            problem.to_string()
-        } else {
-            format!("{problem} (from {origin})")
-        }
+        // The leading key, then any other dotted key the message names.
+        let others = problem
+            .split(|c: char| !is_key_char(c))
+            .filter(|w| w.contains('.') && !w.starts_with('.') && !w.ends_with('.'));
+        std::iter::once(key.as_str())
+            .chain(others)
+            .map(|k| self.origin_of(k).0)
+            .find(|origin| *origin != self.file)
+            .map_or_else(
+                || problem.to_string(),
+                |origin| format!("{problem} (from {origin})"),
+            )
     }
 
     /// One error listing every problem, each with its key, where its value
